@@ -1,0 +1,61 @@
+//! The admin listener (plain HTTP, meant for loopback or an internal network):
+//! `/healthz` (the process is up), `/readyz` (the upstream registry answers)
+//! and `/metrics` (Prometheus text). The maintenance and GC API will join here.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{header, Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use crate::body::{full, ProxyBody};
+use crate::error::{ErrorCode, RegistryError};
+use crate::metrics::Metrics;
+use crate::proxy::Upstream;
+
+pub struct Admin {
+    pub upstream: Upstream,
+    pub metrics: Arc<Metrics>,
+}
+
+fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<ProxyBody> {
+    let mut r = Response::new(full(body));
+    *r.status_mut() = status;
+    r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));
+    r
+}
+
+impl Admin {
+    pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<ProxyBody> {
+        if req.method() != Method::GET && req.method() != Method::HEAD {
+            return RegistryError::new(StatusCode::METHOD_NOT_ALLOWED, ErrorCode::Unsupported, "use GET")
+                .into_response();
+        }
+        match req.uri().path() {
+            "/healthz" => text(StatusCode::OK, "text/plain", "ok\n".into()),
+            "/readyz" => match self.upstream.probe(Duration::from_secs(2)).await {
+                // Any HTTP answer (200, or 401 from a registry with its own auth) means it is up.
+                Ok(status) if status.is_success() || status == StatusCode::UNAUTHORIZED => {
+                    text(StatusCode::OK, "text/plain", "ready\n".into())
+                }
+                Ok(status) => text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    format!("upstream {} answered {status}\n", self.upstream.origin()),
+                ),
+                Err(e) => text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    format!("upstream {} unreachable: {e}\n", self.upstream.origin()),
+                ),
+            },
+            "/metrics" => text(
+                StatusCode::OK,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                self.metrics.encode(),
+            ),
+            _ => RegistryError::new(StatusCode::NOT_FOUND, ErrorCode::Unsupported, "not an admin endpoint")
+                .into_response(),
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! Body types that flow through regate, and the one wrapper that streams them.
+//!
+//! Owns [`ProxyBody`] (the boxed body every handler returns) and [`MeteredBody`],
+//! which passes frames through untouched while counting bytes into the
+//! request's [`RequestRecord`], enforcing an idle timeout (time without a frame,
+//! never a total time, so a slow multi-GiB upload is not cut) and telling a
+//! waiter when the stream has ended. Nothing here buffers a body.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::future::Future;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Empty, Full};
+use pin_project_lite::pin_project;
+use tokio::sync::oneshot;
+use tokio::time::{Instant, Sleep};
+
+use crate::access_log::{Direction, RequestRecord};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The body type of every request and response regate handles.
+pub type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// A complete body from bytes.
+pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+/// An empty body.
+pub fn empty() -> ProxyBody {
+    Empty::new().map_err(|never| match never {}).boxed_unsync()
+}
+
+/// A stream stalled for longer than the configured idle timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("no data for {0:?}: idle timeout")]
+pub struct IdleTimeout(pub Duration);
+
+pin_project! {
+    /// Counts, times out when idle, and reports the end of a streamed body.
+    pub struct MeteredBody<B> {
+        #[pin]
+        inner: B,
+        idle_after: Option<Duration>,
+        idle: Option<Pin<Box<Sleep>>>,
+        record: Option<Arc<RequestRecord>>,
+        direction: Direction,
+        on_end: Option<oneshot::Sender<()>>,
+    }
+}
+
+impl<B> MeteredBody<B> {
+    /// Counts the body's bytes into `record`.
+    pub fn new(inner: B, record: Arc<RequestRecord>, direction: Direction) -> Self {
+        MeteredBody {
+            inner,
+            idle_after: None,
+            idle: None,
+            record: Some(record),
+            direction,
+            on_end: None,
+        }
+    }
+
+    /// Counts nothing; for timeouts and end notification only.
+    pub fn uncounted(inner: B) -> Self {
+        MeteredBody {
+            inner,
+            idle_after: None,
+            idle: None,
+            record: None,
+            direction: Direction::In,
+            on_end: None,
+        }
+    }
+
+    /// Fail the stream when no frame arrives for `after`.
+    pub fn idle_timeout(mut self, after: Duration) -> Self {
+        self.idle_after = Some(after);
+        self.idle = Some(Box::pin(tokio::time::sleep(after)));
+        self
+    }
+
+    /// Returns a receiver that completes when the body has been read to its end
+    /// (or dropped).
+    pub fn notify_end(&mut self) -> oneshot::Receiver<()> {
+        let (tx, rx) = oneshot::channel();
+        self.on_end = Some(tx);
+        rx
+    }
+}
+
+impl<B> Body for MeteredBody<B>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.project();
+        match this.inner.poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(data), Some(record)) = (frame.data_ref(), this.record.as_ref()) {
+                    record.add_bytes(*this.direction, data.len() as u64);
+                }
+                if let (Some(sleep), Some(after)) = (this.idle.as_mut(), this.idle_after) {
+                    sleep.as_mut().reset(Instant::now() + *after);
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(None) => {
+                if let Some(tx) = this.on_end.take() {
+                    let _ = tx.send(());
+                }
+                Poll::Ready(None)
+            }
+            Poll::Pending => {
+                if let (Some(sleep), Some(after)) = (this.idle.as_mut(), this.idle_after) {
+                    if sleep.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Some(Err(Box::new(IdleTimeout(*after)))));
+                    }
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,119 @@
+//! The `regate` command line: argument parsing and the exit codes.
+//!
+//! Owns the subcommands and how their results reach the operator: 0 on
+//! success, 2 for a configuration or usage problem, 1 for anything else.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{defaults, Settings};
+
+#[derive(Parser, Debug)]
+#[command(name = "regate", version, about = "A safe gate in front of a Docker registry: TLS, auth, tag delete, GC without fear")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the proxy (and the managed registry, if configured).
+    Serve {
+        #[arg(long, short, default_value = defaults::CONFIG_FILE, env = "REGATE_CONFIG")]
+        config: PathBuf,
+    },
+    /// Validate the configuration; prints every problem and exits 2 if any.
+    CheckConfig {
+        #[arg(long, short, default_value = defaults::CONFIG_FILE, env = "REGATE_CONFIG")]
+        config: PathBuf,
+    },
+    /// Create a local CA and a server certificate (ca.crt, server.crt, server.key).
+    Cert {
+        #[arg(long, default_value = "certs")]
+        dir: PathBuf,
+        /// A DNS name or IP address for the certificate; repeat for more.
+        #[arg(long = "host", required = true)]
+        hosts: Vec<String>,
+    },
+}
+
+/// Sets up `tracing`: `REGATE_LOG` wins over `log.level`.
+pub fn init_logging(level: &str, json: bool) {
+    let filter = std::env::var("REGATE_LOG")
+        .ok()
+        .and_then(|f| tracing_subscriber::EnvFilter::try_new(f).ok())
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = if json { builder.json().try_init() } else { builder.try_init() };
+}
+
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { config } => serve(config),
+        Command::CheckConfig { config } => match Settings::load(&config) {
+            Ok(_) => {
+                println!("{}: configuration is valid", config.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Cert { dir, hosts } => match crate::certs::generate(&dir, &hosts) {
+            Ok(files) => {
+                println!("wrote {}, {}, {} and {}", files.ca_cert.display(), files.ca_key.display(), files.server_cert.display(), files.server_key.display());
+                println!("clients trust {} (docker: /etc/docker/certs.d/HOST:PORT/ca.crt)", files.ca_cert.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("regate cert: {e}");
+                ExitCode::from(2)
+            }
+        },
+    }
+}
+
+fn serve(config: PathBuf) -> ExitCode {
+    let settings = match Settings::load(&config) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&settings.log.level, settings.log.json);
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async move {
+        let running = match crate::server::start(settings).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!("{e}");
+                eprintln!("regate: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        wait_for_signal().await;
+        tracing::info!("shutting down: no new connections, letting requests finish");
+        running.shutdown().await;
+        ExitCode::SUCCESS
+    })
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        Some(()) = async { match term.as_mut() { Some(t) => t.recv().await, None => std::future::pending().await } } => {}
+    }
+}

@@ -1,0 +1,210 @@
+//! Configuration: the TOML file, its environment overrides, defaults and
+//! validation into typed [`Settings`].
+//!
+//! Owns every key name and every default (in [`defaults`]). Loading happens in
+//! three steps: parse the file into `raw` structs (unknown keys are errors),
+//! apply `REGATE_<SECTION>__<KEY>` overrides, then validate everything at once
+//! so an operator sees every problem, each naming the file, the key and what
+//! to do. Relative paths are relative to the working directory.
+
+mod env_override;
+mod raw;
+mod validate;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use validate::Problem;
+
+/// Every default value, in one place.
+pub mod defaults {
+    pub const CONFIG_FILE: &str = "config/regate.toml";
+    pub const LISTEN: &str = "127.0.0.1:5443";
+    pub const ADMIN_LISTEN: &str = "127.0.0.1:5444";
+    pub const TLS_CERT: &str = "certs/server.crt";
+    pub const TLS_KEY: &str = "certs/server.key";
+    pub const DEV_CERTS: bool = false;
+    pub const HANDSHAKE_TIMEOUT_SECS: u64 = 10;
+    pub const IDLE_TIMEOUT_SECS: u64 = 120;
+    pub const SHUTDOWN_TIMEOUT_SECS: u64 = 30;
+    pub const UPSTREAM_CONNECT_TIMEOUT_SECS: u64 = 5;
+    pub const UPSTREAM_RESPONSE_TIMEOUT_SECS: u64 = 300;
+    pub const UPSTREAM_IDLE_TIMEOUT_SECS: u64 = 120;
+    pub const MANAGED_BINARY: &str = "docker-registry";
+    pub const MANAGED_DATA_DIR: &str = "data/registry";
+    pub const STATE_DIR: &str = "data/state";
+    pub const LOG_LEVEL: &str = "info";
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Where the configuration came from (a path, or a label for tests).
+    pub source: String,
+    pub server: ServerSettings,
+    pub upstream: UpstreamSettings,
+    pub state: StateSettings,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    /// The TLS listener for registry clients.
+    pub listen: SocketAddr,
+    pub tls_cert: PathBuf,
+    pub tls_key: PathBuf,
+    /// Create a local CA and a server certificate if the files are missing.
+    pub dev_certs: bool,
+    /// Plain HTTP: health, readiness, metrics and the admin API.
+    pub admin_listen: Option<SocketAddr>,
+    /// Optional plain-HTTP registry listener, for use behind a TLS-terminating balancer.
+    pub plain_listen: Option<SocketAddr>,
+    /// The URL clients use to reach regate, when it differs from their `Host`.
+    pub public_url: Option<PublicUrl>,
+    pub handshake_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub shutdown_timeout: Duration,
+}
+
+/// `scheme://host[:port]` with no path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicUrl {
+    pub scheme: String,
+    pub authority: String,
+}
+
+impl PublicUrl {
+    pub fn origin(&self) -> String {
+        format!("{}://{}", self.scheme, self.authority)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamSettings {
+    /// The registry's origin (`http://host:port`). In managed mode without a
+    /// configured URL it is chosen at start-up.
+    pub url: Option<UpstreamUrl>,
+    pub managed: Option<ManagedSettings>,
+    pub connect_timeout: Duration,
+    /// How long to wait for response headers once the request was sent.
+    pub response_timeout: Duration,
+    /// How long a body may stall, either way.
+    pub idle_timeout: Duration,
+}
+
+/// An upstream origin: `http://host:port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamUrl {
+    pub authority: http::uri::Authority,
+}
+
+impl UpstreamUrl {
+    pub fn origin(&self) -> String {
+        format!("http://{}", self.authority)
+    }
+
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let uri: http::Uri = s.parse().map_err(|e| format!("not a URL ({e})"))?;
+        match uri.scheme_str() {
+            Some("http") => {}
+            Some("https") => {
+                return Err("https upstreams are not supported yet; run the registry on loopback with plain HTTP".into())
+            }
+            _ => return Err("must start with http://".into()),
+        }
+        if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+            return Err("must be an origin only (http://host:port), without a path".into());
+        }
+        let authority = uri.authority().cloned().ok_or("has no host")?;
+        Ok(UpstreamUrl { authority })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ManagedSettings {
+    pub binary: String,
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct StateSettings {
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    pub level: String,
+    pub json: bool,
+}
+
+/// Why a configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read the configuration ({source}); pass --config FILE or create it (an example is config/regate.toml)")]
+    Read { file: String, source: std::io::Error },
+    #[error("{file}: {}", format_problems(.problems))]
+    Invalid { file: String, problems: Vec<Problem> },
+}
+
+impl ConfigError {
+    pub fn problems(&self) -> Vec<Problem> {
+        match self {
+            ConfigError::Read { source, .. } => vec![Problem::new("(file)", source.to_string())],
+            ConfigError::Invalid { problems, .. } => problems.clone(),
+        }
+    }
+}
+
+fn format_problems(problems: &[Problem]) -> String {
+    let mut s = format!(
+        "{} problem{} in the configuration:",
+        problems.len(),
+        if problems.len() == 1 { "" } else { "s" }
+    );
+    for p in problems {
+        s.push_str(&format!("\n  - {}: {}", p.key, p.message));
+    }
+    s
+}
+
+impl Settings {
+    /// Loads `path`, applying overrides from the process environment.
+    pub fn load(path: &Path) -> Result<Settings, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: file.clone(),
+            source,
+        })?;
+        Self::from_toml(&text, &file, std::env::vars())
+    }
+
+    /// Parses configuration text; `source` names it in errors.
+    pub fn from_toml(
+        text: &str,
+        source: &str,
+        env: impl Iterator<Item = (String, String)>,
+    ) -> Result<Settings, ConfigError> {
+        let invalid = |problems| ConfigError::Invalid {
+            file: source.to_owned(),
+            problems,
+        };
+        // First parse the text alone, so errors carry the file's line numbers.
+        let mut doc: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| invalid(vec![Problem::from_toml(&e)]))?;
+        toml::from_str::<raw::RawConfig>(text).map_err(|e| invalid(vec![Problem::from_toml(&e)]))?;
+        let applied = env_override::apply(&mut doc, env).map_err(|m| invalid(vec![Problem::new("(environment)", m)]))?;
+        let raw: raw::RawConfig = toml::Value::Table(doc).try_into().map_err(|e: toml::de::Error| {
+            let vars: Vec<_> = applied.iter().map(|a| format!("{} ({})", a.var, a.key)).collect();
+            invalid(vec![Problem::new(
+                "(environment)",
+                format!("{} (after applying {})", e.message(), vars.join(", ")),
+            )])
+        })?;
+        validate::validate(raw, source).map(|mut s| {
+            s.source = source.to_owned();
+            s
+        }).map_err(invalid)
+    }
+}

@@ -1,0 +1,241 @@
+//! Turns the raw file into [`Settings`], applying defaults and collecting every
+//! problem (with its key) instead of stopping at the first.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::defaults as d;
+use super::raw::RawConfig;
+use super::*;
+
+/// One thing wrong with the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The key at fault, e.g. `server.listen`.
+    pub key: String,
+    /// What is wrong and what to do.
+    pub message: String,
+}
+
+impl Problem {
+    pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Problem { key: key.into(), message: message.into() }
+    }
+
+    /// A parse error of the TOML text (syntax, unknown key, wrong type).
+    pub fn from_toml(e: &toml::de::Error) -> Self {
+        let msg = e.to_string().replace('\n', " ").split_whitespace().collect::<Vec<_>>().join(" ");
+        Problem::new("(syntax)", msg)
+    }
+}
+
+struct Check {
+    problems: Vec<Problem>,
+}
+
+impl Check {
+    fn addr(&mut self, key: &str, value: Option<&str>, default: Option<&str>) -> Option<SocketAddr> {
+        let v = value.or(default)?;
+        match v.parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                self.problems.push(Problem::new(
+                    key,
+                    format!("{v:?} is not an address; write IP:PORT, e.g. \"127.0.0.1:5443\" or \"[::]:5443\""),
+                ));
+                None
+            }
+        }
+    }
+
+    fn secs(&mut self, key: &str, value: Option<u64>, default: u64) -> Duration {
+        let v = value.unwrap_or(default);
+        if v == 0 {
+            self.problems.push(Problem::new(key, "must be at least 1 (seconds)"));
+        }
+        Duration::from_secs(v.max(1))
+    }
+}
+
+pub(super) fn validate(raw: RawConfig, _source: &str) -> Result<Settings, Vec<Problem>> {
+    let mut c = Check { problems: Vec::new() };
+    let s = raw.server;
+
+    let listen = c.addr("server.listen", s.listen.as_deref(), Some(d::LISTEN));
+    let admin_listen = c.addr("server.admin_listen", s.admin_listen.as_deref(), Some(d::ADMIN_LISTEN));
+    let plain_listen = c.addr("server.plain_listen", s.plain_listen.as_deref(), None);
+    let tls_cert = PathBuf::from(s.tls_cert.as_deref().unwrap_or(d::TLS_CERT));
+    let tls_key = PathBuf::from(s.tls_key.as_deref().unwrap_or(d::TLS_KEY));
+    let dev_certs = s.dev_certs.unwrap_or(d::DEV_CERTS);
+    if !dev_certs {
+        for (key, path) in [("server.tls_cert", &tls_cert), ("server.tls_key", &tls_key)] {
+            if !path.is_file() {
+                c.problems.push(Problem::new(
+                    key,
+                    format!(
+                        "file {} not found; create a certificate with `regate cert --dir {} --host <name>`, point {key} at yours, or set server.dev_certs = true",
+                        path.display(),
+                        path.parent().map(|p| p.display().to_string()).filter(|p| !p.is_empty()).unwrap_or_else(|| ".".into())
+                    ),
+                ));
+            }
+        }
+    }
+    let public_url = s.public_url.as_deref().and_then(|u| match parse_public_url(u) {
+        Ok(p) => Some(p),
+        Err(m) => {
+            c.problems.push(Problem::new("server.public_url", format!("{u:?} {m}")));
+            None
+        }
+    });
+    let handshake_timeout = c.secs("server.handshake_timeout_secs", s.handshake_timeout_secs, d::HANDSHAKE_TIMEOUT_SECS);
+    let idle_timeout = c.secs("server.idle_timeout_secs", s.idle_timeout_secs, d::IDLE_TIMEOUT_SECS);
+    let shutdown_timeout = c.secs("server.shutdown_timeout_secs", s.shutdown_timeout_secs, d::SHUTDOWN_TIMEOUT_SECS);
+
+    let u = raw.upstream;
+    let url = u.url.as_deref().and_then(|v| match UpstreamUrl::parse(v) {
+        Ok(url) => Some(url),
+        Err(m) => {
+            c.problems.push(Problem::new("upstream.url", format!("{v:?} {m}")));
+            None
+        }
+    });
+    let managed = u.managed.map(|m| ManagedSettings {
+        binary: m.binary.unwrap_or_else(|| d::MANAGED_BINARY.into()),
+        data_dir: PathBuf::from(m.data_dir.unwrap_or_else(|| d::MANAGED_DATA_DIR.into())),
+    });
+    if u.url.is_none() && managed.is_none() {
+        c.problems.push(Problem::new(
+            "upstream.url",
+            "missing; set it to your registry (e.g. \"http://127.0.0.1:5000\") or add an [upstream.managed] section so regate runs one",
+        ));
+    }
+    if let (Some(m), Some(url)) = (&managed, &url) {
+        if !matches!(url.authority.host(), "127.0.0.1" | "localhost" | "[::1]" | "::1") {
+            c.problems.push(Problem::new(
+                "upstream.url",
+                format!("with [upstream.managed] the registry listens on loopback only; use 127.0.0.1 (got {})", url.authority),
+            ));
+        }
+        if m.binary.trim().is_empty() {
+            c.problems.push(Problem::new("upstream.managed.binary", "must not be empty"));
+        }
+    }
+    let connect_timeout = c.secs("upstream.connect_timeout_secs", u.connect_timeout_secs, d::UPSTREAM_CONNECT_TIMEOUT_SECS);
+    let response_timeout = c.secs("upstream.response_timeout_secs", u.response_timeout_secs, d::UPSTREAM_RESPONSE_TIMEOUT_SECS);
+    let up_idle = c.secs("upstream.idle_timeout_secs", u.idle_timeout_secs, d::UPSTREAM_IDLE_TIMEOUT_SECS);
+
+    let state = StateSettings {
+        dir: PathBuf::from(raw.state.dir.unwrap_or_else(|| d::STATE_DIR.into())),
+    };
+    let level = raw.log.level.unwrap_or_else(|| d::LOG_LEVEL.into());
+    if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
+        c.problems.push(Problem::new("log.level", format!("{level:?} is not a level or filter; use error, warn, info, debug or trace")));
+    }
+    let json = match raw.log.format.as_deref() {
+        None | Some("text") => false,
+        Some("json") => true,
+        Some(other) => {
+            c.problems.push(Problem::new("log.format", format!("{other:?} is not a format; use \"text\" or \"json\"")));
+            false
+        }
+    };
+
+    if !c.problems.is_empty() {
+        return Err(c.problems);
+    }
+    Ok(Settings {
+        source: String::new(),
+        server: ServerSettings {
+            listen: listen.expect("checked above"),
+            tls_cert,
+            tls_key,
+            dev_certs,
+            admin_listen,
+            plain_listen,
+            public_url,
+            handshake_timeout,
+            idle_timeout,
+            shutdown_timeout,
+        },
+        upstream: UpstreamSettings {
+            url,
+            managed,
+            connect_timeout,
+            response_timeout,
+            idle_timeout: up_idle,
+        },
+        state,
+        log: LogSettings { level, json },
+    })
+}
+
+fn parse_public_url(s: &str) -> Result<PublicUrl, String> {
+    let uri: http::Uri = s.parse().map_err(|e| format!("is not a URL ({e})"))?;
+    let scheme = match uri.scheme_str() {
+        Some(x @ ("http" | "https")) => x.to_owned(),
+        _ => return Err("must start with https:// (or http://)".into()),
+    };
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return Err("must have no path: regate serves /v2/ at the root".into());
+    }
+    let authority = uri.authority().ok_or("has no host")?.to_string();
+    Ok(PublicUrl { scheme, authority })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{ConfigError, Settings};
+
+    fn load(text: &str) -> Result<Settings, ConfigError> {
+        Settings::from_toml(text, "test.toml", std::iter::empty())
+    }
+
+    #[test]
+    fn minimal_external_upstream() {
+        let s = load("[server]\ndev_certs = true\n[upstream]\nurl = \"http://127.0.0.1:5000\"\n").unwrap();
+        assert_eq!(s.server.listen.to_string(), "127.0.0.1:5443");
+        assert_eq!(s.upstream.url.unwrap().origin(), "http://127.0.0.1:5000");
+    }
+
+    #[test]
+    fn reports_every_problem_with_its_key() {
+        let err = load(
+            "[server]\nlisten = \"nonsense\"\ntls_cert = \"/nope/server.crt\"\ntls_key = \"/nope/server.key\"\npublic_url = \"ftp://x\"\n[upstream]\nurl = \"https://r:5000\"\n",
+        )
+        .unwrap_err();
+        let keys: Vec<_> = err.problems().into_iter().map(|p| p.key).collect();
+        assert_eq!(
+            keys,
+            ["server.listen", "server.tls_cert", "server.tls_key", "server.public_url", "upstream.url"]
+        );
+        let text = err.to_string();
+        assert!(text.starts_with("test.toml: 5 problems"), "{text}");
+        assert!(text.contains("regate cert --dir /nope"), "{text}");
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = load("[server]\nlisten_addr = \"x\"\n").unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("listen_addr"), "{text}");
+        assert!(text.contains("line 2"), "{text}");
+    }
+
+    #[test]
+    fn environment_overrides_win() {
+        let env = vec![
+            ("REGATE_UPSTREAM__URL".to_string(), "http://127.0.0.1:6000".to_string()),
+            ("REGATE_SERVER__DEV_CERTS".to_string(), "true".to_string()),
+        ];
+        let s = Settings::from_toml("[upstream]\nurl = \"http://127.0.0.1:5000\"\n", "t", env.into_iter()).unwrap();
+        assert_eq!(s.upstream.url.unwrap().origin(), "http://127.0.0.1:6000");
+    }
+
+    #[test]
+    fn missing_upstream_says_what_to_do() {
+        let err = load("[server]\ndev_certs = true\n").unwrap_err();
+        assert!(err.to_string().contains("[upstream.managed]"));
+    }
+}

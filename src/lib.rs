@@ -1,0 +1,24 @@
+//! regate: a gate in front of a Docker registry (distribution `registry:2`).
+//!
+//! It terminates TLS, proxies the whole `/v2/` API with streamed bodies, and
+//! (as the modules land) enforces who may do what, deletes single tags, and
+//! keeps garbage collection from corrupting pushes.
+//!
+//! The data path: [`server`] accepts and terminates TLS -> [`app`] parses the
+//! [`route`] once -> auth and rules -> write gate -> tag delete or [`proxy`].
+
+pub mod access_log;
+pub mod admin;
+pub mod app;
+pub mod body;
+pub mod certs;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod managed;
+pub mod metrics;
+pub mod proxy;
+pub mod route;
+pub mod server;
+pub mod stop_signal;
+pub mod tls;

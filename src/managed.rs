@@ -1,0 +1,235 @@
+//! The managed registry: regate runs `docker-registry serve` itself.
+//!
+//! Owns the registry's generated config (filesystem storage under `data_dir`,
+//! deletes enabled, a fixed `http.secret`, a loopback address, no in-memory
+//! blob descriptor cache), the child process (started with no `REGISTRY_*`
+//! variable but the ones regate means), waiting until `/v2/` answers,
+//! restarting it when it dies, and stopping it on shutdown.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::{ManagedSettings, UpstreamUrl};
+use crate::metrics::Metrics;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ManagedError {
+    #[error("upstream.managed.binary = {binary:?}: not found on PATH. Install it (Debian/Ubuntu: `apt-get install docker-registry`), set upstream.managed.binary to its path, or remove [upstream.managed] and point upstream.url at an existing registry")]
+    BinaryNotFound { binary: String },
+    #[error("upstream.managed.data_dir = {dir}: {source}")]
+    DataDir { dir: String, source: std::io::Error },
+    #[error("cannot start {binary}: {source}")]
+    Spawn { binary: String, source: std::io::Error },
+    #[error("the managed registry did not become ready on {url} within {secs}s: {last}")]
+    NotReady { url: String, secs: u64, last: String },
+}
+
+/// Finds `binary` as a path or on PATH.
+fn resolve_binary(binary: &str) -> Option<PathBuf> {
+    if binary.contains('/') {
+        let p = PathBuf::from(binary);
+        return p.is_file().then_some(p);
+    }
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|dir| dir.join(binary))
+        .find(|p| p.is_file())
+}
+
+fn free_loopback_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// The registry configuration regate writes for the child.
+pub fn registry_config(storage: &Path, addr: &str, secret: &str) -> String {
+    // Values are paths and hex produced here; quote them as YAML strings.
+    format!(
+        "version: 0.1\n\
+         log:\n  level: info\n  accesslog:\n    disabled: true\n\
+         storage:\n  filesystem:\n    rootdirectory: {storage:?}\n  delete:\n    enabled: true\n\
+         http:\n  addr: {addr:?}\n  secret: {secret:?}\n",
+        storage = storage.display().to_string(),
+    )
+}
+
+/// Paths of the managed registry's files.
+#[derive(Debug, Clone)]
+pub struct ManagedPaths {
+    pub config: PathBuf,
+    pub storage: PathBuf,
+}
+
+pub struct ManagedRegistry {
+    url: UpstreamUrl,
+    paths: ManagedPaths,
+    stop: watch::Sender<bool>,
+    supervisor: JoinHandle<()>,
+}
+
+impl ManagedRegistry {
+    pub async fn start(settings: &ManagedSettings, url: Option<&UpstreamUrl>, metrics: Arc<Metrics>) -> Result<Self, ManagedError> {
+        let binary = resolve_binary(&settings.binary)
+            .ok_or_else(|| ManagedError::BinaryNotFound { binary: settings.binary.clone() })?;
+        let dir_err = |source| ManagedError::DataDir { dir: settings.data_dir.display().to_string(), source };
+        std::fs::create_dir_all(settings.data_dir.join("storage")).map_err(dir_err)?;
+        let data_dir = settings.data_dir.canonicalize().map_err(dir_err)?;
+        let secret = load_or_create_secret(&data_dir.join("http.secret")).map_err(dir_err)?;
+        let paths = ManagedPaths { config: data_dir.join("registry.yml"), storage: data_dir.join("storage") };
+
+        let fixed_port = url.map(|u| u.authority.clone());
+        let attempts = if fixed_port.is_some() { 1 } else { 3 };
+        let mut last_err = None;
+        for _ in 0..attempts {
+            let authority: http::uri::Authority = match &fixed_port {
+                Some(a) => a.clone(),
+                None => {
+                    let port = free_loopback_port().map_err(dir_err)?;
+                    format!("127.0.0.1:{port}").parse().expect("valid authority")
+                }
+            };
+            std::fs::write(&paths.config, registry_config(&paths.storage, authority.as_str(), &secret)).map_err(dir_err)?;
+            let url = UpstreamUrl { authority };
+            let mut child = spawn(&binary, &paths.config)?;
+            match wait_ready(&url, &mut child, Duration::from_secs(15)).await {
+                Ok(()) => {
+                    tracing::info!(url = %url.origin(), storage = %paths.storage.display(), "managed registry is ready");
+                    let (stop, stop_rx) = watch::channel(false);
+                    let supervisor = tokio::spawn(supervise(binary, paths.config.clone(), url.clone(), child, stop_rx, metrics));
+                    return Ok(ManagedRegistry { url, paths, stop, supervisor });
+                }
+                Err(e) => {
+                    let _ = child.kill().await;
+                    last_err = Some(e);
+                }
+            }
+        }
+        Err(last_err.expect("at least one attempt"))
+    }
+
+    pub fn url(&self) -> &UpstreamUrl {
+        &self.url
+    }
+
+    pub fn paths(&self) -> &ManagedPaths {
+        &self.paths
+    }
+
+    /// Stops the registry: SIGTERM, then SIGKILL after ten seconds.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.supervisor.await;
+    }
+}
+
+fn load_or_create_secret(path: &Path) -> std::io::Result<String> {
+    if let Ok(s) = std::fs::read_to_string(path) {
+        if !s.trim().is_empty() {
+            return Ok(s.trim().to_owned());
+        }
+    }
+    let secret = hex::encode(rand::random::<[u8; 32]>());
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    f.write_all(secret.as_bytes())?;
+    Ok(secret)
+}
+
+fn spawn(binary: &Path, config: &Path) -> Result<Child, ManagedError> {
+    let mut cmd = Command::new(binary);
+    cmd.arg("serve").arg(config);
+    // The registry reads every REGISTRY_* variable as a config override; a
+    // stray one (skopeo's REGISTRY_AUTH_FILE) breaks it. Start it clean.
+    cmd.env_clear();
+    if let Some(path) = std::env::var_os("PATH") {
+        cmd.env("PATH", path);
+    }
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+    let mut child = cmd.spawn().map_err(|source| ManagedError::Spawn { binary: binary.display().to_string(), source })?;
+    for out in [child.stdout.take().map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
+                child.stderr.take().map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Send + Unpin>)]
+        .into_iter()
+        .flatten()
+    {
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(out).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if line.contains("level=error") || line.contains("level=fatal") || line.contains("level=panic") {
+                    tracing::warn!(target: "regate::registry", "{line}");
+                } else {
+                    tracing::debug!(target: "regate::registry", "{line}");
+                }
+            }
+        });
+    }
+    Ok(child)
+}
+
+async fn wait_ready(url: &UpstreamUrl, child: &mut Child, within: Duration) -> Result<(), ManagedError> {
+    let deadline = Instant::now() + within;
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(1)).no_proxy().build().expect("client");
+    let probe = format!("{}/v2/", url.origin());
+    let mut last = String::from("no answer yet");
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(ManagedError::NotReady { url: url.origin(), secs: within.as_secs(), last: format!("the registry exited ({status}); run it by hand with its config to see why") });
+        }
+        match client.get(&probe).send().await {
+            Ok(r) if r.status().is_success() => return Ok(()),
+            Ok(r) => last = format!("answered {}", r.status()),
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    Err(ManagedError::NotReady { url: url.origin(), secs: within.as_secs(), last })
+}
+
+async fn terminate(child: &mut Child) {
+    if let Some(pid) = child.id() {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
+        if tokio::time::timeout(Duration::from_secs(10), child.wait()).await.is_ok() {
+            return;
+        }
+    }
+    let _ = child.kill().await;
+}
+
+/// Restarts the registry when it exits, until told to stop.
+async fn supervise(binary: PathBuf, config: PathBuf, url: UpstreamUrl, mut child: Child, mut stop: watch::Receiver<bool>, metrics: Arc<Metrics>) {
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        tokio::select! {
+            status = child.wait() => {
+                tracing::error!(status = ?status.ok(), "the managed registry exited; restarting it in {backoff:?}");
+                metrics.managed_restart();
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = crate::stop_signal::stopped(&mut stop) => return,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+                match spawn(&binary, &config) {
+                    Ok(mut c) => {
+                        if wait_ready(&url, &mut c, Duration::from_secs(15)).await.is_ok() {
+                            tracing::info!(url = %url.origin(), "managed registry restarted");
+                            backoff = Duration::from_millis(500);
+                        }
+                        child = c;
+                    }
+                    Err(e) => tracing::error!(error = %e, "cannot restart the managed registry"),
+                }
+            }
+            _ = crate::stop_signal::stopped(&mut stop) => {
+                terminate(&mut child).await;
+                return;
+            }
+        }
+    }
+}

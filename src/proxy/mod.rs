@@ -1,0 +1,154 @@
+//! Forwarding to the upstream registry: one pooled HTTP/1.1 client, bodies
+//! streamed both ways.
+//!
+//! Owns [`Upstream`]. It rewrites the request URI to the upstream origin
+//! (path and query untouched), applies the header rules of [`headers`], times
+//! the wait for response headers (counted from the end of the request body, so
+//! a slow upload is never cut), and maps transport failures to 502/504 OCI
+//! errors. It never looks at a body's content.
+
+pub mod headers;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use http::{header, HeaderValue, Request, Response, Uri, Version};
+use http_body_util::BodyExt;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::body::{MeteredBody, ProxyBody};
+use crate::config::UpstreamUrl;
+use crate::error::RegistryError;
+use crate::metrics::Metrics;
+use crate::route::RouteKind;
+pub use headers::PublicOrigin;
+
+/// The upstream registry and the pooled client that reaches it.
+#[derive(Clone)]
+pub struct Upstream {
+    client: Client<HttpConnector, ProxyBody>,
+    origin: String,
+    authority: http::uri::Authority,
+    response_timeout: Duration,
+    idle_timeout: Duration,
+}
+
+/// What the forwarder needs to know about the client side.
+pub struct ClientSide<'a> {
+    pub peer: SocketAddr,
+    pub public: &'a PublicOrigin,
+    pub route: RouteKind,
+    pub metrics: &'a Metrics,
+}
+
+impl Upstream {
+    pub fn new(url: &UpstreamUrl, connect_timeout: Duration, response_timeout: Duration, idle_timeout: Duration) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(connect_timeout));
+        connector.enforce_http(true);
+        let client = Client::builder(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(128)
+            .build(connector);
+        Upstream {
+            client,
+            origin: url.origin(),
+            authority: url.authority.clone(),
+            response_timeout,
+            idle_timeout,
+        }
+    }
+
+    /// `http://host:port` of the registry.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// Sends `req` upstream and returns its response, streaming.
+    pub async fn forward(&self, req: Request<ProxyBody>, side: ClientSide<'_>) -> Result<Response<ProxyBody>, RegistryError> {
+        let (mut parts, body) = req.into_parts();
+        // HTTP/2 clients send :authority instead of Host; keep what they asked for.
+        if !parts.headers.contains_key(header::HOST) {
+            if let Some(a) = parts.uri.authority() {
+                if let Ok(v) = HeaderValue::from_str(a.as_str()) {
+                    parts.headers.insert(header::HOST, v);
+                }
+            }
+        }
+        headers::strip_hop_by_hop(&mut parts.headers);
+        headers::set_forwarding(&mut parts.headers, side.peer, side.public);
+        let path_and_query = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        parts.uri = Uri::builder()
+            .scheme("http")
+            .authority(self.authority.clone())
+            .path_and_query(path_and_query)
+            .build()
+            .map_err(|e| RegistryError::bad_gateway(format!("cannot build the upstream URI: {e}")))?;
+        parts.version = Version::HTTP_11;
+
+        let mut body = MeteredBody::uncounted(body);
+        let body_sent = body.notify_end();
+        let req = Request::from_parts(parts, body.boxed_unsync());
+
+        let started = Instant::now();
+        let response_timeout = self.response_timeout;
+        let result = tokio::select! {
+            r = self.client.request(req) => r,
+            _ = async {
+                let _ = body_sent.await;
+                tokio::time::sleep(response_timeout).await;
+            } => {
+                return Err(RegistryError::gateway_timeout(format!(
+                    "the upstream registry sent no response within {}s", response_timeout.as_secs()
+                )));
+            }
+        };
+        let resp = result.map_err(|e| self.transport_error(e))?;
+        side.metrics.upstream_latency(side.route, started.elapsed());
+
+        let (mut parts, body) = resp.into_parts();
+        headers::strip_hop_by_hop(&mut parts.headers);
+        headers::rewrite_location(&mut parts.headers, &self.origin, side.public);
+        let body = MeteredBody::uncounted(body).idle_timeout(self.idle_timeout).boxed_unsync();
+        Ok(Response::from_parts(parts, body))
+    }
+
+    fn transport_error(&self, e: hyper_util::client::legacy::Error) -> RegistryError {
+        use std::error::Error as _;
+        let mut cause = String::new();
+        let mut src = e.source();
+        while let Some(s) = src {
+            if s.downcast_ref::<crate::body::IdleTimeout>().is_some() {
+                return RegistryError::new(
+                    http::StatusCode::REQUEST_TIMEOUT,
+                    crate::error::ErrorCode::Unknown,
+                    "the request body stalled: idle timeout",
+                );
+            }
+            cause = s.to_string();
+            src = s.source();
+        }
+        if e.is_connect() {
+            RegistryError::bad_gateway(format!("the upstream registry at {} is unreachable: {cause}", self.origin))
+        } else {
+            RegistryError::bad_gateway(format!("the upstream registry at {} failed: {e}: {cause}", self.origin))
+        }
+    }
+
+    /// A plain GET to the registry, for readiness checks.
+    pub async fn probe(&self, timeout: Duration) -> Result<http::StatusCode, String> {
+        let req = Request::get(format!("{}/v2/", self.origin))
+            .body(crate::body::empty())
+            .map_err(|e| e.to_string())?;
+        match tokio::time::timeout(timeout, self.client.request(req)).await {
+            Ok(Ok(resp)) => Ok(resp.status()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("no answer within {timeout:?}")),
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! Starting and stopping regate: certificates, the managed registry, the
+//! listeners (TLS, optional plain HTTP, admin) and graceful shutdown.
+//!
+//! Owns [`start`] and [`RunningServer`]. `main` and the tests share this
+//! path; tests pass `127.0.0.1:0` addresses and read the bound ones back.
+
+mod listener;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::admin::Admin;
+use crate::app::App;
+use crate::config::Settings;
+use crate::managed::ManagedRegistry;
+use crate::metrics::Metrics;
+use crate::proxy::Upstream;
+use crate::tls::CertStore;
+use listener::{Handler, LoopSettings};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{key} = {addr}: cannot listen ({source}); pick a free address or stop what uses it")]
+    Bind { key: &'static str, addr: SocketAddr, source: std::io::Error },
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    #[error(transparent)]
+    Certs(#[from] crate::certs::CertError),
+    #[error(transparent)]
+    Managed(#[from] crate::managed::ManagedError),
+}
+
+/// A started regate; stop it with [`RunningServer::shutdown`].
+pub struct RunningServer {
+    pub tls_addr: SocketAddr,
+    pub plain_addr: Option<SocketAddr>,
+    pub admin_addr: Option<SocketAddr>,
+    pub upstream_origin: String,
+    pub app: Arc<App>,
+    stop: watch::Sender<bool>,
+    loops: Vec<JoinHandle<()>>,
+    reloader: JoinHandle<()>,
+    managed: Option<ManagedRegistry>,
+}
+
+async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr).await.map_err(|source| StartError::Bind { key, addr, source })
+}
+
+/// Creates development certificates when configured and missing.
+fn ensure_dev_certs(settings: &Settings) -> Result<(), StartError> {
+    let s = &settings.server;
+    if !s.dev_certs || (s.tls_cert.is_file() && s.tls_key.is_file()) {
+        return Ok(());
+    }
+    let dir = s.tls_cert.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    let hosts = ["localhost", "127.0.0.1", "::1"].map(String::from);
+    let files = crate::certs::generate(dir, &hosts)?;
+    for (made, wanted) in [(&files.server_cert, &s.tls_cert), (&files.server_key, &s.tls_key)] {
+        if made != wanted {
+            std::fs::rename(made, wanted).map_err(|source| crate::certs::CertError::Write {
+                path: wanted.display().to_string(),
+                source,
+            })?;
+        }
+    }
+    tracing::warn!(
+        ca = %files.ca_cert.display(),
+        "created development certificates for localhost; clients must trust this CA"
+    );
+    Ok(())
+}
+
+/// Starts everything the settings describe.
+pub async fn start(settings: Settings) -> Result<RunningServer, StartError> {
+    let settings = Arc::new(settings);
+    let metrics = Arc::new(Metrics::new());
+    ensure_dev_certs(&settings)?;
+    let certs = CertStore::load(&settings.server.tls_cert, &settings.server.tls_key)?;
+    let tls_config = crate::tls::server_config(Arc::clone(&certs))?;
+
+    let managed = match &settings.upstream.managed {
+        Some(m) => Some(ManagedRegistry::start(m, settings.upstream.url.as_ref(), Arc::clone(&metrics)).await?),
+        None => None,
+    };
+    let upstream_url = match (&managed, &settings.upstream.url) {
+        (Some(m), _) => m.url().clone(),
+        (None, Some(u)) => u.clone(),
+        (None, None) => unreachable!("validation requires upstream.url or [upstream.managed]"),
+    };
+    let up = &settings.upstream;
+    let upstream = Upstream::new(&upstream_url, up.connect_timeout, up.response_timeout, up.idle_timeout);
+
+    let tls_listener = bind("server.listen", settings.server.listen).await?;
+    let plain_listener = match settings.server.plain_listen {
+        Some(a) => Some(bind("server.plain_listen", a).await?),
+        None => None,
+    };
+    let admin_listener = match settings.server.admin_listen {
+        Some(a) => Some(bind("server.admin_listen", a).await?),
+        None => None,
+    };
+
+    let app = Arc::new(App {
+        settings: Arc::clone(&settings),
+        upstream: upstream.clone(),
+        metrics: Arc::clone(&metrics),
+    });
+    let (stop, stop_rx) = watch::channel(false);
+    let handler: Handler = {
+        let app = Arc::clone(&app);
+        Arc::new(move |req, conn| Box::pin(Arc::clone(&app).handle(req, conn)))
+    };
+    let loop_settings = |name, tls| LoopSettings {
+        name,
+        tls,
+        handshake_timeout: settings.server.handshake_timeout,
+        shutdown_timeout: settings.server.shutdown_timeout,
+    };
+
+    let tls_addr = tls_listener.local_addr().map_err(|source| StartError::Bind {
+        key: "server.listen",
+        addr: settings.server.listen,
+        source,
+    })?;
+    let mut loops = vec![tokio::spawn(listener::serve(
+        tls_listener,
+        loop_settings("tls", Some(tokio_rustls::TlsAcceptor::from(tls_config))),
+        Arc::clone(&handler),
+        Arc::clone(&metrics),
+        stop_rx.clone(),
+    ))];
+    let plain_addr = plain_listener.as_ref().and_then(|l| l.local_addr().ok());
+    if let Some(l) = plain_listener {
+        loops.push(tokio::spawn(listener::serve(
+            l,
+            loop_settings("plain", None),
+            Arc::clone(&handler),
+            Arc::clone(&metrics),
+            stop_rx.clone(),
+        )));
+    }
+    let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
+    if let Some(l) = admin_listener {
+        let admin = Arc::new(Admin { upstream: upstream.clone(), metrics: Arc::clone(&metrics) });
+        let admin_handler: Handler = Arc::new(move |req, _conn| Box::pin(Arc::clone(&admin).handle(req)));
+        loops.push(tokio::spawn(listener::serve(
+            l,
+            loop_settings("admin", None),
+            admin_handler,
+            Arc::clone(&metrics),
+            stop_rx.clone(),
+        )));
+    }
+    let reloader = certs.spawn_reloader();
+    tracing::info!(
+        tls = %tls_addr,
+        plain = plain_addr.map(|a| a.to_string()).as_deref().unwrap_or("-"),
+        admin = admin_addr.map(|a| a.to_string()).as_deref().unwrap_or("-"),
+        upstream = %upstream.origin(),
+        "regate is listening"
+    );
+    Ok(RunningServer {
+        tls_addr,
+        plain_addr,
+        admin_addr,
+        upstream_origin: upstream.origin().to_owned(),
+        app,
+        stop,
+        loops,
+        reloader,
+        managed,
+    })
+}
+
+impl RunningServer {
+    /// Stops accepting, lets in-flight requests finish (bounded by
+    /// `server.shutdown_timeout_secs`), then stops the managed registry.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for l in self.loops {
+            let _ = l.await;
+        }
+        self.reloader.abort();
+        if let Some(m) = self.managed {
+            m.stop().await;
+        }
+    }
+}
