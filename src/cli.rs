@@ -23,6 +23,10 @@ pub enum Command {
     Serve {
         #[arg(long, short, default_value = defaults::CONFIG_FILE, env = "REGATE_CONFIG")]
         config: PathBuf,
+        /// Once listening, write the bound addresses as JSON to this file
+        /// (for scripts and tests that use port 0).
+        #[arg(long)]
+        ready_file: Option<PathBuf>,
     },
     /// Validate the configuration; prints every problem and exits 2 if any.
     CheckConfig {
@@ -52,7 +56,7 @@ pub fn init_logging(level: &str, json: bool) {
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { config } => serve(config),
+        Command::Serve { config, ready_file } => serve(config, ready_file),
         Command::CheckConfig { config } => match Settings::load(&config) {
             Ok(_) => {
                 println!("{}: configuration is valid", config.display());
@@ -77,7 +81,7 @@ pub fn run() -> ExitCode {
     }
 }
 
-fn serve(config: PathBuf) -> ExitCode {
+fn serve(config: PathBuf, ready_file: Option<PathBuf>) -> ExitCode {
     let settings = match Settings::load(&config) {
         Ok(s) => s,
         Err(e) => {
@@ -102,11 +106,31 @@ fn serve(config: PathBuf) -> ExitCode {
                 return ExitCode::from(2);
             }
         };
+        if let Some(path) = ready_file {
+            if let Err(e) = write_ready_file(&path, &running) {
+                eprintln!("regate: --ready-file {}: {e}", path.display());
+                running.shutdown().await;
+                return ExitCode::FAILURE;
+            }
+        }
         wait_for_signal().await;
         tracing::info!("shutting down: no new connections, letting requests finish");
         running.shutdown().await;
         ExitCode::SUCCESS
     })
+}
+
+fn write_ready_file(path: &std::path::Path, running: &crate::server::RunningServer) -> std::io::Result<()> {
+    let info = serde_json::json!({
+        "pid": std::process::id(),
+        "tls": running.tls_addr.to_string(),
+        "plain": running.plain_addr.map(|a| a.to_string()),
+        "admin": running.admin_addr.map(|a| a.to_string()),
+        "upstream": running.upstream_origin,
+    });
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(&info)?)?;
+    std::fs::rename(tmp, path)
 }
 
 async fn wait_for_signal() {

@@ -1,0 +1,183 @@
+//! regate itself, in-process (`Regate::start`) or as the real binary
+//! (`RegateProcess`, for crash and memory tests), with a generated CA.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use regate::certs::CertFiles;
+use regate::config::Settings;
+use regate::server::RunningServer;
+
+/// Certificates for 127.0.0.1 and localhost, and a directory holding only the
+/// CA (what skopeo's --cert-dir wants).
+pub struct TestCerts {
+    pub files: CertFiles,
+    pub trust_dir: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl TestCerts {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let files = regate::certs::generate(&dir.path().join("certs"), &["127.0.0.1".into(), "localhost".into()]).unwrap();
+        let trust_dir = dir.path().join("trust");
+        std::fs::create_dir_all(&trust_dir).unwrap();
+        std::fs::copy(&files.ca_cert, trust_dir.join("ca.crt")).unwrap();
+        TestCerts { files, trust_dir, _dir: dir }
+    }
+}
+
+/// The TOML for a regate in front of `upstream`, on ephemeral ports; `extra`
+/// is appended (more sections).
+pub fn config_toml(upstream: &str, certs: &TestCerts, state_dir: &Path, extra: &str) -> String {
+    format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nplain_listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\ntls_cert = {:?}\ntls_key = {:?}\nshutdown_timeout_secs = 2\n[upstream]\nurl = {:?}\n[state]\ndir = {:?}\n{extra}",
+        certs.files.server_cert.display().to_string(),
+        certs.files.server_key.display().to_string(),
+        upstream,
+        state_dir.display().to_string(),
+    )
+}
+
+pub struct Regate {
+    pub server: Option<RunningServer>,
+    pub certs: TestCerts,
+    /// `https://127.0.0.1:PORT`
+    pub url: String,
+    /// `127.0.0.1:PORT`, as skopeo wants it.
+    pub host: String,
+    pub plain_url: String,
+    pub admin_url: String,
+    pub state_dir: tempfile::TempDir,
+}
+
+impl Regate {
+    /// regate in front of `upstream` with default settings.
+    pub async fn start(upstream: &str) -> Self {
+        Self::start_with(upstream, "").await
+    }
+
+    /// regate with extra TOML sections appended to the test config.
+    pub async fn start_with(upstream: &str, extra: &str) -> Self {
+        let certs = TestCerts::new();
+        let state_dir = tempfile::tempdir().unwrap();
+        let text = config_toml(upstream, &certs, state_dir.path(), extra);
+        let settings = Settings::from_toml(&text, "test config", std::iter::empty()).expect("valid test config");
+        let server = regate::server::start(settings).await.expect("regate starts");
+        let host = server.tls_addr.to_string();
+        Regate {
+            url: format!("https://{host}"),
+            host,
+            plain_url: format!("http://{}", server.plain_addr.unwrap()),
+            admin_url: format!("http://{}", server.admin_addr.unwrap()),
+            server: Some(server),
+            certs,
+            state_dir,
+        }
+    }
+
+    /// An HTTP client that trusts only the test CA.
+    pub fn client(&self) -> reqwest::Client {
+        client_trusting(&self.certs.files.ca_cert)
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(s) = self.server.take() {
+            s.shutdown().await;
+        }
+    }
+}
+
+pub fn client_trusting(ca: &Path) -> reqwest::Client {
+    let pem = std::fs::read(ca).unwrap();
+    reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
+        .tls_built_in_root_certs(false)
+        .no_proxy()
+        .build()
+        .unwrap()
+}
+
+/// The regate binary as a child process.
+pub struct RegateProcess {
+    pub child: Child,
+    pub pid: u32,
+    pub url: String,
+    pub host: String,
+    pub plain_url: Option<String>,
+    pub admin_url: Option<String>,
+    pub config_path: PathBuf,
+    pub log_path: PathBuf,
+}
+
+impl RegateProcess {
+    /// Starts `regate serve` with `config_text` (written into `dir`).
+    pub fn spawn(dir: &Path, config_text: &str, env: &[(&str, &str)]) -> Self {
+        let config_path = dir.join("regate.toml");
+        std::fs::write(&config_path, config_text).unwrap();
+        let ready = dir.join("ready.json");
+        let _ = std::fs::remove_file(&ready);
+        let log_path = dir.join("regate.log");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_regate"));
+        cmd.arg("serve").arg("--config").arg(&config_path).arg("--ready-file").arg(&ready);
+        cmd.stdin(Stdio::null()).stdout(log.try_clone().unwrap()).stderr(log);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start the regate binary");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(text) = std::fs::read_to_string(&ready) {
+                let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+                let host = v["tls"].as_str().unwrap().to_owned();
+                return RegateProcess {
+                    pid: child.id(),
+                    url: format!("https://{host}"),
+                    host,
+                    plain_url: v["plain"].as_str().map(|a| format!("http://{a}")),
+                    admin_url: v["admin"].as_str().map(|a| format!("http://{a}")),
+                    child,
+                    config_path,
+                    log_path,
+                };
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("regate exited early ({status}):\n{}", std::fs::read_to_string(&log_path).unwrap_or_default());
+            }
+            assert!(Instant::now() < deadline, "regate did not become ready");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Peak resident memory so far, in KiB (VmHWM).
+    pub fn peak_rss_kib(&self) -> u64 {
+        proc_status_kib(self.pid, "VmHWM:")
+    }
+
+    pub fn rss_kib(&self) -> u64 {
+        proc_status_kib(self.pid, "VmRSS:")
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
+impl Drop for RegateProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
