@@ -108,6 +108,7 @@ impl Drop for RequestRecord {
             peer = %self.peer,
             account = self.account.get().map(String::as_str).unwrap_or("-"),
         );
-        self.metrics.request_done(self.route, &self.method, status, bytes_in, bytes_out);
+        self.metrics
+            .request_done(self.route, &self.method, status, bytes_in, bytes_out);
     }
 }

@@ -21,15 +21,22 @@ pub struct Admin {
 fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<ProxyBody> {
     let mut r = Response::new(full(body));
     *r.status_mut() = status;
-    r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
     r
 }
 
 impl Admin {
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<ProxyBody> {
         if req.method() != Method::GET && req.method() != Method::HEAD {
-            return RegistryError::new(StatusCode::METHOD_NOT_ALLOWED, ErrorCode::Unsupported, "use GET")
-                .into_response();
+            return RegistryError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                ErrorCode::Unsupported,
+                "use GET",
+            )
+            .into_response();
         }
         match req.uri().path() {
             "/healthz" => text(StatusCode::OK, "text/plain", "ok\n".into()),
@@ -54,8 +61,12 @@ impl Admin {
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
                 self.metrics.encode(),
             ),
-            _ => RegistryError::new(StatusCode::NOT_FOUND, ErrorCode::Unsupported, "not an admin endpoint")
-                .into_response(),
+            _ => RegistryError::new(
+                StatusCode::NOT_FOUND,
+                ErrorCode::Unsupported,
+                "not an admin endpoint",
+            )
+            .into_response(),
         }
     }
 }

@@ -38,7 +38,11 @@ pub struct App {
 
 impl App {
     /// Serves one request from a registry client.
-    pub async fn handle(self: Arc<Self>, req: Request<Incoming>, conn: ConnInfo) -> Response<ProxyBody> {
+    pub async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        conn: ConnInfo,
+    ) -> Response<ProxyBody> {
         let parsed = Route::parse(req.uri().path());
         let (kind, repo) = match &parsed {
             Ok(r) => (r.kind(), r.repository().map(|n| n.to_string())),
@@ -53,7 +57,11 @@ impl App {
             Arc::clone(&self.metrics),
         );
         let idle = self.settings.server.idle_timeout;
-        let req = req.map(|b| MeteredBody::new(b, Arc::clone(&record), Direction::In).idle_timeout(idle).boxed_unsync());
+        let req = req.map(|b| {
+            MeteredBody::new(b, Arc::clone(&record), Direction::In)
+                .idle_timeout(idle)
+                .boxed_unsync()
+        });
 
         let resp = match parsed {
             Ok(route) => self.dispatch(req, route, &conn).await,
@@ -65,12 +73,22 @@ impl App {
         resp.map(|b| MeteredBody::new(b, record, Direction::Out).boxed_unsync())
     }
 
-    async fn dispatch(&self, req: Request<ProxyBody>, route: Route, conn: &ConnInfo) -> Result<Response<ProxyBody>, RegistryError> {
+    async fn dispatch(
+        &self,
+        req: Request<ProxyBody>,
+        route: Route,
+        conn: &ConnInfo,
+    ) -> Result<Response<ProxyBody>, RegistryError> {
         let public = self.public_origin(&req, conn);
         self.upstream
             .forward(
                 req,
-                ClientSide { peer: conn.peer, public: &public, route: route.kind(), metrics: &self.metrics },
+                ClientSide {
+                    peer: conn.peer,
+                    public: &public,
+                    route: route.kind(),
+                    metrics: &self.metrics,
+                },
             )
             .await
     }
@@ -79,7 +97,10 @@ impl App {
     /// scheme of the listener with the `Host` the client sent.
     fn public_origin<B>(&self, req: &Request<B>, conn: &ConnInfo) -> PublicOrigin {
         if let Some(p) = &self.settings.server.public_url {
-            return PublicOrigin { scheme: p.scheme.clone(), authority: p.authority.clone() };
+            return PublicOrigin {
+                scheme: p.scheme.clone(),
+                authority: p.authority.clone(),
+            };
         }
         let authority = req
             .headers()
@@ -88,6 +109,9 @@ impl App {
             .map(str::to_owned)
             .or_else(|| req.uri().authority().map(|a| a.to_string()))
             .unwrap_or_else(|| conn.local.to_string());
-        PublicOrigin { scheme: if conn.tls { "https" } else { "http" }.into(), authority }
+        PublicOrigin {
+            scheme: if conn.tls { "https" } else { "http" }.into(),
+            authority,
+        }
     }
 }

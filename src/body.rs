@@ -6,9 +6,9 @@
 //! never a total time, so a slow multi-GiB upload is not cut) and telling a
 //! waiter when the stream has ended. Nothing here buffers a body.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::future::Future;
 use std::task::{Context, Poll};
 use std::time::Duration;
 

@@ -7,14 +7,20 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    KeyUsagePurpose,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CertError {
     #[error("certificate generation: {0}")]
     Generate(#[from] rcgen::Error),
     #[error("{path}: cannot write ({source})")]
-    Write { path: String, source: std::io::Error },
+    Write {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("--host is required at least once (a DNS name or an IP address)")]
     NoHosts,
 }
@@ -36,15 +42,25 @@ pub fn generate(dir: &Path, hosts: &[String]) -> Result<CertFiles, CertError> {
     let ca_key = KeyPair::generate()?;
     let mut ca = CertificateParams::new(Vec::<String>::new())?;
     ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    ca.distinguished_name.push(DnType::CommonName, "regate local CA");
-    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    ca.distinguished_name
+        .push(DnType::CommonName, "regate local CA");
+    ca.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     let ca_cert = ca.self_signed(&ca_key)?;
 
     let server_key = KeyPair::generate()?;
     let mut server = CertificateParams::new(hosts.to_vec())?;
-    server.distinguished_name.push(DnType::CommonName, hosts[0].clone());
+    server
+        .distinguished_name
+        .push(DnType::CommonName, hosts[0].clone());
     server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    server.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    server.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
     let server_cert = server.signed_by(&server_key, &ca_cert, &ca_key)?;
 
     let files = CertFiles {
@@ -53,18 +69,28 @@ pub fn generate(dir: &Path, hosts: &[String]) -> Result<CertFiles, CertError> {
         server_cert: dir.join("server.crt"),
         server_key: dir.join("server.key"),
     };
-    std::fs::create_dir_all(dir).map_err(|source| CertError::Write { path: dir.display().to_string(), source })?;
+    std::fs::create_dir_all(dir).map_err(|source| CertError::Write {
+        path: dir.display().to_string(),
+        source,
+    })?;
     write(&files.ca_cert, ca_cert.pem().as_bytes(), 0o644)?;
     write(&files.ca_key, ca_key.serialize_pem().as_bytes(), 0o600)?;
     write(&files.server_cert, server_cert.pem().as_bytes(), 0o644)?;
-    write(&files.server_key, server_key.serialize_pem().as_bytes(), 0o600)?;
+    write(
+        &files.server_key,
+        server_key.serialize_pem().as_bytes(),
+        0o600,
+    )?;
     Ok(files)
 }
 
 /// Writes atomically (temporary file, then rename) with the given mode.
 fn write(path: &Path, bytes: &[u8], mode: u32) -> Result<(), CertError> {
     use std::os::unix::fs::OpenOptionsExt;
-    let err = |source| CertError::Write { path: path.display().to_string(), source };
+    let err = |source| CertError::Write {
+        path: path.display().to_string(),
+        source,
+    };
     let tmp = path.with_extension("tmp");
     let mut f = std::fs::OpenOptions::new()
         .write(true)
@@ -88,9 +114,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let files = generate(dir.path(), &["localhost".into(), "127.0.0.1".into()]).unwrap();
         crate::tls::load_certified_key(&files.server_cert, &files.server_key).unwrap();
-        let mode = std::fs::metadata(&files.server_key).unwrap().permissions().mode() & 0o777;
+        let mode = std::fs::metadata(&files.server_key)
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
         assert_eq!(mode, 0o600);
-        let mode = std::fs::metadata(&files.ca_key).unwrap().permissions().mode() & 0o777;
+        let mode = std::fs::metadata(&files.ca_key)
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
         assert_eq!(mode, 0o600);
     }
 }

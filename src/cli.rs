@@ -11,7 +11,11 @@ use clap::{Parser, Subcommand};
 use crate::config::{defaults, Settings};
 
 #[derive(Parser, Debug)]
-#[command(name = "regate", version, about = "A safe gate in front of a Docker registry: TLS, auth, tag delete, GC without fear")]
+#[command(
+    name = "regate",
+    version,
+    about = "A safe gate in front of a Docker registry: TLS, auth, tag delete, GC without fear"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -49,8 +53,14 @@ pub fn init_logging(level: &str, json: bool) {
         .ok()
         .and_then(|f| tracing_subscriber::EnvFilter::try_new(f).ok())
         .unwrap_or_else(|| tracing_subscriber::EnvFilter::new(level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = if json { builder.json().try_init() } else { builder.try_init() };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
 }
 
 pub fn run() -> ExitCode {
@@ -69,8 +79,17 @@ pub fn run() -> ExitCode {
         },
         Command::Cert { dir, hosts } => match crate::certs::generate(&dir, &hosts) {
             Ok(files) => {
-                println!("wrote {}, {}, {} and {}", files.ca_cert.display(), files.ca_key.display(), files.server_cert.display(), files.server_key.display());
-                println!("clients trust {} (docker: /etc/docker/certs.d/HOST:PORT/ca.crt)", files.ca_cert.display());
+                println!(
+                    "wrote {}, {}, {} and {}",
+                    files.ca_cert.display(),
+                    files.ca_key.display(),
+                    files.server_cert.display(),
+                    files.server_key.display()
+                );
+                println!(
+                    "clients trust {} (docker: /etc/docker/certs.d/HOST:PORT/ca.crt)",
+                    files.ca_cert.display()
+                );
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -90,7 +109,10 @@ fn serve(config: PathBuf, ready_file: Option<PathBuf>) -> ExitCode {
         }
     };
     init_logging(&settings.log.level, settings.log.json);
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start the async runtime: {e}");
@@ -120,7 +142,10 @@ fn serve(config: PathBuf, ready_file: Option<PathBuf>) -> ExitCode {
     })
 }
 
-fn write_ready_file(path: &std::path::Path, running: &crate::server::RunningServer) -> std::io::Result<()> {
+fn write_ready_file(
+    path: &std::path::Path,
+    running: &crate::server::RunningServer,
+) -> std::io::Result<()> {
     let info = serde_json::json!({
         "pid": std::process::id(),
         "tls": running.tls_addr.to_string(),

@@ -151,14 +151,21 @@ impl RegistryError {
 
 impl std::fmt::Display for RegistryError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}: {}", self.status.as_u16(), self.code.as_str(), self.message)
+        write!(
+            f,
+            "{} {}: {}",
+            self.status.as_u16(),
+            self.code.as_str(),
+            self.message
+        )
     }
 }
 
 impl std::error::Error for RegistryError {}
 
 /// `Docker-Distribution-Api-Version`, sent on every response regate makes itself.
-pub const API_VERSION_HEADER: HeaderName = HeaderName::from_static("docker-distribution-api-version");
+pub const API_VERSION_HEADER: HeaderName =
+    HeaderName::from_static("docker-distribution-api-version");
 
 #[cfg(test)]
 mod tests {
@@ -166,8 +173,12 @@ mod tests {
 
     #[test]
     fn renders_oci_error_body() {
-        let err = RegistryError::new(StatusCode::NOT_FOUND, ErrorCode::ManifestUnknown, "no such tag")
-            .with_detail(serde_json::json!({"tag": "x"}));
+        let err = RegistryError::new(
+            StatusCode::NOT_FOUND,
+            ErrorCode::ManifestUnknown,
+            "no such tag",
+        )
+        .with_detail(serde_json::json!({"tag": "x"}));
         let v: serde_json::Value = serde_json::from_slice(&err.body_bytes()).unwrap();
         assert_eq!(v["errors"][0]["code"], "MANIFEST_UNKNOWN");
         assert_eq!(v["errors"][0]["message"], "no such tag");

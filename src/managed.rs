@@ -26,9 +26,16 @@ pub enum ManagedError {
     #[error("upstream.managed.data_dir = {dir}: {source}")]
     DataDir { dir: String, source: std::io::Error },
     #[error("cannot start {binary}: {source}")]
-    Spawn { binary: String, source: std::io::Error },
+    Spawn {
+        binary: String,
+        source: std::io::Error,
+    },
     #[error("the managed registry did not become ready on {url} within {secs}s: {last}")]
-    NotReady { url: String, secs: u64, last: String },
+    NotReady {
+        url: String,
+        secs: u64,
+        last: String,
+    },
 }
 
 /// Finds `binary` as a path or on PATH.
@@ -45,7 +52,9 @@ fn resolve_binary(binary: &str) -> Option<PathBuf> {
 }
 
 fn free_loopback_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 /// The registry configuration regate writes for the child.
@@ -75,14 +84,26 @@ pub struct ManagedRegistry {
 }
 
 impl ManagedRegistry {
-    pub async fn start(settings: &ManagedSettings, url: Option<&UpstreamUrl>, metrics: Arc<Metrics>) -> Result<Self, ManagedError> {
-        let binary = resolve_binary(&settings.binary)
-            .ok_or_else(|| ManagedError::BinaryNotFound { binary: settings.binary.clone() })?;
-        let dir_err = |source| ManagedError::DataDir { dir: settings.data_dir.display().to_string(), source };
+    pub async fn start(
+        settings: &ManagedSettings,
+        url: Option<&UpstreamUrl>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, ManagedError> {
+        let binary =
+            resolve_binary(&settings.binary).ok_or_else(|| ManagedError::BinaryNotFound {
+                binary: settings.binary.clone(),
+            })?;
+        let dir_err = |source| ManagedError::DataDir {
+            dir: settings.data_dir.display().to_string(),
+            source,
+        };
         std::fs::create_dir_all(settings.data_dir.join("storage")).map_err(dir_err)?;
         let data_dir = settings.data_dir.canonicalize().map_err(dir_err)?;
         let secret = load_or_create_secret(&data_dir.join("http.secret")).map_err(dir_err)?;
-        let paths = ManagedPaths { config: data_dir.join("registry.yml"), storage: data_dir.join("storage") };
+        let paths = ManagedPaths {
+            config: data_dir.join("registry.yml"),
+            storage: data_dir.join("storage"),
+        };
 
         let fixed_port = url.map(|u| u.authority.clone());
         let attempts = if fixed_port.is_some() { 1 } else { 3 };
@@ -92,18 +113,36 @@ impl ManagedRegistry {
                 Some(a) => a.clone(),
                 None => {
                     let port = free_loopback_port().map_err(dir_err)?;
-                    format!("127.0.0.1:{port}").parse().expect("valid authority")
+                    format!("127.0.0.1:{port}")
+                        .parse()
+                        .expect("valid authority")
                 }
             };
-            std::fs::write(&paths.config, registry_config(&paths.storage, authority.as_str(), &secret)).map_err(dir_err)?;
+            std::fs::write(
+                &paths.config,
+                registry_config(&paths.storage, authority.as_str(), &secret),
+            )
+            .map_err(dir_err)?;
             let url = UpstreamUrl { authority };
             let mut child = spawn(&binary, &paths.config)?;
             match wait_ready(&url, &mut child, Duration::from_secs(15)).await {
                 Ok(()) => {
                     tracing::info!(url = %url.origin(), storage = %paths.storage.display(), "managed registry is ready");
                     let (stop, stop_rx) = watch::channel(false);
-                    let supervisor = tokio::spawn(supervise(binary, paths.config.clone(), url.clone(), child, stop_rx, metrics));
-                    return Ok(ManagedRegistry { url, paths, stop, supervisor });
+                    let supervisor = tokio::spawn(supervise(
+                        binary,
+                        paths.config.clone(),
+                        url.clone(),
+                        child,
+                        stop_rx,
+                        metrics,
+                    ));
+                    return Ok(ManagedRegistry {
+                        url,
+                        paths,
+                        stop,
+                        supervisor,
+                    });
                 }
                 Err(e) => {
                     let _ = child.kill().await;
@@ -136,9 +175,14 @@ fn load_or_create_secret(path: &Path) -> std::io::Result<String> {
         }
     }
     let secret = hex::encode(rand::random::<[u8; 32]>());
-    use std::os::unix::fs::OpenOptionsExt;
     use std::io::Write;
-    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
     f.write_all(secret.as_bytes())?;
     Ok(secret)
 }
@@ -152,17 +196,34 @@ fn spawn(binary: &Path, config: &Path) -> Result<Child, ManagedError> {
     if let Some(path) = std::env::var_os("PATH") {
         cmd.env("PATH", path);
     }
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
-    let mut child = cmd.spawn().map_err(|source| ManagedError::Spawn { binary: binary.display().to_string(), source })?;
-    for out in [child.stdout.take().map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
-                child.stderr.take().map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Send + Unpin>)]
-        .into_iter()
-        .flatten()
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().map_err(|source| ManagedError::Spawn {
+        binary: binary.display().to_string(),
+        source,
+    })?;
+    for out in [
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
+        child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
+    ]
+    .into_iter()
+    .flatten()
     {
         tokio::spawn(async move {
             let mut lines = BufReader::new(out).lines();
             while let Ok(Some(line)) = lines.next_line().await {
-                if line.contains("level=error") || line.contains("level=fatal") || line.contains("level=panic") {
+                if line.contains("level=error")
+                    || line.contains("level=fatal")
+                    || line.contains("level=panic")
+                {
                     tracing::warn!(target: "regate::registry", "{line}");
                 } else {
                     tracing::debug!(target: "regate::registry", "{line}");
@@ -173,14 +234,28 @@ fn spawn(binary: &Path, config: &Path) -> Result<Child, ManagedError> {
     Ok(child)
 }
 
-async fn wait_ready(url: &UpstreamUrl, child: &mut Child, within: Duration) -> Result<(), ManagedError> {
+async fn wait_ready(
+    url: &UpstreamUrl,
+    child: &mut Child,
+    within: Duration,
+) -> Result<(), ManagedError> {
     let deadline = Instant::now() + within;
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(1)).no_proxy().build().expect("client");
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(1))
+        .no_proxy()
+        .build()
+        .expect("client");
     let probe = format!("{}/v2/", url.origin());
     let mut last = String::from("no answer yet");
     while Instant::now() < deadline {
         if let Ok(Some(status)) = child.try_wait() {
-            return Err(ManagedError::NotReady { url: url.origin(), secs: within.as_secs(), last: format!("the registry exited ({status}); run it by hand with its config to see why") });
+            return Err(ManagedError::NotReady {
+                url: url.origin(),
+                secs: within.as_secs(),
+                last: format!(
+                    "the registry exited ({status}); run it by hand with its config to see why"
+                ),
+            });
         }
         match client.get(&probe).send().await {
             Ok(r) if r.status().is_success() => return Ok(()),
@@ -189,13 +264,23 @@ async fn wait_ready(url: &UpstreamUrl, child: &mut Child, within: Duration) -> R
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    Err(ManagedError::NotReady { url: url.origin(), secs: within.as_secs(), last })
+    Err(ManagedError::NotReady {
+        url: url.origin(),
+        secs: within.as_secs(),
+        last,
+    })
 }
 
 async fn terminate(child: &mut Child) {
     if let Some(pid) = child.id() {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
-        if tokio::time::timeout(Duration::from_secs(10), child.wait()).await.is_ok() {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        if tokio::time::timeout(Duration::from_secs(10), child.wait())
+            .await
+            .is_ok()
+        {
             return;
         }
     }
@@ -203,7 +288,14 @@ async fn terminate(child: &mut Child) {
 }
 
 /// Restarts the registry when it exits, until told to stop.
-async fn supervise(binary: PathBuf, config: PathBuf, url: UpstreamUrl, mut child: Child, mut stop: watch::Receiver<bool>, metrics: Arc<Metrics>) {
+async fn supervise(
+    binary: PathBuf,
+    config: PathBuf,
+    url: UpstreamUrl,
+    mut child: Child,
+    mut stop: watch::Receiver<bool>,
+    metrics: Arc<Metrics>,
+) {
     let mut backoff = Duration::from_millis(500);
     loop {
         tokio::select! {

@@ -62,48 +62,105 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("regate");
         let requests = Family::<RequestLabels, Counter>::default();
-        registry.register("requests", "Requests answered, by route kind, method and status", requests.clone());
+        registry.register(
+            "requests",
+            "Requests answered, by route kind, method and status",
+            requests.clone(),
+        );
         let bytes = Family::<BytesLabels, Counter>::default();
-        registry.register("body_bytes", "Body bytes streamed, by route kind and direction (in: from clients, out: to clients)", bytes.clone());
+        registry.register(
+            "body_bytes",
+            "Body bytes streamed, by route kind and direction (in: from clients, out: to clients)",
+            bytes.clone(),
+        );
         let upstream_latency =
-            Family::<RouteLabels, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram as fn() -> Histogram);
+            Family::<RouteLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                latency_histogram as fn() -> Histogram,
+            );
         registry.register(
             "upstream_response_seconds",
             "Time from sending a request upstream to its response headers",
             upstream_latency.clone(),
         );
         let tls_failures = Family::<ReasonLabels, Counter>::default();
-        registry.register("tls_handshake_failures", "TLS handshakes that failed or timed out", tls_failures.clone());
+        registry.register(
+            "tls_handshake_failures",
+            "TLS handshakes that failed or timed out",
+            tls_failures.clone(),
+        );
         let in_flight = Gauge::default();
-        registry.register("requests_in_flight", "Requests being served now", in_flight.clone());
+        registry.register(
+            "requests_in_flight",
+            "Requests being served now",
+            in_flight.clone(),
+        );
         let upstream_restarts = Counter::default();
-        registry.register("managed_registry_restarts", "Times the managed registry was restarted after it exited", upstream_restarts.clone());
-        Metrics { registry, requests, bytes, upstream_latency, tls_failures, in_flight, upstream_restarts }
+        registry.register(
+            "managed_registry_restarts",
+            "Times the managed registry was restarted after it exited",
+            upstream_restarts.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            bytes,
+            upstream_latency,
+            tls_failures,
+            in_flight,
+            upstream_restarts,
+        }
     }
 
     pub fn request_started(&self) {
         self.in_flight.inc();
     }
 
-    pub fn request_done(&self, route: RouteKind, method: &http::Method, status: u16, bytes_in: u64, bytes_out: u64) {
+    pub fn request_done(
+        &self,
+        route: RouteKind,
+        method: &http::Method,
+        status: u16,
+        bytes_in: u64,
+        bytes_out: u64,
+    ) {
         self.in_flight.dec();
         self.requests
-            .get_or_create(&RequestLabels { route: route.as_str(), method: method.as_str().to_owned(), status })
+            .get_or_create(&RequestLabels {
+                route: route.as_str(),
+                method: method.as_str().to_owned(),
+                status,
+            })
             .inc();
         if bytes_in > 0 {
-            self.bytes.get_or_create(&BytesLabels { route: route.as_str(), direction: "in" }).inc_by(bytes_in);
+            self.bytes
+                .get_or_create(&BytesLabels {
+                    route: route.as_str(),
+                    direction: "in",
+                })
+                .inc_by(bytes_in);
         }
         if bytes_out > 0 {
-            self.bytes.get_or_create(&BytesLabels { route: route.as_str(), direction: "out" }).inc_by(bytes_out);
+            self.bytes
+                .get_or_create(&BytesLabels {
+                    route: route.as_str(),
+                    direction: "out",
+                })
+                .inc_by(bytes_out);
         }
     }
 
     pub fn upstream_latency(&self, route: RouteKind, d: Duration) {
-        self.upstream_latency.get_or_create(&RouteLabels { route: route.as_str() }).observe(d.as_secs_f64());
+        self.upstream_latency
+            .get_or_create(&RouteLabels {
+                route: route.as_str(),
+            })
+            .observe(d.as_secs_f64());
     }
 
     pub fn tls_failure(&self, reason: &'static str) {
-        self.tls_failures.get_or_create(&ReasonLabels { reason }).inc();
+        self.tls_failures
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
     }
 
     pub fn managed_restart(&self) {

@@ -94,7 +94,9 @@ impl Digest {
         let (alg, enc) = s.split_once(':').ok_or_else(invalid)?;
         let alg_ok = !alg.is_empty()
             && alg.split(['+', '.', '_', '-']).all(|p| {
-                !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+                !p.is_empty()
+                    && p.bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
             });
         if !alg_ok || enc.is_empty() {
             return Err(invalid());
@@ -125,7 +127,10 @@ impl Digest {
     /// The sha256 digest of `bytes`.
     pub fn sha256_of(bytes: &[u8]) -> Self {
         use sha2::Digest as _;
-        Digest(format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes))))
+        Digest(format!(
+            "sha256:{}",
+            hex::encode(sha2::Sha256::digest(bytes))
+        ))
     }
 
     pub fn as_str(&self) -> &str {
@@ -203,7 +208,10 @@ pub enum Route {
     /// `/v2/_catalog`.
     Catalog,
     /// `/v2/<name>/manifests/<reference>`.
-    Manifest { name: RepoName, reference: Reference },
+    Manifest {
+        name: RepoName,
+        reference: Reference,
+    },
     /// `/v2/<name>/blobs/<digest>`.
     Blob { name: RepoName, digest: Digest },
     /// `/v2/<name>/blobs/uploads/`: starts an upload (or a mount).
@@ -297,11 +305,16 @@ impl Route {
         // Endpoints are recognised from the end, so a repository may itself
         // contain a component called `manifests` or `blobs`.
         if n >= 3 && segs[n - 2] == "tags" && segs[n - 1] == "list" {
-            return Ok(Route::TagsList { name: name_of(n - 2)? });
+            return Ok(Route::TagsList {
+                name: name_of(n - 2)?,
+            });
         }
         if n >= 4 && segs[n - 3] == "tags" && segs[n - 2] == "reference" {
             let name = name_of(n - 3)?;
-            return Ok(Route::TagReference { name, tag: Tag::parse(segs[n - 1])? });
+            return Ok(Route::TagReference {
+                name,
+                tag: Tag::parse(segs[n - 1])?,
+            });
         }
         if n >= 4 && segs[n - 3] == "blobs" && segs[n - 2] == "uploads" {
             let name = name_of(n - 3)?;
@@ -312,22 +325,36 @@ impl Route {
             if !valid_session(session) {
                 return Err(RouteError::NotFound);
             }
-            return Ok(Route::Upload { name, session: session.to_owned() });
+            return Ok(Route::Upload {
+                name,
+                session: session.to_owned(),
+            });
         }
         if n >= 3 && segs[n - 2] == "blobs" && segs[n - 1] == "uploads" {
-            return Ok(Route::UploadStart { name: name_of(n - 2)? });
+            return Ok(Route::UploadStart {
+                name: name_of(n - 2)?,
+            });
         }
         if n >= 3 && segs[n - 2] == "blobs" {
             let name = name_of(n - 2)?;
-            return Ok(Route::Blob { name, digest: Digest::parse(segs[n - 1])? });
+            return Ok(Route::Blob {
+                name,
+                digest: Digest::parse(segs[n - 1])?,
+            });
         }
         if n >= 3 && segs[n - 2] == "manifests" {
             let name = name_of(n - 2)?;
-            return Ok(Route::Manifest { name, reference: Reference::parse(segs[n - 1])? });
+            return Ok(Route::Manifest {
+                name,
+                reference: Reference::parse(segs[n - 1])?,
+            });
         }
         if n >= 3 && segs[n - 2] == "referrers" {
             let name = name_of(n - 2)?;
-            return Ok(Route::Referrers { name, digest: Digest::parse(segs[n - 1])? });
+            return Ok(Route::Referrers {
+                name,
+                digest: Digest::parse(segs[n - 1])?,
+            });
         }
         Err(RouteError::NotFound)
     }
@@ -336,7 +363,9 @@ impl Route {
 /// Upload session ids are opaque to clients, but distribution makes UUIDs;
 /// accept the URL-safe characters any registry would use.
 fn valid_session(s: &str) -> bool {
-    s.len() <= 256 && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'='))
+    s.len() <= 256
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'='))
 }
 
 /// Why a path was not accepted.

@@ -16,7 +16,10 @@ use rustls::ServerConfig;
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error("{path}: cannot read ({source})")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{path}: no PEM certificate found; expected a file starting with -----BEGIN CERTIFICATE-----")]
     NoCertificate { path: String },
     #[error("{path}: no PEM private key found (PKCS#8, PKCS#1 or SEC1)")]
@@ -30,25 +33,44 @@ pub enum TlsError {
 /// Loads a certificate chain and its key from PEM files.
 pub fn load_certified_key(cert_path: &Path, key_path: &Path) -> Result<CertifiedKey, TlsError> {
     let read = |p: &Path| {
-        std::fs::read(p).map_err(|source| TlsError::Read { path: p.display().to_string(), source })
+        std::fs::read(p).map_err(|source| TlsError::Read {
+            path: p.display().to_string(),
+            source,
+        })
     };
     let cert_pem = read(cert_path)?;
     let certs: Vec<_> = rustls_pemfile::certs(&mut cert_pem.as_slice())
         .collect::<Result<_, _>>()
-        .map_err(|source| TlsError::Read { path: cert_path.display().to_string(), source })?;
+        .map_err(|source| TlsError::Read {
+            path: cert_path.display().to_string(),
+            source,
+        })?;
     if certs.is_empty() {
-        return Err(TlsError::NoCertificate { path: cert_path.display().to_string() });
+        return Err(TlsError::NoCertificate {
+            path: cert_path.display().to_string(),
+        });
     }
     let key_pem = read(key_path)?;
     let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
-        .map_err(|source| TlsError::Read { path: key_path.display().to_string(), source })?
-        .ok_or_else(|| TlsError::NoKey { path: key_path.display().to_string() })?;
-    let signing = rustls::crypto::ring::sign::any_supported_type(&key)
-        .map_err(|e| TlsError::BadKey { path: key_path.display().to_string(), reason: e.to_string() })?;
+        .map_err(|source| TlsError::Read {
+            path: key_path.display().to_string(),
+            source,
+        })?
+        .ok_or_else(|| TlsError::NoKey {
+            path: key_path.display().to_string(),
+        })?;
+    let signing =
+        rustls::crypto::ring::sign::any_supported_type(&key).map_err(|e| TlsError::BadKey {
+            path: key_path.display().to_string(),
+            reason: e.to_string(),
+        })?;
     let ck = CertifiedKey::new(certs, signing);
     ck.keys_match().map_err(|e| TlsError::BadKey {
         path: key_path.display().to_string(),
-        reason: format!("does not match the certificate in {} ({e})", cert_path.display()),
+        reason: format!(
+            "does not match the certificate in {} ({e})",
+            cert_path.display()
+        ),
     })?;
     Ok(ck)
 }
@@ -105,7 +127,8 @@ impl CertStore {
     pub fn spawn_reloader(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let store = Arc::clone(self);
         tokio::spawn(async move {
-            let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+            let mut hup =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
             let mut tick = tokio::time::interval(Duration::from_secs(2));
             loop {
                 let by_signal = tokio::select! {
@@ -126,7 +149,12 @@ impl CertStore {
 
 impl ResolvesServerCert for CertStore {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.current.read().unwrap_or_else(|e| e.into_inner()).clone())
+        Some(
+            self.current
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+        )
     }
 }
 

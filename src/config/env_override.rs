@@ -23,7 +23,9 @@ pub fn apply(
     vars: impl Iterator<Item = (String, String)>,
 ) -> Result<Vec<Applied>, String> {
     let mut applied = Vec::new();
-    let mut vars: Vec<_> = vars.filter(|(k, _)| k.starts_with(PREFIX) && k.contains("__")).collect();
+    let mut vars: Vec<_> = vars
+        .filter(|(k, _)| k.starts_with(PREFIX) && k.contains("__"))
+        .collect();
     vars.sort();
     for (var, raw) in vars {
         let path: Vec<String> = var[PREFIX.len()..]
@@ -31,7 +33,9 @@ pub fn apply(
             .map(|p| p.to_ascii_lowercase())
             .collect();
         if path.iter().any(|p| p.is_empty()) {
-            return Err(format!("environment variable {var}: empty key component; use REGATE_SECTION__KEY"));
+            return Err(format!(
+                "environment variable {var}: empty key component; use REGATE_SECTION__KEY"
+            ));
         }
         let mut table = &mut *doc;
         for part in &path[..path.len() - 1] {
@@ -49,7 +53,10 @@ pub fn apply(
         }
         let leaf = path[path.len() - 1].clone();
         table.insert(leaf, parse_value(&raw));
-        applied.push(Applied { var, key: path.join(".") });
+        applied.push(Applied {
+            var,
+            key: path.join("."),
+        });
     }
     Ok(applied)
 }
@@ -102,7 +109,10 @@ mod tests {
         assert_eq!(doc["server"]["listen"].as_str(), Some("127.0.0.1:1"));
         assert_eq!(doc["server"]["idle_timeout_secs"].as_integer(), Some(30));
         assert_eq!(doc["server"]["dev_certs"].as_bool(), Some(true));
-        assert_eq!(doc["upstream"]["managed"]["binary"].as_str(), Some("registry"));
+        assert_eq!(
+            doc["upstream"]["managed"]["binary"].as_str(),
+            Some("registry")
+        );
     }
 
     #[test]

@@ -142,9 +142,15 @@ pub struct LogSettings {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{file}: cannot read the configuration ({source}); pass --config FILE or create it (an example is config/regate.toml)")]
-    Read { file: String, source: std::io::Error },
+    Read {
+        file: String,
+        source: std::io::Error,
+    },
     #[error("{file}: {}", format_problems(.problems))]
-    Invalid { file: String, problems: Vec<Problem> },
+    Invalid {
+        file: String,
+        problems: Vec<Problem>,
+    },
 }
 
 impl ConfigError {
@@ -193,18 +199,28 @@ impl Settings {
         let mut doc: toml::Table = text
             .parse()
             .map_err(|e: toml::de::Error| invalid(vec![Problem::from_toml(&e)]))?;
-        toml::from_str::<raw::RawConfig>(text).map_err(|e| invalid(vec![Problem::from_toml(&e)]))?;
-        let applied = env_override::apply(&mut doc, env).map_err(|m| invalid(vec![Problem::new("(environment)", m)]))?;
-        let raw: raw::RawConfig = toml::Value::Table(doc).try_into().map_err(|e: toml::de::Error| {
-            let vars: Vec<_> = applied.iter().map(|a| format!("{} ({})", a.var, a.key)).collect();
-            invalid(vec![Problem::new(
-                "(environment)",
-                format!("{} (after applying {})", e.message(), vars.join(", ")),
-            )])
-        })?;
-        validate::validate(raw, source).map(|mut s| {
-            s.source = source.to_owned();
-            s
-        }).map_err(invalid)
+        toml::from_str::<raw::RawConfig>(text)
+            .map_err(|e| invalid(vec![Problem::from_toml(&e)]))?;
+        let applied = env_override::apply(&mut doc, env)
+            .map_err(|m| invalid(vec![Problem::new("(environment)", m)]))?;
+        let raw: raw::RawConfig =
+            toml::Value::Table(doc)
+                .try_into()
+                .map_err(|e: toml::de::Error| {
+                    let vars: Vec<_> = applied
+                        .iter()
+                        .map(|a| format!("{} ({})", a.var, a.key))
+                        .collect();
+                    invalid(vec![Problem::new(
+                        "(environment)",
+                        format!("{} (after applying {})", e.message(), vars.join(", ")),
+                    )])
+                })?;
+        validate::validate(raw, source)
+            .map(|mut s| {
+                s.source = source.to_owned();
+                s
+            })
+            .map_err(invalid)
     }
 }

@@ -20,12 +20,20 @@ pub struct Problem {
 
 impl Problem {
     pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
-        Problem { key: key.into(), message: message.into() }
+        Problem {
+            key: key.into(),
+            message: message.into(),
+        }
     }
 
     /// A parse error of the TOML text (syntax, unknown key, wrong type).
     pub fn from_toml(e: &toml::de::Error) -> Self {
-        let msg = e.to_string().replace('\n', " ").split_whitespace().collect::<Vec<_>>().join(" ");
+        let msg = e
+            .to_string()
+            .replace('\n', " ")
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
         Problem::new("(syntax)", msg)
     }
 }
@@ -35,7 +43,12 @@ struct Check {
 }
 
 impl Check {
-    fn addr(&mut self, key: &str, value: Option<&str>, default: Option<&str>) -> Option<SocketAddr> {
+    fn addr(
+        &mut self,
+        key: &str,
+        value: Option<&str>,
+        default: Option<&str>,
+    ) -> Option<SocketAddr> {
         let v = value.or(default)?;
         match v.parse::<SocketAddr>() {
             Ok(a) => Some(a),
@@ -52,18 +65,25 @@ impl Check {
     fn secs(&mut self, key: &str, value: Option<u64>, default: u64) -> Duration {
         let v = value.unwrap_or(default);
         if v == 0 {
-            self.problems.push(Problem::new(key, "must be at least 1 (seconds)"));
+            self.problems
+                .push(Problem::new(key, "must be at least 1 (seconds)"));
         }
         Duration::from_secs(v.max(1))
     }
 }
 
 pub(super) fn validate(raw: RawConfig, _source: &str) -> Result<Settings, Vec<Problem>> {
-    let mut c = Check { problems: Vec::new() };
+    let mut c = Check {
+        problems: Vec::new(),
+    };
     let s = raw.server;
 
     let listen = c.addr("server.listen", s.listen.as_deref(), Some(d::LISTEN));
-    let admin_listen = c.addr("server.admin_listen", s.admin_listen.as_deref(), Some(d::ADMIN_LISTEN));
+    let admin_listen = c.addr(
+        "server.admin_listen",
+        s.admin_listen.as_deref(),
+        Some(d::ADMIN_LISTEN),
+    );
     let plain_listen = c.addr("server.plain_listen", s.plain_listen.as_deref(), None);
     let tls_cert = PathBuf::from(s.tls_cert.as_deref().unwrap_or(d::TLS_CERT));
     let tls_key = PathBuf::from(s.tls_key.as_deref().unwrap_or(d::TLS_KEY));
@@ -82,22 +102,39 @@ pub(super) fn validate(raw: RawConfig, _source: &str) -> Result<Settings, Vec<Pr
             }
         }
     }
-    let public_url = s.public_url.as_deref().and_then(|u| match parse_public_url(u) {
-        Ok(p) => Some(p),
-        Err(m) => {
-            c.problems.push(Problem::new("server.public_url", format!("{u:?} {m}")));
-            None
-        }
-    });
-    let handshake_timeout = c.secs("server.handshake_timeout_secs", s.handshake_timeout_secs, d::HANDSHAKE_TIMEOUT_SECS);
-    let idle_timeout = c.secs("server.idle_timeout_secs", s.idle_timeout_secs, d::IDLE_TIMEOUT_SECS);
-    let shutdown_timeout = c.secs("server.shutdown_timeout_secs", s.shutdown_timeout_secs, d::SHUTDOWN_TIMEOUT_SECS);
+    let public_url = s
+        .public_url
+        .as_deref()
+        .and_then(|u| match parse_public_url(u) {
+            Ok(p) => Some(p),
+            Err(m) => {
+                c.problems
+                    .push(Problem::new("server.public_url", format!("{u:?} {m}")));
+                None
+            }
+        });
+    let handshake_timeout = c.secs(
+        "server.handshake_timeout_secs",
+        s.handshake_timeout_secs,
+        d::HANDSHAKE_TIMEOUT_SECS,
+    );
+    let idle_timeout = c.secs(
+        "server.idle_timeout_secs",
+        s.idle_timeout_secs,
+        d::IDLE_TIMEOUT_SECS,
+    );
+    let shutdown_timeout = c.secs(
+        "server.shutdown_timeout_secs",
+        s.shutdown_timeout_secs,
+        d::SHUTDOWN_TIMEOUT_SECS,
+    );
 
     let u = raw.upstream;
     let url = u.url.as_deref().and_then(|v| match UpstreamUrl::parse(v) {
         Ok(url) => Some(url),
         Err(m) => {
-            c.problems.push(Problem::new("upstream.url", format!("{v:?} {m}")));
+            c.problems
+                .push(Problem::new("upstream.url", format!("{v:?} {m}")));
             None
         }
     });
@@ -112,32 +149,54 @@ pub(super) fn validate(raw: RawConfig, _source: &str) -> Result<Settings, Vec<Pr
         ));
     }
     if let (Some(m), Some(url)) = (&managed, &url) {
-        if !matches!(url.authority.host(), "127.0.0.1" | "localhost" | "[::1]" | "::1") {
+        if !matches!(
+            url.authority.host(),
+            "127.0.0.1" | "localhost" | "[::1]" | "::1"
+        ) {
             c.problems.push(Problem::new(
                 "upstream.url",
                 format!("with [upstream.managed] the registry listens on loopback only; use 127.0.0.1 (got {})", url.authority),
             ));
         }
         if m.binary.trim().is_empty() {
-            c.problems.push(Problem::new("upstream.managed.binary", "must not be empty"));
+            c.problems
+                .push(Problem::new("upstream.managed.binary", "must not be empty"));
         }
     }
-    let connect_timeout = c.secs("upstream.connect_timeout_secs", u.connect_timeout_secs, d::UPSTREAM_CONNECT_TIMEOUT_SECS);
-    let response_timeout = c.secs("upstream.response_timeout_secs", u.response_timeout_secs, d::UPSTREAM_RESPONSE_TIMEOUT_SECS);
-    let up_idle = c.secs("upstream.idle_timeout_secs", u.idle_timeout_secs, d::UPSTREAM_IDLE_TIMEOUT_SECS);
+    let connect_timeout = c.secs(
+        "upstream.connect_timeout_secs",
+        u.connect_timeout_secs,
+        d::UPSTREAM_CONNECT_TIMEOUT_SECS,
+    );
+    let response_timeout = c.secs(
+        "upstream.response_timeout_secs",
+        u.response_timeout_secs,
+        d::UPSTREAM_RESPONSE_TIMEOUT_SECS,
+    );
+    let up_idle = c.secs(
+        "upstream.idle_timeout_secs",
+        u.idle_timeout_secs,
+        d::UPSTREAM_IDLE_TIMEOUT_SECS,
+    );
 
     let state = StateSettings {
         dir: PathBuf::from(raw.state.dir.unwrap_or_else(|| d::STATE_DIR.into())),
     };
     let level = raw.log.level.unwrap_or_else(|| d::LOG_LEVEL.into());
     if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
-        c.problems.push(Problem::new("log.level", format!("{level:?} is not a level or filter; use error, warn, info, debug or trace")));
+        c.problems.push(Problem::new(
+            "log.level",
+            format!("{level:?} is not a level or filter; use error, warn, info, debug or trace"),
+        ));
     }
     let json = match raw.log.format.as_deref() {
         None | Some("text") => false,
         Some("json") => true,
         Some(other) => {
-            c.problems.push(Problem::new("log.format", format!("{other:?} is not a format; use \"text\" or \"json\"")));
+            c.problems.push(Problem::new(
+                "log.format",
+                format!("{other:?} is not a format; use \"text\" or \"json\""),
+            ));
             false
         }
     };
@@ -194,7 +253,8 @@ mod tests {
 
     #[test]
     fn minimal_external_upstream() {
-        let s = load("[server]\ndev_certs = true\n[upstream]\nurl = \"http://127.0.0.1:5000\"\n").unwrap();
+        let s = load("[server]\ndev_certs = true\n[upstream]\nurl = \"http://127.0.0.1:5000\"\n")
+            .unwrap();
         assert_eq!(s.server.listen.to_string(), "127.0.0.1:5443");
         assert_eq!(s.upstream.url.unwrap().origin(), "http://127.0.0.1:5000");
     }
@@ -208,7 +268,13 @@ mod tests {
         let keys: Vec<_> = err.problems().into_iter().map(|p| p.key).collect();
         assert_eq!(
             keys,
-            ["server.listen", "server.tls_cert", "server.tls_key", "server.public_url", "upstream.url"]
+            [
+                "server.listen",
+                "server.tls_cert",
+                "server.tls_key",
+                "server.public_url",
+                "upstream.url"
+            ]
         );
         let text = err.to_string();
         assert!(text.starts_with("test.toml: 5 problems"), "{text}");
@@ -226,10 +292,18 @@ mod tests {
     #[test]
     fn environment_overrides_win() {
         let env = vec![
-            ("REGATE_UPSTREAM__URL".to_string(), "http://127.0.0.1:6000".to_string()),
+            (
+                "REGATE_UPSTREAM__URL".to_string(),
+                "http://127.0.0.1:6000".to_string(),
+            ),
             ("REGATE_SERVER__DEV_CERTS".to_string(), "true".to_string()),
         ];
-        let s = Settings::from_toml("[upstream]\nurl = \"http://127.0.0.1:5000\"\n", "t", env.into_iter()).unwrap();
+        let s = Settings::from_toml(
+            "[upstream]\nurl = \"http://127.0.0.1:5000\"\n",
+            "t",
+            env.into_iter(),
+        )
+        .unwrap();
         assert_eq!(s.upstream.url.unwrap().origin(), "http://127.0.0.1:6000");
     }
 

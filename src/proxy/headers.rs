@@ -55,12 +55,25 @@ impl PublicOrigin {
 /// a client must not be able to point those elsewhere.
 pub fn set_forwarding(headers: &mut HeaderMap, peer: SocketAddr, public: &PublicOrigin) {
     headers.remove(header::FORWARDED);
-    for name in ["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-forwarded-port", "x-real-ip"] {
+    for name in [
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "x-forwarded-port",
+        "x-real-ip",
+    ] {
         headers.remove(name);
     }
     let ip = peer.ip().to_string();
-    let for_value = if peer.is_ipv6() { format!("\"[{ip}]\"") } else { ip.clone() };
-    let forwarded = format!("for={for_value};proto={};host=\"{}\"", public.scheme, public.authority);
+    let for_value = if peer.is_ipv6() {
+        format!("\"[{ip}]\"")
+    } else {
+        ip.clone()
+    };
+    let forwarded = format!(
+        "for={for_value};proto={};host=\"{}\"",
+        public.scheme, public.authority
+    );
     let pairs = [
         ("x-forwarded-for", ip),
         ("x-forwarded-proto", public.scheme.clone()),
@@ -98,16 +111,25 @@ mod tests {
     use super::*;
 
     fn public() -> PublicOrigin {
-        PublicOrigin { scheme: "https".into(), authority: "reg.example:5443".into() }
+        PublicOrigin {
+            scheme: "https".into(),
+            authority: "reg.example:5443".into(),
+        }
     }
 
     #[test]
     fn hop_by_hop_and_connection_named_headers_go() {
         let mut h = HeaderMap::new();
-        h.insert("connection", HeaderValue::from_static("keep-alive, x-secret-hop"));
+        h.insert(
+            "connection",
+            HeaderValue::from_static("keep-alive, x-secret-hop"),
+        );
         h.insert("x-secret-hop", HeaderValue::from_static("1"));
         h.insert("transfer-encoding", HeaderValue::from_static("chunked"));
-        h.insert("accept", HeaderValue::from_static("application/vnd.oci.image.manifest.v1+json"));
+        h.insert(
+            "accept",
+            HeaderValue::from_static("application/vnd.oci.image.manifest.v1+json"),
+        );
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("accept"));
@@ -116,27 +138,43 @@ mod tests {
     #[test]
     fn client_forwarding_headers_are_replaced() {
         let mut h = HeaderMap::new();
-        h.insert("forwarded", HeaderValue::from_static("host=evil.example;proto=http"));
+        h.insert(
+            "forwarded",
+            HeaderValue::from_static("host=evil.example;proto=http"),
+        );
         h.insert("x-forwarded-host", HeaderValue::from_static("evil.example"));
         set_forwarding(&mut h, "10.1.2.3:999".parse().unwrap(), &public());
         assert_eq!(h["x-forwarded-host"], "reg.example:5443");
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-forwarded-for"], "10.1.2.3");
-        assert_eq!(h["forwarded"], "for=10.1.2.3;proto=https;host=\"reg.example:5443\"");
+        assert_eq!(
+            h["forwarded"],
+            "for=10.1.2.3;proto=https;host=\"reg.example:5443\""
+        );
     }
 
     #[test]
     fn location_keeps_state_byte_for_byte() {
         let mut h = HeaderMap::new();
         let tail = "/v2/a/blobs/uploads/5e1c?_state=Ab%2Bc%3D%3D&digest=x";
-        h.insert("location", HeaderValue::from_str(&format!("http://127.0.0.1:5000{tail}")).unwrap());
+        h.insert(
+            "location",
+            HeaderValue::from_str(&format!("http://127.0.0.1:5000{tail}")).unwrap(),
+        );
         rewrite_location(&mut h, "http://127.0.0.1:5000", &public());
-        assert_eq!(h["location"], format!("https://reg.example:5443{tail}").as_str());
+        assert_eq!(
+            h["location"],
+            format!("https://reg.example:5443{tail}").as_str()
+        );
     }
 
     #[test]
     fn other_locations_stay() {
-        for loc in ["/v2/a/blobs/uploads/x", "http://127.0.0.1:50001/v2/", "https://cdn.example/blob"] {
+        for loc in [
+            "/v2/a/blobs/uploads/x",
+            "http://127.0.0.1:50001/v2/",
+            "https://cdn.example/blob",
+        ] {
             let mut h = HeaderMap::new();
             h.insert("location", HeaderValue::from_str(loc).unwrap());
             rewrite_location(&mut h, "http://127.0.0.1:5000", &public());

@@ -44,7 +44,12 @@ pub struct ClientSide<'a> {
 }
 
 impl Upstream {
-    pub fn new(url: &UpstreamUrl, connect_timeout: Duration, response_timeout: Duration, idle_timeout: Duration) -> Self {
+    pub fn new(
+        url: &UpstreamUrl,
+        connect_timeout: Duration,
+        response_timeout: Duration,
+        idle_timeout: Duration,
+    ) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(connect_timeout));
@@ -70,7 +75,11 @@ impl Upstream {
     }
 
     /// Sends `req` upstream and returns its response, streaming.
-    pub async fn forward(&self, req: Request<ProxyBody>, side: ClientSide<'_>) -> Result<Response<ProxyBody>, RegistryError> {
+    pub async fn forward(
+        &self,
+        req: Request<ProxyBody>,
+        side: ClientSide<'_>,
+    ) -> Result<Response<ProxyBody>, RegistryError> {
         let (mut parts, body) = req.into_parts();
         // HTTP/2 clients send :authority instead of Host; keep what they asked for.
         if !parts.headers.contains_key(header::HOST) {
@@ -82,13 +91,19 @@ impl Upstream {
         }
         headers::strip_hop_by_hop(&mut parts.headers);
         headers::set_forwarding(&mut parts.headers, side.peer, side.public);
-        let path_and_query = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        let path_and_query = parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
         parts.uri = Uri::builder()
             .scheme("http")
             .authority(self.authority.clone())
             .path_and_query(path_and_query)
             .build()
-            .map_err(|e| RegistryError::bad_gateway(format!("cannot build the upstream URI: {e}")))?;
+            .map_err(|e| {
+                RegistryError::bad_gateway(format!("cannot build the upstream URI: {e}"))
+            })?;
         parts.version = Version::HTTP_11;
 
         let mut body = MeteredBody::uncounted(body);
@@ -114,7 +129,9 @@ impl Upstream {
         let (mut parts, body) = resp.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers);
         headers::rewrite_location(&mut parts.headers, &self.origin, side.public);
-        let body = MeteredBody::uncounted(body).idle_timeout(self.idle_timeout).boxed_unsync();
+        let body = MeteredBody::uncounted(body)
+            .idle_timeout(self.idle_timeout)
+            .boxed_unsync();
         Ok(Response::from_parts(parts, body))
     }
 
@@ -134,9 +151,15 @@ impl Upstream {
             src = s.source();
         }
         if e.is_connect() {
-            RegistryError::bad_gateway(format!("the upstream registry at {} is unreachable: {cause}", self.origin))
+            RegistryError::bad_gateway(format!(
+                "the upstream registry at {} is unreachable: {cause}",
+                self.origin
+            ))
         } else {
-            RegistryError::bad_gateway(format!("the upstream registry at {} failed: {e}: {cause}", self.origin))
+            RegistryError::bad_gateway(format!(
+                "the upstream registry at {} failed: {e}: {cause}",
+                self.origin
+            ))
         }
     }
 

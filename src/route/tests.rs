@@ -89,7 +89,10 @@ fn grammar_component(c: &str) -> bool {
         parts.push(cur);
     }
     let trailing_sep = !sep.is_empty();
-    let first_alnum = c.chars().next().is_some_and(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit());
+    let first_alnum = c
+        .chars()
+        .next()
+        .is_some_and(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit());
     first_alnum
         && !trailing_sep
         && seps.len() + 1 == parts.len()

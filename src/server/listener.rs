@@ -59,7 +59,9 @@ pub async fn serve(
 ) {
     let graceful = GracefulShutdown::new();
     let builder = http_builder();
-    let local = listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+    let local = listener
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -74,7 +76,11 @@ pub async fn serve(
             _ = crate::stop_signal::stopped(&mut stop) => break,
         };
         let _ = stream.set_nodelay(true);
-        let conn = ConnInfo { peer, local, tls: settings.tls.is_some() };
+        let conn = ConnInfo {
+            peer,
+            local,
+            tls: settings.tls.is_some(),
+        };
         let handler = Arc::clone(&handler);
         let svc = service_fn(move |req| {
             let fut = handler(req, conn);
@@ -87,24 +93,32 @@ pub async fn serve(
         let metrics = Arc::clone(&metrics);
         tokio::spawn(async move {
             let result = match tls {
-                Some(acceptor) => match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
-                    Ok(Ok(tls_stream)) => {
-                        let sni = tls_stream.get_ref().1.server_name().map(str::to_owned);
-                        tracing::trace!(%peer, sni = sni.as_deref().unwrap_or("-"), "TLS established");
-                        watcher.watch(builder.serve_connection(TokioIo::new(tls_stream), svc)).await
+                Some(acceptor) => {
+                    match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(tls_stream)) => {
+                            let sni = tls_stream.get_ref().1.server_name().map(str::to_owned);
+                            tracing::trace!(%peer, sni = sni.as_deref().unwrap_or("-"), "TLS established");
+                            watcher
+                                .watch(builder.serve_connection(TokioIo::new(tls_stream), svc))
+                                .await
+                        }
+                        Ok(Err(e)) => {
+                            metrics.tls_failure("handshake");
+                            tracing::debug!(%peer, failure = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            metrics.tls_failure("timeout");
+                            tracing::debug!(%peer, failure = "timeout", "TLS handshake timed out");
+                            return;
+                        }
                     }
-                    Ok(Err(e)) => {
-                        metrics.tls_failure("handshake");
-                        tracing::debug!(%peer, failure = %e, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => {
-                        metrics.tls_failure("timeout");
-                        tracing::debug!(%peer, failure = "timeout", "TLS handshake timed out");
-                        return;
-                    }
-                },
-                None => watcher.watch(builder.serve_connection(TokioIo::new(stream), svc)).await,
+                }
+                None => {
+                    watcher
+                        .watch(builder.serve_connection(TokioIo::new(stream), svc))
+                        .await
+                }
             };
             if let Err(e) = result {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
@@ -112,7 +126,13 @@ pub async fn serve(
         });
     }
     drop(listener);
-    if tokio::time::timeout(settings.shutdown_timeout, graceful.shutdown()).await.is_err() {
-        tracing::warn!(listener = settings.name, "connections still open after the shutdown timeout; closing them");
+    if tokio::time::timeout(settings.shutdown_timeout, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            listener = settings.name,
+            "connections still open after the shutdown timeout; closing them"
+        );
     }
 }

@@ -25,7 +25,11 @@ use listener::{Handler, LoopSettings};
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("{key} = {addr}: cannot listen ({source}); pick a free address or stop what uses it")]
-    Bind { key: &'static str, addr: SocketAddr, source: std::io::Error },
+    Bind {
+        key: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
     #[error(transparent)]
@@ -48,7 +52,9 @@ pub struct RunningServer {
 }
 
 async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr).await.map_err(|source| StartError::Bind { key, addr, source })
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { key, addr, source })
 }
 
 /// Creates development certificates when configured and missing.
@@ -57,10 +63,17 @@ fn ensure_dev_certs(settings: &Settings) -> Result<(), StartError> {
     if !s.dev_certs || (s.tls_cert.is_file() && s.tls_key.is_file()) {
         return Ok(());
     }
-    let dir = s.tls_cert.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    let dir = s
+        .tls_cert
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
     let hosts = ["localhost", "127.0.0.1", "::1"].map(String::from);
     let files = crate::certs::generate(dir, &hosts)?;
-    for (made, wanted) in [(&files.server_cert, &s.tls_cert), (&files.server_key, &s.tls_key)] {
+    for (made, wanted) in [
+        (&files.server_cert, &s.tls_cert),
+        (&files.server_key, &s.tls_key),
+    ] {
         if made != wanted {
             std::fs::rename(made, wanted).map_err(|source| crate::certs::CertError::Write {
                 path: wanted.display().to_string(),
@@ -84,7 +97,9 @@ pub async fn start(settings: Settings) -> Result<RunningServer, StartError> {
     let tls_config = crate::tls::server_config(Arc::clone(&certs))?;
 
     let managed = match &settings.upstream.managed {
-        Some(m) => Some(ManagedRegistry::start(m, settings.upstream.url.as_ref(), Arc::clone(&metrics)).await?),
+        Some(m) => Some(
+            ManagedRegistry::start(m, settings.upstream.url.as_ref(), Arc::clone(&metrics)).await?,
+        ),
         None => None,
     };
     let upstream_url = match (&managed, &settings.upstream.url) {
@@ -93,7 +108,12 @@ pub async fn start(settings: Settings) -> Result<RunningServer, StartError> {
         (None, None) => unreachable!("validation requires upstream.url or [upstream.managed]"),
     };
     let up = &settings.upstream;
-    let upstream = Upstream::new(&upstream_url, up.connect_timeout, up.response_timeout, up.idle_timeout);
+    let upstream = Upstream::new(
+        &upstream_url,
+        up.connect_timeout,
+        up.response_timeout,
+        up.idle_timeout,
+    );
 
     let tls_listener = bind("server.listen", settings.server.listen).await?;
     let plain_listener = match settings.server.plain_listen {
@@ -122,11 +142,13 @@ pub async fn start(settings: Settings) -> Result<RunningServer, StartError> {
         shutdown_timeout: settings.server.shutdown_timeout,
     };
 
-    let tls_addr = tls_listener.local_addr().map_err(|source| StartError::Bind {
-        key: "server.listen",
-        addr: settings.server.listen,
-        source,
-    })?;
+    let tls_addr = tls_listener
+        .local_addr()
+        .map_err(|source| StartError::Bind {
+            key: "server.listen",
+            addr: settings.server.listen,
+            source,
+        })?;
     let mut loops = vec![tokio::spawn(listener::serve(
         tls_listener,
         loop_settings("tls", Some(tokio_rustls::TlsAcceptor::from(tls_config))),
@@ -146,8 +168,12 @@ pub async fn start(settings: Settings) -> Result<RunningServer, StartError> {
     }
     let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
     if let Some(l) = admin_listener {
-        let admin = Arc::new(Admin { upstream: upstream.clone(), metrics: Arc::clone(&metrics) });
-        let admin_handler: Handler = Arc::new(move |req, _conn| Box::pin(Arc::clone(&admin).handle(req)));
+        let admin = Arc::new(Admin {
+            upstream: upstream.clone(),
+            metrics: Arc::clone(&metrics),
+        });
+        let admin_handler: Handler =
+            Arc::new(move |req, _conn| Box::pin(Arc::clone(&admin).handle(req)));
         loops.push(tokio::spawn(listener::serve(
             l,
             loop_settings("admin", None),

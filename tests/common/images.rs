@@ -18,7 +18,8 @@ pub fn sha256(bytes: &[u8]) -> String {
 
 /// Deterministic bytes that do not compress, from a seed.
 pub fn pseudo_random(seed: &str, len: usize) -> Vec<u8> {
-    let mut state = u64::from_le_bytes(Sha256::digest(seed.as_bytes())[..8].try_into().unwrap()) | 1;
+    let mut state =
+        u64::from_le_bytes(Sha256::digest(seed.as_bytes())[..8].try_into().unwrap()) | 1;
     let mut out = Vec::with_capacity(len + 8);
     while out.len() < len {
         state ^= state << 13;
@@ -47,7 +48,11 @@ pub struct Blob {
 
 impl Blob {
     pub fn new(bytes: Vec<u8>, media_type: &str) -> Self {
-        Blob { digest: sha256(&bytes), bytes, media_type: media_type.into() }
+        Blob {
+            digest: sha256(&bytes),
+            bytes,
+            media_type: media_type.into(),
+        }
     }
 
     pub fn descriptor(&self) -> serde_json::Value {
@@ -66,9 +71,23 @@ pub struct Image {
     pub children: Vec<Image>,
 }
 
-fn single(seed: &str, layer_size: usize, arch: &str, docker: bool, extra: Option<(&str, serde_json::Value)>) -> Image {
-    let layer_type = if docker { "application/vnd.docker.image.rootfs.diff.tar.gzip" } else { "application/vnd.oci.image.layer.v1.tar+gzip" };
-    let config_type = if docker { "application/vnd.docker.container.image.v1+json" } else { "application/vnd.oci.image.config.v1+json" };
+fn single(
+    seed: &str,
+    layer_size: usize,
+    arch: &str,
+    docker: bool,
+    extra: Option<(&str, serde_json::Value)>,
+) -> Image {
+    let layer_type = if docker {
+        "application/vnd.docker.image.rootfs.diff.tar.gzip"
+    } else {
+        "application/vnd.oci.image.layer.v1.tar+gzip"
+    };
+    let config_type = if docker {
+        "application/vnd.docker.container.image.v1+json"
+    } else {
+        "application/vnd.oci.image.config.v1+json"
+    };
     let content = pseudo_random(&format!("{seed}/layer/{arch}"), layer_size);
     let diff_id = sha256(&content);
     let layer = Blob::new(gzip(&content), layer_type);
@@ -96,22 +115,39 @@ fn single(seed: &str, layer_size: usize, arch: &str, docker: bool, extra: Option
     Image {
         digest: sha256(&manifest),
         manifest,
-        media_type: if docker { DOCKER_MANIFEST } else { OCI_MANIFEST }.into(),
+        media_type: if docker {
+            DOCKER_MANIFEST
+        } else {
+            OCI_MANIFEST
+        }
+        .into(),
         blobs: vec![config, layer],
         children: vec![],
     }
 }
 
 fn list(seed: &str, archs: &[&str], docker: bool) -> Image {
-    let children: Vec<Image> = archs.iter().map(|a| single(seed, 1024, a, docker, None)).collect();
+    let children: Vec<Image> = archs
+        .iter()
+        .map(|a| single(seed, 1024, a, docker, None))
+        .collect();
     let manifests: Vec<_> = children
         .iter()
         .zip(archs)
         .map(|(c, a)| json!({"mediaType": c.media_type, "digest": c.digest, "size": c.manifest.len(), "platform": {"architecture": a, "os": "linux"}}))
         .collect();
     let media_type = if docker { DOCKER_LIST } else { OCI_INDEX };
-    let manifest = serde_json::to_vec_pretty(&json!({"schemaVersion": 2, "mediaType": media_type, "manifests": manifests})).unwrap();
-    Image { digest: sha256(&manifest), manifest, media_type: media_type.into(), blobs: vec![], children }
+    let manifest = serde_json::to_vec_pretty(
+        &json!({"schemaVersion": 2, "mediaType": media_type, "manifests": manifests}),
+    )
+    .unwrap();
+    Image {
+        digest: sha256(&manifest),
+        manifest,
+        media_type: media_type.into(),
+        blobs: vec![],
+        children,
+    }
 }
 
 impl Image {
@@ -156,7 +192,7 @@ impl Image {
         let blobs = dir.join("blobs/sha256");
         std::fs::create_dir_all(&blobs).unwrap();
         std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
-        let mut write = |digest: &str, bytes: &[u8]| {
+        let write = |digest: &str, bytes: &[u8]| {
             std::fs::write(blobs.join(digest.trim_start_matches("sha256:")), bytes).unwrap();
         };
         for b in self.all_blobs() {
@@ -194,7 +230,11 @@ impl Image {
 /// A monolithic upload: POST a session, PUT the bytes with the digest.
 pub async fn push_blob(client: &reqwest::Client, base: &str, repo: &str, bytes: &[u8]) -> String {
     let digest = sha256(bytes);
-    let r = client.post(format!("{base}/v2/{repo}/blobs/uploads/")).send().await.unwrap();
+    let r = client
+        .post(format!("{base}/v2/{repo}/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 202, "start upload: {}", r.text().await.unwrap());
     let location = r.headers()["location"].to_str().unwrap().to_owned();
     let url = absolute(base, &location);
@@ -206,11 +246,22 @@ pub async fn push_blob(client: &reqwest::Client, base: &str, repo: &str, bytes: 
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 201, "finish upload: {}", r.text().await.unwrap());
+    assert_eq!(
+        r.status(),
+        201,
+        "finish upload: {}",
+        r.text().await.unwrap()
+    );
     digest
 }
 
-pub async fn put_manifest(client: &reqwest::Client, base: &str, repo: &str, reference: &str, img: &Image) {
+pub async fn put_manifest(
+    client: &reqwest::Client,
+    base: &str,
+    repo: &str,
+    reference: &str,
+    img: &Image,
+) {
     let r = client
         .put(format!("{base}/v2/{repo}/manifests/{reference}"))
         .header("content-type", &img.media_type)
@@ -219,7 +270,12 @@ pub async fn put_manifest(client: &reqwest::Client, base: &str, repo: &str, refe
         .await
         .unwrap();
     let status = r.status();
-    assert_eq!(status, 201, "manifest PUT {repo}:{reference}: {}", r.text().await.unwrap());
+    assert_eq!(
+        status,
+        201,
+        "manifest PUT {repo}:{reference}: {}",
+        r.text().await.unwrap()
+    );
 }
 
 /// Resolves a Location header against `base`.

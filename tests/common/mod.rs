@@ -1,16 +1,16 @@
 //! The test fixture: a real `docker-registry` and regate on ephemeral ports
 //! with a generated CA, real clients (skopeo), and images built in memory.
 //! Every handle stops what it started when dropped.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 pub mod images;
-pub mod registry;
 pub mod regate;
+pub mod registry;
 pub mod skopeo;
 
 pub use images::{Blob, Image};
-pub use registry::Registry;
 pub use regate::Regate;
+pub use registry::Registry;
 
 /// Fails loudly when a tool the suite needs is missing: never a silent skip.
 pub fn require_tool(name: &str) {

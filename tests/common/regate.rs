@@ -20,11 +20,19 @@ pub struct TestCerts {
 impl TestCerts {
     pub fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let files = regate::certs::generate(&dir.path().join("certs"), &["127.0.0.1".into(), "localhost".into()]).unwrap();
+        let files = regate::certs::generate(
+            &dir.path().join("certs"),
+            &["127.0.0.1".into(), "localhost".into()],
+        )
+        .unwrap();
         let trust_dir = dir.path().join("trust");
         std::fs::create_dir_all(&trust_dir).unwrap();
         std::fs::copy(&files.ca_cert, trust_dir.join("ca.crt")).unwrap();
-        TestCerts { files, trust_dir, _dir: dir }
+        TestCerts {
+            files,
+            trust_dir,
+            _dir: dir,
+        }
     }
 }
 
@@ -63,8 +71,11 @@ impl Regate {
         let certs = TestCerts::new();
         let state_dir = tempfile::tempdir().unwrap();
         let text = config_toml(upstream, &certs, state_dir.path(), extra);
-        let settings = Settings::from_toml(&text, "test config", std::iter::empty()).expect("valid test config");
-        let server = regate::server::start(settings).await.expect("regate starts");
+        let settings = Settings::from_toml(&text, "test config", std::iter::empty())
+            .expect("valid test config");
+        let server = regate::server::start(settings)
+            .await
+            .expect("regate starts");
         let host = server.tls_addr.to_string();
         Regate {
             url: format!("https://{host}"),
@@ -119,10 +130,20 @@ impl RegateProcess {
         let ready = dir.join("ready.json");
         let _ = std::fs::remove_file(&ready);
         let log_path = dir.join("regate.log");
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_regate"));
-        cmd.arg("serve").arg("--config").arg(&config_path).arg("--ready-file").arg(&ready);
-        cmd.stdin(Stdio::null()).stdout(log.try_clone().unwrap()).stderr(log);
+        cmd.arg("serve")
+            .arg("--config")
+            .arg(&config_path)
+            .arg("--ready-file")
+            .arg(&ready);
+        cmd.stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -144,7 +165,10 @@ impl RegateProcess {
                 };
             }
             if let Ok(Some(status)) = child.try_wait() {
-                panic!("regate exited early ({status}):\n{}", std::fs::read_to_string(&log_path).unwrap_or_default());
+                panic!(
+                    "regate exited early ({status}):\n{}",
+                    std::fs::read_to_string(&log_path).unwrap_or_default()
+                );
             }
             assert!(Instant::now() < deadline, "regate did not become ready");
             std::thread::sleep(Duration::from_millis(20));

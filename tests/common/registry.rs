@@ -20,7 +20,9 @@ pub struct RegistryOptions {
 
 impl Default for RegistryOptions {
     fn default() -> Self {
-        RegistryOptions { delete_enabled: true }
+        RegistryOptions {
+            delete_enabled: true,
+        }
     }
 }
 
@@ -38,7 +40,11 @@ impl Registry {
         // The registry binds the port itself, so a port can be taken between
         // choosing and binding it: retry with another one if it does not come up.
         for _ in 0..5 {
-            let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
             std::fs::write(
                 &config,
                 format!(
@@ -60,7 +66,14 @@ impl Registry {
                 .expect("start docker-registry");
             let url = format!("http://127.0.0.1:{port}");
             if wait_up(&url, &mut child) {
-                return Registry { url, port, config, storage, child, _dir: dir };
+                return Registry {
+                    url,
+                    port,
+                    config,
+                    storage,
+                    child,
+                    _dir: dir,
+                };
             }
             let _ = child.kill();
             let _ = child.wait();
@@ -76,7 +89,10 @@ fn wait_up(url: &str, child: &mut Child) -> bool {
         if let Ok(Some(_)) = child.try_wait() {
             return false;
         }
-        if let Ok(out) = Command::new("curl").args(["-fsS", "-o", "/dev/null", &probe]).output() {
+        if let Ok(out) = Command::new("curl")
+            .args(["-fsS", "-o", "/dev/null", &probe])
+            .output()
+        {
             if out.status.success() {
                 return true;
             }

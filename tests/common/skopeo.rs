@@ -19,7 +19,11 @@ pub fn try_skopeo(args: &[&str]) -> Result<String, String> {
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
-        Err(format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+        Err(format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
     }
 }
 
@@ -30,7 +34,14 @@ pub fn copy(src: &str, dest: &str, trust: &Path, all: bool) -> String {
     if all {
         args.push("--all");
     }
-    args.extend(["--src-cert-dir", &trust, "--dest-cert-dir", &trust, src, dest]);
+    args.extend([
+        "--src-cert-dir",
+        &trust,
+        "--dest-cert-dir",
+        &trust,
+        src,
+        dest,
+    ]);
     skopeo(&args)
 }
 
