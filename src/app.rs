@@ -20,6 +20,7 @@ use crate::error::RegistryError;
 use crate::metrics::Metrics;
 use crate::proxy::{ClientSide, PublicOrigin, Upstream};
 use crate::route::{Route, RouteKind};
+use crate::state::State;
 
 /// Which listener a connection arrived on.
 #[derive(Debug, Clone, Copy)]
@@ -34,6 +35,7 @@ pub struct App {
     pub settings: Arc<Settings>,
     pub upstream: Upstream,
     pub metrics: Arc<Metrics>,
+    pub state: State,
 }
 
 impl App {

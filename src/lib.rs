@@ -20,5 +20,6 @@ pub mod metrics;
 pub mod proxy;
 pub mod route;
 pub mod server;
+pub mod state;
 pub mod stop_signal;
 pub mod tls;

@@ -36,6 +36,8 @@ pub enum StartError {
     Certs(#[from] crate::certs::CertError),
     #[error(transparent)]
     Managed(#[from] crate::managed::ManagedError),
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
 }
 
 /// A started regate; stop it with [`RunningServer::shutdown`].
@@ -93,6 +95,7 @@ pub async fn start(settings: Settings) -> Result<RunningServer, StartError> {
     let settings = Arc::new(settings);
     let metrics = Arc::new(Metrics::new());
     ensure_dev_certs(&settings)?;
+    let state = crate::state::State::open(&settings.state.dir)?;
     let certs = CertStore::load(&settings.server.tls_cert, &settings.server.tls_key)?;
     let tls_config = crate::tls::server_config(Arc::clone(&certs))?;
 
@@ -129,6 +132,7 @@ pub async fn start(settings: Settings) -> Result<RunningServer, StartError> {
         settings: Arc::clone(&settings),
         upstream: upstream.clone(),
         metrics: Arc::clone(&metrics),
+        state,
     });
     let (stop, stop_rx) = watch::channel(false);
     let handler: Handler = {

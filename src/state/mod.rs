@@ -1,0 +1,110 @@
+//! regate's own durable state, in one embedded SQLite database
+//! (`<state.dir>/regate.db`): the tag-delete journal, deletion history for
+//! undo, GC history, the referrers index.
+//!
+//! Owns the connection, the schema and every query; other modules call the
+//! typed methods of [`State`] and never see SQL, so the storage can later move
+//! to a shared engine behind the same methods. Writes are durable before a
+//! method returns (WAL with `synchronous = FULL`). Methods block briefly on a
+//! mutex and on disk; async callers on a hot path wrap them in
+//! `spawn_blocking`.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use rusqlite::Connection;
+
+/// Each subsystem's tables; every statement is idempotent.
+const SCHEMA: &[&str] =
+    &["CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("state.dir = {dir}: cannot create ({source}); set state.dir to a writable directory")]
+    Dir { dir: String, source: std::io::Error },
+    #[error("state database {path}: {source}")]
+    Sqlite {
+        path: String,
+        source: rusqlite::Error,
+    },
+}
+
+/// The handle every module shares.
+#[derive(Clone)]
+pub struct State {
+    conn: Arc<Mutex<Connection>>,
+    path: PathBuf,
+}
+
+impl State {
+    /// Opens (creating if needed) `<dir>/regate.db`.
+    pub fn open(dir: &Path) -> Result<State, StateError> {
+        std::fs::create_dir_all(dir).map_err(|source| StateError::Dir {
+            dir: dir.display().to_string(),
+            source,
+        })?;
+        let path = dir.join("regate.db");
+        let err = |source| StateError::Sqlite {
+            path: path.display().to_string(),
+            source,
+        };
+        let conn = Connection::open(&path).map_err(err)?;
+        conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;")
+            .map_err(err)?;
+        for stmt in SCHEMA {
+            conn.execute_batch(stmt).map_err(err)?;
+        }
+        Ok(State {
+            conn: Arc::new(Mutex::new(conn)),
+            path,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The connection, for the query methods of this module's files.
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn sqlite_err(&self, source: rusqlite::Error) -> StateError {
+        StateError::Sqlite {
+            path: self.path.display().to_string(),
+            source,
+        }
+    }
+
+    /// A small key/value store for single settings that must survive restarts.
+    pub fn get_meta(&self, key: &str) -> Result<Option<String>, StateError> {
+        use rusqlite::OptionalExtension;
+        self.conn()
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()
+            .map_err(|e| self.sqlite_err(e))
+    }
+
+    pub fn set_meta(&self, key: &str, value: &str) -> Result<(), StateError> {
+        self.conn()
+            .execute("INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value", [key, value])
+            .map(|_| ())
+            .map_err(|e| self.sqlite_err(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn meta_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = State::open(dir.path()).unwrap();
+        assert_eq!(s.get_meta("gate").unwrap(), None);
+        s.set_meta("gate", "closed").unwrap();
+        drop(s);
+        let s = State::open(dir.path()).unwrap();
+        assert_eq!(s.get_meta("gate").unwrap().as_deref(), Some("closed"));
+    }
+}
