@@ -14,9 +14,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use rusqlite::Connection;
 
+mod tag_journal;
+pub use tag_journal::{Deletion, JournalEntry};
+
 /// Each subsystem's tables; every statement is idempotent.
-const SCHEMA: &[&str] =
-    &["CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"];
+const SCHEMA: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    tag_journal::SCHEMA,
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {

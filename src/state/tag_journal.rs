@@ -1,0 +1,237 @@
+//! Tables of the tag delete: the journal of deletes in progress (so a crash
+//! at any step is finished or rolled back at the next start) and the history
+//! of removed tags (so a removal can be undone until GC takes the manifest).
+
+use rusqlite::{params, OptionalExtension, Row};
+
+use super::{State, StateError};
+
+pub(super) const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS tag_delete_journal (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    repository TEXT NOT NULL,
+    tag TEXT NOT NULL,
+    original_digest TEXT NOT NULL,
+    original_media_type TEXT NOT NULL,
+    dummy_digest TEXT NOT NULL,
+    dummy_config_digest TEXT NOT NULL,
+    step TEXT NOT NULL,
+    account TEXT NOT NULL,
+    started_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    open INTEGER NOT NULL DEFAULT 1
+);
+CREATE INDEX IF NOT EXISTS tag_delete_journal_open ON tag_delete_journal (open);
+CREATE TABLE IF NOT EXISTS tag_deletions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    repository TEXT NOT NULL,
+    tag TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    media_type TEXT NOT NULL,
+    manifest BLOB,
+    account TEXT NOT NULL,
+    deleted_at INTEGER NOT NULL,
+    restored_at INTEGER
+);
+CREATE INDEX IF NOT EXISTS tag_deletions_by_tag ON tag_deletions (repository, tag);
+";
+
+/// One delete in progress, as written before anything is changed upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JournalEntry {
+    pub id: i64,
+    pub repository: String,
+    pub tag: String,
+    pub original_digest: String,
+    pub original_media_type: String,
+    pub dummy_digest: String,
+    pub dummy_config_digest: String,
+    pub step: String,
+    pub account: String,
+}
+
+/// A tag removal, for undo.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Deletion {
+    pub id: i64,
+    pub repository: String,
+    pub tag: String,
+    pub digest: String,
+    pub media_type: String,
+    #[serde(skip)]
+    pub manifest: Option<Vec<u8>>,
+    pub account: String,
+    pub deleted_at: i64,
+    pub restored_at: Option<i64>,
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn entry(r: &Row<'_>) -> rusqlite::Result<JournalEntry> {
+    Ok(JournalEntry {
+        id: r.get(0)?,
+        repository: r.get(1)?,
+        tag: r.get(2)?,
+        original_digest: r.get(3)?,
+        original_media_type: r.get(4)?,
+        dummy_digest: r.get(5)?,
+        dummy_config_digest: r.get(6)?,
+        step: r.get(7)?,
+        account: r.get(8)?,
+    })
+}
+
+fn deletion(r: &Row<'_>) -> rusqlite::Result<Deletion> {
+    Ok(Deletion {
+        id: r.get(0)?,
+        repository: r.get(1)?,
+        tag: r.get(2)?,
+        digest: r.get(3)?,
+        media_type: r.get(4)?,
+        manifest: r.get(5)?,
+        account: r.get(6)?,
+        deleted_at: r.get(7)?,
+        restored_at: r.get(8)?,
+    })
+}
+
+const ENTRY_COLUMNS: &str =
+    "id, repository, tag, original_digest, original_media_type, dummy_digest, dummy_config_digest, step, account";
+const DELETION_COLUMNS: &str = "id, repository, tag, digest, media_type, manifest, account, deleted_at, restored_at";
+
+impl State {
+    /// Records the intent of a delete; durable when this returns.
+    pub fn journal_begin(&self, e: &JournalEntry) -> Result<i64, StateError> {
+        let conn = self.conn();
+        conn.execute(
+            "INSERT INTO tag_delete_journal (repository, tag, original_digest, original_media_type, dummy_digest, dummy_config_digest, step, account, started_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
+            params![e.repository, e.tag, e.original_digest, e.original_media_type, e.dummy_digest, e.dummy_config_digest, e.step, e.account, now()],
+        )
+        .map_err(|e| self.sqlite_err(e))?;
+        Ok(conn.last_insert_rowid())
+    }
+
+    pub fn journal_step(&self, id: i64, step: &str) -> Result<(), StateError> {
+        self.conn()
+            .execute("UPDATE tag_delete_journal SET step = ?2, updated_at = ?3 WHERE id = ?1", params![id, step, now()])
+            .map(|_| ())
+            .map_err(|e| self.sqlite_err(e))
+    }
+
+    /// Closes a journal entry with its final step (`removed` or `rolled_back`).
+    pub fn journal_close(&self, id: i64, step: &str) -> Result<(), StateError> {
+        self.conn()
+            .execute("UPDATE tag_delete_journal SET step = ?2, open = 0, updated_at = ?3 WHERE id = ?1", params![id, step, now()])
+            .map(|_| ())
+            .map_err(|e| self.sqlite_err(e))
+    }
+
+    pub fn journal_open_entries(&self) -> Result<Vec<JournalEntry>, StateError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(&format!("SELECT {ENTRY_COLUMNS} FROM tag_delete_journal WHERE open = 1 ORDER BY id"))
+            .map_err(|e| self.sqlite_err(e))?;
+        let rows = stmt.query_map([], entry).map_err(|e| self.sqlite_err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.sqlite_err(e))
+    }
+
+    pub fn record_deletion(&self, d: &Deletion) -> Result<i64, StateError> {
+        let conn = self.conn();
+        conn.execute(
+            "INSERT INTO tag_deletions (repository, tag, digest, media_type, manifest, account, deleted_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![d.repository, d.tag, d.digest, d.media_type, d.manifest, d.account, now()],
+        )
+        .map_err(|e| self.sqlite_err(e))?;
+        Ok(conn.last_insert_rowid())
+    }
+
+    /// The most recent removal of `repository:tag` not yet restored.
+    pub fn last_deletion(&self, repository: &str, tag: &str) -> Result<Option<Deletion>, StateError> {
+        self.conn()
+            .query_row(
+                &format!("SELECT {DELETION_COLUMNS} FROM tag_deletions WHERE repository = ?1 AND tag = ?2 AND restored_at IS NULL ORDER BY id DESC LIMIT 1"),
+                params![repository, tag],
+                deletion,
+            )
+            .optional()
+            .map_err(|e| self.sqlite_err(e))
+    }
+
+    /// Removals, newest first, optionally for one repository.
+    pub fn deletions(&self, repository: Option<&str>, limit: u32) -> Result<Vec<Deletion>, StateError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(&format!(
+                "SELECT {DELETION_COLUMNS} FROM tag_deletions WHERE (?1 IS NULL OR repository = ?1) ORDER BY id DESC LIMIT ?2"
+            ))
+            .map_err(|e| self.sqlite_err(e))?;
+        let rows = stmt.query_map(params![repository, limit], deletion).map_err(|e| self.sqlite_err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.sqlite_err(e))
+    }
+
+    pub fn mark_restored(&self, id: i64) -> Result<(), StateError> {
+        self.conn()
+            .execute("UPDATE tag_deletions SET restored_at = ?2 WHERE id = ?1", params![id, now()])
+            .map(|_| ())
+            .map_err(|e| self.sqlite_err(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn journal_entries_stay_open_until_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = State::open(dir.path()).unwrap();
+        let mut e = JournalEntry {
+            id: 0,
+            repository: "a/b".into(),
+            tag: "t".into(),
+            original_digest: "sha256:1".into(),
+            original_media_type: "m".into(),
+            dummy_digest: "sha256:2".into(),
+            dummy_config_digest: "sha256:3".into(),
+            step: "intent".into(),
+            account: "-".into(),
+        };
+        e.id = s.journal_begin(&e).unwrap();
+        s.journal_step(e.id, "dummy_put").unwrap();
+        drop(s);
+        let s = State::open(dir.path()).unwrap();
+        let open = s.journal_open_entries().unwrap();
+        assert_eq!(open.len(), 1);
+        assert_eq!(open[0].step, "dummy_put");
+        s.journal_close(e.id, "removed").unwrap();
+        assert!(s.journal_open_entries().unwrap().is_empty());
+    }
+
+    #[test]
+    fn last_deletion_skips_restored_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = State::open(dir.path()).unwrap();
+        let d = Deletion {
+            id: 0,
+            repository: "r".into(),
+            tag: "t".into(),
+            digest: "sha256:1".into(),
+            media_type: "m".into(),
+            manifest: Some(b"{}".to_vec()),
+            account: "alice".into(),
+            deleted_at: 0,
+            restored_at: None,
+        };
+        let id = s.record_deletion(&d).unwrap();
+        assert_eq!(s.last_deletion("r", "t").unwrap().unwrap().manifest.as_deref(), Some(&b"{}"[..]));
+        s.mark_restored(id).unwrap();
+        assert!(s.last_deletion("r", "t").unwrap().is_none());
+        assert_eq!(s.deletions(Some("r"), 10).unwrap().len(), 1);
+    }
+}
