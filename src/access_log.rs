@@ -80,6 +80,10 @@ impl RequestRecord {
         let _ = self.account.set(account.to_owned());
     }
 
+    pub fn account(&self) -> Option<&str> {
+        self.account.get().map(String::as_str)
+    }
+
     pub fn route(&self) -> RouteKind {
         self.route
     }

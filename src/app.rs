@@ -9,7 +9,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use http::{header, Request, Response};
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
@@ -19,8 +19,10 @@ use crate::config::Settings;
 use crate::error::RegistryError;
 use crate::metrics::Metrics;
 use crate::proxy::{ClientSide, PublicOrigin, Upstream};
-use crate::route::{Route, RouteKind};
+use crate::route::{Reference, Route, RouteKind};
+use crate::registry_api::RegistryApi;
 use crate::state::State;
+use crate::tag_delete::TagDeleter;
 
 /// Which listener a connection arrived on.
 #[derive(Debug, Clone, Copy)]
@@ -36,6 +38,9 @@ pub struct App {
     pub upstream: Upstream,
     pub metrics: Arc<Metrics>,
     pub state: State,
+    /// regate's own calls to the registry.
+    pub api: RegistryApi,
+    pub tags: Arc<TagDeleter>,
 }
 
 impl App {
@@ -66,7 +71,7 @@ impl App {
         });
 
         let resp = match parsed {
-            Ok(route) => self.dispatch(req, route, &conn).await,
+            Ok(route) => self.dispatch(req, route, &conn, &record).await,
             Err(e) => Err(RegistryError::from(e)),
         }
         .unwrap_or_else(RegistryError::into_response);
@@ -80,18 +85,55 @@ impl App {
         req: Request<ProxyBody>,
         route: Route,
         conn: &ConnInfo,
+        record: &RequestRecord,
     ) -> Result<Response<ProxyBody>, RegistryError> {
+        // Stages, in this order, each in its own module:
+        // 1. authenticate and authorize (auth, rules)
+        // 2. write gate (writes wait or are refused while GC runs)
+        // 3. endpoints regate answers itself (tag delete, tag list, referrers)
+        // 4. forward upstream
+        let account = record.account().unwrap_or("anonymous");
+        let method = req.method().clone();
+        match (&route, &method) {
+            (Route::Manifest { name, reference: Reference::Tag(tag) }, &Method::DELETE)
+            | (Route::TagReference { name, tag }, &Method::DELETE) => {
+                self.tags.delete(name, tag, account).await?;
+                return Ok(empty_response(StatusCode::ACCEPTED));
+            }
+            (Route::TagReference { .. }, &Method::OPTIONS) => {
+                let mut resp = empty_response(StatusCode::OK);
+                resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static("DELETE, OPTIONS"));
+                return Ok(resp);
+            }
+            (Route::TagReference { .. }, _) => {
+                return Err(RegistryError::new(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    crate::error::ErrorCode::Unsupported,
+                    "only DELETE and OPTIONS are served on /tags/reference/",
+                )
+                .with_header(header::ALLOW, HeaderValue::from_static("DELETE, OPTIONS")));
+            }
+            (Route::TagsList { name }, &Method::GET) => {
+                return crate::tag_list::serve(&self.api, name, req.uri().query()).await;
+            }
+            (Route::Manifest { name, reference: Reference::Digest(digest) }, &Method::DELETE) => {
+                self.tags.check_digest_delete(name, digest.as_str()).await?;
+            }
+            (Route::Manifest { name, reference: Reference::Tag(tag) }, &Method::GET | &Method::HEAD | &Method::PUT) => {
+                // Wait for a delete of this tag to finish; hold it off until the
+                // registry has answered, so nobody ever sees the dummy.
+                let _reading = self.tags.locks.read(name.as_str(), tag.as_str()).await;
+                return self.forward(req, &route, conn).await;
+            }
+            _ => {}
+        }
+        self.forward(req, &route, conn).await
+    }
+
+    async fn forward(&self, req: Request<ProxyBody>, route: &Route, conn: &ConnInfo) -> Result<Response<ProxyBody>, RegistryError> {
         let public = self.public_origin(&req, conn);
         self.upstream
-            .forward(
-                req,
-                ClientSide {
-                    peer: conn.peer,
-                    public: &public,
-                    route: route.kind(),
-                    metrics: &self.metrics,
-                },
-            )
+            .forward(req, ClientSide { peer: conn.peer, public: &public, route: route.kind(), metrics: &self.metrics })
             .await
     }
 
@@ -116,4 +158,13 @@ impl App {
             authority,
         }
     }
+}
+
+/// A bodiless answer of regate's own, with the registry's version header.
+fn empty_response(status: StatusCode) -> Response<ProxyBody> {
+    let mut resp = Response::new(crate::body::empty());
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    resp.headers_mut().insert(crate::error::API_VERSION_HEADER, HeaderValue::from_static("registry/2.0"));
+    resp
 }

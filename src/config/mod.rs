@@ -35,6 +35,7 @@ pub mod defaults {
     pub const MANAGED_DATA_DIR: &str = "data/registry";
     pub const STATE_DIR: &str = "data/state";
     pub const LOG_LEVEL: &str = "info";
+    pub const PROTECT_SHARED_DIGESTS: bool = false;
 }
 
 /// The validated configuration.
@@ -46,6 +47,7 @@ pub struct Settings {
     pub upstream: UpstreamSettings,
     pub state: StateSettings,
     pub log: LogSettings,
+    pub delete: DeleteSettings,
 }
 
 #[derive(Debug, Clone)]
@@ -130,6 +132,11 @@ pub struct ManagedSettings {
 #[derive(Debug, Clone)]
 pub struct StateSettings {
     pub dir: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct DeleteSettings {
+    pub protect_shared_digests: bool,
 }
 
 #[derive(Debug, Clone)]

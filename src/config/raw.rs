@@ -15,6 +15,8 @@ pub struct RawConfig {
     pub state: RawState,
     #[serde(default)]
     pub log: RawLog,
+    #[serde(default)]
+    pub delete: RawDelete,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -61,4 +63,11 @@ pub struct RawState {
 pub struct RawLog {
     pub level: Option<String>,
     pub format: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDelete {
+    /// Refuse a delete by digest that would also remove tags (409).
+    pub protect_shared_digests: Option<bool>,
 }

@@ -128,11 +128,25 @@ pub async fn start(settings: Settings) -> Result<RunningServer, StartError> {
         None => None,
     };
 
+    let api = crate::registry_api::RegistryApi::new(upstream.origin());
+    let tags = Arc::new(crate::tag_delete::TagDeleter::new(
+        api.clone(),
+        state.clone(),
+        settings.delete.protect_shared_digests,
+    ));
+    // Finish or roll back deletes a crash left open before serving anything.
+    match tags.recover().await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(entries = n, "recovered interrupted tag deletes"),
+        Err(e) => tracing::error!(error = %e, "cannot read the tag-delete journal"),
+    }
     let app = Arc::new(App {
         settings: Arc::clone(&settings),
         upstream: upstream.clone(),
         metrics: Arc::clone(&metrics),
         state,
+        api,
+        tags,
     });
     let (stop, stop_rx) = watch::channel(false);
     let handler: Handler = {

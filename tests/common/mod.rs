@@ -7,6 +7,7 @@ pub mod images;
 pub mod regate;
 pub mod registry;
 pub mod skopeo;
+pub mod storage;
 
 pub use images::{Blob, Image};
 pub use regate::Regate;

@@ -30,7 +30,12 @@ pub fn try_skopeo(args: &[&str]) -> Result<String, String> {
 /// `skopeo copy [--all] SRC DEST` with the CA for any docker:// side.
 pub fn copy(src: &str, dest: &str, trust: &Path, all: bool) -> String {
     let trust = trust.display().to_string();
-    let mut args = vec!["copy", "--retry-times", "0", "--preserve-digests"];
+    let mut args = vec!["copy", "--retry-times", "0"];
+    // Pushes must not be rewritten by skopeo itself; a pull into a local OCI
+    // layout may convert (a Docker list cannot be stored there unchanged).
+    if dest.starts_with("docker://") {
+        args.push("--preserve-digests");
+    }
     if all {
         args.push("--all");
     }

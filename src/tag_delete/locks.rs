@@ -1,0 +1,95 @@
+//! Per repository-and-tag locks. A tag delete holds the write side for its
+//! whole sequence; manifest GET, HEAD and PUT of that tag hold the read side
+//! until the registry has answered, so no client ever sees the dummy and no
+//! push interleaves with a delete. Different tags never wait for each other.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock};
+
+type Key = (String, String);
+
+#[derive(Default)]
+pub struct TagLocks {
+    map: Arc<Mutex<HashMap<Key, Arc<RwLock<()>>>>>,
+}
+
+/// Guards are held only for their `Drop`.
+#[allow(dead_code)]
+enum Held {
+    Read(OwnedRwLockReadGuard<()>),
+    Write(OwnedRwLockWriteGuard<()>),
+}
+
+/// Holds a tag lock; the map entry goes when its last holder does.
+pub struct TagGuard {
+    held: Option<Held>,
+    key: Key,
+    map: Arc<Mutex<HashMap<Key, Arc<RwLock<()>>>>>,
+}
+
+impl TagLocks {
+    fn entry(&self, repo: &str, tag: &str) -> (Key, Arc<RwLock<()>>) {
+        let key = (repo.to_owned(), tag.to_owned());
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        let lock = Arc::clone(map.entry(key.clone()).or_default());
+        (key, lock)
+    }
+
+    pub async fn read(&self, repo: &str, tag: &str) -> TagGuard {
+        let (key, lock) = self.entry(repo, tag);
+        let held = Held::Read(lock.read_owned().await);
+        TagGuard { held: Some(held), key, map: Arc::clone(&self.map) }
+    }
+
+    pub async fn write(&self, repo: &str, tag: &str) -> TagGuard {
+        let (key, lock) = self.entry(repo, tag);
+        let held = Held::Write(lock.write_owned().await);
+        TagGuard { held: Some(held), key, map: Arc::clone(&self.map) }
+    }
+
+    /// Number of tags with a lock entry (for tests).
+    pub fn len(&self) -> usize {
+        self.map.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Drop for TagGuard {
+    fn drop(&mut self) {
+        drop(self.held.take());
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(lock) = map.get(&self.key) {
+            // Only the map holds it: nobody waits or holds it any more.
+            if Arc::strong_count(lock) == 1 {
+                map.remove(&self.key);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn readers_wait_for_a_writer_and_entries_are_cleaned() {
+        let locks = Arc::new(TagLocks::default());
+        let w = locks.write("r", "t").await;
+        let l2 = Arc::clone(&locks);
+        let reader = tokio::spawn(async move { l2.read("r", "t").await });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!reader.is_finished(), "a reader must wait for the delete");
+        // Another tag is not blocked.
+        drop(tokio::time::timeout(Duration::from_millis(50), locks.read("r", "other")).await.unwrap());
+        drop(w);
+        let r = reader.await.unwrap();
+        drop(r);
+        assert!(locks.is_empty());
+    }
+}

@@ -1,0 +1,327 @@
+//! A true tag-only `DELETE /v2/<name>/manifests/<tag>`.
+//!
+//! Owns the delete sequence, its crash recovery, undo (restore) and the
+//! optional protection of digest deletes that would remove tags. Calls the
+//! registry through [`RegistryApi`], the journal and history through
+//! [`State`], and holds a [`TagLocks`] write lock for the whole sequence.
+//!
+//! The sequence: resolve the tag (all four manifest types) -> ask the
+//! registry to delete the tag itself (distribution 3.x does; 405 means deletes
+//! are disabled, detected before anything is written) -> otherwise journal the
+//! intent (fsync'd) -> upload a unique dummy config blob -> PUT a dummy
+//! manifest of the same family to the tag -> DELETE the dummy by its digest ->
+//! check the tag is gone and the original still resolves -> close the journal
+//! entry and record the removal for undo. At start-up every open journal entry
+//! is finished or rolled back before its tag is served again.
+
+mod dummy;
+pub mod fault;
+mod locks;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::StatusCode;
+
+use crate::error::{ErrorCode, RegistryError};
+use crate::registry_api::{ApiError, NativeTagDelete, RegistryApi};
+use crate::route::{RepoName, Tag};
+use crate::state::{Deletion, JournalEntry, State, StateError};
+pub use dummy::{Dummy, Family};
+pub use locks::{TagGuard, TagLocks};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TagDeleteError {
+    #[error("tag {0} is not known to the registry")]
+    NotFound(String),
+    #[error("the registry has deletes disabled (storage.delete.enabled: false); nothing was changed")]
+    DeletesDisabled,
+    #[error("digest {digest} is also tagged {tags:?}; deleting it would remove those tags too (delete.protect_shared_digests)")]
+    SharedDigest { digest: String, tags: Vec<String> },
+    #[error("no removed tag {0} to restore")]
+    NothingToRestore(String),
+    #[error("the manifest of {0} is gone from the registry (garbage collected?); it cannot be restored")]
+    ManifestGone(String),
+    #[error("tag {0} exists again; restore would overwrite it")]
+    TagExists(String),
+    #[error("{0}")]
+    Api(#[from] ApiError),
+    #[error("{0}")]
+    State(#[from] StateError),
+    #[error("after the delete, {0}")]
+    Verify(String),
+}
+
+impl From<TagDeleteError> for RegistryError {
+    fn from(e: TagDeleteError) -> Self {
+        let msg = e.to_string();
+        match e {
+            TagDeleteError::NotFound(_) => RegistryError::new(StatusCode::NOT_FOUND, ErrorCode::ManifestUnknown, msg),
+            TagDeleteError::DeletesDisabled => {
+                RegistryError::new(StatusCode::METHOD_NOT_ALLOWED, ErrorCode::Unsupported, msg)
+            }
+            TagDeleteError::SharedDigest { tags, .. } => {
+                RegistryError::new(StatusCode::CONFLICT, ErrorCode::Denied, msg).with_detail(serde_json::json!({ "tags": tags }))
+            }
+            TagDeleteError::NothingToRestore(_) | TagDeleteError::ManifestGone(_) => {
+                RegistryError::new(StatusCode::NOT_FOUND, ErrorCode::ManifestUnknown, msg)
+            }
+            TagDeleteError::TagExists(_) => RegistryError::new(StatusCode::CONFLICT, ErrorCode::Denied, msg),
+            TagDeleteError::Api(ApiError::Transport(_)) => RegistryError::bad_gateway(msg),
+            TagDeleteError::Api(ApiError::Status { .. }) | TagDeleteError::Api(ApiError::DigestMismatch { .. }) => {
+                RegistryError::bad_gateway(msg)
+            }
+            TagDeleteError::State(_) | TagDeleteError::Verify(_) => {
+                RegistryError::new(StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Unknown, msg)
+            }
+        }
+    }
+}
+
+/// What a successful delete removed.
+#[derive(Debug, Clone)]
+pub struct Removed {
+    pub digest: String,
+    /// The registry deleted the tag itself (no dummy was needed).
+    pub native: bool,
+}
+
+pub struct TagDeleter {
+    api: RegistryApi,
+    state: State,
+    pub locks: Arc<TagLocks>,
+    faults: fault::Faults,
+    protect_shared_digests: bool,
+}
+
+/// Runs a blocking state call off the async threads.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, StateError> + Send + 'static) -> Result<T, StateError> {
+    tokio::task::spawn_blocking(f).await.expect("state call panicked")
+}
+
+impl TagDeleter {
+    pub fn new(api: RegistryApi, state: State, protect_shared_digests: bool) -> Self {
+        TagDeleter { api, state, locks: Arc::new(TagLocks::default()), faults: fault::Faults::from_env(), protect_shared_digests }
+    }
+
+    /// Removes `repo:tag` and nothing else.
+    pub async fn delete(&self, repo: &RepoName, tag: &Tag, account: &str) -> Result<Removed, TagDeleteError> {
+        let (repo, tag) = (repo.as_str(), tag.as_str());
+        let _lock = self.locks.write(repo, tag).await;
+        let original = self.api.manifest(repo, tag).await?.ok_or_else(|| TagDeleteError::NotFound(format!("{repo}:{tag}")))?;
+
+        match self.api.delete_tag_native(repo, tag).await? {
+            NativeTagDelete::Deleted => {
+                self.record(repo, tag, &original.digest, &original.media_type, Some(original.bytes.to_vec()), account).await?;
+                return Ok(Removed { digest: original.digest, native: true });
+            }
+            NativeTagDelete::Disabled => return Err(TagDeleteError::DeletesDisabled),
+            NativeTagDelete::NotFound => return Err(TagDeleteError::NotFound(format!("{repo}:{tag}"))),
+            NativeTagDelete::NotImplemented => {}
+        }
+
+        let dummy = Dummy::new(Family::of(&original.media_type), repo, tag);
+        let mut entry = JournalEntry {
+            id: 0,
+            repository: repo.to_owned(),
+            tag: tag.to_owned(),
+            original_digest: original.digest.clone(),
+            original_media_type: original.media_type.clone(),
+            dummy_digest: dummy.digest.clone(),
+            dummy_config_digest: dummy.config_digest.clone(),
+            step: "intent".into(),
+            account: account.to_owned(),
+        };
+        let state = self.state.clone();
+        let e = entry.clone();
+        entry.id = blocking(move || state.journal_begin(&e)).await?;
+        self.faults.at("after_intent");
+
+        match self.overwrite_and_delete(&entry, &dummy).await {
+            Ok(()) => {}
+            Err(e) => {
+                // Leave nothing half done: finish or roll back now.
+                tracing::warn!(repository = repo, tag, error = %e, "tag delete failed midway; recovering");
+                let outcome = self.recover_entry(&entry).await?;
+                return match outcome {
+                    Recovered::Removed => Ok(Removed { digest: original.digest, native: false }),
+                    Recovered::RolledBack | Recovered::Superseded => Err(e),
+                };
+            }
+        }
+        self.verify(repo, tag, &original.digest).await?;
+        self.record(repo, tag, &original.digest, &original.media_type, Some(original.bytes.to_vec()), account).await?;
+        let (state, id) = (self.state.clone(), entry.id);
+        blocking(move || state.journal_close(id, "removed")).await?;
+        Ok(Removed { digest: original.digest, native: false })
+    }
+
+    async fn overwrite_and_delete(&self, entry: &JournalEntry, dummy: &Dummy) -> Result<(), TagDeleteError> {
+        let (repo, tag) = (entry.repository.as_str(), entry.tag.as_str());
+        self.api.upload_blob(repo, dummy.config.clone()).await?;
+        self.faults.at("after_config");
+        self.api.put_manifest(repo, tag, dummy.media_type, dummy.manifest.clone()).await?;
+        let (state, id) = (self.state.clone(), entry.id);
+        blocking(move || state.journal_step(id, "dummy_put")).await?;
+        self.faults.at("after_dummy_put");
+        if !self.api.delete_manifest(repo, &dummy.digest).await? {
+            return Err(TagDeleteError::Verify(format!("the dummy manifest {} of {repo}:{tag} vanished", dummy.digest)));
+        }
+        let (state, id) = (self.state.clone(), entry.id);
+        blocking(move || state.journal_step(id, "dummy_deleted")).await?;
+        self.faults.at("after_dummy_delete");
+        self.api.delete_blob(repo, &dummy.config_digest).await?;
+        Ok(())
+    }
+
+    async fn verify(&self, repo: &str, tag: &str, original: &str) -> Result<(), TagDeleteError> {
+        if let Some(d) = self.api.resolve(repo, tag).await? {
+            return Err(TagDeleteError::Verify(format!("{repo}:{tag} still resolves to {d}")));
+        }
+        if self.api.resolve(repo, original).await?.is_none() {
+            return Err(TagDeleteError::Verify(format!("the original manifest {repo}@{original} is gone")));
+        }
+        Ok(())
+    }
+
+    async fn record(&self, repo: &str, tag: &str, digest: &str, media_type: &str, manifest: Option<Vec<u8>>, account: &str) -> Result<(), TagDeleteError> {
+        let d = Deletion {
+            id: 0,
+            repository: repo.to_owned(),
+            tag: tag.to_owned(),
+            digest: digest.to_owned(),
+            media_type: media_type.to_owned(),
+            manifest,
+            account: account.to_owned(),
+            deleted_at: 0,
+            restored_at: None,
+        };
+        let state = self.state.clone();
+        blocking(move || state.record_deletion(&d)).await?;
+        tracing::info!(target: "regate::audit", event = "tag_deleted", repository = repo, tag, digest, account);
+        Ok(())
+    }
+
+    /// Brings one journal entry to an end state: the tag removed (and no
+    /// dummy left), or the tag at its original digest.
+    async fn recover_entry(&self, e: &JournalEntry) -> Result<Recovered, TagDeleteError> {
+        let (repo, tag) = (e.repository.as_str(), e.tag.as_str());
+        // The dummy can only be reached through this tag (its config is
+        // unique), so deleting it by digest removes exactly this tag.
+        if self.api.resolve(repo, &e.dummy_digest).await?.is_some() {
+            self.api.delete_manifest(repo, &e.dummy_digest).await?;
+        }
+        self.api.delete_blob(repo, &e.dummy_config_digest).await?;
+        let now = self.api.resolve(repo, tag).await?;
+        let (outcome, step) = match now {
+            None => (Recovered::Removed, "removed"),
+            Some(d) if d == e.original_digest => (Recovered::RolledBack, "rolled_back"),
+            Some(_) => (Recovered::Superseded, "superseded"),
+        };
+        if outcome == Recovered::Removed {
+            let original = self.api.manifest(repo, &e.original_digest).await?;
+            let bytes = original.map(|m| m.bytes.to_vec());
+            self.record(repo, tag, &e.original_digest, &e.original_media_type, bytes, &e.account).await?;
+        }
+        let (state, id) = (self.state.clone(), e.id);
+        blocking(move || state.journal_close(id, step)).await?;
+        tracing::info!(repository = repo, tag, outcome = step, "tag delete journal entry recovered");
+        Ok(outcome)
+    }
+
+    /// Finishes or rolls back every delete a crash left open. Each affected
+    /// tag stays locked until its entry is resolved; when the registry cannot
+    /// be reached the entry is retried in the background, still locked.
+    pub async fn recover(self: &Arc<Self>) -> Result<usize, TagDeleteError> {
+        let state = self.state.clone();
+        let open = blocking(move || state.journal_open_entries()).await?;
+        let n = open.len();
+        for e in open {
+            let guard = self.locks.write(&e.repository, &e.tag).await;
+            if let Err(err) = self.recover_entry(&e).await {
+                tracing::error!(repository = %e.repository, tag = %e.tag, error = %err, "cannot recover a tag delete yet; retrying in the background, the tag stays locked");
+                let me = Arc::clone(self);
+                tokio::spawn(async move {
+                    let _guard = guard;
+                    let mut wait = Duration::from_secs(1);
+                    loop {
+                        tokio::time::sleep(wait).await;
+                        match me.recover_entry(&e).await {
+                            Ok(_) => return,
+                            Err(err) => tracing::warn!(repository = %e.repository, tag = %e.tag, error = %err, "tag delete recovery retry failed"),
+                        }
+                        wait = (wait * 2).min(Duration::from_secs(60));
+                    }
+                });
+            }
+        }
+        Ok(n)
+    }
+
+    /// Points `repo:tag` at the digest it had before its last removal, by a
+    /// manifest PUT of the original bytes.
+    pub async fn restore(&self, repo: &RepoName, tag: &Tag, account: &str) -> Result<Deletion, TagDeleteError> {
+        let (repo, tag) = (repo.as_str(), tag.as_str());
+        let _lock = self.locks.write(repo, tag).await;
+        let (state, r, t) = (self.state.clone(), repo.to_owned(), tag.to_owned());
+        let last = blocking(move || state.last_deletion(&r, &t))
+            .await?
+            .ok_or_else(|| TagDeleteError::NothingToRestore(format!("{repo}:{tag}")))?;
+        if self.api.resolve(repo, tag).await?.is_some() {
+            return Err(TagDeleteError::TagExists(format!("{repo}:{tag}")));
+        }
+        // Prefer the registry's copy (it proves the manifest still exists);
+        // the recorded bytes are the same by digest.
+        let bytes = match self.api.manifest(repo, &last.digest).await? {
+            Some(m) => m.bytes,
+            None => return Err(TagDeleteError::ManifestGone(format!("{repo}@{}", last.digest))),
+        };
+        self.api.put_manifest(repo, tag, &last.media_type, bytes).await?;
+        let (state, id) = (self.state.clone(), last.id);
+        blocking(move || state.mark_restored(id)).await?;
+        tracing::info!(target: "regate::audit", event = "tag_restored", repository = repo, tag, digest = %last.digest, account);
+        Ok(last)
+    }
+
+    /// With `delete.protect_shared_digests`, refuses a digest delete that
+    /// would also remove tags.
+    pub async fn check_digest_delete(&self, repo: &RepoName, digest: &str) -> Result<(), TagDeleteError> {
+        if !self.protect_shared_digests {
+            return Ok(());
+        }
+        let repo = repo.as_str();
+        let tags = match self.api.tags(repo).await? {
+            Ok(t) => t,
+            Err(_) => return Ok(()), // unknown repository: the registry will answer
+        };
+        let mut tagged = Vec::new();
+        for chunk in tags.chunks(16) {
+            let found = futures_util::future::join_all(chunk.iter().map(|t| async move {
+                (t, self.api.resolve(repo, t).await)
+            }))
+            .await;
+            for (t, r) in found {
+                if r?.as_deref() == Some(digest) {
+                    tagged.push(t.clone());
+                }
+            }
+        }
+        if tagged.is_empty() {
+            Ok(())
+        } else {
+            tagged.sort();
+            Err(TagDeleteError::SharedDigest { digest: digest.to_owned(), tags: tagged })
+        }
+    }
+
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Recovered {
+    Removed,
+    RolledBack,
+    Superseded,
+}
