@@ -19,8 +19,8 @@ use crate::config::Settings;
 use crate::error::RegistryError;
 use crate::metrics::Metrics;
 use crate::proxy::{ClientSide, PublicOrigin, Upstream};
-use crate::route::{Reference, Route, RouteKind};
 use crate::registry_api::RegistryApi;
+use crate::route::{Reference, Route, RouteKind};
 use crate::state::State;
 use crate::tag_delete::TagDeleter;
 
@@ -95,14 +95,21 @@ impl App {
         let account = record.account().unwrap_or("anonymous");
         let method = req.method().clone();
         match (&route, &method) {
-            (Route::Manifest { name, reference: Reference::Tag(tag) }, &Method::DELETE)
+            (
+                Route::Manifest {
+                    name,
+                    reference: Reference::Tag(tag),
+                },
+                &Method::DELETE,
+            )
             | (Route::TagReference { name, tag }, &Method::DELETE) => {
                 self.tags.delete(name, tag, account).await?;
                 return Ok(empty_response(StatusCode::ACCEPTED));
             }
             (Route::TagReference { .. }, &Method::OPTIONS) => {
                 let mut resp = empty_response(StatusCode::OK);
-                resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static("DELETE, OPTIONS"));
+                resp.headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static("DELETE, OPTIONS"));
                 return Ok(resp);
             }
             (Route::TagReference { .. }, _) => {
@@ -116,13 +123,38 @@ impl App {
             (Route::TagsList { name }, &Method::GET) => {
                 return crate::tag_list::serve(&self.api, name, req.uri().query()).await;
             }
-            (Route::Manifest { name, reference: Reference::Digest(digest) }, &Method::DELETE) => {
+            (
+                Route::Manifest {
+                    name,
+                    reference: Reference::Digest(digest),
+                },
+                &Method::DELETE,
+            ) => {
                 self.tags.check_digest_delete(name, digest.as_str()).await?;
             }
-            (Route::Manifest { name, reference: Reference::Tag(tag) }, &Method::GET | &Method::HEAD | &Method::PUT) => {
-                // Wait for a delete of this tag to finish; hold it off until the
-                // registry has answered, so nobody ever sees the dummy.
+            (
+                Route::Manifest {
+                    name,
+                    reference: Reference::Tag(tag),
+                },
+                &Method::GET | &Method::HEAD,
+            ) => {
+                // Wait for a delete or push of this tag to finish, and hold
+                // them off until the registry has answered: nobody ever sees
+                // the dummy.
                 let _reading = self.tags.locks.read(name.as_str(), tag.as_str()).await;
+                return self.forward(req, &route, conn).await;
+            }
+            (
+                Route::Manifest {
+                    name,
+                    reference: Reference::Tag(tag),
+                },
+                &Method::PUT,
+            ) => {
+                // Exclusive: 2.8 rewrites the tag's link file in place
+                // (truncate, then write), and a read in between gets a 500.
+                let _writing = self.tags.locks.write(name.as_str(), tag.as_str()).await;
                 return self.forward(req, &route, conn).await;
             }
             _ => {}
@@ -130,10 +162,23 @@ impl App {
         self.forward(req, &route, conn).await
     }
 
-    async fn forward(&self, req: Request<ProxyBody>, route: &Route, conn: &ConnInfo) -> Result<Response<ProxyBody>, RegistryError> {
+    async fn forward(
+        &self,
+        req: Request<ProxyBody>,
+        route: &Route,
+        conn: &ConnInfo,
+    ) -> Result<Response<ProxyBody>, RegistryError> {
         let public = self.public_origin(&req, conn);
         self.upstream
-            .forward(req, ClientSide { peer: conn.peer, public: &public, route: route.kind(), metrics: &self.metrics })
+            .forward(
+                req,
+                ClientSide {
+                    peer: conn.peer,
+                    public: &public,
+                    route: route.kind(),
+                    metrics: &self.metrics,
+                },
+            )
             .await
     }
 
@@ -164,7 +209,11 @@ impl App {
 fn empty_response(status: StatusCode) -> Response<ProxyBody> {
     let mut resp = Response::new(crate::body::empty());
     *resp.status_mut() = status;
-    resp.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
-    resp.headers_mut().insert(crate::error::API_VERSION_HEADER, HeaderValue::from_static("registry/2.0"));
+    resp.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    resp.headers_mut().insert(
+        crate::error::API_VERSION_HEADER,
+        HeaderValue::from_static("registry/2.0"),
+    );
     resp
 }

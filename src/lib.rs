@@ -22,7 +22,7 @@ pub mod registry_api;
 pub mod route;
 pub mod server;
 pub mod state;
+pub mod stop_signal;
 pub mod tag_delete;
 pub mod tag_list;
-pub mod stop_signal;
 pub mod tls;

@@ -17,9 +17,17 @@ pub enum ApiError {
     #[error("the upstream registry is unreachable: {0}")]
     Transport(#[from] reqwest::Error),
     #[error("the upstream registry answered {status} to {what}: {body}")]
-    Status { what: String, status: StatusCode, body: String },
+    Status {
+        what: String,
+        status: StatusCode,
+        body: String,
+    },
     #[error("the upstream registry returned digest {got} for {what}, expected {want}")]
-    DigestMismatch { what: String, got: String, want: String },
+    DigestMismatch {
+        what: String,
+        got: String,
+        want: String,
+    },
 }
 
 /// A manifest as the registry stores it.
@@ -52,7 +60,11 @@ pub enum NativeTagDelete {
 async fn status_error(what: String, resp: reqwest::Response) -> ApiError {
     let status = resp.status();
     let body = resp.text().await.unwrap_or_default();
-    ApiError::Status { what, status, body: body.chars().take(500).collect() }
+    ApiError::Status {
+        what,
+        status,
+        body: body.chars().take(500).collect(),
+    }
 }
 
 impl RegistryApi {
@@ -64,7 +76,10 @@ impl RegistryApi {
             .pool_max_idle_per_host(32)
             .build()
             .expect("a plain HTTP client always builds");
-        RegistryApi { http, origin: origin.trim_end_matches('/').to_owned() }
+        RegistryApi {
+            http,
+            origin: origin.trim_end_matches('/').to_owned(),
+        }
     }
 
     fn url(&self, path: &str) -> String {
@@ -72,7 +87,11 @@ impl RegistryApi {
     }
 
     /// GET a manifest by tag or digest; `None` when it does not exist.
-    pub async fn manifest(&self, repo: &str, reference: &str) -> Result<Option<Manifest>, ApiError> {
+    pub async fn manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+    ) -> Result<Option<Manifest>, ApiError> {
         let resp = self
             .http
             .get(self.url(&format!("/v2/{repo}/manifests/{reference}")))
@@ -91,10 +110,18 @@ impl RegistryApi {
         let digest = crate::route::Digest::sha256_of(&bytes).to_string();
         if let Some(claimed) = claimed {
             if claimed != digest {
-                return Err(ApiError::DigestMismatch { what: format!("{repo}:{reference}"), got: claimed, want: digest });
+                return Err(ApiError::DigestMismatch {
+                    what: format!("{repo}:{reference}"),
+                    got: claimed,
+                    want: digest,
+                });
             }
         }
-        Ok(Some(Manifest { digest, media_type, bytes }))
+        Ok(Some(Manifest {
+            digest,
+            media_type,
+            bytes,
+        }))
     }
 
     /// HEAD a manifest: its digest, or `None` when it does not exist.
@@ -115,12 +142,20 @@ impl RegistryApi {
     /// A monolithic upload: POST a session, then PUT the bytes with the digest.
     pub async fn upload_blob(&self, repo: &str, bytes: Bytes) -> Result<String, ApiError> {
         let digest = crate::route::Digest::sha256_of(&bytes).to_string();
-        let resp = self.http.post(self.url(&format!("/v2/{repo}/blobs/uploads/"))).send().await?;
+        let resp = self
+            .http
+            .post(self.url(&format!("/v2/{repo}/blobs/uploads/")))
+            .send()
+            .await?;
         if resp.status() != StatusCode::ACCEPTED {
             return Err(status_error(format!("POST upload in {repo}"), resp).await);
         }
         let location = header(&resp, "location").unwrap_or_default();
-        let location = if location.starts_with("http") { location } else { self.url(&location) };
+        let location = if location.starts_with("http") {
+            location
+        } else {
+            self.url(&location)
+        };
         let sep = if location.contains('?') { '&' } else { '?' };
         let resp = self
             .http
@@ -136,7 +171,13 @@ impl RegistryApi {
     }
 
     /// PUT a manifest; checks the digest the registry computed.
-    pub async fn put_manifest(&self, repo: &str, reference: &str, media_type: &str, bytes: Bytes) -> Result<String, ApiError> {
+    pub async fn put_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        media_type: &str,
+        bytes: Bytes,
+    ) -> Result<String, ApiError> {
         let want = crate::route::Digest::sha256_of(&bytes).to_string();
         let resp = self
             .http
@@ -149,14 +190,22 @@ impl RegistryApi {
             return Err(status_error(format!("PUT manifest {repo}:{reference}"), resp).await);
         }
         match header(&resp, "docker-content-digest") {
-            Some(got) if got != want => Err(ApiError::DigestMismatch { what: format!("{repo}:{reference}"), got, want }),
+            Some(got) if got != want => Err(ApiError::DigestMismatch {
+                what: format!("{repo}:{reference}"),
+                got,
+                want,
+            }),
             _ => Ok(want),
         }
     }
 
     /// DELETE a manifest by digest: `true` when deleted, `false` when unknown.
     pub async fn delete_manifest(&self, repo: &str, digest: &str) -> Result<bool, ApiError> {
-        let resp = self.http.delete(self.url(&format!("/v2/{repo}/manifests/{digest}"))).send().await?;
+        let resp = self
+            .http
+            .delete(self.url(&format!("/v2/{repo}/manifests/{digest}")))
+            .send()
+            .await?;
         match resp.status() {
             StatusCode::ACCEPTED | StatusCode::OK => Ok(true),
             StatusCode::NOT_FOUND => Ok(false),
@@ -166,7 +215,11 @@ impl RegistryApi {
 
     /// Unlinks a blob from a repository (the data goes at the next GC).
     pub async fn delete_blob(&self, repo: &str, digest: &str) -> Result<bool, ApiError> {
-        let resp = self.http.delete(self.url(&format!("/v2/{repo}/blobs/{digest}"))).send().await?;
+        let resp = self
+            .http
+            .delete(self.url(&format!("/v2/{repo}/blobs/{digest}")))
+            .send()
+            .await?;
         match resp.status() {
             StatusCode::ACCEPTED | StatusCode::OK => Ok(true),
             StatusCode::NOT_FOUND => Ok(false),
@@ -175,8 +228,16 @@ impl RegistryApi {
     }
 
     /// Asks the registry to delete a tag itself.
-    pub async fn delete_tag_native(&self, repo: &str, tag: &str) -> Result<NativeTagDelete, ApiError> {
-        let resp = self.http.delete(self.url(&format!("/v2/{repo}/manifests/{tag}"))).send().await?;
+    pub async fn delete_tag_native(
+        &self,
+        repo: &str,
+        tag: &str,
+    ) -> Result<NativeTagDelete, ApiError> {
+        let resp = self
+            .http
+            .delete(self.url(&format!("/v2/{repo}/manifests/{tag}")))
+            .send()
+            .await?;
         match resp.status() {
             StatusCode::ACCEPTED | StatusCode::OK => Ok(NativeTagDelete::Deleted),
             StatusCode::METHOD_NOT_ALLOWED => Ok(NativeTagDelete::Disabled),
@@ -188,7 +249,11 @@ impl RegistryApi {
                 if body.contains("DIGEST_INVALID") || body.contains("UNSUPPORTED") {
                     Ok(NativeTagDelete::NotImplemented)
                 } else {
-                    Err(ApiError::Status { what: format!("DELETE tag {repo}:{tag}"), status: StatusCode::BAD_REQUEST, body })
+                    Err(ApiError::Status {
+                        what: format!("DELETE tag {repo}:{tag}"),
+                        status: StatusCode::BAD_REQUEST,
+                        body,
+                    })
                 }
             }
             _ => Err(status_error(format!("DELETE tag {repo}:{tag}"), resp).await),
@@ -197,8 +262,15 @@ impl RegistryApi {
 
     /// Every tag of a repository (2.8 ignores `n` and `last`); `None` for an
     /// unknown repository. The raw response is returned for errors.
-    pub async fn tags(&self, repo: &str) -> Result<Result<Vec<String>, (StatusCode, Bytes)>, ApiError> {
-        let resp = self.http.get(self.url(&format!("/v2/{repo}/tags/list"))).send().await?;
+    pub async fn tags(
+        &self,
+        repo: &str,
+    ) -> Result<Result<Vec<String>, (StatusCode, Bytes)>, ApiError> {
+        let resp = self
+            .http
+            .get(self.url(&format!("/v2/{repo}/tags/list")))
+            .send()
+            .await?;
         let status = resp.status();
         let body = resp.bytes().await?;
         if !status.is_success() {
@@ -218,5 +290,8 @@ impl RegistryApi {
 }
 
 fn header(resp: &reqwest::Response, name: &str) -> Option<String> {
-    resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+    resp.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
 }

@@ -25,7 +25,11 @@ impl Page {
             match k {
                 "n" => {
                     page.n = Some(v.parse().map_err(|_| {
-                        RegistryError::new(StatusCode::BAD_REQUEST, ErrorCode::PaginationNumberInvalid, format!("n={v:?} is not a number"))
+                        RegistryError::new(
+                            StatusCode::BAD_REQUEST,
+                            ErrorCode::PaginationNumberInvalid,
+                            format!("n={v:?} is not a number"),
+                        )
                     })?)
                 }
                 "last" => page.last = Some(v.to_owned()),
@@ -49,7 +53,11 @@ impl Page {
     }
 }
 
-pub async fn serve(api: &RegistryApi, name: &RepoName, query: Option<&str>) -> Result<Response<ProxyBody>, RegistryError> {
+pub async fn serve(
+    api: &RegistryApi,
+    name: &RepoName,
+    query: Option<&str>,
+) -> Result<Response<ProxyBody>, RegistryError> {
     let page = Page::from_query(query)?;
     let tags = match api.tags(name.as_str()).await {
         Ok(Ok(tags)) => tags,
@@ -57,17 +65,25 @@ pub async fn serve(api: &RegistryApi, name: &RepoName, query: Option<&str>) -> R
             // The registry's own error (NAME_UNKNOWN, ...), as it sent it.
             let mut resp = Response::new(full(body));
             *resp.status_mut() = status;
-            resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
-            resp.headers_mut().insert(API_VERSION_HEADER, HeaderValue::from_static("registry/2.0"));
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json; charset=utf-8"),
+            );
+            resp.headers_mut()
+                .insert(API_VERSION_HEADER, HeaderValue::from_static("registry/2.0"));
             return Ok(resp);
         }
         Err(e) => return Err(RegistryError::bad_gateway(e.to_string())),
     };
     let (tags, more) = page.apply(tags);
-    let body = serde_json::to_vec(&serde_json::json!({"name": name.as_str(), "tags": tags})).expect("JSON of strings");
+    let body = serde_json::to_vec(&serde_json::json!({"name": name.as_str(), "tags": tags}))
+        .expect("JSON of strings");
     let mut resp = Response::new(full(body));
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
     h.insert(API_VERSION_HEADER, HeaderValue::from_static("registry/2.0"));
     if let (true, Some(last), Some(n)) = (more, tags.last(), page.n) {
         let link = format!("</v2/{name}/tags/list?n={n}&last={last}>; rel=\"next\"");
@@ -89,22 +105,46 @@ mod tests {
     #[test]
     fn pages_in_lexical_order() {
         let all = tags(&["v2", "latest", "v10", "a", "v1"]);
-        let p = Page { n: Some(2), last: None };
+        let p = Page {
+            n: Some(2),
+            last: None,
+        };
         assert_eq!(p.apply(all.clone()), (tags(&["a", "latest"]), true));
-        let p = Page { n: Some(2), last: Some("latest".into()) };
+        let p = Page {
+            n: Some(2),
+            last: Some("latest".into()),
+        };
         assert_eq!(p.apply(all.clone()), (tags(&["v1", "v10"]), true));
-        let p = Page { n: Some(2), last: Some("v10".into()) };
+        let p = Page {
+            n: Some(2),
+            last: Some("v10".into()),
+        };
         assert_eq!(p.apply(all.clone()), (tags(&["v2"]), false));
-        let p = Page { n: None, last: Some("v2".into()) };
+        let p = Page {
+            n: None,
+            last: Some("v2".into()),
+        };
         assert_eq!(p.apply(all.clone()), (vec![], false));
-        let p = Page { n: Some(0), last: None };
+        let p = Page {
+            n: Some(0),
+            last: None,
+        };
         assert_eq!(p.apply(all), (vec![], true));
     }
 
     #[test]
     fn query_parsing() {
-        assert_eq!(Page::from_query(Some("n=3&last=x")).unwrap(), Page { n: Some(3), last: Some("x".into()) });
+        assert_eq!(
+            Page::from_query(Some("n=3&last=x")).unwrap(),
+            Page {
+                n: Some(3),
+                last: Some("x".into())
+            }
+        );
         assert_eq!(Page::from_query(None).unwrap(), Page::default());
-        assert_eq!(Page::from_query(Some("n=abc")).unwrap_err().status, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            Page::from_query(Some("n=abc")).unwrap_err().status,
+            StatusCode::BAD_REQUEST
+        );
     }
 }

@@ -31,7 +31,12 @@ async fn digest_of(regate: &Regate, repo: &str, reference: &str) -> Option<Strin
         .await
         .unwrap();
     match r.status().as_u16() {
-        200 => Some(r.headers()["docker-content-digest"].to_str().unwrap().to_owned()),
+        200 => Some(
+            r.headers()["docker-content-digest"]
+                .to_str()
+                .unwrap()
+                .to_owned(),
+        ),
         404 => None,
         s => panic!("HEAD {repo}:{reference}: {s}"),
     }
@@ -45,8 +50,14 @@ async fn deleting_one_of_two_tags_keeps_the_other_for_every_manifest_kind() {
     let cases = [
         ("kinds/oci", Image::oci("k-oci", 4000)),
         ("kinds/docker", Image::docker("k-docker", 4000)),
-        ("kinds/index", Image::oci_index("k-index", &["amd64", "arm64"])),
-        ("kinds/list", Image::docker_list("k-list", &["amd64", "arm64"])),
+        (
+            "kinds/index",
+            Image::oci_index("k-index", &["amd64", "arm64"]),
+        ),
+        (
+            "kinds/list",
+            Image::docker_list("k-list", &["amd64", "arm64"]),
+        ),
     ];
     for (repo, img) in &cases {
         img.push(&client, &regate.url, repo, "keep").await;
@@ -54,23 +65,44 @@ async fn deleting_one_of_two_tags_keeps_the_other_for_every_manifest_kind() {
 
         let (status, body) = curl_delete(&regate, &format!("/v2/{repo}/manifests/drop"));
         assert_eq!(status, 202, "{repo}: {body}");
-        assert_eq!(digest_of(&regate, repo, "drop").await, None, "{repo}: the tag is gone");
-        assert_eq!(digest_of(&regate, repo, "keep").await.as_deref(), Some(img.digest.as_str()), "{repo}");
+        assert_eq!(
+            digest_of(&regate, repo, "drop").await,
+            None,
+            "{repo}: the tag is gone"
+        );
+        assert_eq!(
+            digest_of(&regate, repo, "keep").await.as_deref(),
+            Some(img.digest.as_str()),
+            "{repo}"
+        );
         for child in &img.children {
-            assert_eq!(digest_of(&regate, repo, &child.digest).await.as_deref(), Some(child.digest.as_str()), "{repo} child");
+            assert_eq!(
+                digest_of(&regate, repo, &child.digest).await.as_deref(),
+                Some(child.digest.as_str()),
+                "{repo} child"
+            );
         }
         // The registry holds exactly the image's manifests: no dummy left.
         let mut want: Vec<String> = img.children.iter().map(|c| c.digest.clone()).collect();
         want.push(img.digest.clone());
         want.sort();
         assert_eq!(storage::revisions(&registry.storage, repo), want, "{repo}");
-        assert_eq!(storage::tags(&registry.storage, repo), vec![("keep".to_owned(), img.digest.clone())], "{repo}");
+        assert_eq!(
+            storage::tags(&registry.storage, repo),
+            vec![("keep".to_owned(), img.digest.clone())],
+            "{repo}"
+        );
 
         // skopeo still pulls the remaining tag, with every child.
         let work = tempfile::tempdir().unwrap();
         let trust = regate.certs.trust_dir.clone();
-        let (s, d) = (format!("docker://{}/{repo}:keep", regate.host), format!("oci:{}:keep", work.path().display()));
-        tokio::task::spawn_blocking(move || skopeo::copy(&s, &d, &trust, true)).await.unwrap();
+        let (s, d) = (
+            format!("docker://{}/{repo}:keep", regate.host),
+            format!("oci:{}:keep", work.path().display()),
+        );
+        tokio::task::spawn_blocking(move || skopeo::copy(&s, &d, &trust, true))
+            .await
+            .unwrap();
     }
     regate.stop().await;
 }
@@ -108,7 +140,11 @@ async fn the_seed_scenario_deletes_exactly_t12_t22_and_t52() {
             if matches!((repo, *tag), ("i1", "T12") | ("i2", "T22") | ("i5", "T52")) {
                 assert_eq!(got, None, "{repo}:{tag} deleted");
             } else {
-                assert_eq!(got.as_ref(), digests.get(&(repo, *tag)), "{repo}:{tag} intact");
+                assert_eq!(
+                    got.as_ref(),
+                    digests.get(&(repo, *tag)),
+                    "{repo}:{tag} intact"
+                );
             }
         }
     }
@@ -141,7 +177,9 @@ async fn errors_unknown_tag_invalid_tag_and_digest_pass_through() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deletes_disabled_upstream_is_405_and_the_tag_is_untouched() {
-    let registry = Registry::start_with(RegistryOptions { delete_enabled: false });
+    let registry = Registry::start_with(RegistryOptions {
+        delete_enabled: false,
+    });
     let regate = Regate::start(&registry.url).await;
     let img = Image::oci("disabled", 1000);
     img.push(&regate.client(), &regate.url, "d/x", "t").await;
@@ -149,8 +187,15 @@ async fn deletes_disabled_upstream_is_405_and_the_tag_is_untouched() {
     let (status, body) = curl_delete(&regate, "/v2/d/x/manifests/t");
     assert_eq!(status, 405, "{body}");
     assert!(body.contains("UNSUPPORTED"), "{body}");
-    assert_eq!(digest_of(&regate, "d/x", "t").await.as_deref(), Some(img.digest.as_str()));
-    assert_eq!(storage::revisions(&registry.storage, "d/x"), before, "nothing was written");
+    assert_eq!(
+        digest_of(&regate, "d/x", "t").await.as_deref(),
+        Some(img.digest.as_str())
+    );
+    assert_eq!(
+        storage::revisions(&registry.storage, "d/x"),
+        before,
+        "nothing was written"
+    );
     regate.stop().await;
 }
 
@@ -168,7 +213,10 @@ async fn restore_brings_a_deleted_tag_back() {
     let tag = regate::route::Tag::parse("v1").unwrap();
     let restored = tags.restore(&name, &tag, "test").await.unwrap();
     assert_eq!(restored.digest, img.digest);
-    assert_eq!(digest_of(&regate, "r/s", "v1").await.as_deref(), Some(img.digest.as_str()));
+    assert_eq!(
+        digest_of(&regate, "r/s", "v1").await.as_deref(),
+        Some(img.digest.as_str())
+    );
     // Nothing left to restore now.
     assert!(tags.restore(&name, &tag, "test").await.is_err());
     regate.stop().await;
@@ -185,17 +233,33 @@ async fn tag_list_is_sorted_and_paginated_with_link() {
     for t in &names[1..] {
         common::images::put_manifest(&client, &regate.url, "l/t", t, &img).await;
     }
-    let r = client.get(format!("{}/v2/l/t/tags/list", regate.url)).send().await.unwrap();
+    let r = client
+        .get(format!("{}/v2/l/t/tags/list", regate.url))
+        .send()
+        .await
+        .unwrap();
     let v: serde_json::Value = r.json().await.unwrap();
-    assert_eq!(v["tags"], serde_json::json!(["a", "b", "latest", "v1", "v10", "v2"]));
+    assert_eq!(
+        v["tags"],
+        serde_json::json!(["a", "b", "latest", "v1", "v10", "v2"])
+    );
 
     let mut url = format!("{}/v2/l/t/tags/list?n=4", regate.url);
     let mut seen = Vec::new();
     for _ in 0..5 {
         let r = client.get(&url).send().await.unwrap();
-        let link = r.headers().get("link").map(|l| l.to_str().unwrap().to_owned());
+        let link = r
+            .headers()
+            .get("link")
+            .map(|l| l.to_str().unwrap().to_owned());
         let v: serde_json::Value = r.json().await.unwrap();
-        seen.extend(v["tags"].as_array().unwrap().iter().map(|t| t.as_str().unwrap().to_owned()));
+        seen.extend(
+            v["tags"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t.as_str().unwrap().to_owned()),
+        );
         match link {
             Some(l) => {
                 let path = l.trim_start_matches('<').split('>').next().unwrap();
@@ -206,10 +270,18 @@ async fn tag_list_is_sorted_and_paginated_with_link() {
         }
     }
     assert_eq!(seen, ["a", "b", "latest", "v1", "v10", "v2"]);
-    let r = client.get(format!("{}/v2/l/t/tags/list?n=2&last=latest", regate.url)).send().await.unwrap();
+    let r = client
+        .get(format!("{}/v2/l/t/tags/list?n=2&last=latest", regate.url))
+        .send()
+        .await
+        .unwrap();
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["tags"], serde_json::json!(["v1", "v10"]));
-    let r = client.get(format!("{}/v2/no/such/tags/list", regate.url)).send().await.unwrap();
+    let r = client
+        .get(format!("{}/v2/no/such/tags/list", regate.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
     regate.stop().await;
 }
@@ -217,7 +289,8 @@ async fn tag_list_is_sorted_and_paginated_with_link() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn protected_digest_delete_lists_the_tags_and_gitlab_route_works() {
     let registry = Registry::start();
-    let regate = Regate::start_with(&registry.url, "[delete]\nprotect_shared_digests = true\n").await;
+    let regate =
+        Regate::start_with(&registry.url, "[delete]\nprotect_shared_digests = true\n").await;
     let client = regate.client();
     let img = Image::oci("protect", 800);
     img.push(&client, &regate.url, "p/q", "one").await;
@@ -226,19 +299,38 @@ async fn protected_digest_delete_lists_the_tags_and_gitlab_route_works() {
     let (status, body) = curl_delete(&regate, &format!("/v2/p/q/manifests/{}", img.digest));
     assert_eq!(status, 409, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(v["errors"][0]["detail"]["tags"], serde_json::json!(["one", "two"]));
-    assert_eq!(digest_of(&regate, "p/q", "one").await.as_deref(), Some(img.digest.as_str()));
+    assert_eq!(
+        v["errors"][0]["detail"]["tags"],
+        serde_json::json!(["one", "two"])
+    );
+    assert_eq!(
+        digest_of(&regate, "p/q", "one").await.as_deref(),
+        Some(img.digest.as_str())
+    );
 
     // GitLab's client looks for DELETE in Allow, then deletes on this route.
-    let r = client.request(reqwest::Method::OPTIONS, format!("{}/v2/p/q/tags/reference/one", regate.url)).send().await.unwrap();
+    let r = client
+        .request(
+            reqwest::Method::OPTIONS,
+            format!("{}/v2/p/q/tags/reference/one", regate.url),
+        )
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert!(r.headers()["allow"].to_str().unwrap().contains("DELETE"));
     let (status, _) = curl_delete(&regate, "/v2/p/q/tags/reference/one");
     assert_eq!(status, 202);
     assert_eq!(digest_of(&regate, "p/q", "one").await, None);
-    assert_eq!(digest_of(&regate, "p/q", "two").await.as_deref(), Some(img.digest.as_str()));
+    assert_eq!(
+        digest_of(&regate, "p/q", "two").await.as_deref(),
+        Some(img.digest.as_str())
+    );
     // With one tag left, the digest delete goes through after all? No: "two" still points at it.
-    assert_eq!(curl_delete(&regate, &format!("/v2/p/q/manifests/{}", img.digest)).0, 409);
+    assert_eq!(
+        curl_delete(&regate, &format!("/v2/p/q/manifests/{}", img.digest)).0,
+        409
+    );
     assert_eq!(sha256(&img.manifest), img.digest);
     regate.stop().await;
 }

@@ -228,7 +228,10 @@ pub(super) fn validate(raw: RawConfig, _source: &str) -> Result<Settings, Vec<Pr
         state,
         log: LogSettings { level, json },
         delete: DeleteSettings {
-            protect_shared_digests: raw.delete.protect_shared_digests.unwrap_or(d::PROTECT_SHARED_DIGESTS),
+            protect_shared_digests: raw
+                .delete
+                .protect_shared_digests
+                .unwrap_or(d::PROTECT_SHARED_DIGESTS),
         },
     })
 }

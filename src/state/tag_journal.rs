@@ -102,7 +102,8 @@ fn deletion(r: &Row<'_>) -> rusqlite::Result<Deletion> {
 
 const ENTRY_COLUMNS: &str =
     "id, repository, tag, original_digest, original_media_type, dummy_digest, dummy_config_digest, step, account";
-const DELETION_COLUMNS: &str = "id, repository, tag, digest, media_type, manifest, account, deleted_at, restored_at";
+const DELETION_COLUMNS: &str =
+    "id, repository, tag, digest, media_type, manifest, account, deleted_at, restored_at";
 
 impl State {
     /// Records the intent of a delete; durable when this returns.
@@ -119,7 +120,10 @@ impl State {
 
     pub fn journal_step(&self, id: i64, step: &str) -> Result<(), StateError> {
         self.conn()
-            .execute("UPDATE tag_delete_journal SET step = ?2, updated_at = ?3 WHERE id = ?1", params![id, step, now()])
+            .execute(
+                "UPDATE tag_delete_journal SET step = ?2, updated_at = ?3 WHERE id = ?1",
+                params![id, step, now()],
+            )
             .map(|_| ())
             .map_err(|e| self.sqlite_err(e))
     }
@@ -127,7 +131,10 @@ impl State {
     /// Closes a journal entry with its final step (`removed` or `rolled_back`).
     pub fn journal_close(&self, id: i64, step: &str) -> Result<(), StateError> {
         self.conn()
-            .execute("UPDATE tag_delete_journal SET step = ?2, open = 0, updated_at = ?3 WHERE id = ?1", params![id, step, now()])
+            .execute(
+                "UPDATE tag_delete_journal SET step = ?2, open = 0, updated_at = ?3 WHERE id = ?1",
+                params![id, step, now()],
+            )
             .map(|_| ())
             .map_err(|e| self.sqlite_err(e))
     }
@@ -135,10 +142,13 @@ impl State {
     pub fn journal_open_entries(&self) -> Result<Vec<JournalEntry>, StateError> {
         let conn = self.conn();
         let mut stmt = conn
-            .prepare(&format!("SELECT {ENTRY_COLUMNS} FROM tag_delete_journal WHERE open = 1 ORDER BY id"))
+            .prepare(&format!(
+                "SELECT {ENTRY_COLUMNS} FROM tag_delete_journal WHERE open = 1 ORDER BY id"
+            ))
             .map_err(|e| self.sqlite_err(e))?;
         let rows = stmt.query_map([], entry).map_err(|e| self.sqlite_err(e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.sqlite_err(e))
+        rows.collect::<Result<_, _>>()
+            .map_err(|e| self.sqlite_err(e))
     }
 
     pub fn record_deletion(&self, d: &Deletion) -> Result<i64, StateError> {
@@ -152,7 +162,11 @@ impl State {
     }
 
     /// The most recent removal of `repository:tag` not yet restored.
-    pub fn last_deletion(&self, repository: &str, tag: &str) -> Result<Option<Deletion>, StateError> {
+    pub fn last_deletion(
+        &self,
+        repository: &str,
+        tag: &str,
+    ) -> Result<Option<Deletion>, StateError> {
         self.conn()
             .query_row(
                 &format!("SELECT {DELETION_COLUMNS} FROM tag_deletions WHERE repository = ?1 AND tag = ?2 AND restored_at IS NULL ORDER BY id DESC LIMIT 1"),
@@ -164,20 +178,30 @@ impl State {
     }
 
     /// Removals, newest first, optionally for one repository.
-    pub fn deletions(&self, repository: Option<&str>, limit: u32) -> Result<Vec<Deletion>, StateError> {
+    pub fn deletions(
+        &self,
+        repository: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Deletion>, StateError> {
         let conn = self.conn();
         let mut stmt = conn
             .prepare(&format!(
                 "SELECT {DELETION_COLUMNS} FROM tag_deletions WHERE (?1 IS NULL OR repository = ?1) ORDER BY id DESC LIMIT ?2"
             ))
             .map_err(|e| self.sqlite_err(e))?;
-        let rows = stmt.query_map(params![repository, limit], deletion).map_err(|e| self.sqlite_err(e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.sqlite_err(e))
+        let rows = stmt
+            .query_map(params![repository, limit], deletion)
+            .map_err(|e| self.sqlite_err(e))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(|e| self.sqlite_err(e))
     }
 
     pub fn mark_restored(&self, id: i64) -> Result<(), StateError> {
         self.conn()
-            .execute("UPDATE tag_deletions SET restored_at = ?2 WHERE id = ?1", params![id, now()])
+            .execute(
+                "UPDATE tag_deletions SET restored_at = ?2 WHERE id = ?1",
+                params![id, now()],
+            )
             .map(|_| ())
             .map_err(|e| self.sqlite_err(e))
     }
@@ -229,7 +253,14 @@ mod tests {
             restored_at: None,
         };
         let id = s.record_deletion(&d).unwrap();
-        assert_eq!(s.last_deletion("r", "t").unwrap().unwrap().manifest.as_deref(), Some(&b"{}"[..]));
+        assert_eq!(
+            s.last_deletion("r", "t")
+                .unwrap()
+                .unwrap()
+                .manifest
+                .as_deref(),
+            Some(&b"{}"[..])
+        );
         s.mark_restored(id).unwrap();
         assert!(s.last_deletion("r", "t").unwrap().is_none());
         assert_eq!(s.deletions(Some("r"), 10).unwrap().len(), 1);

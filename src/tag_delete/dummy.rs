@@ -74,7 +74,13 @@ impl Dummy {
         }
         let manifest = Bytes::from(serde_json::to_vec(&manifest).expect("JSON"));
         let digest = Digest::sha256_of(&manifest).to_string();
-        Dummy { config, config_digest, manifest, media_type, digest }
+        Dummy {
+            config,
+            config_digest,
+            manifest,
+            media_type,
+            digest,
+        }
     }
 }
 
@@ -84,11 +90,19 @@ mod tests {
 
     #[test]
     fn every_dummy_is_unique_and_of_the_family() {
-        let a = Dummy::new(Family::of("application/vnd.oci.image.index.v1+json"), "r", "t");
+        let a = Dummy::new(
+            Family::of("application/vnd.oci.image.index.v1+json"),
+            "r",
+            "t",
+        );
         let b = Dummy::new(Family::of(OCI_MANIFEST), "r", "t");
         assert_ne!(a.digest, b.digest);
         assert_eq!(a.media_type, OCI_MANIFEST);
-        let d = Dummy::new(Family::of("application/vnd.docker.distribution.manifest.list.v2+json"), "r", "t");
+        let d = Dummy::new(
+            Family::of("application/vnd.docker.distribution.manifest.list.v2+json"),
+            "r",
+            "t",
+        );
         assert_eq!(d.media_type, DOCKER_MANIFEST);
         let v: serde_json::Value = serde_json::from_slice(&d.manifest).unwrap();
         assert_eq!(v["config"]["digest"], d.config_digest.as_str());

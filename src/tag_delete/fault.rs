@@ -3,7 +3,12 @@
 //! SIGKILL) when a tag delete reaches that step. Read once at start-up.
 
 /// The steps at which a delete can be made to crash.
-pub const STEPS: [&str; 4] = ["after_intent", "after_config", "after_dummy_put", "after_dummy_delete"];
+pub const STEPS: [&str; 4] = [
+    "after_intent",
+    "after_config",
+    "after_dummy_put",
+    "after_dummy_delete",
+];
 
 #[derive(Debug, Clone, Default)]
 pub struct Faults {

@@ -1,7 +1,9 @@
 //! Per repository-and-tag locks. A tag delete holds the write side for its
-//! whole sequence; manifest GET, HEAD and PUT of that tag hold the read side
-//! until the registry has answered, so no client ever sees the dummy and no
-//! push interleaves with a delete. Different tags never wait for each other.
+//! whole sequence, and so does a manifest PUT to the tag; manifest GET and
+//! HEAD of that tag hold the read side until the registry has answered. So no
+//! client ever sees the dummy, no push interleaves with a delete, and no read
+//! meets the registry's non-atomic rewrite of a tag link. Different tags never
+//! wait for each other.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -40,13 +42,21 @@ impl TagLocks {
     pub async fn read(&self, repo: &str, tag: &str) -> TagGuard {
         let (key, lock) = self.entry(repo, tag);
         let held = Held::Read(lock.read_owned().await);
-        TagGuard { held: Some(held), key, map: Arc::clone(&self.map) }
+        TagGuard {
+            held: Some(held),
+            key,
+            map: Arc::clone(&self.map),
+        }
     }
 
     pub async fn write(&self, repo: &str, tag: &str) -> TagGuard {
         let (key, lock) = self.entry(repo, tag);
         let held = Held::Write(lock.write_owned().await);
-        TagGuard { held: Some(held), key, map: Arc::clone(&self.map) }
+        TagGuard {
+            held: Some(held),
+            key,
+            map: Arc::clone(&self.map),
+        }
     }
 
     /// Number of tags with a lock entry (for tests).
@@ -86,7 +96,11 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!reader.is_finished(), "a reader must wait for the delete");
         // Another tag is not blocked.
-        drop(tokio::time::timeout(Duration::from_millis(50), locks.read("r", "other")).await.unwrap());
+        drop(
+            tokio::time::timeout(Duration::from_millis(50), locks.read("r", "other"))
+                .await
+                .unwrap(),
+        );
         drop(w);
         let r = reader.await.unwrap();
         drop(r);

@@ -34,13 +34,17 @@ pub use locks::{TagGuard, TagLocks};
 pub enum TagDeleteError {
     #[error("tag {0} is not known to the registry")]
     NotFound(String),
-    #[error("the registry has deletes disabled (storage.delete.enabled: false); nothing was changed")]
+    #[error(
+        "the registry has deletes disabled (storage.delete.enabled: false); nothing was changed"
+    )]
     DeletesDisabled,
     #[error("digest {digest} is also tagged {tags:?}; deleting it would remove those tags too (delete.protect_shared_digests)")]
     SharedDigest { digest: String, tags: Vec<String> },
     #[error("no removed tag {0} to restore")]
     NothingToRestore(String),
-    #[error("the manifest of {0} is gone from the registry (garbage collected?); it cannot be restored")]
+    #[error(
+        "the manifest of {0} is gone from the registry (garbage collected?); it cannot be restored"
+    )]
     ManifestGone(String),
     #[error("tag {0} exists again; restore would overwrite it")]
     TagExists(String),
@@ -56,19 +60,25 @@ impl From<TagDeleteError> for RegistryError {
     fn from(e: TagDeleteError) -> Self {
         let msg = e.to_string();
         match e {
-            TagDeleteError::NotFound(_) => RegistryError::new(StatusCode::NOT_FOUND, ErrorCode::ManifestUnknown, msg),
+            TagDeleteError::NotFound(_) => {
+                RegistryError::new(StatusCode::NOT_FOUND, ErrorCode::ManifestUnknown, msg)
+            }
             TagDeleteError::DeletesDisabled => {
                 RegistryError::new(StatusCode::METHOD_NOT_ALLOWED, ErrorCode::Unsupported, msg)
             }
             TagDeleteError::SharedDigest { tags, .. } => {
-                RegistryError::new(StatusCode::CONFLICT, ErrorCode::Denied, msg).with_detail(serde_json::json!({ "tags": tags }))
+                RegistryError::new(StatusCode::CONFLICT, ErrorCode::Denied, msg)
+                    .with_detail(serde_json::json!({ "tags": tags }))
             }
             TagDeleteError::NothingToRestore(_) | TagDeleteError::ManifestGone(_) => {
                 RegistryError::new(StatusCode::NOT_FOUND, ErrorCode::ManifestUnknown, msg)
             }
-            TagDeleteError::TagExists(_) => RegistryError::new(StatusCode::CONFLICT, ErrorCode::Denied, msg),
+            TagDeleteError::TagExists(_) => {
+                RegistryError::new(StatusCode::CONFLICT, ErrorCode::Denied, msg)
+            }
             TagDeleteError::Api(ApiError::Transport(_)) => RegistryError::bad_gateway(msg),
-            TagDeleteError::Api(ApiError::Status { .. }) | TagDeleteError::Api(ApiError::DigestMismatch { .. }) => {
+            TagDeleteError::Api(ApiError::Status { .. })
+            | TagDeleteError::Api(ApiError::DigestMismatch { .. }) => {
                 RegistryError::bad_gateway(msg)
             }
             TagDeleteError::State(_) | TagDeleteError::Verify(_) => {
@@ -95,28 +105,60 @@ pub struct TagDeleter {
 }
 
 /// Runs a blocking state call off the async threads.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, StateError> + Send + 'static) -> Result<T, StateError> {
-    tokio::task::spawn_blocking(f).await.expect("state call panicked")
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StateError> + Send + 'static,
+) -> Result<T, StateError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .expect("state call panicked")
 }
 
 impl TagDeleter {
     pub fn new(api: RegistryApi, state: State, protect_shared_digests: bool) -> Self {
-        TagDeleter { api, state, locks: Arc::new(TagLocks::default()), faults: fault::Faults::from_env(), protect_shared_digests }
+        TagDeleter {
+            api,
+            state,
+            locks: Arc::new(TagLocks::default()),
+            faults: fault::Faults::from_env(),
+            protect_shared_digests,
+        }
     }
 
     /// Removes `repo:tag` and nothing else.
-    pub async fn delete(&self, repo: &RepoName, tag: &Tag, account: &str) -> Result<Removed, TagDeleteError> {
+    pub async fn delete(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        account: &str,
+    ) -> Result<Removed, TagDeleteError> {
         let (repo, tag) = (repo.as_str(), tag.as_str());
         let _lock = self.locks.write(repo, tag).await;
-        let original = self.api.manifest(repo, tag).await?.ok_or_else(|| TagDeleteError::NotFound(format!("{repo}:{tag}")))?;
+        let original = self
+            .api
+            .manifest(repo, tag)
+            .await?
+            .ok_or_else(|| TagDeleteError::NotFound(format!("{repo}:{tag}")))?;
 
         match self.api.delete_tag_native(repo, tag).await? {
             NativeTagDelete::Deleted => {
-                self.record(repo, tag, &original.digest, &original.media_type, Some(original.bytes.to_vec()), account).await?;
-                return Ok(Removed { digest: original.digest, native: true });
+                self.record(
+                    repo,
+                    tag,
+                    &original.digest,
+                    &original.media_type,
+                    Some(original.bytes.to_vec()),
+                    account,
+                )
+                .await?;
+                return Ok(Removed {
+                    digest: original.digest,
+                    native: true,
+                });
             }
             NativeTagDelete::Disabled => return Err(TagDeleteError::DeletesDisabled),
-            NativeTagDelete::NotFound => return Err(TagDeleteError::NotFound(format!("{repo}:{tag}"))),
+            NativeTagDelete::NotFound => {
+                return Err(TagDeleteError::NotFound(format!("{repo}:{tag}")))
+            }
             NativeTagDelete::NotImplemented => {}
         }
 
@@ -144,28 +186,51 @@ impl TagDeleter {
                 tracing::warn!(repository = repo, tag, error = %e, "tag delete failed midway; recovering");
                 let outcome = self.recover_entry(&entry).await?;
                 return match outcome {
-                    Recovered::Removed => Ok(Removed { digest: original.digest, native: false }),
+                    Recovered::Removed => Ok(Removed {
+                        digest: original.digest,
+                        native: false,
+                    }),
                     Recovered::RolledBack | Recovered::Superseded => Err(e),
                 };
             }
         }
         self.verify(repo, tag, &original.digest).await?;
-        self.record(repo, tag, &original.digest, &original.media_type, Some(original.bytes.to_vec()), account).await?;
+        self.record(
+            repo,
+            tag,
+            &original.digest,
+            &original.media_type,
+            Some(original.bytes.to_vec()),
+            account,
+        )
+        .await?;
         let (state, id) = (self.state.clone(), entry.id);
         blocking(move || state.journal_close(id, "removed")).await?;
-        Ok(Removed { digest: original.digest, native: false })
+        Ok(Removed {
+            digest: original.digest,
+            native: false,
+        })
     }
 
-    async fn overwrite_and_delete(&self, entry: &JournalEntry, dummy: &Dummy) -> Result<(), TagDeleteError> {
+    async fn overwrite_and_delete(
+        &self,
+        entry: &JournalEntry,
+        dummy: &Dummy,
+    ) -> Result<(), TagDeleteError> {
         let (repo, tag) = (entry.repository.as_str(), entry.tag.as_str());
         self.api.upload_blob(repo, dummy.config.clone()).await?;
         self.faults.at("after_config");
-        self.api.put_manifest(repo, tag, dummy.media_type, dummy.manifest.clone()).await?;
+        self.api
+            .put_manifest(repo, tag, dummy.media_type, dummy.manifest.clone())
+            .await?;
         let (state, id) = (self.state.clone(), entry.id);
         blocking(move || state.journal_step(id, "dummy_put")).await?;
         self.faults.at("after_dummy_put");
         if !self.api.delete_manifest(repo, &dummy.digest).await? {
-            return Err(TagDeleteError::Verify(format!("the dummy manifest {} of {repo}:{tag} vanished", dummy.digest)));
+            return Err(TagDeleteError::Verify(format!(
+                "the dummy manifest {} of {repo}:{tag} vanished",
+                dummy.digest
+            )));
         }
         let (state, id) = (self.state.clone(), entry.id);
         blocking(move || state.journal_step(id, "dummy_deleted")).await?;
@@ -176,15 +241,27 @@ impl TagDeleter {
 
     async fn verify(&self, repo: &str, tag: &str, original: &str) -> Result<(), TagDeleteError> {
         if let Some(d) = self.api.resolve(repo, tag).await? {
-            return Err(TagDeleteError::Verify(format!("{repo}:{tag} still resolves to {d}")));
+            return Err(TagDeleteError::Verify(format!(
+                "{repo}:{tag} still resolves to {d}"
+            )));
         }
         if self.api.resolve(repo, original).await?.is_none() {
-            return Err(TagDeleteError::Verify(format!("the original manifest {repo}@{original} is gone")));
+            return Err(TagDeleteError::Verify(format!(
+                "the original manifest {repo}@{original} is gone"
+            )));
         }
         Ok(())
     }
 
-    async fn record(&self, repo: &str, tag: &str, digest: &str, media_type: &str, manifest: Option<Vec<u8>>, account: &str) -> Result<(), TagDeleteError> {
+    async fn record(
+        &self,
+        repo: &str,
+        tag: &str,
+        digest: &str,
+        media_type: &str,
+        manifest: Option<Vec<u8>>,
+        account: &str,
+    ) -> Result<(), TagDeleteError> {
         let d = Deletion {
             id: 0,
             repository: repo.to_owned(),
@@ -221,11 +298,24 @@ impl TagDeleter {
         if outcome == Recovered::Removed {
             let original = self.api.manifest(repo, &e.original_digest).await?;
             let bytes = original.map(|m| m.bytes.to_vec());
-            self.record(repo, tag, &e.original_digest, &e.original_media_type, bytes, &e.account).await?;
+            self.record(
+                repo,
+                tag,
+                &e.original_digest,
+                &e.original_media_type,
+                bytes,
+                &e.account,
+            )
+            .await?;
         }
         let (state, id) = (self.state.clone(), e.id);
         blocking(move || state.journal_close(id, step)).await?;
-        tracing::info!(repository = repo, tag, outcome = step, "tag delete journal entry recovered");
+        tracing::info!(
+            repository = repo,
+            tag,
+            outcome = step,
+            "tag delete journal entry recovered"
+        );
         Ok(outcome)
     }
 
@@ -248,7 +338,9 @@ impl TagDeleter {
                         tokio::time::sleep(wait).await;
                         match me.recover_entry(&e).await {
                             Ok(_) => return,
-                            Err(err) => tracing::warn!(repository = %e.repository, tag = %e.tag, error = %err, "tag delete recovery retry failed"),
+                            Err(err) => {
+                                tracing::warn!(repository = %e.repository, tag = %e.tag, error = %err, "tag delete recovery retry failed")
+                            }
                         }
                         wait = (wait * 2).min(Duration::from_secs(60));
                     }
@@ -260,7 +352,12 @@ impl TagDeleter {
 
     /// Points `repo:tag` at the digest it had before its last removal, by a
     /// manifest PUT of the original bytes.
-    pub async fn restore(&self, repo: &RepoName, tag: &Tag, account: &str) -> Result<Deletion, TagDeleteError> {
+    pub async fn restore(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        account: &str,
+    ) -> Result<Deletion, TagDeleteError> {
         let (repo, tag) = (repo.as_str(), tag.as_str());
         let _lock = self.locks.write(repo, tag).await;
         let (state, r, t) = (self.state.clone(), repo.to_owned(), tag.to_owned());
@@ -274,9 +371,16 @@ impl TagDeleter {
         // the recorded bytes are the same by digest.
         let bytes = match self.api.manifest(repo, &last.digest).await? {
             Some(m) => m.bytes,
-            None => return Err(TagDeleteError::ManifestGone(format!("{repo}@{}", last.digest))),
+            None => {
+                return Err(TagDeleteError::ManifestGone(format!(
+                    "{repo}@{}",
+                    last.digest
+                )))
+            }
         };
-        self.api.put_manifest(repo, tag, &last.media_type, bytes).await?;
+        self.api
+            .put_manifest(repo, tag, &last.media_type, bytes)
+            .await?;
         let (state, id) = (self.state.clone(), last.id);
         blocking(move || state.mark_restored(id)).await?;
         tracing::info!(target: "regate::audit", event = "tag_restored", repository = repo, tag, digest = %last.digest, account);
@@ -285,7 +389,11 @@ impl TagDeleter {
 
     /// With `delete.protect_shared_digests`, refuses a digest delete that
     /// would also remove tags.
-    pub async fn check_digest_delete(&self, repo: &RepoName, digest: &str) -> Result<(), TagDeleteError> {
+    pub async fn check_digest_delete(
+        &self,
+        repo: &RepoName,
+        digest: &str,
+    ) -> Result<(), TagDeleteError> {
         if !self.protect_shared_digests {
             return Ok(());
         }
@@ -296,9 +404,11 @@ impl TagDeleter {
         };
         let mut tagged = Vec::new();
         for chunk in tags.chunks(16) {
-            let found = futures_util::future::join_all(chunk.iter().map(|t| async move {
-                (t, self.api.resolve(repo, t).await)
-            }))
+            let found = futures_util::future::join_all(
+                chunk
+                    .iter()
+                    .map(|t| async move { (t, self.api.resolve(repo, t).await) }),
+            )
             .await;
             for (t, r) in found {
                 if r?.as_deref() == Some(digest) {
@@ -310,7 +420,10 @@ impl TagDeleter {
             Ok(())
         } else {
             tagged.sort();
-            Err(TagDeleteError::SharedDigest { digest: digest.to_owned(), tags: tagged })
+            Err(TagDeleteError::SharedDigest {
+                digest: digest.to_owned(),
+                tags: tagged,
+            })
         }
     }
 

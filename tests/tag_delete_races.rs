@@ -1,0 +1,215 @@
+//! The tag delete under concurrency and crashes: a push racing a delete of
+//! the same tag, and regate killed at every step of the sequence.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::images::{put_manifest, ACCEPT_ALL};
+use common::regate::{client_trusting, config_toml, RegateProcess, TestCerts};
+use common::{storage, Image, Regate, Registry};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_push_racing_a_delete_never_exposes_the_dummy() {
+    let registry = Registry::start();
+    let regate = Regate::start(&registry.url).await;
+    let client = regate.client();
+    let repo = "race/app";
+    let a = Image::oci("race-a", 1000);
+    let b = Image::docker("race-b", 1000);
+    a.push(&client, &regate.url, repo, "base-a").await;
+    b.push(&client, &regate.url, repo, "base-b").await;
+    let allowed = [a.digest.clone(), b.digest.clone()];
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let seen = Arc::new(AtomicUsize::new(0));
+    let reader = {
+        let (client, url, stop, seen, allowed) = (
+            client.clone(),
+            regate.url.clone(),
+            stop.clone(),
+            seen.clone(),
+            allowed.clone(),
+        );
+        tokio::spawn(async move {
+            let mut foreign = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let r = client
+                    .get(format!("{url}/v2/{repo}/manifests/x"))
+                    .header("accept", ACCEPT_ALL)
+                    .send()
+                    .await
+                    .unwrap();
+                match r.status().as_u16() {
+                    200 => {
+                        let d = r.headers()["docker-content-digest"]
+                            .to_str()
+                            .unwrap()
+                            .to_owned();
+                        if !allowed.contains(&d) {
+                            foreign.push(d);
+                        }
+                        seen.fetch_add(1, Ordering::Relaxed);
+                    }
+                    404 => {}
+                    s => panic!("reader got {s}: {}", r.text().await.unwrap()),
+                }
+            }
+            foreign
+        })
+    };
+
+    let mut removed = 0;
+    for round in 0..200 {
+        put_manifest(&client, &regate.url, repo, "x", &a).await;
+        let push = put_manifest(&client, &regate.url, repo, "x", &b);
+        let delete = client
+            .delete(format!("{}/v2/{repo}/manifests/x", regate.url))
+            .send();
+        let (_, del) = tokio::join!(push, delete);
+        let del = del.unwrap();
+        assert_eq!(
+            del.status(),
+            202,
+            "round {round}: {}",
+            del.text().await.unwrap()
+        );
+        let r = client
+            .head(format!("{}/v2/{repo}/manifests/x", regate.url))
+            .header("accept", ACCEPT_ALL)
+            .send()
+            .await
+            .unwrap();
+        match r.status().as_u16() {
+            404 => removed += 1,
+            200 => assert_eq!(
+                r.headers()["docker-content-digest"],
+                b.digest.as_str(),
+                "round {round}: only the pushed digest may remain"
+            ),
+            s => panic!("round {round}: {s}"),
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let foreign = reader.await.unwrap();
+    assert!(
+        foreign.is_empty(),
+        "readers saw dummy manifests: {foreign:?}"
+    );
+    assert!(
+        seen.load(Ordering::Relaxed) > 0,
+        "the reader observed the tag"
+    );
+    eprintln!(
+        "200 rounds: tag removed in {removed}, pushed digest kept in {}",
+        200 - removed
+    );
+    // No dummy manifest is left in the registry.
+    for rev in storage::revisions(&registry.storage, repo) {
+        assert!(allowed.contains(&rev), "stray manifest {rev}");
+    }
+    assert!(
+        regate.server.as_ref().unwrap().app.tags.locks.is_empty(),
+        "every tag lock was released"
+    );
+    regate.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_at_any_step_ends_removed_or_original_never_a_dummy() {
+    let registry = Registry::start();
+    let direct = reqwest::Client::new();
+    for (i, step) in regate::tag_delete::fault::STEPS.iter().enumerate() {
+        let repo = format!("crash/s{i}");
+        let img = Image::oci(&format!("crash-{step}"), 1500);
+        img.push(&direct, &registry.url, &repo, "victim").await;
+        put_manifest(&direct, &registry.url, &repo, "other", &img).await;
+        let blobs_before = storage::layer_links(&registry.storage, &repo);
+
+        let certs = TestCerts::new();
+        let dir = tempfile::tempdir().unwrap();
+        let config = config_toml(&registry.url, &certs, &dir.path().join("state"), "");
+        let fault = format!("tag_delete:{step}");
+        let mut crashing =
+            RegateProcess::spawn(dir.path(), &config, &[("REGATE_TEST_FAULT", &fault)]);
+        let client = client_trusting(&certs.files.ca_cert);
+        let r = client
+            .delete(format!("{}/v2/{repo}/manifests/victim", crashing.url))
+            .send()
+            .await;
+        assert!(
+            r.is_err(),
+            "{step}: the process should have died mid-request, got {:?}",
+            r.map(|r| r.status())
+        );
+        let status = tokio::task::spawn_blocking(move || {
+            let s = crashing.child.wait().unwrap();
+            (s, crashing)
+        })
+        .await
+        .unwrap()
+        .0;
+        assert!(!status.success(), "{step}: aborted");
+
+        // Restart: the journal entry is resolved before anything is served.
+        let regate = RegateProcess::spawn(dir.path(), &config, &[]);
+        let r = client
+            .head(format!("{}/v2/{repo}/manifests/victim", regate.url))
+            .header("accept", ACCEPT_ALL)
+            .send()
+            .await
+            .unwrap();
+        let expect_removed = matches!(*step, "after_dummy_put" | "after_dummy_delete");
+        if expect_removed {
+            assert_eq!(
+                r.status(),
+                404,
+                "{step}: rolled forward, the tag is removed"
+            );
+        } else {
+            assert_eq!(r.status(), 200, "{step}: rolled back");
+            assert_eq!(
+                r.headers()["docker-content-digest"],
+                img.digest.as_str(),
+                "{step}: original digest"
+            );
+        }
+        let other = storage::tags(&registry.storage, &repo);
+        assert!(
+            other.contains(&("other".to_owned(), img.digest.clone())),
+            "{step}: the other tag stays"
+        );
+        assert_eq!(
+            storage::revisions(&registry.storage, &repo),
+            vec![img.digest.clone()],
+            "{step}: no dummy manifest left"
+        );
+        assert_eq!(
+            storage::layer_links(&registry.storage, &repo),
+            blobs_before,
+            "{step}: no dummy blob left linked"
+        );
+        let state = regate::state::State::open(&dir.path().join("state")).unwrap();
+        assert!(
+            state.journal_open_entries().unwrap().is_empty(),
+            "{step}: journal closed"
+        );
+        if expect_removed {
+            assert_eq!(
+                state.deletions(Some(&repo), 10).unwrap().len(),
+                1,
+                "{step}: the removal is in the history"
+            );
+        }
+        // And the restarted regate serves deletes normally.
+        let r = client
+            .delete(format!("{}/v2/{repo}/manifests/other", regate.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202, "{step}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
