@@ -120,6 +120,29 @@ impl App {
                 )
                 .with_header(header::ALLOW, HeaderValue::from_static("DELETE, OPTIONS")));
             }
+            (Route::DeletedTags { name }, &Method::GET) => {
+                let (state, repo) = (self.state.clone(), name.to_string());
+                let list = tokio::task::spawn_blocking(move || state.deletions(Some(&repo), 1000))
+                    .await
+                    .expect("state call panicked")
+                    .map_err(crate::tag_delete::TagDeleteError::from)?;
+                return Ok(json_response(
+                    StatusCode::OK,
+                    &serde_json::json!({ "name": name.as_str(), "deleted": list }),
+                ));
+            }
+            (Route::RestoreTag { name, tag }, &Method::POST) => {
+                let restored = self.tags.restore(name, tag, account).await?;
+                let body = serde_json::json!({ "name": name.as_str(), "tag": tag.as_str(), "digest": restored.digest });
+                return Ok(json_response(StatusCode::CREATED, &body));
+            }
+            (Route::DeletedTags { .. } | Route::RestoreTag { .. }, _) => {
+                return Err(RegistryError::new(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    crate::error::ErrorCode::Unsupported,
+                    "use GET for _regate/deleted and POST for _regate/restore/<tag>",
+                ));
+            }
             (Route::TagsList { name }, &Method::GET) => {
                 return crate::tag_list::serve(&self.api, name, req.uri().query()).await;
             }
@@ -211,6 +234,21 @@ fn empty_response(status: StatusCode) -> Response<ProxyBody> {
     *resp.status_mut() = status;
     resp.headers_mut()
         .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    resp.headers_mut().insert(
+        crate::error::API_VERSION_HEADER,
+        HeaderValue::from_static("registry/2.0"),
+    );
+    resp
+}
+
+fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<ProxyBody> {
+    let body = serde_json::to_vec(value).expect("JSON value");
+    let mut resp = Response::new(crate::body::full(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
     resp.headers_mut().insert(
         crate::error::API_VERSION_HEADER,
         HeaderValue::from_static("registry/2.0"),

@@ -13,6 +13,7 @@ pub mod app;
 pub mod body;
 pub mod certs;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod error;
 pub mod managed;

@@ -224,6 +224,10 @@ pub enum Route {
     Referrers { name: RepoName, digest: Digest },
     /// `/v2/<name>/tags/reference/<tag>` (GitLab's tag-delete route).
     TagReference { name: RepoName, tag: Tag },
+    /// `/v2/<name>/_regate/deleted`: regate's history of removed tags.
+    DeletedTags { name: RepoName },
+    /// `/v2/<name>/_regate/restore/<tag>`: undo the last removal of a tag.
+    RestoreTag { name: RepoName, tag: Tag },
 }
 
 /// A short, fixed label for metrics and logs.
@@ -238,6 +242,8 @@ pub enum RouteKind {
     TagsList,
     Referrers,
     TagReference,
+    DeletedTags,
+    RestoreTag,
     Other,
 }
 
@@ -253,6 +259,8 @@ impl RouteKind {
             RouteKind::TagsList => "tags_list",
             RouteKind::Referrers => "referrers",
             RouteKind::TagReference => "tag_reference",
+            RouteKind::DeletedTags => "deleted_tags",
+            RouteKind::RestoreTag => "restore_tag",
             RouteKind::Other => "other",
         }
     }
@@ -270,6 +278,8 @@ impl Route {
             Route::TagsList { .. } => RouteKind::TagsList,
             Route::Referrers { .. } => RouteKind::Referrers,
             Route::TagReference { .. } => RouteKind::TagReference,
+            Route::DeletedTags { .. } => RouteKind::DeletedTags,
+            Route::RestoreTag { .. } => RouteKind::RestoreTag,
         }
     }
 
@@ -283,7 +293,9 @@ impl Route {
             | Route::Upload { name, .. }
             | Route::TagsList { name }
             | Route::Referrers { name, .. }
-            | Route::TagReference { name, .. } => Some(name),
+            | Route::TagReference { name, .. }
+            | Route::DeletedTags { name }
+            | Route::RestoreTag { name, .. } => Some(name),
         }
     }
 
@@ -307,6 +319,19 @@ impl Route {
         if n >= 3 && segs[n - 2] == "tags" && segs[n - 1] == "list" {
             return Ok(Route::TagsList {
                 name: name_of(n - 2)?,
+            });
+        }
+        // `_regate` cannot start a repository component, so these never clash.
+        if n >= 3 && segs[n - 2] == "_regate" && segs[n - 1] == "deleted" {
+            return Ok(Route::DeletedTags {
+                name: name_of(n - 2)?,
+            });
+        }
+        if n >= 4 && segs[n - 3] == "_regate" && segs[n - 2] == "restore" {
+            let name = name_of(n - 3)?;
+            return Ok(Route::RestoreTag {
+                name,
+                tag: Tag::parse(segs[n - 1])?,
             });
         }
         if n >= 4 && segs[n - 3] == "tags" && segs[n - 2] == "reference" {

@@ -18,6 +18,8 @@ const D: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef01234567
 #[case::tags_list("/v2/a-b/c__d/tags/list", Route::TagsList { name: RepoName("a-b/c__d".into()) })]
 #[case::referrers(&format!("/v2/a/referrers/{D}"), Route::Referrers { name: RepoName("a".into()), digest: Digest(D.into()) })]
 #[case::gitlab_tag_reference("/v2/a/tags/reference/v1.0", Route::TagReference { name: RepoName("a".into()), tag: Tag("v1.0".into()) })]
+#[case::regate_deleted("/v2/a/b/_regate/deleted", Route::DeletedTags { name: RepoName("a/b".into()) })]
+#[case::regate_restore("/v2/a/_regate/restore/v1", Route::RestoreTag { name: RepoName("a".into()), tag: Tag("v1".into()) })]
 fn parses_endpoints(#[case] path: &str, #[case] want: Route) {
     assert_eq!(Route::parse(path).unwrap(), want);
 }

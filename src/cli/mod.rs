@@ -10,6 +10,8 @@ use clap::{Parser, Subcommand};
 
 use crate::config::{defaults, Settings};
 
+mod tags;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "regate",
@@ -37,6 +39,9 @@ pub enum Command {
         #[arg(long, short, default_value = defaults::CONFIG_FILE, env = "REGATE_CONFIG")]
         config: PathBuf,
     },
+    /// Manage tags of a running regate over HTTPS: rm, ls, restore, deleted.
+    #[command(subcommand)]
+    Tags(tags::TagsCommand),
     /// Create a local CA and a server certificate (ca.crt, server.crt, server.key).
     Cert {
         #[arg(long, default_value = "certs")]
@@ -77,6 +82,7 @@ pub fn run() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Tags(cmd) => tags::run(cmd),
         Command::Cert { dir, hosts } => match crate::certs::generate(&dir, &hosts) {
             Ok(files) => {
                 println!(
