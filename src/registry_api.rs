@@ -289,6 +289,45 @@ impl RegistryApi {
     }
 }
 
+impl RegistryApi {
+    /// The next offset of an upload session, from its status (`GET` on the
+    /// session URL, path and query as the client sent them); `None` when the
+    /// registry does not know the session.
+    pub async fn upload_status(&self, path_and_query: &str) -> Result<Option<u64>, ApiError> {
+        let resp = self.http.get(self.url(path_and_query)).send().await?;
+        match resp.status() {
+            StatusCode::NO_CONTENT | StatusCode::OK => {
+                Ok(crate::upload_check::next_offset(resp.headers(), Some(0)))
+            }
+            StatusCode::NOT_FOUND => Ok(None),
+            _ => Err(status_error("GET upload status".into(), resp).await),
+        }
+    }
+
+    /// Every repository, following the catalog's `Link` pages.
+    pub async fn catalog(&self) -> Result<Vec<String>, ApiError> {
+        let mut out = Vec::new();
+        let mut next = Some("/v2/_catalog?n=1000".to_owned());
+        while let Some(path) = next.take() {
+            let resp = self.http.get(self.url(&path)).send().await?;
+            if !resp.status().is_success() {
+                return Err(status_error("GET _catalog".into(), resp).await);
+            }
+            next = header(&resp, "link")
+                .and_then(|l| Some(l.trim_start_matches('<').split('>').next()?.to_owned()));
+            let v: serde_json::Value = resp.json().await?;
+            out.extend(
+                v["repositories"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|r| r.as_str().map(str::to_owned)),
+            );
+        }
+        Ok(out)
+    }
+}
+
 fn header(resp: &reqwest::Response, name: &str) -> Option<String> {
     resp.headers()
         .get(name)

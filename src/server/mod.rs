@@ -144,7 +144,9 @@ pub async fn start(settings: Settings) -> Result<RunningServer, StartError> {
         settings: Arc::clone(&settings),
         upstream: upstream.clone(),
         metrics: Arc::clone(&metrics),
-        state,
+        state: state.clone(),
+        referrers: crate::referrers::ReferrersIndex::new(state.clone(), api.clone()),
+        uploads: crate::upload_check::UploadOffsets::default(),
         api,
         tags,
     });

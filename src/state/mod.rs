@@ -14,13 +14,16 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use rusqlite::Connection;
 
+mod referrers;
 mod tag_journal;
+pub use referrers::Referrer;
 pub use tag_journal::{Deletion, JournalEntry};
 
 /// Each subsystem's tables; every statement is idempotent.
 const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     tag_journal::SCHEMA,
+    referrers::SCHEMA,
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,265 @@
+//! Stage 3 of the pipeline: what regate answers itself or wraps around a
+//! forward, by route and method. Tag deletes and restores, the sorted tag
+//! list, the referrers API, manifest PUTs (read once, for `OCI-Subject` and
+//! the referrers index), digest deletes, strict chunked uploads, and the tag
+//! locks around manifest reads and writes. Everything else is forwarded as is.
+
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+
+use super::responses::{empty_response, json_response};
+use super::{App, ConnInfo};
+use crate::body::{full, ProxyBody};
+use crate::error::{ErrorCode, RegistryError};
+use crate::route::{Reference, RepoName, Route};
+use crate::upload_check;
+
+/// The largest manifest accepted (distribution's own limit).
+const MAX_MANIFEST: usize = 4 * 1024 * 1024;
+
+fn method_not_allowed(allow: &'static str, message: &str) -> RegistryError {
+    RegistryError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        ErrorCode::Unsupported,
+        message,
+    )
+    .with_header(header::ALLOW, HeaderValue::from_static(allow))
+}
+
+impl App {
+    pub(super) async fn endpoints(
+        &self,
+        req: Request<ProxyBody>,
+        route: Route,
+        conn: &ConnInfo,
+        account: &str,
+    ) -> Result<Response<ProxyBody>, RegistryError> {
+        let method = req.method().clone();
+        match (&route, &method) {
+            (
+                Route::Manifest {
+                    name,
+                    reference: Reference::Tag(tag),
+                },
+                &Method::DELETE,
+            )
+            | (Route::TagReference { name, tag }, &Method::DELETE) => {
+                self.tags.delete(name, tag, account).await?;
+                Ok(empty_response(StatusCode::ACCEPTED))
+            }
+            (Route::TagReference { .. }, &Method::OPTIONS) => {
+                let mut resp = empty_response(StatusCode::OK);
+                resp.headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static("DELETE, OPTIONS"));
+                Ok(resp)
+            }
+            (Route::TagReference { .. }, _) => Err(method_not_allowed(
+                "DELETE, OPTIONS",
+                "only DELETE and OPTIONS are served on /tags/reference/",
+            )),
+            (Route::DeletedTags { name }, &Method::GET) => {
+                let (state, repo) = (self.state.clone(), name.to_string());
+                let list = tokio::task::spawn_blocking(move || state.deletions(Some(&repo), 1000))
+                    .await
+                    .expect("state call panicked")
+                    .map_err(crate::tag_delete::TagDeleteError::from)?;
+                Ok(json_response(
+                    StatusCode::OK,
+                    &serde_json::json!({ "name": name.as_str(), "deleted": list }),
+                ))
+            }
+            (Route::DeletedTags { .. }, _) => Err(method_not_allowed("GET", "use GET")),
+            (Route::RestoreTag { name, tag }, &Method::POST) => {
+                let restored = self.tags.restore(name, tag, account).await?;
+                let body = serde_json::json!({ "name": name.as_str(), "tag": tag.as_str(), "digest": restored.digest });
+                Ok(json_response(StatusCode::CREATED, &body))
+            }
+            (Route::RestoreTag { .. }, _) => Err(method_not_allowed("POST", "use POST")),
+            (Route::TagsList { name }, &Method::GET) => {
+                crate::tag_list::serve(&self.api, name, req.uri().query()).await
+            }
+            (Route::Referrers { name, digest }, &Method::GET) => {
+                self.referrers
+                    .serve(name.as_str(), digest.as_str(), req.uri().query())
+                    .await
+            }
+            (
+                Route::Manifest {
+                    name,
+                    reference: Reference::Digest(digest),
+                },
+                &Method::DELETE,
+            ) => {
+                self.tags.check_digest_delete(name, digest.as_str()).await?;
+                let resp = self.forward(req, &route, conn).await?;
+                if resp.status() == StatusCode::ACCEPTED {
+                    self.referrers
+                        .record_delete(name.as_str(), digest.as_str())
+                        .await;
+                }
+                Ok(resp)
+            }
+            (
+                Route::Manifest {
+                    name,
+                    reference: Reference::Tag(tag),
+                },
+                &Method::GET | &Method::HEAD,
+            ) => {
+                // Wait for a delete or push of this tag to finish, and hold
+                // them off until the registry has answered: nobody ever sees
+                // the dummy.
+                let _reading = self.tags.locks.read(name.as_str(), tag.as_str()).await;
+                self.forward(req, &route, conn).await
+            }
+            (Route::Manifest { name, reference }, &Method::PUT) => {
+                // Exclusive for a tag: 2.8 rewrites the tag's link file in
+                // place (truncate, then write), and a read in between gets a 500.
+                let _writing = match reference {
+                    Reference::Tag(tag) => {
+                        Some(self.tags.locks.write(name.as_str(), tag.as_str()).await)
+                    }
+                    Reference::Digest(_) => None,
+                };
+                self.put_manifest(req, &route, name, conn).await
+            }
+            (Route::UploadStart { name }, &Method::POST) => {
+                let resp = self.forward(req, &route, conn).await?;
+                if resp.status() == StatusCode::ACCEPTED {
+                    self.uploads.started(
+                        name.as_str(),
+                        resp.headers().get(header::LOCATION),
+                        resp.headers(),
+                    );
+                }
+                Ok(resp)
+            }
+            (Route::Upload { name, session }, &Method::PATCH) => {
+                self.patch_upload(req, &route, name, session, conn).await
+            }
+            (Route::Upload { name, session }, &Method::PUT | &Method::DELETE) => {
+                let resp = self.forward(req, &route, conn).await?;
+                if resp.status().is_success() {
+                    self.uploads.forget(name.as_str(), session);
+                }
+                Ok(resp)
+            }
+            _ => self.forward(req, &route, conn).await,
+        }
+    }
+
+    /// Reads the manifest once (it is small), forwards it, and on success
+    /// records a referrer and answers `OCI-Subject`.
+    async fn put_manifest(
+        &self,
+        req: Request<ProxyBody>,
+        route: &Route,
+        name: &RepoName,
+        conn: &ConnInfo,
+    ) -> Result<Response<ProxyBody>, RegistryError> {
+        let (parts, body) = req.into_parts();
+        let too_big = || {
+            RegistryError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                ErrorCode::SizeInvalid,
+                "manifests are limited to 4 MiB",
+            )
+        };
+        if parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+            .is_some_and(|n| n > MAX_MANIFEST)
+        {
+            return Err(too_big());
+        }
+        let mut body = body;
+        let mut buf = bytes::BytesMut::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| {
+                RegistryError::new(
+                    StatusCode::BAD_REQUEST,
+                    ErrorCode::ManifestInvalid,
+                    format!("reading the manifest: {e}"),
+                )
+            })?;
+            if let Ok(data) = frame.into_data() {
+                if buf.len() + data.len() > MAX_MANIFEST {
+                    return Err(too_big());
+                }
+                buf.extend_from_slice(&data);
+            }
+        }
+        let bytes = buf.freeze();
+        let content_type = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let digest = crate::route::Digest::sha256_of(&bytes).to_string();
+        let referrer =
+            crate::referrers::describe(name.as_str(), &digest, content_type.as_deref(), &bytes);
+        let mut resp = self
+            .forward(Request::from_parts(parts, full(bytes)), route, conn)
+            .await?;
+        if resp.status() == StatusCode::CREATED {
+            if let Some(r) = referrer {
+                if let Ok(v) = HeaderValue::from_str(&r.subject) {
+                    resp.headers_mut().insert(crate::referrers::OCI_SUBJECT, v);
+                }
+                self.referrers.record_put(r).await;
+            }
+        }
+        Ok(resp)
+    }
+
+    /// Checks a chunk's start against the session's offset before forwarding.
+    async fn patch_upload(
+        &self,
+        req: Request<ProxyBody>,
+        route: &Route,
+        name: &RepoName,
+        session: &str,
+        conn: &ConnInfo,
+    ) -> Result<Response<ProxyBody>, RegistryError> {
+        let repo = name.as_str();
+        let start = upload_check::content_range_start(req.headers())?;
+        let known = self.uploads.get(repo, session);
+        if let Some(start) = start {
+            let (expected, location) = match known.clone() {
+                Some(k) => k,
+                None => {
+                    let path = req
+                        .uri()
+                        .path_and_query()
+                        .map(|p| p.as_str())
+                        .unwrap_or_default();
+                    match self.api.upload_status(path).await {
+                        Ok(Some(offset)) => (offset, None),
+                        // Unknown to the registry too: let it answer.
+                        Ok(None) => (start, None),
+                        Err(e) => return Err(RegistryError::bad_gateway(e.to_string())),
+                    }
+                }
+            };
+            if start != expected {
+                let location =
+                    location.or_else(|| HeaderValue::from_str(&req.uri().to_string()).ok());
+                return Err(upload_check::out_of_order(expected, location));
+            }
+        }
+        let resp = self.forward(req, route, conn).await?;
+        if resp.status() == StatusCode::ACCEPTED {
+            let before = known.map(|k| k.0);
+            if let Some(offset) = upload_check::next_offset(resp.headers(), before.or(Some(1))) {
+                self.uploads.set(
+                    repo,
+                    session,
+                    offset,
+                    resp.headers().get(header::LOCATION).cloned(),
+                );
+            }
+        }
+        Ok(resp)
+    }
+}

@@ -1,0 +1,147 @@
+//! The request pipeline of the registry listeners, one straight line:
+//! parse the route once -> (authenticate and authorize) -> (write gate) ->
+//! (tag delete) or forward upstream.
+//!
+//! Owns [`App`], the shared state every request sees, and the conversion of
+//! any layer's error into the response through [`RegistryError`]. The stages
+//! in parentheses are added by their own modules; this file only orders them.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::{header, Request, Response};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+use crate::access_log::{Direction, RequestRecord};
+use crate::body::{MeteredBody, ProxyBody};
+use crate::config::Settings;
+use crate::error::RegistryError;
+use crate::metrics::Metrics;
+use crate::proxy::{ClientSide, PublicOrigin, Upstream};
+use crate::referrers::ReferrersIndex;
+use crate::registry_api::RegistryApi;
+use crate::route::{Route, RouteKind};
+use crate::state::State;
+use crate::tag_delete::TagDeleter;
+use crate::upload_check::UploadOffsets;
+
+mod endpoints;
+mod responses;
+
+/// Which listener a connection arrived on.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+    pub tls: bool,
+}
+
+/// Everything a request may need, shared by all connections.
+pub struct App {
+    pub settings: Arc<Settings>,
+    pub upstream: Upstream,
+    pub metrics: Arc<Metrics>,
+    pub state: State,
+    /// regate's own calls to the registry.
+    pub api: RegistryApi,
+    pub tags: Arc<TagDeleter>,
+    pub referrers: ReferrersIndex,
+    pub uploads: UploadOffsets,
+}
+
+impl App {
+    /// Serves one request from a registry client.
+    pub async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        conn: ConnInfo,
+    ) -> Response<ProxyBody> {
+        let parsed = Route::parse(req.uri().path());
+        let (kind, repo) = match &parsed {
+            Ok(r) => (r.kind(), r.repository().map(|n| n.to_string())),
+            Err(_) => (RouteKind::Other, None),
+        };
+        let record = RequestRecord::new(
+            req.method().clone(),
+            kind,
+            repo,
+            req.uri().path(),
+            conn.peer,
+            Arc::clone(&self.metrics),
+        );
+        let idle = self.settings.server.idle_timeout;
+        let req = req.map(|b| {
+            MeteredBody::new(b, Arc::clone(&record), Direction::In)
+                .idle_timeout(idle)
+                .boxed_unsync()
+        });
+
+        let resp = match parsed {
+            Ok(route) => self.dispatch(req, route, &conn, &record).await,
+            Err(e) => Err(RegistryError::from(e)),
+        }
+        .unwrap_or_else(RegistryError::into_response);
+
+        record.set_status(resp.status().as_u16());
+        resp.map(|b| MeteredBody::new(b, record, Direction::Out).boxed_unsync())
+    }
+
+    async fn dispatch(
+        &self,
+        req: Request<ProxyBody>,
+        route: Route,
+        conn: &ConnInfo,
+        record: &RequestRecord,
+    ) -> Result<Response<ProxyBody>, RegistryError> {
+        // Stages, in this order, each in its own module:
+        // 1. authenticate and authorize (auth, rules)
+        // 2. write gate (writes wait or are refused while GC runs)
+        // 3. endpoints regate answers itself (tag delete, tag list, referrers)
+        // 4. forward upstream
+        let account = record.account().unwrap_or("anonymous");
+        self.endpoints(req, route, conn, account).await
+    }
+
+    pub(crate) async fn forward(
+        &self,
+        req: Request<ProxyBody>,
+        route: &Route,
+        conn: &ConnInfo,
+    ) -> Result<Response<ProxyBody>, RegistryError> {
+        let public = self.public_origin(&req, conn);
+        self.upstream
+            .forward(
+                req,
+                ClientSide {
+                    peer: conn.peer,
+                    public: &public,
+                    route: route.kind(),
+                    metrics: &self.metrics,
+                },
+            )
+            .await
+    }
+
+    /// The origin clients reach regate at: the configured public URL, or the
+    /// scheme of the listener with the `Host` the client sent.
+    fn public_origin<B>(&self, req: &Request<B>, conn: &ConnInfo) -> PublicOrigin {
+        if let Some(p) = &self.settings.server.public_url {
+            return PublicOrigin {
+                scheme: p.scheme.clone(),
+                authority: p.authority.clone(),
+            };
+        }
+        let authority = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_owned)
+            .or_else(|| req.uri().authority().map(|a| a.to_string()))
+            .unwrap_or_else(|| conn.local.to_string());
+        PublicOrigin {
+            scheme: if conn.tls { "https" } else { "http" }.into(),
+            authority,
+        }
+    }
+}

@@ -1,0 +1,199 @@
+//! Strict chunked uploads, as the OCI spec wants them: regate knows each
+//! upload session's offset and refuses a `PATCH` whose `Content-Range` does
+//! not start there (out of order, or a retried chunk already received) with
+//! `416`, the current `Range` and `Location`, before anything reaches the
+//! registry, so the session stays usable. 2.8 itself would accept such a
+//! chunk or break the session.
+//!
+//! The offset comes from regate's own record (set when the session starts,
+//! updated from every `202`), or, for a session regate has not seen, from the
+//! registry's upload status. Sessions are forgotten when completed or
+//! cancelled, and after a day without use.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use http::{header, HeaderMap, HeaderValue, StatusCode};
+
+use crate::error::{ErrorCode, RegistryError};
+
+const FORGET_AFTER: Duration = Duration::from_secs(24 * 3600);
+const PURGE_ABOVE: usize = 10_000;
+
+#[derive(Debug, Clone)]
+struct Session {
+    /// The next byte the registry expects.
+    offset: u64,
+    /// The latest `Location` (public) for the session.
+    location: Option<HeaderValue>,
+    touched: Instant,
+}
+
+#[derive(Default)]
+pub struct UploadOffsets {
+    sessions: Mutex<HashMap<(String, String), Session>>,
+}
+
+/// `Content-Range: <start>-<end>` (OCI) or `bytes <start>-<end>[/<total>]`.
+pub fn content_range_start(headers: &HeaderMap) -> Result<Option<u64>, RegistryError> {
+    let Some(v) = headers.get(header::CONTENT_RANGE) else {
+        return Ok(None);
+    };
+    let bad = || {
+        RegistryError::new(
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            ErrorCode::RangeInvalid,
+            "Content-Range must be <start>-<end>",
+        )
+    };
+    let s = v.to_str().map_err(|_| bad())?.trim();
+    let s = s.strip_prefix("bytes ").unwrap_or(s);
+    let range = s.split('/').next().unwrap_or(s);
+    let (start, end) = range.split_once('-').ok_or_else(bad)?;
+    let (start, end): (u64, u64) = (
+        start.trim().parse().map_err(|_| bad())?,
+        end.trim().parse().map_err(|_| bad())?,
+    );
+    if end < start {
+        return Err(bad());
+    }
+    Ok(Some(start))
+}
+
+/// The next offset from a registry's `Range: 0-<last>` answer. 2.8 answers
+/// `0-0` both for an empty upload and a one-byte one; `known` breaks the tie.
+pub fn next_offset(headers: &HeaderMap, known: Option<u64>) -> Option<u64> {
+    let v = headers.get(header::RANGE)?.to_str().ok()?;
+    let (_, end) = v.trim().split_once('-')?;
+    let end: u64 = end.trim().parse().ok()?;
+    if end == 0 {
+        return Some(if known.unwrap_or(0) == 0 { 0 } else { 1 });
+    }
+    Some(end + 1)
+}
+
+/// A 416 naming where the session really is.
+pub fn out_of_order(expected: u64, location: Option<HeaderValue>) -> RegistryError {
+    let range = if expected == 0 {
+        "0-0".to_owned()
+    } else {
+        format!("0-{}", expected - 1)
+    };
+    let mut e = RegistryError::new(
+        StatusCode::RANGE_NOT_SATISFIABLE,
+        ErrorCode::BlobUploadInvalid,
+        format!("chunk out of order: the upload continues at byte {expected}"),
+    )
+    .with_header(header::RANGE, HeaderValue::from_str(&range).expect("ASCII"));
+    if let Some(l) = location {
+        e = e.with_header(header::LOCATION, l);
+    }
+    e
+}
+
+impl UploadOffsets {
+    fn key(repo: &str, session: &str) -> (String, String) {
+        (repo.to_owned(), session.to_owned())
+    }
+
+    /// A session started (202 to POST): it is at 0 (or at the registry's Range).
+    pub fn started(&self, repo: &str, location: Option<&HeaderValue>, headers: &HeaderMap) {
+        let Some(session) = location.and_then(|l| l.to_str().ok()).and_then(session_of) else {
+            return;
+        };
+        let offset = next_offset(headers, Some(0)).unwrap_or(0);
+        self.set(repo, &session, offset, location.cloned());
+    }
+
+    pub fn get(&self, repo: &str, session: &str) -> Option<(u64, Option<HeaderValue>)> {
+        let map = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(&Self::key(repo, session))
+            .map(|s| (s.offset, s.location.clone()))
+    }
+
+    pub fn set(&self, repo: &str, session: &str, offset: u64, location: Option<HeaderValue>) {
+        let mut map = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() > PURGE_ABOVE {
+            map.retain(|_, s| s.touched.elapsed() < FORGET_AFTER);
+        }
+        let entry = map.entry(Self::key(repo, session)).or_insert(Session {
+            offset,
+            location: None,
+            touched: Instant::now(),
+        });
+        entry.offset = offset;
+        if location.is_some() {
+            entry.location = location;
+        }
+        entry.touched = Instant::now();
+    }
+
+    pub fn forget(&self, repo: &str, session: &str) {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&Self::key(repo, session));
+    }
+}
+
+/// The session id of an upload URL (`.../blobs/uploads/<id>?...`).
+pub fn session_of(location: &str) -> Option<String> {
+    let path = location.split('?').next()?;
+    let id = path.rsplit_once("/blobs/uploads/")?.1;
+    (!id.is_empty() && !id.contains('/')).then(|| id.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(name: &'static str, v: &str) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        m.insert(name, HeaderValue::from_str(v).unwrap());
+        m
+    }
+
+    #[test]
+    fn content_range_forms() {
+        assert_eq!(
+            content_range_start(&h("content-range", "100-199")).unwrap(),
+            Some(100)
+        );
+        assert_eq!(
+            content_range_start(&h("content-range", "bytes 0-9/10")).unwrap(),
+            Some(0)
+        );
+        assert_eq!(content_range_start(&HeaderMap::new()).unwrap(), None);
+        assert!(content_range_start(&h("content-range", "9-1")).is_err());
+        assert!(content_range_start(&h("content-range", "x")).is_err());
+    }
+
+    #[test]
+    fn offsets_from_range() {
+        assert_eq!(next_offset(&h("range", "0-99"), None), Some(100));
+        assert_eq!(next_offset(&h("range", "0-0"), Some(0)), Some(0));
+        assert_eq!(next_offset(&h("range", "0-0"), Some(1)), Some(1));
+    }
+
+    #[test]
+    fn sessions_from_locations() {
+        assert_eq!(
+            session_of("https://r/v2/a/b/blobs/uploads/abc-123?_state=x").as_deref(),
+            Some("abc-123")
+        );
+        assert_eq!(session_of("/v2/a/blobs/uploads/"), None);
+    }
+
+    #[test]
+    fn out_of_order_answer() {
+        let e = out_of_order(
+            100,
+            Some(HeaderValue::from_static("/v2/a/blobs/uploads/s?_state=1")),
+        );
+        let r = e.into_response();
+        assert_eq!(r.status(), 416);
+        assert_eq!(r.headers()["range"], "0-99");
+        assert_eq!(r.headers()["location"], "/v2/a/blobs/uploads/s?_state=1");
+    }
+}
