@@ -16,7 +16,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
 use bytes::Bytes;
 use clap::Parser;
 use http::{HeaderName, HeaderValue, Method, Request, Uri};
@@ -24,6 +23,10 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
+
+/// Errors carry a message for the user; nothing here needs their type.
+type Error = Box<dyn std::error::Error + Send + Sync>;
+type Result<T> = std::result::Result<T, Error>;
 
 #[derive(Parser, Debug)]
 #[command(about = "HTTP/1.1 keep-alive load generator; prints JSON")]
@@ -72,7 +75,7 @@ struct Tally {
     statuses: BTreeMap<u16, u64>,
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> Result<()> {
     let args = Args::parse();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.threads.max(1))
@@ -81,7 +84,7 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(run(args))
 }
 
-async fn run(args: Args) -> anyhow::Result<()> {
+async fn run(args: Args) -> Result<()> {
     let target = Arc::new(target(&args)?);
     let start = Instant::now();
     let measure_from = start + Duration::from_secs_f64(args.warmup.max(0.0));
@@ -130,21 +133,25 @@ async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn target(args: &Args) -> anyhow::Result<Target> {
-    let uri: Uri = args.url.parse().context("the URL")?;
+fn target(args: &Args) -> Result<Target> {
+    let uri: Uri = args
+        .url
+        .parse()
+        .map_err(|e| format!("the URL {:?}: {e}", args.url))?;
     let https = match uri.scheme_str() {
         Some("http") => false,
         Some("https") => true,
-        _ => bail!("the URL must start with http:// or https://"),
+        _ => return Err("the URL must start with http:// or https://".into()),
     };
-    let host = uri.host().context("the URL has no host")?.to_owned();
+    let host = uri.host().ok_or("the URL has no host")?.to_owned();
     let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-    let method = Method::from_bytes(args.method.as_bytes()).context("--method")?;
+    let method =
+        Method::from_bytes(args.method.as_bytes()).map_err(|e| format!("--method: {e}"))?;
     let mut headers = Vec::new();
     for h in &args.headers {
         let (name, value) = h
             .split_once(':')
-            .with_context(|| format!("header {h:?} is not `Name: value`"))?;
+            .ok_or_else(|| format!("header {h:?} is not `Name: value`"))?;
         headers.push((
             HeaderName::from_bytes(name.trim().as_bytes())?,
             HeaderValue::from_str(value.trim())?,
@@ -154,8 +161,8 @@ fn target(args: &Args) -> anyhow::Result<Target> {
         let path = args
             .cacert
             .as_ref()
-            .context("an https:// URL needs --cacert")?;
-        let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            .ok_or("an https:// URL needs --cacert")?;
+        let pem = std::fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
         let mut roots = rustls::RootCertStore::empty();
         for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
             roots.add(cert?)?;
@@ -184,7 +191,7 @@ fn target(args: &Args) -> anyhow::Result<Target> {
 
 type Sender = hyper::client::conn::http1::SendRequest<Empty<Bytes>>;
 
-async fn connect(t: &Target) -> anyhow::Result<Sender> {
+async fn connect(t: &Target) -> Result<Sender> {
     let tcp = TcpStream::connect((t.host.trim_matches(['[', ']']), t.port)).await?;
     tcp.set_nodelay(true)?;
     let sender = match &t.tls {
@@ -203,7 +210,7 @@ async fn connect(t: &Target) -> anyhow::Result<Sender> {
     Ok(sender)
 }
 
-async fn one_request(t: &Target, sender: &mut Sender) -> anyhow::Result<u16> {
+async fn one_request(t: &Target, sender: &mut Sender) -> Result<u16> {
     sender.ready().await?;
     let mut req = Request::builder()
         .method(t.method.clone())
