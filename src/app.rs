@@ -23,6 +23,7 @@ use crate::registry_api::RegistryApi;
 use crate::route::{Reference, Route, RouteKind};
 use crate::state::State;
 use crate::tag_delete::TagDeleter;
+use crate::write_gate::WriteGate;
 
 /// Which listener a connection arrived on.
 #[derive(Debug, Clone, Copy)]
@@ -41,6 +42,7 @@ pub struct App {
     /// regate's own calls to the registry.
     pub api: RegistryApi,
     pub tags: Arc<TagDeleter>,
+    pub gate: Arc<WriteGate>,
 }
 
 impl App {
@@ -92,6 +94,26 @@ impl App {
         // 2. write gate (writes wait or are refused while GC runs)
         // 3. endpoints regate answers itself (tag delete, tag list, referrers)
         // 4. forward upstream
+
+        // 2. The write gate. An admitted write holds its pass until its
+        // response is complete, so a draining gate waits for it; it is taken
+        // before any tag lock, so a held write never blocks reads.
+        let pass = self.gate.admit(req.method(), &route).await?;
+        let resp = self.answer(req, route, conn, record).await?;
+        Ok(match pass {
+            Some(pass) => pass.finish(resp),
+            None => resp,
+        })
+    }
+
+    /// Stages 3 and 4, for a request the gate let through.
+    async fn answer(
+        &self,
+        req: Request<ProxyBody>,
+        route: Route,
+        conn: &ConnInfo,
+        record: &RequestRecord,
+    ) -> Result<Response<ProxyBody>, RegistryError> {
         let account = record.account().unwrap_or("anonymous");
         let method = req.method().clone();
         match (&route, &method) {

@@ -1,0 +1,495 @@
+//! The write gate (stage 2 of the pipeline): lets garbage collection and other
+//! maintenance run with reads never interrupted and no push corrupted.
+//!
+//! States: `open` -> `draining` -> `closed` -> `open`. Writes are POST, PUT,
+//! PATCH and DELETE under `/v2/`; reads always pass. Every admitted write holds
+//! a [`WriteGuard`] until its response is complete, so [`WriteGate::drain_and_close`]
+//! can wait for the writes in flight. While draining, new pushes are stopped at
+//! their first request (a new upload session in a repository with no push
+//! under way), while pushes already under way ([`push_tracker`]) may finish.
+//! Closed (or stopped) writes are held until the gate opens (503 after
+//! `hold_timeout`) or refused at once with 503 and `Retry-After`, per
+//! `[gc] closed_writes`.
+//!
+//! Owns the gate state in memory; persisting it across restarts is the job
+//! of `gc` (which decides when to close and open). Calls nothing but
+//! `metrics`.
+
+mod guarded_body;
+pub mod push_tracker;
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use http::{HeaderValue, Method, Response, StatusCode};
+use http_body_util::BodyExt;
+use serde::Serialize;
+use tokio::sync::{watch, Notify};
+
+use crate::body::ProxyBody;
+use crate::config::gc::{ClosedWrites, GcSettings};
+use crate::error::{ErrorCode, RegistryError};
+use crate::metrics::Metrics;
+use crate::route::{Reference, Route};
+use guarded_body::GuardedBody;
+use push_tracker::PushTracker;
+
+/// The state of the gate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GateState {
+    Open,
+    Draining,
+    Closed,
+}
+
+impl GateState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GateState::Open => "open",
+            GateState::Draining => "draining",
+            GateState::Closed => "closed",
+        }
+    }
+}
+
+/// How the gate treats writes while it is not open.
+#[derive(Debug, Clone)]
+pub struct GatePolicy {
+    pub closed_writes: ClosedWrites,
+    pub hold_timeout: Duration,
+    pub retry_after: Duration,
+    pub push_window: Duration,
+}
+
+impl GatePolicy {
+    pub fn from_settings(gc: &GcSettings) -> Self {
+        GatePolicy {
+            closed_writes: gc.closed_writes,
+            hold_timeout: gc.hold_timeout,
+            retry_after: gc.retry_after,
+            push_window: gc.push_window,
+        }
+    }
+}
+
+/// A write the gate did not let through.
+#[derive(Debug, thiserror::Error)]
+pub enum GateError {
+    #[error(
+        "the registry is in maintenance ({reason}); writes are refused until it ends, retry later"
+    )]
+    Refused { reason: String, retry_after: u64 },
+    #[error("the registry is in maintenance ({reason}); this write waited {waited_secs}s for it to end and gave up, retry later")]
+    HoldTimeout {
+        reason: String,
+        waited_secs: u64,
+        retry_after: u64,
+    },
+}
+
+impl From<GateError> for RegistryError {
+    fn from(e: GateError) -> Self {
+        let (reason, retry_after) = match &e {
+            GateError::Refused {
+                reason,
+                retry_after,
+            } => (reason.clone(), *retry_after),
+            GateError::HoldTimeout {
+                reason,
+                retry_after,
+                ..
+            } => (reason.clone(), *retry_after),
+        };
+        RegistryError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Unavailable,
+            e.to_string(),
+        )
+        .with_detail(serde_json::json!({"maintenance": true, "reason": reason}))
+        .with_header(http::header::RETRY_AFTER, HeaderValue::from(retry_after))
+    }
+}
+
+/// What kind of write a request is, for the draining rules.
+#[derive(Debug, Clone)]
+enum WriteKind {
+    /// POST to `blobs/uploads/`: the first request of a blob upload (or a mount).
+    UploadStart { repo: String },
+    /// PATCH/PUT/DELETE on an upload session.
+    UploadSession { repo: String, session: String },
+    /// PUT of a manifest.
+    ManifestPut { repo: String, by_tag: bool },
+    /// Deletes and anything else.
+    Other,
+}
+
+impl WriteKind {
+    fn of(method: &Method, route: &Route) -> Option<WriteKind> {
+        if !matches!(
+            *method,
+            Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+        ) {
+            return None;
+        }
+        Some(match (method, route) {
+            (&Method::POST, Route::UploadStart { name }) => WriteKind::UploadStart {
+                repo: name.to_string(),
+            },
+            (_, Route::Upload { name, session }) => WriteKind::UploadSession {
+                repo: name.to_string(),
+                session: session.clone(),
+            },
+            (&Method::PUT, Route::Manifest { name, reference }) => WriteKind::ManifestPut {
+                repo: name.to_string(),
+                by_tag: matches!(reference, Reference::Tag(_)),
+            },
+            _ => WriteKind::Other,
+        })
+    }
+
+    fn repo(&self) -> Option<&str> {
+        match self {
+            WriteKind::UploadStart { repo }
+            | WriteKind::UploadSession { repo, .. }
+            | WriteKind::ManifestPut { repo, .. } => Some(repo),
+            WriteKind::Other => None,
+        }
+    }
+}
+
+struct Inner {
+    state: GateState,
+    reason: Option<String>,
+    since: SystemTime,
+    in_flight: usize,
+    pushes: PushTracker,
+}
+
+/// A point-in-time view of the gate, for the admin API.
+#[derive(Debug, Clone, Serialize)]
+pub struct GateStatus {
+    pub state: GateState,
+    pub reason: Option<String>,
+    /// Unix seconds of the last state change.
+    pub since: u64,
+    pub writes_in_flight: usize,
+    pub writes_held: usize,
+    pub pushes_under_way: Vec<String>,
+    pub closed_writes: &'static str,
+}
+
+/// How a drain ended.
+#[derive(Debug, Clone, Serialize)]
+pub struct DrainReport {
+    pub waited_ms: u64,
+    /// True when `drain_timeout` ended it with writes or pushes left.
+    pub timed_out: bool,
+    pub writes_left: usize,
+    pub pushes_left: Vec<String>,
+}
+
+pub struct WriteGate {
+    inner: Mutex<Inner>,
+    state_tx: watch::Sender<GateState>,
+    activity: Notify,
+    held: std::sync::atomic::AtomicUsize,
+    policy: GatePolicy,
+    metrics: Arc<Metrics>,
+}
+
+fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// A write in flight; dropping it tells a draining gate.
+pub struct WriteGuard {
+    gate: Arc<WriteGate>,
+}
+
+impl Drop for WriteGuard {
+    fn drop(&mut self) {
+        self.gate.lock().in_flight -= 1;
+        self.gate.activity.notify_waiters();
+    }
+}
+
+/// An admitted write: forward it, then hand the response to [`WritePass::finish`].
+pub struct WritePass {
+    guard: WriteGuard,
+    kind: WriteKind,
+}
+
+impl WritePass {
+    /// Records what the response says about the push and ties the guard to
+    /// the response body.
+    pub fn finish(self, resp: Response<ProxyBody>) -> Response<ProxyBody> {
+        let status = resp.status();
+        let gate = Arc::clone(&self.guard.gate);
+        {
+            let mut inner = gate.lock();
+            let now = Instant::now();
+            let pushes = &mut inner.pushes;
+            match &self.kind {
+                WriteKind::UploadStart { repo } => match status {
+                    StatusCode::ACCEPTED => {
+                        if let Some(session) = upload_session(&resp) {
+                            pushes.session_started(repo, &session, now);
+                        }
+                    }
+                    StatusCode::CREATED => pushes.blob_written(repo, now),
+                    _ => {}
+                },
+                WriteKind::UploadSession { repo, session } => {
+                    if status == StatusCode::CREATED {
+                        pushes.session_ended(repo, session, true, now);
+                    } else if status == StatusCode::NO_CONTENT || status == StatusCode::NOT_FOUND {
+                        pushes.session_ended(repo, session, false, now);
+                    }
+                }
+                WriteKind::ManifestPut { repo, by_tag } => {
+                    if status == StatusCode::CREATED {
+                        pushes.manifest_written(repo, *by_tag, now);
+                    }
+                }
+                WriteKind::Other => {}
+            }
+            if pushes.len() > 256 {
+                pushes.prune(now);
+            }
+        }
+        let guard = self.guard;
+        resp.map(|b| GuardedBody::new(b, guard).boxed_unsync())
+    }
+}
+
+/// The session id in an upload's `Location` (`/v2/<name>/blobs/uploads/<id>?...`).
+fn upload_session(resp: &Response<ProxyBody>) -> Option<String> {
+    let loc = resp.headers().get(http::header::LOCATION)?.to_str().ok()?;
+    let uri: http::Uri = loc.parse().ok()?;
+    match Route::parse(uri.path()).ok()? {
+        Route::Upload { session, .. } => Some(session),
+        _ => None,
+    }
+}
+
+/// Counts a held write for as long as it waits.
+struct HeldCount<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> HeldCount<'a> {
+    fn new(c: &'a std::sync::atomic::AtomicUsize) -> Self {
+        c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        HeldCount(c)
+    }
+}
+
+impl Drop for HeldCount<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl WriteGate {
+    pub fn new(policy: GatePolicy, metrics: Arc<Metrics>) -> Arc<Self> {
+        let (state_tx, _) = watch::channel(GateState::Open);
+        metrics.gate_state(GateState::Open.as_str());
+        Arc::new(WriteGate {
+            inner: Mutex::new(Inner {
+                state: GateState::Open,
+                reason: None,
+                since: SystemTime::now(),
+                in_flight: 0,
+                pushes: PushTracker::new(policy.push_window),
+            }),
+            state_tx,
+            activity: Notify::new(),
+            held: std::sync::atomic::AtomicUsize::new(0),
+            policy,
+            metrics,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn policy(&self) -> &GatePolicy {
+        &self.policy
+    }
+
+    pub fn state(&self) -> GateState {
+        self.lock().state
+    }
+
+    /// Admits a request: reads at once (`None`), writes with a pass, or an
+    /// error when the gate refuses the write.
+    pub async fn admit(
+        self: &Arc<Self>,
+        method: &Method,
+        route: &Route,
+    ) -> Result<Option<WritePass>, GateError> {
+        let Some(kind) = WriteKind::of(method, route) else {
+            return Ok(None);
+        };
+        let mut held: Option<(HeldCount<'_>, Instant)> = None;
+        loop {
+            let reason = {
+                let mut inner = self.lock();
+                let now = Instant::now();
+                let pass = match inner.state {
+                    GateState::Open => true,
+                    GateState::Draining => match &kind {
+                        WriteKind::UploadSession { repo, session } => {
+                            inner.pushes.knows_session(repo, session)
+                        }
+                        WriteKind::UploadStart { repo } | WriteKind::ManifestPut { repo, .. } => {
+                            inner.pushes.under_way(repo, now)
+                        }
+                        WriteKind::Other => false,
+                    },
+                    GateState::Closed => false,
+                };
+                if pass {
+                    inner.in_flight += 1;
+                    if let Some(repo) = kind.repo() {
+                        inner.pushes.touch(repo, now);
+                    }
+                    drop(inner);
+                    return Ok(Some(WritePass {
+                        guard: WriteGuard {
+                            gate: Arc::clone(self),
+                        },
+                        kind,
+                    }));
+                }
+                inner.reason.clone().unwrap_or_else(|| "maintenance".into())
+            };
+            let retry_after = self.policy.retry_after.as_secs().max(1);
+            match self.policy.closed_writes {
+                ClosedWrites::Reject => {
+                    self.metrics.write_rejected();
+                    return Err(GateError::Refused {
+                        reason,
+                        retry_after,
+                    });
+                }
+                ClosedWrites::Hold => {
+                    let started = match &held {
+                        Some((_, t)) => *t,
+                        None => {
+                            self.metrics.write_held();
+                            let t = Instant::now();
+                            held = Some((HeldCount::new(&self.held), t));
+                            t
+                        }
+                    };
+                    let left = self.policy.hold_timeout.saturating_sub(started.elapsed());
+                    let mut rx = self.state_tx.subscribe();
+                    let opened =
+                        tokio::time::timeout(left, rx.wait_for(|s| *s == GateState::Open)).await;
+                    if opened.is_err() {
+                        self.metrics.write_rejected();
+                        return Err(GateError::HoldTimeout {
+                            reason,
+                            waited_secs: started.elapsed().as_secs(),
+                            retry_after,
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    fn set_state(&self, inner: &mut Inner, state: GateState, reason: Option<String>) {
+        if inner.state != state {
+            inner.since = SystemTime::now();
+        }
+        inner.state = state;
+        inner.reason = reason;
+        self.metrics.gate_state(state.as_str());
+        self.state_tx.send_replace(state);
+        tracing::info!(
+            target: "regate::gate",
+            state = state.as_str(),
+            reason = inner.reason.as_deref().unwrap_or("-"),
+            "write gate"
+        );
+    }
+
+    /// Stops new pushes, waits for writes in flight and pushes under way (at
+    /// most `timeout`), then closes. Returns how the drain ended.
+    pub async fn drain_and_close(&self, reason: &str, timeout: Duration) -> DrainReport {
+        let started = Instant::now();
+        {
+            let mut inner = self.lock();
+            self.set_state(&mut inner, GateState::Draining, Some(reason.to_owned()));
+        }
+        let deadline = started + timeout;
+        let report = loop {
+            let notified = self.activity.notified();
+            {
+                let inner = self.lock();
+                let pushes = inner.pushes.repos_under_way(Instant::now());
+                let done = inner.in_flight == 0 && pushes.is_empty();
+                if done || Instant::now() >= deadline {
+                    if !done {
+                        tracing::warn!(
+                            target: "regate::gate",
+                            writes = inner.in_flight,
+                            pushes = ?pushes,
+                            "drain_timeout reached with writes still under way; closing anyway"
+                        );
+                    }
+                    break DrainReport {
+                        waited_ms: started.elapsed().as_millis() as u64,
+                        timed_out: !done,
+                        writes_left: inner.in_flight,
+                        pushes_left: pushes,
+                    };
+                }
+            }
+            let tick = deadline
+                .saturating_duration_since(Instant::now())
+                .min(Duration::from_millis(50));
+            let _ = tokio::time::timeout(tick, notified).await;
+        };
+        let mut inner = self.lock();
+        self.set_state(&mut inner, GateState::Closed, Some(reason.to_owned()));
+        report
+    }
+
+    /// Closes at once, without draining (recovery after a restart).
+    pub fn close_now(&self, reason: &str) {
+        let mut inner = self.lock();
+        self.set_state(&mut inner, GateState::Closed, Some(reason.to_owned()));
+    }
+
+    /// Opens the gate; held writes go on.
+    pub fn open(&self) {
+        let mut inner = self.lock();
+        if inner.state != GateState::Open {
+            self.set_state(&mut inner, GateState::Open, None);
+        }
+    }
+
+    pub fn status(&self) -> GateStatus {
+        let inner = self.lock();
+        GateStatus {
+            state: inner.state,
+            reason: inner.reason.clone(),
+            since: unix_secs(inner.since),
+            writes_in_flight: inner.in_flight,
+            writes_held: self.held.load(std::sync::atomic::Ordering::Relaxed),
+            pushes_under_way: inner.pushes.repos_under_way(Instant::now()),
+            closed_writes: match self.policy.closed_writes {
+                ClosedWrites::Hold => "hold",
+                ClosedWrites::Reject => "reject",
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
