@@ -20,9 +20,9 @@ use crate::config::{defaults, Settings};
 pub struct AdminTarget {
     /// The admin listener, e.g. http://127.0.0.1:5444 (default: the
     /// configuration's server.admin_listen).
-    #[arg(long, env = "REGATE_ADMIN_URL")]
+    #[arg(long, env = "REGATE_ADMIN_URL", global = true)]
     pub admin: Option<String>,
-    #[arg(long, short, default_value = defaults::CONFIG_FILE, env = "REGATE_CONFIG")]
+    #[arg(long, short, default_value = defaults::CONFIG_FILE, env = "REGATE_CONFIG", global = true)]
     pub config: PathBuf,
 }
 

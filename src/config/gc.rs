@@ -17,7 +17,7 @@ pub mod defaults {
     pub const DRAIN_TIMEOUT_SECS: u64 = 60;
     pub const HOLD_TIMEOUT_SECS: u64 = 300;
     pub const RETRY_AFTER_SECS: u64 = 60;
-    pub const PUSH_WINDOW_SECS: u64 = 60;
+    pub const PUSH_WINDOW_SECS: u64 = 30;
     pub const TIMEOUT_SECS: u64 = 3600;
 }
 
