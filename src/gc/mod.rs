@@ -443,11 +443,7 @@ impl Gc {
         })
         .await?;
         run.gc_ms = Some(gc_started.elapsed().as_millis() as i64);
-        run.blobs_deleted = Some(if req.dry_run {
-            counts.blobs_eligible.unwrap_or(0) as i64
-        } else {
-            counts.blobs_deleted as i64
-        });
+        run.blobs_deleted = Some(counts.deleted(req.dry_run) as i64);
         run.manifests_deleted = Some(
             manifests_deleted
                 + counts.manifests_eligible.unwrap_or(0) as i64 * i64::from(!req.dry_run),
@@ -565,11 +561,7 @@ impl Gc {
             .flatten();
         run.status = "finished_unobserved".into();
         run.phase = "done".into();
-        run.blobs_deleted = Some(if run.dry_run {
-            counts.blobs_eligible.unwrap_or(0)
-        } else {
-            counts.blobs_deleted
-        } as i64);
+        run.blobs_deleted = Some(counts.deleted(run.dry_run) as i64);
         run.error = Some(if counts.has_summary() {
             "regate restarted while the GC command ran; it completed its mark phase, but its exit status was not seen".into()
         } else {

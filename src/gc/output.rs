@@ -32,6 +32,18 @@ impl GcCounts {
         }
     }
 
+    /// Blobs deleted (or, in a dry run, that would be). garbage-collect
+    /// deletes every eligible blob or stops with an error, and its
+    /// `Deleting blob` lines only show at log level info; so the summary's
+    /// count wins over the lines counted.
+    pub fn deleted(&self, dry_run: bool) -> u64 {
+        match (dry_run, self.blobs_eligible) {
+            (_, Some(n)) => n.max(if dry_run { 0 } else { self.blobs_deleted }),
+            (true, None) => 0,
+            (false, None) => self.blobs_deleted,
+        }
+    }
+
     /// Whether the summary line was seen (the mark phase completed).
     pub fn has_summary(&self) -> bool {
         self.blobs_eligible.is_some()
