@@ -434,9 +434,17 @@ impl Gc {
         let gc_started = Instant::now();
         let mut counts = GcCounts::default();
         let mut last_line = String::new();
+        let run_id = run.id;
         let waited = command::wait(spawned, self.settings.timeout, |line| {
             tracing::info!(target: "regate::gc", "{line}");
+            let before = counts.blobs_deleted;
             counts.observe(line);
+            if counts.blobs_deleted != before {
+                // Live progress for GET /admin/gc.
+                if let Some(r) = self.running().as_mut().filter(|r| r.id == run_id) {
+                    r.blobs_deleted = Some(counts.blobs_deleted as i64);
+                }
+            }
             if !line.trim().is_empty() {
                 last_line = line.to_owned();
             }
