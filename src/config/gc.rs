@@ -34,6 +34,9 @@ pub enum RawDuration {
 pub struct RawGc {
     /// A cron expression (5 fields, or 6 with seconds first), in UTC.
     pub schedule: Option<String>,
+    /// `"HH:MM-HH:MM"` (UTC): scheduled runs start only inside it, and their
+    /// GC command is stopped when it ends.
+    pub window: Option<String>,
     /// Scheduled runs also delete untagged manifests (safely for multi-arch).
     pub untagged: Option<bool>,
     /// The registry's storage root, for an external registry whose
@@ -70,9 +73,53 @@ pub struct GcSchedule {
     pub cron: croner::Cron,
 }
 
+/// A daily time window, UTC, in minutes of the day; `end < start` wraps
+/// past midnight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GcWindow {
+    pub start: u32,
+    pub end: u32,
+}
+
+impl GcWindow {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let hm = |t: &str| -> Option<u32> {
+            let (h, m) = t.trim().split_once(':')?;
+            let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
+            (h < 24 && m < 60).then_some(h * 60 + m)
+        };
+        let bad =
+            || format!("{s:?} is not a window; write \"HH:MM-HH:MM\" in UTC, e.g. \"01:00-05:00\"");
+        let (a, b) = s.split_once('-').ok_or_else(bad)?;
+        let (start, end) = (hm(a).ok_or_else(bad)?, hm(b).ok_or_else(bad)?);
+        if start == end {
+            return Err(format!("{s:?} is empty; start and end must differ"));
+        }
+        Ok(GcWindow { start, end })
+    }
+
+    /// Time left in the window at `minute` (minute of the day, with seconds
+    /// `second`), or None when outside it.
+    pub fn remaining(&self, minute: u32, second: u32) -> Option<Duration> {
+        let inside = if self.start < self.end {
+            (self.start..self.end).contains(&minute)
+        } else {
+            minute >= self.start || minute < self.end
+        };
+        if !inside {
+            return None;
+        }
+        let left_min = (self.end + 24 * 60 - minute) % (24 * 60);
+        Some(Duration::from_secs(
+            u64::from(left_min) * 60 - u64::from(second.min(59)),
+        ))
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct GcSettings {
     pub schedule: Option<GcSchedule>,
+    pub window: Option<GcWindow>,
     pub untagged: bool,
     pub storage_root: Option<PathBuf>,
     pub command: Option<Vec<String>>,
@@ -88,6 +135,7 @@ impl Default for GcSettings {
     fn default() -> Self {
         GcSettings {
             schedule: None,
+            window: None,
             untagged: false,
             storage_root: None,
             command: None,
@@ -175,6 +223,19 @@ pub(super) fn validate(raw: RawGc, managed: bool, problems: &mut Vec<Problem>) -
             }
         }
     });
+    let window = raw.window.and_then(|w| match GcWindow::parse(&w) {
+        Ok(w) => Some(w),
+        Err(m) => {
+            problems.push(Problem::new("gc.window", m));
+            None
+        }
+    });
+    if window.is_some() && schedule.is_none() {
+        problems.push(Problem::new(
+            "gc.window",
+            "limits scheduled runs: set gc.schedule too, or remove gc.window",
+        ));
+    }
     let command = match raw.command {
         Some(argv) if argv.is_empty() || argv[0].trim().is_empty() => {
             problems.push(Problem::new(
@@ -215,6 +276,7 @@ pub(super) fn validate(raw: RawGc, managed: bool, problems: &mut Vec<Problem>) -
     }
     GcSettings {
         schedule,
+        window,
         untagged,
         storage_root,
         command,
@@ -279,6 +341,21 @@ mod tests {
                 "gc.untagged"
             ]
         );
+    }
+
+    #[test]
+    fn windows_may_wrap_midnight() {
+        let w = GcWindow::parse("23:00-01:30").unwrap();
+        assert_eq!(w.remaining(23 * 60, 0), Some(Duration::from_secs(150 * 60)));
+        assert_eq!(w.remaining(60, 30), Some(Duration::from_secs(30 * 60 - 30)));
+        assert_eq!(w.remaining(2 * 60, 0), None);
+        let w = GcWindow::parse("01:00-05:00").unwrap();
+        assert_eq!(w.remaining(0, 0), None);
+        assert_eq!(w.remaining(4 * 60 + 59, 0), Some(Duration::from_secs(60)));
+        assert!(GcWindow::parse("1-5").is_err());
+        assert!(GcWindow::parse("25:00-01:00").is_err());
+        let (_, p) = check("window = \"01:00-05:00\"\n", true);
+        assert_eq!(p[0].key, "gc.window");
     }
 
     #[test]

@@ -102,6 +102,10 @@ pub struct GcRequest {
     pub dry_run: bool,
     #[serde(default)]
     pub untagged: bool,
+    /// The end of the `[gc] window` (scheduled runs): the GC command is
+    /// stopped then.
+    #[serde(skip)]
+    pub deadline: Option<Instant>,
 }
 
 /// Where GC runs: the command and, when visible, the storage.
@@ -435,7 +439,14 @@ impl Gc {
         let mut counts = GcCounts::default();
         let mut last_line = String::new();
         let run_id = run.id;
-        let waited = command::wait(spawned, self.settings.timeout, |line| {
+        let timeout = match req.deadline {
+            Some(d) => self
+                .settings
+                .timeout
+                .min(d.saturating_duration_since(Instant::now())),
+            None => self.settings.timeout,
+        };
+        let waited = command::wait(spawned, timeout, |line| {
             tracing::info!(target: "regate::gc", "{line}");
             let before = counts.blobs_deleted;
             counts.observe(line);
@@ -458,7 +469,7 @@ impl Gc {
         );
         match waited {
             command::Waited::TimedOut => Err(GcError::Timeout {
-                secs: self.settings.timeout.as_secs(),
+                secs: timeout.as_secs(),
             }),
             command::Waited::Exited(status) => {
                 run.exit_code = status.code().map(i64::from);

@@ -1,6 +1,8 @@
 //! The `[gc] schedule`: starts a run at each time the cron expression names
 //! (UTC), until regate stops. A run still going at the next time is not
-//! doubled: that time is skipped and logged.
+//! doubled: that time is skipped and logged. With `[gc] window`, a time
+//! outside the window is skipped, and a run's GC command is stopped when the
+//! window ends.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,7 +10,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::{Gc, GcRequest};
-use crate::config::gc::GcSchedule;
+use crate::config::gc::{GcSchedule, GcWindow};
 
 /// Longest sleep between looks at the clock, so a clock jump is noticed.
 const RECHECK: Duration = Duration::from_secs(60);
@@ -17,6 +19,7 @@ const RECHECK: Duration = Duration::from_secs(60);
 pub async fn run(
     gc: Arc<Gc>,
     schedule: GcSchedule,
+    window: Option<GcWindow>,
     untagged: bool,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -43,10 +46,25 @@ pub async fn run(
                 _ = crate::stop_signal::stopped(&mut stop) => return,
             }
         }
+        let deadline = match window {
+            None => None,
+            Some(w) => {
+                use chrono::Timelike;
+                let now = chrono::Utc::now();
+                match w.remaining(now.hour() * 60 + now.minute(), now.second()) {
+                    Some(left) => Some(std::time::Instant::now() + left),
+                    None => {
+                        tracing::info!(target: "regate::gc", at = %next, "scheduled garbage collection skipped: outside gc.window");
+                        continue;
+                    }
+                }
+            }
+        };
         match gc.start(
             GcRequest {
                 dry_run: false,
                 untagged,
+                deadline,
             },
             "schedule",
         ) {

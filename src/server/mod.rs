@@ -231,6 +231,7 @@ pub async fn start(settings: Settings) -> Result<RunningServer, StartError> {
         loops.push(tokio::spawn(crate::gc::schedule::run(
             Arc::clone(&gc),
             schedule,
+            settings.gc.window,
             settings.gc.untagged,
             stop_rx.clone(),
         )));
