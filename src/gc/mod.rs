@@ -55,6 +55,8 @@ pub enum GcError {
     Command(#[from] command::CommandError),
     #[error(transparent)]
     Untagged(#[from] untagged::UntaggedError),
+    #[error("the gate was opened by hand while draining for GC; GC did not run")]
+    DrainCancelled,
     #[error("reading the storage size of {path}: {source}")]
     StorageSize {
         path: String,
@@ -86,6 +88,7 @@ impl From<GcError> for RegistryError {
             | GcError::StorageSize { .. }
             | GcError::Timeout { .. }
             | GcError::CommandFailed { .. }
+            | GcError::DrainCancelled
             | GcError::DeletesFailed { .. } => {
                 (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Unknown)
             }
@@ -364,6 +367,9 @@ impl Gc {
                     self.settings.drain_timeout,
                 )
                 .await;
+            if report.cancelled {
+                return Err(GcError::DrainCancelled);
+            }
             closed = Some(ClosedForGc {
                 gate: &self.gate,
                 closed_at: Instant::now(),

@@ -18,6 +18,7 @@
 mod guarded_body;
 pub mod push_tracker;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -163,6 +164,11 @@ struct Inner {
     reason: Option<String>,
     since: SystemTime,
     in_flight: usize,
+    /// Writes waiting at the gate.
+    held: usize,
+    /// Held writes the last opening released that have not run yet; a drain
+    /// waits for them, so back-to-back GC runs cannot starve them.
+    released: usize,
     pushes: PushTracker,
 }
 
@@ -185,6 +191,8 @@ pub struct DrainReport {
     pub waited_ms: u64,
     /// True when `drain_timeout` ended it with writes or pushes left.
     pub timed_out: bool,
+    /// True when the gate was opened during the drain: it is not closed.
+    pub cancelled: bool,
     pub writes_left: usize,
     pub pushes_left: Vec<String>,
 }
@@ -193,7 +201,8 @@ pub struct WriteGate {
     inner: Mutex<Inner>,
     state_tx: watch::Sender<GateState>,
     activity: Notify,
-    held: std::sync::atomic::AtomicUsize,
+    /// How many times the gate has opened (held writes wait for a change).
+    opens: AtomicU64,
     policy: GatePolicy,
     metrics: Arc<Metrics>,
 }
@@ -275,19 +284,23 @@ fn upload_session(resp: &Response<ProxyBody>) -> Option<String> {
     }
 }
 
-/// Counts a held write for as long as it waits.
-struct HeldCount<'a>(&'a std::sync::atomic::AtomicUsize);
-
-impl<'a> HeldCount<'a> {
-    fn new(c: &'a std::sync::atomic::AtomicUsize) -> Self {
-        c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        HeldCount(c)
-    }
+/// A write waiting at the gate, registered in `Inner::held`; dropping it
+/// (woken, timed out, or the client gone) unregisters it, and consumes its
+/// release if the gate opened meanwhile.
+struct HeldWait<'a> {
+    gate: &'a WriteGate,
+    opens_seen: u64,
 }
 
-impl Drop for HeldCount<'_> {
+impl Drop for HeldWait<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        let mut inner = self.gate.lock();
+        inner.held = inner.held.saturating_sub(1);
+        if self.gate.opens.load(Ordering::SeqCst) != self.opens_seen {
+            inner.released = inner.released.saturating_sub(1);
+        }
+        drop(inner);
+        self.gate.activity.notify_waiters();
     }
 }
 
@@ -301,11 +314,13 @@ impl WriteGate {
                 reason: None,
                 since: SystemTime::now(),
                 in_flight: 0,
+                held: 0,
+                released: 0,
                 pushes: PushTracker::new(policy.push_window),
             }),
             state_tx,
             activity: Notify::new(),
-            held: std::sync::atomic::AtomicUsize::new(0),
+            opens: AtomicU64::new(0),
             policy,
             metrics,
         })
@@ -333,13 +348,17 @@ impl WriteGate {
         let Some(kind) = WriteKind::of(method, route) else {
             return Ok(None);
         };
-        let mut held: Option<(HeldCount<'_>, Instant)> = None;
+        let mut hold_started: Option<Instant> = None;
+        // Set once a held write has seen the gate open: from then on it also
+        // passes a draining gate (the drain waits for it).
+        let mut released = false;
         loop {
-            let reason = {
+            let (reason, opens_seen) = {
                 let mut inner = self.lock();
                 let now = Instant::now();
                 let pass = match inner.state {
                     GateState::Open => true,
+                    GateState::Draining if released => true,
                     GateState::Draining => match &kind {
                         WriteKind::UploadSession { repo, session } => {
                             inner.pushes.knows_session(repo, session)
@@ -364,41 +383,47 @@ impl WriteGate {
                         kind,
                     }));
                 }
-                inner.reason.clone().unwrap_or_else(|| "maintenance".into())
+                if self.policy.closed_writes == ClosedWrites::Hold {
+                    inner.held += 1;
+                }
+                (
+                    inner.reason.clone().unwrap_or_else(|| "maintenance".into()),
+                    self.opens.load(Ordering::SeqCst),
+                )
             };
             let retry_after = self.policy.retry_after.as_secs().max(1);
-            match self.policy.closed_writes {
-                ClosedWrites::Reject => {
-                    self.metrics.write_rejected();
-                    return Err(GateError::Refused {
-                        reason,
-                        retry_after,
-                    });
-                }
-                ClosedWrites::Hold => {
-                    let started = match &held {
-                        Some((_, t)) => *t,
-                        None => {
-                            self.metrics.write_held();
-                            let t = Instant::now();
-                            held = Some((HeldCount::new(&self.held), t));
-                            t
-                        }
-                    };
-                    let left = self.policy.hold_timeout.saturating_sub(started.elapsed());
-                    let mut rx = self.state_tx.subscribe();
-                    let opened =
-                        tokio::time::timeout(left, rx.wait_for(|s| *s == GateState::Open)).await;
-                    if opened.is_err() {
-                        self.metrics.write_rejected();
-                        return Err(GateError::HoldTimeout {
-                            reason,
-                            waited_secs: started.elapsed().as_secs(),
-                            retry_after,
-                        });
-                    }
-                }
+            if self.policy.closed_writes == ClosedWrites::Reject {
+                self.metrics.write_rejected();
+                return Err(GateError::Refused {
+                    reason,
+                    retry_after,
+                });
             }
+            let waiting = HeldWait {
+                gate: self,
+                opens_seen,
+            };
+            let started = *hold_started.get_or_insert_with(|| {
+                self.metrics.write_held();
+                Instant::now()
+            });
+            let left = self.policy.hold_timeout.saturating_sub(started.elapsed());
+            let mut rx = self.state_tx.subscribe();
+            let opened = tokio::time::timeout(
+                left,
+                rx.wait_for(|_| self.opens.load(Ordering::SeqCst) != opens_seen),
+            )
+            .await;
+            drop(waiting);
+            if opened.is_err() {
+                self.metrics.write_rejected();
+                return Err(GateError::HoldTimeout {
+                    reason,
+                    waited_secs: started.elapsed().as_secs(),
+                    retry_after,
+                });
+            }
+            released = true;
         }
     }
 
@@ -408,6 +433,10 @@ impl WriteGate {
         }
         inner.state = state;
         inner.reason = reason;
+        if state == GateState::Open {
+            self.opens.fetch_add(1, Ordering::SeqCst);
+            inner.released = inner.held;
+        }
         self.metrics.gate_state(state.as_str());
         self.state_tx.send_replace(state);
         tracing::info!(
@@ -432,7 +461,16 @@ impl WriteGate {
             {
                 let inner = self.lock();
                 let pushes = inner.pushes.repos_under_way(Instant::now());
-                let done = inner.in_flight == 0 && pushes.is_empty();
+                let done = inner.in_flight == 0 && inner.released == 0 && pushes.is_empty();
+                if inner.state != GateState::Draining {
+                    break DrainReport {
+                        waited_ms: started.elapsed().as_millis() as u64,
+                        timed_out: false,
+                        cancelled: true,
+                        writes_left: inner.in_flight,
+                        pushes_left: pushes,
+                    };
+                }
                 if done || Instant::now() >= deadline {
                     if !done {
                         tracing::warn!(
@@ -445,6 +483,7 @@ impl WriteGate {
                     break DrainReport {
                         waited_ms: started.elapsed().as_millis() as u64,
                         timed_out: !done,
+                        cancelled: false,
                         writes_left: inner.in_flight,
                         pushes_left: pushes,
                     };
@@ -456,7 +495,9 @@ impl WriteGate {
             let _ = tokio::time::timeout(tick, notified).await;
         };
         let mut inner = self.lock();
-        self.set_state(&mut inner, GateState::Closed, Some(reason.to_owned()));
+        if inner.state == GateState::Draining {
+            self.set_state(&mut inner, GateState::Closed, Some(reason.to_owned()));
+        }
         report
     }
 
@@ -481,7 +522,7 @@ impl WriteGate {
             reason: inner.reason.clone(),
             since: unix_secs(inner.since),
             writes_in_flight: inner.in_flight,
-            writes_held: self.held.load(std::sync::atomic::Ordering::Relaxed),
+            writes_held: inner.held,
             pushes_under_way: inner.pushes.repos_under_way(Instant::now()),
             closed_writes: match self.policy.closed_writes {
                 ClosedWrites::Hold => "hold",

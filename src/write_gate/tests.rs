@@ -192,3 +192,48 @@ async fn drain_timeout_closes_with_pushes_left() {
     assert_eq!(report.pushes_left, ["a"]);
     assert_eq!(g.state(), GateState::Closed);
 }
+
+#[tokio::test]
+async fn a_held_write_released_by_an_open_is_not_starved_by_the_next_drain() {
+    let g = gate(ClosedWrites::Hold, Duration::from_secs(5));
+    g.close_now("gc 1");
+    let g2 = Arc::clone(&g);
+    let waiter = tokio::spawn(async move {
+        g2.admit(&Method::DELETE, &route("/v2/a/manifests/v1"))
+            .await
+            .map(|p| p.is_some())
+            .map_err(|e| e.to_string())
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // The gate opens and, before the held write runs, the next GC drains.
+    assert_eq!(g.status().writes_held, 1);
+    g.open();
+    let report = g.drain_and_close("gc 2", Duration::from_secs(5)).await;
+    assert!(!report.timed_out && !report.cancelled, "{report:?}");
+    assert_eq!(g.state(), GateState::Closed);
+    // The released write ran during that drain instead of waiting for the
+    // next opening (or its hold_timeout).
+    let r = tokio::time::timeout(Duration::from_secs(2), waiter)
+        .await
+        .expect("the released write is not held again");
+    assert_eq!(r.unwrap(), Ok(true));
+}
+
+#[tokio::test]
+async fn opening_during_a_drain_cancels_it_and_leaves_the_gate_open() {
+    let g = gate(ClosedWrites::Reject, Duration::from_secs(1));
+    let pass = g
+        .admit(&Method::DELETE, &route("/v2/a/manifests/v1"))
+        .await
+        .unwrap()
+        .unwrap();
+    let g2 = Arc::clone(&g);
+    let drain =
+        tokio::spawn(async move { g2.drain_and_close("backup", Duration::from_secs(5)).await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    g.open();
+    let report = drain.await.unwrap();
+    assert!(report.cancelled, "{report:?}");
+    assert_eq!(g.state(), GateState::Open);
+    drop(pass);
+}
