@@ -164,6 +164,26 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// How many GC output logs are kept in `<state.dir>/gc/`.
+const KEEP_LOGS: i64 = 50;
+
+/// Removes the logs of runs older than the last [`KEEP_LOGS`].
+fn prune_logs(dir: &std::path::Path, current: i64) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let id = name
+            .strip_prefix("run-")
+            .and_then(|n| n.strip_suffix(".log"))
+            .and_then(|n| n.parse::<i64>().ok());
+        if id.is_some_and(|id| id <= current - KEEP_LOGS) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
 /// Reopens the gate when the GC phases end, however they end.
 struct ClosedForGc<'a> {
     gate: &'a WriteGate,
@@ -434,6 +454,7 @@ impl Gc {
             req.dry_run,
         );
         let log_path = self.log_dir.join(format!("run-{}.log", run.id));
+        prune_logs(&self.log_dir, run.id);
         let spawned = command::spawn(&argv, self.target.clean_env, &log_path)?;
         run.pid = Some(i64::from(spawned.pid));
         run.pid_start = spawned.pid_start.clone();

@@ -1,3 +1,5 @@
+//! The gate's rules with a hand-driven clock of requests: no registry, no HTTP.
+
 use std::sync::Arc;
 use std::time::Duration;
 
