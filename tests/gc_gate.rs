@@ -425,6 +425,43 @@ async fn maintenance_by_hand_closes_and_opens_the_gate_with_a_reason() {
     .unwrap();
     assert_eq!(code, Some(0));
     assert!(out.contains("write gate: open"), "{out}");
+    let (code, out, _) = cli(vec![
+        "maintenance".into(),
+        "status".into(),
+        "--admin".into(),
+        admin.clone(),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(code, Some(0));
+    assert!(out.contains("write gate: open"), "{out}");
+    let (code, out, _) = cli(vec![
+        "gc".into(),
+        "status".into(),
+        "--admin".into(),
+        admin.clone(),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(code, Some(0));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["gate"]["state"], "open", "{out}");
+    assert_eq!(
+        v["history"],
+        serde_json::json!([]),
+        "the refused run left no record"
+    );
+    // An unreachable admin listener is an error, not a hang.
+    let (code, _, err) = cli(vec![
+        "gc".into(),
+        "status".into(),
+        "--admin".into(),
+        "http://127.0.0.1:1".into(),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(code, Some(1));
+    assert!(err.contains("cannot reach the admin API"), "{err}");
     Image::oci("after-maintenance", 1_000)
         .push(&client, &regate.url, "m/app", "v1")
         .await;
