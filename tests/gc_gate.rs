@@ -543,3 +543,96 @@ async fn a_failing_or_hanging_gc_command_reopens_the_gate_and_is_reported() {
     );
     regate.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_upload_that_waits_for_100_continue_goes_on_after_the_hold() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let registry = Registry::start();
+    // The body idle timeout (1s) is shorter than the hold (2s): the timer must
+    // start when the body is first read, not when the request arrived.
+    let regate = {
+        let certs = common::regate::TestCerts::new();
+        let state = tempfile::tempdir().unwrap();
+        let text = common::regate::config_toml(
+            &registry.url,
+            &certs,
+            state.path(),
+            &gc_section(&registry, "drain_timeout = \"1s\""),
+        )
+        .replace(
+            "shutdown_timeout_secs = 2",
+            "shutdown_timeout_secs = 2\nidle_timeout_secs = 1",
+        );
+        let settings =
+            regate::config::Settings::from_toml(&text, "test", std::iter::empty()).unwrap();
+        let server = regate::server::start(settings).await.unwrap();
+        (server, certs, state)
+    };
+    let (server, _certs, _state) = regate;
+    let plain = format!("http://{}", server.plain_addr.unwrap());
+    let admin = format!("http://{}", server.admin_addr.unwrap());
+    let client = common::gc::admin_client();
+    let blob = pseudo_random("continue", 5_000);
+    let digest = common::images::sha256(&blob);
+
+    let r = client
+        .post(format!("{plain}/v2/cont/app/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let loc = r.headers()["location"].to_str().unwrap().to_owned();
+    let uri: http::Uri = loc.parse().unwrap();
+    let path = format!("{}&digest={digest}", uri.path_and_query().unwrap());
+
+    let r = client
+        .put(format!("{admin}/admin/maintenance"))
+        .json(&serde_json::json!({"reason": "hold test"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    // A client that sends its body only after `100 Continue`.
+    let mut tcp = tokio::net::TcpStream::connect(server.plain_addr.unwrap())
+        .await
+        .unwrap();
+    tcp.write_all(
+        format!(
+            "PUT {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+            server.plain_addr.unwrap(),
+            blob.len()
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let r = client
+        .delete(format!("{admin}/admin/maintenance"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf))
+        .await
+        .expect("an answer")
+        .unwrap();
+    let head = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(head.starts_with("HTTP/1.1 100"), "{head}");
+    tcp.write_all(&blob).await.unwrap();
+    let mut answer = String::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !answer.contains("\r\n\r\n") && std::time::Instant::now() < deadline {
+        let n = tcp.read(&mut buf).await.unwrap();
+        if n == 0 {
+            break;
+        }
+        answer.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+    assert!(blob_on_disk(&registry.storage, &digest));
+    server.shutdown().await;
+}
