@@ -8,7 +8,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
-use super::WriteGuard;
+use super::pass::WriteGuard;
 use crate::body::BoxError;
 
 pin_project! {

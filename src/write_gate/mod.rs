@@ -16,23 +16,27 @@
 //! `metrics`.
 
 mod guarded_body;
+mod pass;
 pub mod push_tracker;
+mod refusal;
+mod write_kind;
+
+use pass::HeldWait;
+pub use pass::{WriteGuard, WritePass};
+pub use refusal::GateError;
+use write_kind::WriteKind;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
-use http::{HeaderValue, Method, Response, StatusCode};
-use http_body_util::BodyExt;
+use http::Method;
 use serde::Serialize;
 use tokio::sync::{watch, Notify};
 
-use crate::body::ProxyBody;
 use crate::config::gc::{ClosedWrites, GcSettings};
-use crate::error::{ErrorCode, RegistryError};
 use crate::metrics::Metrics;
-use crate::route::{Reference, Route};
-use guarded_body::GuardedBody;
+use crate::route::Route;
 use push_tracker::PushTracker;
 
 /// The state of the gate.
@@ -70,91 +74,6 @@ impl GatePolicy {
             hold_timeout: gc.hold_timeout,
             retry_after: gc.retry_after,
             push_window: gc.push_window,
-        }
-    }
-}
-
-/// A write the gate did not let through.
-#[derive(Debug, thiserror::Error)]
-pub enum GateError {
-    #[error(
-        "the registry is in maintenance ({reason}); writes are refused until it ends, retry later"
-    )]
-    Refused { reason: String, retry_after: u64 },
-    #[error("the registry is in maintenance ({reason}); this write waited {waited_secs}s for it to end and gave up, retry later")]
-    HoldTimeout {
-        reason: String,
-        waited_secs: u64,
-        retry_after: u64,
-    },
-}
-
-impl From<GateError> for RegistryError {
-    fn from(e: GateError) -> Self {
-        let (reason, retry_after) = match &e {
-            GateError::Refused {
-                reason,
-                retry_after,
-            } => (reason.clone(), *retry_after),
-            GateError::HoldTimeout {
-                reason,
-                retry_after,
-                ..
-            } => (reason.clone(), *retry_after),
-        };
-        RegistryError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            ErrorCode::Unavailable,
-            e.to_string(),
-        )
-        .with_detail(serde_json::json!({"maintenance": true, "reason": reason}))
-        .with_header(http::header::RETRY_AFTER, HeaderValue::from(retry_after))
-    }
-}
-
-/// What kind of write a request is, for the draining rules.
-#[derive(Debug, Clone)]
-enum WriteKind {
-    /// POST to `blobs/uploads/`: the first request of a blob upload (or a mount).
-    UploadStart { repo: String },
-    /// PATCH/PUT/DELETE on an upload session.
-    UploadSession { repo: String, session: String },
-    /// PUT of a manifest.
-    ManifestPut { repo: String, by_tag: bool },
-    /// Deletes and anything else.
-    Other,
-}
-
-impl WriteKind {
-    fn of(method: &Method, route: &Route) -> Option<WriteKind> {
-        if !matches!(
-            *method,
-            Method::POST | Method::PUT | Method::PATCH | Method::DELETE
-        ) {
-            return None;
-        }
-        Some(match (method, route) {
-            (&Method::POST, Route::UploadStart { name }) => WriteKind::UploadStart {
-                repo: name.to_string(),
-            },
-            (_, Route::Upload { name, session }) => WriteKind::UploadSession {
-                repo: name.to_string(),
-                session: session.clone(),
-            },
-            (&Method::PUT, Route::Manifest { name, reference }) => WriteKind::ManifestPut {
-                repo: name.to_string(),
-                by_tag: matches!(reference, Reference::Tag(_)),
-            },
-            _ => WriteKind::Other,
-        })
-    }
-
-    fn repo(&self) -> Option<&str> {
-        match self {
-            WriteKind::UploadStart { repo }
-            | WriteKind::UploadSession { repo, .. }
-            | WriteKind::ManifestPut { repo, .. } => Some(repo),
-            WriteKind::Other => None,
         }
     }
 }
@@ -211,97 +130,6 @@ fn unix_secs(t: SystemTime) -> u64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
-}
-
-/// A write in flight; dropping it tells a draining gate.
-pub struct WriteGuard {
-    gate: Arc<WriteGate>,
-}
-
-impl Drop for WriteGuard {
-    fn drop(&mut self) {
-        self.gate.lock().in_flight -= 1;
-        self.gate.activity.notify_waiters();
-    }
-}
-
-/// An admitted write: forward it, then hand the response to [`WritePass::finish`].
-pub struct WritePass {
-    guard: WriteGuard,
-    kind: WriteKind,
-}
-
-impl WritePass {
-    /// Records what the response says about the push and ties the guard to
-    /// the response body.
-    pub fn finish(self, resp: Response<ProxyBody>) -> Response<ProxyBody> {
-        let status = resp.status();
-        let gate = Arc::clone(&self.guard.gate);
-        {
-            let mut inner = gate.lock();
-            let now = Instant::now();
-            let pushes = &mut inner.pushes;
-            match &self.kind {
-                WriteKind::UploadStart { repo } => match status {
-                    StatusCode::ACCEPTED => {
-                        if let Some(session) = upload_session(&resp) {
-                            pushes.session_started(repo, &session, now);
-                        }
-                    }
-                    StatusCode::CREATED => pushes.blob_written(repo, now),
-                    _ => {}
-                },
-                WriteKind::UploadSession { repo, session } => {
-                    if status == StatusCode::CREATED {
-                        pushes.session_ended(repo, session, true, now);
-                    } else if status == StatusCode::NO_CONTENT || status == StatusCode::NOT_FOUND {
-                        pushes.session_ended(repo, session, false, now);
-                    }
-                }
-                WriteKind::ManifestPut { repo, by_tag } => {
-                    if status == StatusCode::CREATED {
-                        pushes.manifest_written(repo, *by_tag, now);
-                    }
-                }
-                WriteKind::Other => {}
-            }
-            if pushes.len() > 256 {
-                pushes.prune(now);
-            }
-        }
-        let guard = self.guard;
-        resp.map(|b| GuardedBody::new(b, guard).boxed_unsync())
-    }
-}
-
-/// The session id in an upload's `Location` (`/v2/<name>/blobs/uploads/<id>?...`).
-fn upload_session(resp: &Response<ProxyBody>) -> Option<String> {
-    let loc = resp.headers().get(http::header::LOCATION)?.to_str().ok()?;
-    let uri: http::Uri = loc.parse().ok()?;
-    match Route::parse(uri.path()).ok()? {
-        Route::Upload { session, .. } => Some(session),
-        _ => None,
-    }
-}
-
-/// A write waiting at the gate, registered in `Inner::held`; dropping it
-/// (woken, timed out, or the client gone) unregisters it, and consumes its
-/// release if the gate opened meanwhile.
-struct HeldWait<'a> {
-    gate: &'a WriteGate,
-    opens_seen: u64,
-}
-
-impl Drop for HeldWait<'_> {
-    fn drop(&mut self) {
-        let mut inner = self.gate.lock();
-        inner.held = inner.held.saturating_sub(1);
-        if self.gate.opens.load(Ordering::SeqCst) != self.opens_seen {
-            inner.released = inner.released.saturating_sub(1);
-        }
-        drop(inner);
-        self.gate.activity.notify_waiters();
-    }
 }
 
 impl WriteGate {

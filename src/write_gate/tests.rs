@@ -6,6 +6,8 @@ use std::time::Duration;
 use http::{Method, Response, StatusCode};
 
 use super::*;
+use crate::body::ProxyBody;
+use crate::error::RegistryError;
 use crate::route::Route;
 
 fn gate(mode: ClosedWrites, hold: Duration) -> Arc<WriteGate> {
