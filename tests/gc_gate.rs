@@ -242,8 +242,22 @@ async fn a_push_under_way_when_gc_starts_finishes_first_and_new_pushes_wait() {
     regate.stop().await;
 }
 
+/// Revisions of `repo` that still have a `link` file.
+fn revision_links(storage: &std::path::Path, repo: &str) -> usize {
+    let dir = storage.join(format!(
+        "docker/registry/v2/repositories/{repo}/_manifests/revisions/sha256"
+    ));
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.path().join("link").is_file())
+                .count()
+        })
+        .unwrap_or(0)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_push_cut_by_drain_timeout_fails_clearly_and_succeeds_when_retried() {
+async fn a_push_cut_by_drain_timeout_keeps_its_blobs_through_gc_and_completes() {
     let registry = Registry::start();
     let regate = Regate::start_with(
         &registry.url,
@@ -261,22 +275,44 @@ async fn a_push_cut_by_drain_timeout_fails_clearly_and_succeeds_when_retried() {
     assert_eq!(run["status"], "succeeded", "{run}");
     assert_eq!(run["drain_timed_out"], true, "{run}");
     assert!(run["drain_ms"].as_i64().unwrap() >= 1000, "{run}");
-    assert!(!blob_on_disk(&registry.storage, &img.blobs[1].digest));
+    // A keeper manifest held the push's blobs through GC, and is gone again.
+    for b in &img.blobs {
+        assert!(blob_on_disk(&registry.storage, &b.digest));
+    }
+    assert_eq!(revision_links(&registry.storage, repo), 0);
+    // The late manifest completes the push.
+    put_manifest(&client, &regate.url, repo, "v1", &img).await;
+    pull_and_check(&regate, repo, "v1", &img).await;
+    assert_eq!(revision_links(&registry.storage, repo), 1);
 
-    // The late manifest gets a clear error, never a manifest without its blobs.
+    // Blobs regate never saw (uploaded past it) are garbage to GC: a late
+    // manifest then gets a clear error, never a manifest without its blobs,
+    // and a retried push succeeds.
+    let other = Image::oci("past-regate", 50_000);
+    for b in &other.blobs {
+        push_blob(
+            &reqwest::Client::new(),
+            &registry.url,
+            "cut/other",
+            &b.bytes,
+        )
+        .await;
+    }
+    let run = start_gc(&regate.admin_url, false, false, true).await["run"].clone();
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert!(!blob_on_disk(&registry.storage, &other.blobs[1].digest));
     let r = client
-        .put(format!("{}/v2/{repo}/manifests/v1", regate.url))
-        .header("content-type", &img.media_type)
-        .body(img.manifest.clone())
+        .put(format!("{}/v2/cut/other/manifests/v1", regate.url))
+        .header("content-type", &other.media_type)
+        .body(other.manifest.clone())
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["errors"][0]["code"], "MANIFEST_BLOB_UNKNOWN", "{body}");
-    // Retried, the push succeeds and pulls.
-    img.push(&client, &regate.url, repo, "v1").await;
-    pull_and_check(&regate, repo, "v1", &img).await;
+    other.push(&client, &regate.url, "cut/other", "v1").await;
+    pull_and_check(&regate, "cut/other", "v1", &other).await;
     regate.stop().await;
 }
 

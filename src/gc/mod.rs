@@ -13,6 +13,7 @@
 
 pub mod admin_api;
 pub mod command;
+mod keeper;
 mod maintenance;
 pub mod output;
 mod recovery;

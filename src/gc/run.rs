@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::output::GcCounts;
-use super::{command, now_ms, untagged, Gc, GcError, GcRequest};
+use super::{command, keeper, now_ms, untagged, Gc, GcError, GcRequest};
 use crate::state::gc_history::GcRun;
 use crate::write_gate::WriteGate;
 
@@ -108,7 +108,8 @@ impl Gc {
             run.drain_ms = Some(started.elapsed().as_millis() as i64);
             run.drain_timed_out = Some(report.timed_out);
         }
-        let result = self.collect(run, req).await;
+        let keep_pushes = run.drain_timed_out == Some(true);
+        let result = self.collect(run, req, keep_pushes).await;
         if let Some(c) = closed {
             run.closed_ms = Some(c.closed_at.elapsed().as_millis() as i64);
             drop(c);
@@ -116,38 +117,69 @@ impl Gc {
         result
     }
 
-    /// Untagged cleanup (when asked) and the GC command, gate closed.
-    async fn collect(&self, run: &mut GcRun, req: GcRequest) -> Result<(), GcError> {
-        let mut manifests_deleted = 0i64;
-        if req.untagged {
-            run.phase = "untagged".into();
-            self.save(run);
-            let root = self
-                .target
-                .storage_root
-                .clone()
-                .ok_or(GcError::UntaggedNeedsStorage)?;
-            let mut plan = tokio::task::spawn_blocking(move || untagged::plan(&root))
-                .await
-                .map_err(|e| GcError::CommandFailed {
-                    status: "panicked".into(),
-                    last_line: e.to_string(),
-                })??;
-            if !req.dry_run {
-                untagged::delete(&mut plan, &self.target.upstream_origin).await;
-                manifests_deleted = plan.deleted() as i64;
-            } else {
-                manifests_deleted = plan.to_delete() as i64;
-            }
-            run.untagged_report = serde_json::to_value(&plan).ok();
-            run.manifests_deleted = Some(manifests_deleted);
-            self.save(run);
-            let failed: usize = plan.repositories.iter().map(|r| r.failed.len()).sum();
-            if failed > 0 {
-                return Err(GcError::DeletesFailed { count: failed });
-            }
-        }
+    /// Untagged cleanup (when asked) and the GC command, gate closed. With
+    /// `keep_pushes` (the drain timed out), the blobs the pushes under way
+    /// have stored are referenced by keeper manifests while GC runs.
+    async fn collect(
+        &self,
+        run: &mut GcRun,
+        req: GcRequest,
+        keep_pushes: bool,
+    ) -> Result<(), GcError> {
+        let manifests_deleted = if req.untagged {
+            self.untagged_cleanup(run, req).await?
+        } else {
+            0
+        };
+        let origin = &self.target.upstream_origin;
+        let keepers = if keep_pushes {
+            keeper::protect(self.gate.pending_blobs(), origin, run.id).await
+        } else {
+            Vec::new()
+        };
+        let result = self.gc_command(run, req, manifests_deleted).await;
+        keeper::release(&keepers, origin).await;
+        result
+    }
 
+    /// Deletes the manifests no tag reaches; returns how many (or would).
+    async fn untagged_cleanup(&self, run: &mut GcRun, req: GcRequest) -> Result<i64, GcError> {
+        run.phase = "untagged".into();
+        self.save(run);
+        let root = self
+            .target
+            .storage_root
+            .clone()
+            .ok_or(GcError::UntaggedNeedsStorage)?;
+        let mut plan = tokio::task::spawn_blocking(move || untagged::plan(&root))
+            .await
+            .map_err(|e| GcError::CommandFailed {
+                status: "panicked".into(),
+                last_line: e.to_string(),
+            })??;
+        let manifests_deleted = if req.dry_run {
+            plan.to_delete() as i64
+        } else {
+            untagged::delete(&mut plan, &self.target.upstream_origin).await;
+            plan.deleted() as i64
+        };
+        run.untagged_report = serde_json::to_value(&plan).ok();
+        run.manifests_deleted = Some(manifests_deleted);
+        self.save(run);
+        let failed: usize = plan.repositories.iter().map(|r| r.failed.len()).sum();
+        if failed > 0 {
+            return Err(GcError::DeletesFailed { count: failed });
+        }
+        Ok(manifests_deleted)
+    }
+
+    /// The GC command, followed to its end.
+    async fn gc_command(
+        &self,
+        run: &mut GcRun,
+        req: GcRequest,
+        manifests_deleted: i64,
+    ) -> Result<(), GcError> {
         run.phase = "collecting".into();
         self.save(run);
         if let Some(root) = &self.target.storage_root {

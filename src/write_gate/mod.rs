@@ -343,6 +343,22 @@ impl WriteGate {
         }
     }
 
+    /// The blobs each push under way has stored so far, by repository.
+    pub fn pending_blobs(&self) -> Vec<(String, Vec<String>)> {
+        let inner = self.lock();
+        let now = Instant::now();
+        inner
+            .pushes
+            .repos_under_way(now)
+            .into_iter()
+            .map(|repo| {
+                let blobs = inner.pushes.pending_blobs(&repo, now);
+                (repo, blobs)
+            })
+            .filter(|(_, b)| !b.is_empty())
+            .collect()
+    }
+
     pub fn status(&self) -> GateStatus {
         let inner = self.lock();
         GateStatus {

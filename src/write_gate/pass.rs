@@ -50,12 +50,20 @@ impl WritePass {
                             pushes.session_started(repo, &session, now);
                         }
                     }
-                    StatusCode::CREATED => pushes.blob_written(repo, now),
+                    StatusCode::CREATED => {
+                        pushes.blob_written(repo, now);
+                        if let Some(d) = content_digest(&resp) {
+                            pushes.note_blob(repo, d);
+                        }
+                    }
                     _ => {}
                 },
                 WriteKind::UploadSession { repo, session } => {
                     if status == StatusCode::CREATED {
                         pushes.session_ended(repo, session, true, now);
+                        if let Some(d) = content_digest(&resp) {
+                            pushes.note_blob(repo, d);
+                        }
                     } else if status == StatusCode::NO_CONTENT || status == StatusCode::NOT_FOUND {
                         pushes.session_ended(repo, session, false, now);
                     }
@@ -74,6 +82,15 @@ impl WritePass {
         let guard = self.guard;
         resp.map(|b| GuardedBody::new(b, guard).boxed_unsync())
     }
+}
+
+/// `Docker-Content-Digest` of a response.
+fn content_digest(resp: &Response<ProxyBody>) -> Option<&str> {
+    resp.headers()
+        .get("docker-content-digest")?
+        .to_str()
+        .ok()
+        .filter(|d| crate::route::Digest::parse(d).is_ok())
 }
 
 /// The session id in an upload's `Location` (`/v2/<name>/blobs/uploads/<id>?...`).

@@ -7,7 +7,7 @@
 //! as being pushed to. Pure bookkeeping: no I/O, no locks (the gate holds it
 //! under its own mutex).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Default)]
@@ -16,6 +16,8 @@ struct RepoPush {
     sessions: HashSet<String>,
     /// Blobs or manifests by digest written since the last tagged manifest.
     pending: bool,
+    /// The digests of those blobs (what a GC must not take from the push).
+    blobs: BTreeSet<String>,
     last_activity: Option<Instant>,
 }
 
@@ -27,6 +29,9 @@ impl RepoPush {
                 .is_some_and(|t| now.saturating_duration_since(t) < window)
     }
 }
+
+/// Blob digests remembered per push, at most.
+const MAX_BLOBS_PER_PUSH: usize = 10_000;
 
 /// Pushes per repository.
 #[derive(Debug)]
@@ -69,6 +74,23 @@ impl PushTracker {
         }
     }
 
+    /// The digest of a blob the push stored (from `Docker-Content-Digest`).
+    pub fn note_blob(&mut self, repo: &str, digest: &str) {
+        if let Some(r) = self.repos.get_mut(repo) {
+            if r.blobs.len() < MAX_BLOBS_PER_PUSH {
+                r.blobs.insert(digest.to_owned());
+            }
+        }
+    }
+
+    /// The blobs stored by the push under way in `repo` (none when no push is).
+    pub fn pending_blobs(&self, repo: &str, now: Instant) -> Vec<String> {
+        match self.repos.get(repo) {
+            Some(r) if r.under_way(now, self.window) => r.blobs.iter().cloned().collect(),
+            _ => Vec::new(),
+        }
+    }
+
     /// A blob arrived without a session (a cross-repository mount).
     pub fn blob_written(&mut self, repo: &str, now: Instant) {
         self.repo(repo, now).pending = true;
@@ -79,6 +101,9 @@ impl PushTracker {
     pub fn manifest_written(&mut self, repo: &str, by_tag: bool, now: Instant) {
         let r = self.repo(repo, now);
         r.pending = !by_tag;
+        if by_tag {
+            r.blobs.clear();
+        }
     }
 
     pub fn knows_session(&self, repo: &str, session: &str) -> bool {
@@ -139,8 +164,11 @@ mod tests {
             t.under_way("a", now),
             "an index child does not end the push"
         );
+        t.note_blob("a", "sha256:1");
+        assert_eq!(t.pending_blobs("a", now), ["sha256:1"]);
         t.manifest_written("a", true, now);
         assert!(!t.under_way("a", now));
+        assert!(t.pending_blobs("a", now).is_empty());
         assert!(t.repos_under_way(now).is_empty());
     }
 
