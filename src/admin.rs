@@ -1,6 +1,9 @@
 //! The admin listener (plain HTTP, meant for loopback or an internal network):
 //! `/healthz` (the process is up), `/readyz` (the upstream registry answers)
-//! and `/metrics` (Prometheus text). The maintenance and GC API will join here.
+//! and `/metrics` (Prometheus text), and the GC and maintenance API of
+//! [`crate::gc::admin_api`] (`/admin/...`). It has no authentication yet: it
+//! binds loopback by default and must stay on loopback or an internal network
+//! until the `admin` right of the auth rules guards it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +19,7 @@ use crate::proxy::Upstream;
 pub struct Admin {
     pub upstream: Upstream,
     pub metrics: Arc<Metrics>,
+    pub gc: Arc<crate::gc::Gc>,
 }
 
 fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<ProxyBody> {
@@ -30,6 +34,9 @@ fn text(status: StatusCode, content_type: &'static str, body: String) -> Respons
 
 impl Admin {
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<ProxyBody> {
+        if crate::gc::admin_api::owns(req.uri().path()) {
+            return crate::gc::admin_api::handle(&self.gc, req).await;
+        }
         if req.method() != Method::GET && req.method() != Method::HEAD {
             return RegistryError::new(
                 StatusCode::METHOD_NOT_ALLOWED,

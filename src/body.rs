@@ -82,9 +82,10 @@ impl<B> MeteredBody<B> {
     }
 
     /// Fail the stream when no frame arrives for `after`.
+    /// The clock starts at the first poll, not at creation: a request held
+    /// before it is forwarded (the write gate) has not stalled.
     pub fn idle_timeout(mut self, after: Duration) -> Self {
         self.idle_after = Some(after);
-        self.idle = Some(Box::pin(tokio::time::sleep(after)));
         self
     }
 
@@ -110,6 +111,9 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.project();
+        if let (None, Some(after)) = (this.idle.as_ref(), *this.idle_after) {
+            *this.idle = Some(Box::pin(tokio::time::sleep(after)));
+        }
         match this.inner.poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let (Some(data), Some(record)) = (frame.data_ref(), this.record.as_ref()) {

@@ -9,6 +9,7 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod admin_client;
 pub mod app;
 pub mod body;
 pub mod certs;
@@ -16,6 +17,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod error;
+pub mod gc;
 pub mod managed;
 pub mod metrics;
 pub mod proxy;
@@ -29,3 +31,4 @@ pub mod tag_delete;
 pub mod tag_list;
 pub mod tls;
 pub mod upload_check;
+pub mod write_gate;

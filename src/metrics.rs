@@ -50,6 +50,71 @@ pub struct Metrics {
     tls_failures: Family<ReasonLabels, Counter>,
     in_flight: Gauge,
     upstream_restarts: Counter,
+    gc: GcMetrics,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+/// The write gate's and garbage collection's metrics.
+struct GcMetrics {
+    gate_state: Family<StateLabels, Gauge>,
+    writes_held: Counter,
+    writes_rejected: Counter,
+    runs: Family<OutcomeLabels, Counter>,
+    duration: Histogram,
+    bytes_freed: Counter,
+}
+
+impl GcMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let m = GcMetrics {
+            gate_state: Family::default(),
+            writes_held: Counter::default(),
+            writes_rejected: Counter::default(),
+            runs: Family::default(),
+            duration: Histogram::new(exponential_buckets(0.5, 2.0, 14)),
+            bytes_freed: Counter::default(),
+        };
+        registry.register(
+            "write_gate_state",
+            "1 for the write gate's current state (open, draining, closed), 0 for the others",
+            m.gate_state.clone(),
+        );
+        registry.register(
+            "write_gate_held_writes",
+            "Writes held by a draining or closed gate",
+            m.writes_held.clone(),
+        );
+        registry.register(
+            "write_gate_rejected_writes",
+            "Writes answered 503 by the gate (reject mode, or hold_timeout reached)",
+            m.writes_rejected.clone(),
+        );
+        registry.register(
+            "gc_runs",
+            "Garbage collection runs, by outcome",
+            m.runs.clone(),
+        );
+        registry.register(
+            "gc_duration_seconds",
+            "Duration of garbage collection runs, from request to gate reopened",
+            m.duration.clone(),
+        );
+        registry.register(
+            "gc_freed_bytes",
+            "Storage bytes freed by garbage collection",
+            m.bytes_freed.clone(),
+        );
+        m
+    }
 }
 
 impl Default for Metrics {
@@ -100,6 +165,7 @@ impl Metrics {
             "Times the managed registry was restarted after it exited",
             upstream_restarts.clone(),
         );
+        let gc = GcMetrics::register(&mut registry);
         Metrics {
             registry,
             requests,
@@ -108,6 +174,7 @@ impl Metrics {
             tls_failures,
             in_flight,
             upstream_restarts,
+            gc,
         }
     }
 
@@ -165,6 +232,31 @@ impl Metrics {
 
     pub fn managed_restart(&self) {
         self.upstream_restarts.inc();
+    }
+
+    /// The write gate entered `state`.
+    pub fn gate_state(&self, state: &'static str) {
+        for s in ["open", "draining", "closed"] {
+            self.gc
+                .gate_state
+                .get_or_create(&StateLabels { state: s })
+                .set(i64::from(s == state));
+        }
+    }
+
+    pub fn write_held(&self) {
+        self.gc.writes_held.inc();
+    }
+
+    pub fn write_rejected(&self) {
+        self.gc.writes_rejected.inc();
+    }
+
+    /// A GC run ended with `outcome` (`succeeded`, `failed`, ...).
+    pub fn gc_run(&self, outcome: &'static str, d: Duration, bytes_freed: u64) {
+        self.gc.runs.get_or_create(&OutcomeLabels { outcome }).inc();
+        self.gc.duration.observe(d.as_secs_f64());
+        self.gc.bytes_freed.inc_by(bytes_freed);
     }
 
     /// The Prometheus text exposition.

@@ -25,6 +25,7 @@ use crate::route::{Route, RouteKind};
 use crate::state::State;
 use crate::tag_delete::TagDeleter;
 use crate::upload_check::UploadOffsets;
+use crate::write_gate::WriteGate;
 
 mod endpoints;
 mod responses;
@@ -48,6 +49,7 @@ pub struct App {
     pub tags: Arc<TagDeleter>,
     pub referrers: ReferrersIndex,
     pub uploads: UploadOffsets,
+    pub gate: Arc<WriteGate>,
 }
 
 impl App {
@@ -100,7 +102,16 @@ impl App {
         // 3. endpoints regate answers itself (tag delete, tag list, referrers)
         // 4. forward upstream
         let account = record.account().unwrap_or("anonymous");
-        self.endpoints(req, route, conn, account).await
+
+        // 2. The write gate. An admitted write holds its pass until its
+        // response is complete, so a draining gate waits for it; it is taken
+        // before any tag lock, so a held write never blocks reads.
+        let pass = self.gate.admit(req.method(), &route).await?;
+        let resp = self.endpoints(req, route, conn, account).await?;
+        Ok(match pass {
+            Some(pass) => pass.finish(resp),
+            None => resp,
+        })
     }
 
     pub(crate) async fn forward(

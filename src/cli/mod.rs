@@ -50,6 +50,10 @@ pub enum Command {
         #[arg(long = "host", required = true)]
         hosts: Vec<String>,
     },
+    /// Garbage collection through the admin API of a running regate.
+    Gc(crate::admin_client::GcArgs),
+    /// Close (drain) or open the write gate for maintenance.
+    Maintenance(crate::admin_client::MaintenanceArgs),
 }
 
 /// Sets up `tracing`: `REGATE_LOG` wins over `log.level`.
@@ -72,6 +76,8 @@ pub fn run() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config, ready_file } => serve(config, ready_file),
+        Command::Gc(args) => crate::admin_client::gc(args),
+        Command::Maintenance(args) => crate::admin_client::maintenance(args),
         Command::CheckConfig { config } => match Settings::load(&config) {
             Ok(_) => {
                 println!("{}: configuration is valid", config.display());

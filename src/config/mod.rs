@@ -8,6 +8,7 @@
 //! to do. Relative paths are relative to the working directory.
 
 mod env_override;
+pub mod gc;
 mod raw;
 mod validate;
 
@@ -48,6 +49,7 @@ pub struct Settings {
     pub state: StateSettings,
     pub log: LogSettings,
     pub delete: DeleteSettings,
+    pub gc: gc::GcSettings,
 }
 
 #[derive(Debug, Clone)]

@@ -17,6 +17,8 @@ pub struct RawConfig {
     pub log: RawLog,
     #[serde(default)]
     pub delete: RawDelete,
+    #[serde(default)]
+    pub gc: super::gc::RawGc,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -201,6 +201,8 @@ pub(super) fn validate(raw: RawConfig, _source: &str) -> Result<Settings, Vec<Pr
         }
     };
 
+    let gc = super::gc::validate(raw.gc, managed.is_some(), &mut c.problems);
+
     if !c.problems.is_empty() {
         return Err(c.problems);
     }
@@ -233,6 +235,7 @@ pub(super) fn validate(raw: RawConfig, _source: &str) -> Result<Settings, Vec<Pr
                 .protect_shared_digests
                 .unwrap_or(d::PROTECT_SHARED_DIGESTS),
         },
+        gc,
     })
 }
 

@@ -38,6 +38,8 @@ pub enum StartError {
     Managed(#[from] crate::managed::ManagedError),
     #[error(transparent)]
     State(#[from] crate::state::StateError),
+    #[error("recovering the GC state: {0}")]
+    Gc(crate::gc::GcError),
 }
 
 /// A started regate; stop it with [`RunningServer::shutdown`].
@@ -140,6 +142,29 @@ pub async fn start(settings: Settings) -> Result<RunningServer, StartError> {
         Ok(n) => tracing::info!(entries = n, "recovered interrupted tag deletes"),
         Err(e) => tracing::error!(error = %e, "cannot read the tag-delete journal"),
     }
+    let gate = crate::write_gate::WriteGate::new(
+        crate::write_gate::GatePolicy::from_settings(&settings.gc),
+        Arc::clone(&metrics),
+    );
+    let gc = crate::gc::Gc::new(
+        settings.gc.clone(),
+        crate::gc::GcTarget::new(
+            &settings.gc,
+            managed
+                .as_ref()
+                .zip(settings.upstream.managed.as_ref())
+                .map(|(m, s)| (s.binary.as_str(), m.paths())),
+            upstream.origin(),
+        ),
+        Arc::clone(&gate),
+        state.clone(),
+        Arc::clone(&metrics),
+        settings.state.dir.join("gc"),
+    );
+    // Before the first request: the gate comes back closed while a GC started
+    // before a restart still runs, or while maintenance is on.
+    gc.recover().map_err(StartError::Gc)?;
+
     let app = Arc::new(App {
         settings: Arc::clone(&settings),
         upstream: upstream.clone(),
@@ -149,6 +174,7 @@ pub async fn start(settings: Settings) -> Result<RunningServer, StartError> {
         uploads: crate::upload_check::UploadOffsets::default(),
         api,
         tags,
+        gate,
     });
     let (stop, stop_rx) = watch::channel(false);
     let handler: Handler = {
@@ -191,6 +217,7 @@ pub async fn start(settings: Settings) -> Result<RunningServer, StartError> {
         let admin = Arc::new(Admin {
             upstream: upstream.clone(),
             metrics: Arc::clone(&metrics),
+            gc: Arc::clone(&gc),
         });
         let admin_handler: Handler =
             Arc::new(move |req, _conn| Box::pin(Arc::clone(&admin).handle(req)));
@@ -199,6 +226,15 @@ pub async fn start(settings: Settings) -> Result<RunningServer, StartError> {
             loop_settings("admin", None),
             admin_handler,
             Arc::clone(&metrics),
+            stop_rx.clone(),
+        )));
+    }
+    if let Some(schedule) = settings.gc.schedule.clone() {
+        loops.push(tokio::spawn(crate::gc::schedule::run(
+            Arc::clone(&gc),
+            schedule,
+            settings.gc.window,
+            settings.gc.untagged,
             stop_rx.clone(),
         )));
     }

@@ -9,6 +9,8 @@
 //! mutex and on disk; async callers on a hot path wrap them in
 //! `spawn_blocking`.
 
+pub mod gc_history;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -24,6 +26,8 @@ const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     tag_journal::SCHEMA,
     referrers::SCHEMA,
+    gc_history::GC_RUNS_TABLE,
+    gc_history::MAINTENANCE_TABLE,
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,168 @@
+//! The GC and maintenance API of the admin listener (JSON):
+//!
+//! - `POST /admin/gc` with `{"dry_run": bool, "untagged": bool}` starts a run
+//!   (202 with its id); `?wait=true` answers when it has finished.
+//! - `GET /admin/gc`: the gate, the run in progress, the history;
+//!   `GET /admin/gc/<id>`: one run.
+//! - `PUT /admin/maintenance` with `{"reason": "..."}` drains and closes the
+//!   gate; `DELETE /admin/maintenance` opens it; `GET` tells.
+//! - `GET /admin/status`: gate, maintenance, GC in progress and last run.
+//!
+//! Who may call it: the admin listener is plain HTTP bound to loopback by
+//! default (`server.admin_listen = 127.0.0.1:5444`); the `admin` right of the
+//! auth rules will guard it once auth lands. Until then, anyone who can reach
+//! the admin listener can run GC and close the gate: keep it on loopback or
+//! an internal network. Errors are rendered by [`RegistryError`].
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{Gc, GcRequest};
+use crate::body::{full, ProxyBody};
+use crate::error::{ErrorCode, RegistryError};
+
+const MAX_BODY: usize = 64 * 1024;
+const HISTORY: usize = 20;
+
+/// Whether `path` belongs to this API.
+pub fn owns(path: &str) -> bool {
+    path == "/admin/gc"
+        || path.starts_with("/admin/gc/")
+        || path == "/admin/maintenance"
+        || path == "/admin/status"
+}
+
+fn json_response(status: StatusCode, v: serde_json::Value) -> Response<ProxyBody> {
+    let mut r = Response::new(full(Bytes::from(
+        serde_json::to_vec_pretty(&v).unwrap_or_default(),
+    )));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn bad_request(message: impl Into<String>) -> RegistryError {
+    RegistryError::new(StatusCode::BAD_REQUEST, ErrorCode::Unsupported, message)
+}
+
+async fn read_json<T>(req: Request<Incoming>) -> Result<T, RegistryError>
+where
+    T: for<'de> Deserialize<'de> + Default,
+{
+    let bytes = Limited::new(req.into_body(), MAX_BODY)
+        .collect()
+        .await
+        .map_err(|e| bad_request(format!("cannot read the body: {e}")))?
+        .to_bytes();
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(&bytes).map_err(|e| bad_request(format!("invalid JSON body: {e}")))
+}
+
+fn query_flag(req_query: Option<&str>, name: &str) -> bool {
+    req_query
+        .unwrap_or("")
+        .split('&')
+        .any(|kv| kv == name || kv == format!("{name}=true") || kv == format!("{name}=1"))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MaintenanceBody {
+    reason: Option<String>,
+}
+
+/// Serves one request of this API.
+pub async fn handle(gc: &Arc<Gc>, req: Request<Incoming>) -> Response<ProxyBody> {
+    serve(gc, req)
+        .await
+        .unwrap_or_else(RegistryError::into_response)
+}
+
+async fn serve(gc: &Arc<Gc>, req: Request<Incoming>) -> Result<Response<ProxyBody>, RegistryError> {
+    let path = req.uri().path().to_owned();
+    let method = req.method().clone();
+    match (method, path.as_str()) {
+        (Method::POST, "/admin/gc") => {
+            let wait = query_flag(req.uri().query(), "wait");
+            let body: GcRequest = read_json(req).await?;
+            let id = gc.start(body, "manual")?;
+            if wait {
+                let run = gc.wait(id).await?;
+                return Ok(json_response(StatusCode::OK, json!({"id": id, "run": run})));
+            }
+            Ok(json_response(
+                StatusCode::ACCEPTED,
+                json!({"id": id, "run": gc.run_record(id)?}),
+            ))
+        }
+        (Method::GET | Method::HEAD, "/admin/gc") => Ok(json_response(
+            StatusCode::OK,
+            json!({
+                "gate": gc.gate().status(),
+                "running": gc.current(),
+                "history": gc.history(HISTORY)?,
+            }),
+        )),
+        (Method::GET | Method::HEAD, p) if p.starts_with("/admin/gc/") => {
+            let id: i64 = p["/admin/gc/".len()..]
+                .parse()
+                .map_err(|_| bad_request("a run id is a number: /admin/gc/<id>"))?;
+            Ok(json_response(StatusCode::OK, json!(gc.run_record(id)?)))
+        }
+        (Method::PUT, "/admin/maintenance") => {
+            let body: MaintenanceBody = read_json(req).await?;
+            let reason = body
+                .reason
+                .filter(|r| !r.trim().is_empty())
+                .unwrap_or_else(|| "maintenance by hand".into());
+            let drain = gc.maintenance_on(&reason).await?;
+            Ok(json_response(
+                StatusCode::OK,
+                json!({"gate": gc.gate().status(), "drain": drain}),
+            ))
+        }
+        (Method::DELETE, "/admin/maintenance") => {
+            gc.maintenance_off()?;
+            Ok(json_response(
+                StatusCode::OK,
+                json!({"gate": gc.gate().status()}),
+            ))
+        }
+        (Method::GET | Method::HEAD, "/admin/maintenance") => Ok(json_response(
+            StatusCode::OK,
+            json!({"gate": gc.gate().status(), "maintenance": gc.maintenance()?}),
+        )),
+        (Method::GET | Method::HEAD, "/admin/status") => {
+            let last = gc.history(1)?.into_iter().next();
+            Ok(json_response(
+                StatusCode::OK,
+                json!({
+                    "gate": gc.gate().status(),
+                    "maintenance": gc.maintenance()?,
+                    "gc": {
+                        "running": gc.current(),
+                        "last": last,
+                        "schedule": gc.settings().schedule.as_ref().map(|s| s.expression.clone()),
+                        "next_scheduled": gc.settings().schedule.as_ref().and_then(|s| s.cron.find_next_occurrence(&chrono::Utc::now(), false).ok()).map(|t| t.to_rfc3339()),
+                    },
+                }),
+            ))
+        }
+        (m, p) => Err(RegistryError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            ErrorCode::Unsupported,
+            format!("{m} is not allowed on {p}"),
+        )),
+    }
+}

@@ -1,0 +1,305 @@
+//! Garbage collection without fear: runs the registry's GC with the write
+//! gate closed, cleans untagged manifests safely, keeps a history, and
+//! closes the gate by hand for other maintenance.
+//!
+//! Owns [`Gc`]: starting a run (one at a time), its phases (drain and close
+//! the gate, untagged cleanup, the GC command, reopen), the result record in
+//! the state database, recovery after a restart (the gate comes back closed
+//! while a GC command started before the restart still runs, or while
+//! maintenance was switched on by hand; open otherwise), and the schedule.
+//! A failure at any phase reopens the gate and is recorded; it never leaves
+//! writes blocked. Calls `write_gate`, `state` and `metrics`; the admin API
+//! ([`admin_api`]) is its HTTP face.
+
+pub mod admin_api;
+pub mod command;
+mod keeper;
+mod maintenance;
+pub mod output;
+mod recovery;
+mod run;
+pub mod schedule;
+pub mod storage_size;
+pub mod untagged;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Instant, SystemTime};
+
+use http::StatusCode;
+use serde::Deserialize;
+use tokio::sync::watch;
+
+use crate::config::gc::GcSettings;
+use crate::error::{ErrorCode, RegistryError};
+use crate::metrics::Metrics;
+use crate::state::gc_history::{GcRun, Maintenance};
+use crate::state::{State, StateError};
+use crate::write_gate::WriteGate;
+
+/// Why a GC or maintenance request could not be carried out.
+#[derive(Debug, thiserror::Error)]
+pub enum GcError {
+    #[error("no GC command: regate runs garbage-collect itself for a managed registry ([upstream.managed]); for an external registry set [gc] command to the argv that runs it")]
+    NoCommand,
+    #[error("untagged cleanup needs to read the registry's storage: use [upstream.managed] or set [gc] storage_root")]
+    UntaggedNeedsStorage,
+    #[error("GC run {id} is already running")]
+    AlreadyRunning { id: i64 },
+    #[error("the gate is closed by hand for maintenance ({reason}); switch maintenance off first")]
+    InMaintenance { reason: String },
+    #[error("GC run {id} holds the gate; it reopens it when done")]
+    GcHoldsGate { id: i64 },
+    #[error("no GC run {id}")]
+    NoSuchRun { id: i64 },
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Command(#[from] command::CommandError),
+    #[error(transparent)]
+    Untagged(#[from] untagged::UntaggedError),
+    #[error("the gate was opened by hand while draining for GC; GC did not run")]
+    DrainCancelled,
+    #[error("reading the storage size of {path}: {source}")]
+    StorageSize {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("the GC command did not finish within {secs}s and was killed")]
+    Timeout { secs: u64 },
+    #[error("the GC command failed ({status}): {last_line}")]
+    CommandFailed { status: String, last_line: String },
+    #[error(
+        "untagged cleanup could not delete {count} manifest(s); see the run's untagged_report"
+    )]
+    DeletesFailed { count: usize },
+}
+
+impl From<GcError> for RegistryError {
+    fn from(e: GcError) -> Self {
+        let (status, code) = match &e {
+            GcError::NoCommand | GcError::UntaggedNeedsStorage => {
+                (StatusCode::BAD_REQUEST, ErrorCode::Unsupported)
+            }
+            GcError::AlreadyRunning { .. }
+            | GcError::InMaintenance { .. }
+            | GcError::GcHoldsGate { .. } => (StatusCode::CONFLICT, ErrorCode::Denied),
+            GcError::NoSuchRun { .. } => (StatusCode::NOT_FOUND, ErrorCode::Unknown),
+            GcError::State(_)
+            | GcError::Command(_)
+            | GcError::Untagged(_)
+            | GcError::StorageSize { .. }
+            | GcError::Timeout { .. }
+            | GcError::CommandFailed { .. }
+            | GcError::DrainCancelled
+            | GcError::DeletesFailed { .. } => {
+                (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Unknown)
+            }
+        };
+        RegistryError::new(status, code, e.to_string())
+    }
+}
+
+/// What to run.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GcRequest {
+    #[serde(default)]
+    pub dry_run: bool,
+    #[serde(default)]
+    pub untagged: bool,
+    /// The end of the `[gc] window` (scheduled runs): the GC command is
+    /// stopped then.
+    #[serde(skip)]
+    pub deadline: Option<Instant>,
+}
+
+/// Where GC runs: the command and, when visible, the storage.
+#[derive(Debug, Clone)]
+pub struct GcTarget {
+    /// None: no command configured (an external registry without `[gc] command`).
+    pub argv: Option<Vec<String>>,
+    /// Start the command with only `PATH` (the managed registry's binary).
+    pub clean_env: bool,
+    pub storage_root: Option<PathBuf>,
+    /// The registry's origin, for deleting untagged manifests past the gate.
+    pub upstream_origin: String,
+}
+
+impl GcTarget {
+    /// The target for `settings`: the managed registry's own garbage-collect
+    /// with its config and storage, or the configured command and root.
+    pub fn new(
+        settings: &GcSettings,
+        managed: Option<(&str, &crate::managed::ManagedPaths)>,
+        upstream_origin: &str,
+    ) -> Self {
+        match managed {
+            Some((binary, paths)) => GcTarget {
+                argv: Some(vec![
+                    binary.to_owned(),
+                    "garbage-collect".into(),
+                    paths.config.display().to_string(),
+                ]),
+                clean_env: true,
+                storage_root: Some(
+                    settings
+                        .storage_root
+                        .clone()
+                        .unwrap_or(paths.storage.clone()),
+                ),
+                upstream_origin: upstream_origin.to_owned(),
+            },
+            None => GcTarget {
+                argv: settings.command.clone(),
+                clean_env: false,
+                storage_root: settings.storage_root.clone(),
+                upstream_origin: upstream_origin.to_owned(),
+            },
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+pub struct Gc {
+    settings: GcSettings,
+    target: GcTarget,
+    gate: Arc<WriteGate>,
+    state: State,
+    metrics: Arc<Metrics>,
+    log_dir: PathBuf,
+    /// The run in progress, as last updated.
+    running: Mutex<Option<GcRun>>,
+    /// The id of the last run that finished.
+    finished: watch::Sender<i64>,
+}
+
+impl Gc {
+    pub fn new(
+        settings: GcSettings,
+        target: GcTarget,
+        gate: Arc<WriteGate>,
+        state: State,
+        metrics: Arc<Metrics>,
+        log_dir: PathBuf,
+    ) -> Arc<Self> {
+        Arc::new(Gc {
+            settings,
+            target,
+            gate,
+            state,
+            metrics,
+            log_dir,
+            running: Mutex::new(None),
+            finished: watch::channel(0).0,
+        })
+    }
+
+    fn running(&self) -> MutexGuard<'_, Option<GcRun>> {
+        self.running.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn gate(&self) -> &Arc<WriteGate> {
+        &self.gate
+    }
+
+    pub fn settings(&self) -> &GcSettings {
+        &self.settings
+    }
+
+    /// The run in progress, if any.
+    pub fn current(&self) -> Option<GcRun> {
+        self.running().clone()
+    }
+
+    pub fn history(&self, limit: usize) -> Result<Vec<GcRun>, GcError> {
+        Ok(self.state.gc_runs_recent(limit)?)
+    }
+
+    pub fn run_record(&self, id: i64) -> Result<GcRun, GcError> {
+        if let Some(r) = self.running().as_ref().filter(|r| r.id == id) {
+            return Ok(r.clone());
+        }
+        self.state.gc_run(id)?.ok_or(GcError::NoSuchRun { id })
+    }
+
+    pub fn maintenance(&self) -> Result<Option<Maintenance>, GcError> {
+        Ok(self.state.maintenance()?)
+    }
+
+    /// Starts a run in the background and returns its id.
+    pub fn start(self: &Arc<Self>, req: GcRequest, trigger: &str) -> Result<i64, GcError> {
+        if self.target.argv.is_none() {
+            return Err(GcError::NoCommand);
+        }
+        if req.untagged && self.target.storage_root.is_none() {
+            return Err(GcError::UntaggedNeedsStorage);
+        }
+        let mut running = self.running();
+        if let Some(r) = running.as_ref() {
+            return Err(GcError::AlreadyRunning { id: r.id });
+        }
+        if !req.dry_run {
+            if let Some(m) = self.state.maintenance()? {
+                return Err(GcError::InMaintenance { reason: m.reason });
+            }
+        }
+        let mut run = GcRun {
+            trigger: trigger.to_owned(),
+            dry_run: req.dry_run,
+            untagged: req.untagged,
+            status: "running".into(),
+            phase: "starting".into(),
+            started_at_ms: now_ms(),
+            ..Default::default()
+        };
+        run.id = self.state.gc_run_insert(&run)?;
+        *running = Some(run.clone());
+        drop(running);
+        tracing::info!(target: "regate::gc", id = run.id, trigger, dry_run = req.dry_run, untagged = req.untagged, "garbage collection started");
+        let id = run.id;
+        let gc = Arc::clone(self);
+        tokio::spawn(async move { gc.run(run, req).await });
+        Ok(id)
+    }
+
+    /// Waits until run `id` is no longer running; returns its record.
+    pub async fn wait(&self, id: i64) -> Result<GcRun, GcError> {
+        let mut rx = self.finished.subscribe();
+        loop {
+            if !matches!(self.running().as_ref(), Some(r) if r.id == id) {
+                return self.run_record(id);
+            }
+            if rx.changed().await.is_err() {
+                return self.run_record(id);
+            }
+        }
+    }
+
+    /// Updates the in-memory copy and the database.
+    fn save(&self, run: &GcRun) {
+        if let Some(r) = self.running().as_mut().filter(|r| r.id == run.id) {
+            *r = run.clone();
+        }
+        if let Err(e) = self.state.gc_run_save(run) {
+            tracing::error!(target: "regate::gc", id = run.id, error = %e, "cannot record the GC run");
+        }
+    }
+
+    fn storage_bytes(&self) -> Option<i64> {
+        let root = self.target.storage_root.as_ref()?;
+        match storage_size::storage_bytes(root) {
+            Ok(n) => Some(n as i64),
+            Err(e) => {
+                tracing::warn!(target: "regate::gc", root = %root.display(), error = %e, "cannot measure the storage");
+                None
+            }
+        }
+    }
+}

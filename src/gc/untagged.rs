@@ -1,0 +1,299 @@
+//! Untagged cleanup that keeps multi-arch images whole (never
+//! `garbage-collect --delete-untagged`, which on 2.8 deletes the children of
+//! every index: distribution issue 3178).
+//!
+//! Per repository, from the registry's filesystem layout
+//! (`<root>/docker/registry/v2/repositories/<name>/_manifests/...`): the
+//! manifests reachable from tags, recursively through indexes and manifest
+//! lists, plus manifests whose `subject` is reachable (signatures, SBOMs), to a
+//! fixpoint. Every other revision (a `link` file under `revisions/sha256/`;
+//! folders without one are already deleted) is unreachable and is deleted
+//! by digest through the registry API, while the gate is closed. A manifest
+//! that cannot be read is never deleted, and a repository with an unreadable
+//! reachable manifest is left alone (its children are unknown).
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Serialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum UntaggedError {
+    #[error("reading the registry storage at {path}: {source}")]
+    Storage {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// What cleanup found (and deletes, or would delete) in one repository.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RepoPlan {
+    pub repository: String,
+    pub tags: usize,
+    pub revisions: usize,
+    /// Unreachable manifests, by digest.
+    pub delete: Vec<String>,
+    /// Manifests kept because they could not be read, and why.
+    pub unreadable: Vec<String>,
+    /// Set when the whole repository was left alone.
+    pub skipped: Option<String>,
+    /// Deletes the registry refused (after a real run).
+    pub failed: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct UntaggedPlan {
+    pub repositories: Vec<RepoPlan>,
+}
+
+impl UntaggedPlan {
+    pub fn to_delete(&self) -> usize {
+        self.repositories.iter().map(|r| r.delete.len()).sum()
+    }
+
+    pub fn deleted(&self) -> usize {
+        self.repositories
+            .iter()
+            .map(|r| r.delete.len() - r.failed.len())
+            .sum()
+    }
+}
+
+fn v2(root: &Path) -> PathBuf {
+    root.join("docker/registry/v2")
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> UntaggedError + '_ {
+    move |source| UntaggedError::Storage {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// Repository names under the storage root (a folder with `_manifests`).
+fn repositories(root: &Path) -> Result<Vec<String>, UntaggedError> {
+    let base = v2(root).join("repositories");
+    let mut out = Vec::new();
+    let mut stack = vec![base.clone()];
+    while let Some(dir) = stack.pop() {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io_err(&dir)(e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(io_err(&dir))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !entry.file_type().map_err(io_err(&dir))?.is_dir() {
+                continue;
+            }
+            if name == "_manifests" {
+                if let Ok(rel) = dir.strip_prefix(&base) {
+                    out.push(rel.to_string_lossy().into_owned());
+                }
+            } else if !name.starts_with('_') {
+                stack.push(entry.path());
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn read_link(path: &Path) -> Option<String> {
+    let s = std::fs::read_to_string(path).ok()?;
+    let s = s.trim();
+    s.starts_with("sha256:").then(|| s.to_owned())
+}
+
+/// `sha256:<hex>` of every `link` file under `dir/<hex>/link`.
+fn revision_links(dir: &Path) -> Result<Vec<String>, UntaggedError> {
+    let mut out = Vec::new();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(io_err(dir)(e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(io_err(dir))?;
+        if let Some(d) = read_link(&entry.path().join("link")) {
+            out.push(d);
+        }
+    }
+    Ok(out)
+}
+
+/// Digests the repository's tags point at.
+fn tag_targets(repo_dir: &Path) -> Result<Vec<String>, UntaggedError> {
+    let dir = repo_dir.join("_manifests/tags");
+    let mut out = Vec::new();
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(io_err(&dir)(e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(io_err(&dir))?;
+        if let Some(d) = read_link(&entry.path().join("current/link")) {
+            out.push(d);
+        }
+    }
+    Ok(out)
+}
+
+/// The references a manifest makes to other manifests.
+#[derive(Debug, Default)]
+struct ManifestRefs {
+    children: Vec<String>,
+    subject: Option<String>,
+}
+
+fn read_manifest(root: &Path, digest: &str) -> Result<ManifestRefs, String> {
+    let hex = digest
+        .strip_prefix("sha256:")
+        .filter(|h| h.len() == 64)
+        .ok_or("not a sha256 digest")?;
+    let path = v2(root).join(format!("blobs/sha256/{}/{hex}/data", &hex[..2]));
+    let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let v: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| format!("not JSON: {e}"))?;
+    let children = v
+        .get("manifests")
+        .and_then(|m| m.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|d| d.get("digest")?.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    let subject = v
+        .get("subject")
+        .and_then(|s| s.get("digest"))
+        .and_then(|d| d.as_str())
+        .map(str::to_owned);
+    Ok(ManifestRefs { children, subject })
+}
+
+/// Plans one repository.
+fn plan_repo(root: &Path, name: &str) -> Result<RepoPlan, UntaggedError> {
+    let repo_dir = v2(root).join("repositories").join(name);
+    let tags = tag_targets(&repo_dir)?;
+    let revisions: BTreeSet<String> =
+        revision_links(&repo_dir.join("_manifests/revisions/sha256"))?
+            .into_iter()
+            .collect();
+    let mut plan = RepoPlan {
+        repository: name.to_owned(),
+        tags: tags.len(),
+        revisions: revisions.len(),
+        ..Default::default()
+    };
+    let mut refs: HashMap<String, Result<ManifestRefs, String>> = HashMap::new();
+    for d in &revisions {
+        refs.insert(d.clone(), read_manifest(root, d));
+    }
+
+    let mut reachable: HashSet<String> = HashSet::new();
+    let mut queue: Vec<String> = tags;
+    let mut blind = Vec::new();
+    loop {
+        while let Some(d) = queue.pop() {
+            if !reachable.insert(d.clone()) {
+                continue;
+            }
+            match refs.get(&d) {
+                Some(Ok(r)) => queue.extend(r.children.iter().cloned()),
+                Some(Err(e)) => blind.push(format!("{d}: {e}")),
+                // A tag or child that is not a revision here: nothing to follow.
+                None => {}
+            }
+        }
+        // Referrers of reachable manifests are reachable too.
+        let more: Vec<String> = refs
+            .iter()
+            .filter(|(d, _)| !reachable.contains(*d))
+            .filter_map(|(d, r)| match r {
+                Ok(r) if r.subject.as_ref().is_some_and(|s| reachable.contains(s)) => {
+                    Some(d.clone())
+                }
+                _ => None,
+            })
+            .collect();
+        if more.is_empty() {
+            break;
+        }
+        queue.extend(more);
+    }
+    if !blind.is_empty() {
+        plan.skipped = Some(format!(
+            "a reachable manifest could not be read, so its children are unknown: {}",
+            blind.join("; ")
+        ));
+        return Ok(plan);
+    }
+    for d in revisions {
+        if reachable.contains(&d) {
+            continue;
+        }
+        match &refs[&d] {
+            Ok(_) => plan.delete.push(d),
+            // Its subject is unknown: it may be a signature of a kept image.
+            Err(e) => plan.unreadable.push(format!("{d}: {e}")),
+        }
+    }
+    Ok(plan)
+}
+
+/// Plans cleanup for every repository under `root`.
+pub fn plan(root: &Path) -> Result<UntaggedPlan, UntaggedError> {
+    let mut plans = Vec::new();
+    for name in repositories(root)? {
+        plans.push(plan_repo(root, &name)?);
+    }
+    Ok(UntaggedPlan {
+        repositories: plans,
+    })
+}
+
+/// Deletes the planned manifests through the registry API at `origin`
+/// (straight to the registry, past the closed gate). A manifest already gone
+/// (404) counts as deleted; other answers are recorded in `failed`.
+pub async fn delete(plan: &mut UntaggedPlan, origin: &str) {
+    let client = match reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(60))
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            for r in &mut plan.repositories {
+                r.failed = r.delete.iter().map(|d| format!("{d}: {e}")).collect();
+            }
+            return;
+        }
+    };
+    for repo in &mut plan.repositories {
+        for digest in &repo.delete {
+            let url = format!("{origin}/v2/{}/manifests/{digest}", repo.repository);
+            match client.delete(&url).send().await {
+                Ok(r) if r.status().is_success() || r.status() == 404 => {
+                    tracing::info!(target: "regate::gc", repository = %repo.repository, %digest, "deleted untagged manifest");
+                }
+                Ok(r) => {
+                    let status = r.status();
+                    let body = r.text().await.unwrap_or_default();
+                    repo.failed.push(format!(
+                        "{digest}: the registry answered {status}: {}",
+                        body.trim()
+                    ));
+                }
+                Err(e) => repo.failed.push(format!("{digest}: {e}")),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
