@@ -41,6 +41,7 @@ pub struct App {
     /// regate's own calls to the registry.
     pub api: RegistryApi,
     pub tags: Arc<TagDeleter>,
+    pub auth: Arc<crate::auth::Auth>,
 }
 
 impl App {
@@ -72,6 +73,13 @@ impl App {
 
         let resp = match parsed {
             Ok(route) => self.dispatch(req, route, &conn, &record).await,
+            // The token issuer shares the registry listeners (before the
+            // route parser, which knows only /v2/).
+            Err(_) if req.uri().path() == crate::auth::token::endpoint::PATH => {
+                crate::auth::token::endpoint::serve(&self.auth, req, conn.peer)
+                    .await
+                    .map_err(RegistryError::from)
+            }
             Err(e) => Err(RegistryError::from(e)),
         }
         .unwrap_or_else(RegistryError::into_response);
@@ -92,9 +100,43 @@ impl App {
         // 2. write gate (writes wait or are refused while GC runs)
         // 3. endpoints regate answers itself (tag delete, tag list, referrers)
         // 4. forward upstream
-        let account = record.account().unwrap_or("anonymous");
+        let public = self.public_origin(&req, conn);
+        let (mut parts, body) = req.into_parts();
+        let caller = crate::auth::stage(&self.auth, &parts, &route, conn.peer, &public).await?;
+        if let Some(a) = &caller.account {
+            record.set_account(a);
+        }
+        // The client's credentials stop here.
+        self.auth.prepare_upstream(&mut parts.headers);
+        let req = Request::from_parts(parts, body);
+        if let (Route::Catalog, true) = (&route, self.auth.filters_catalog()) {
+            let side = ClientSide {
+                peer: conn.peer,
+                public: &public,
+                route: route.kind(),
+                metrics: &self.metrics,
+            };
+            let query = req.uri().query();
+            return crate::auth::catalog::serve(&self.auth, &self.upstream, query, &caller, side)
+                .await;
+        }
         let method = req.method().clone();
-        match (&route, &method) {
+        let account = record.account().unwrap_or("anonymous");
+        let result = self.answer(req, &route, conn, account).await;
+        crate::auth::audit_delete(&self.auth, &method, &route, &caller, conn.peer, &result);
+        result
+    }
+
+    /// Stages 2 to 4 for a request that passed stage 1.
+    async fn answer(
+        &self,
+        req: Request<ProxyBody>,
+        route: &Route,
+        conn: &ConnInfo,
+        account: &str,
+    ) -> Result<Response<ProxyBody>, RegistryError> {
+        let method = req.method().clone();
+        match (route, &method) {
             (
                 Route::Manifest {
                     name,
@@ -166,7 +208,7 @@ impl App {
                 // them off until the registry has answered: nobody ever sees
                 // the dummy.
                 let _reading = self.tags.locks.read(name.as_str(), tag.as_str()).await;
-                return self.forward(req, &route, conn).await;
+                return self.forward(req, route, conn).await;
             }
             (
                 Route::Manifest {
@@ -178,11 +220,11 @@ impl App {
                 // Exclusive: 2.8 rewrites the tag's link file in place
                 // (truncate, then write), and a read in between gets a 500.
                 let _writing = self.tags.locks.write(name.as_str(), tag.as_str()).await;
-                return self.forward(req, &route, conn).await;
+                return self.forward(req, route, conn).await;
             }
             _ => {}
         }
-        self.forward(req, &route, conn).await
+        self.forward(req, route, conn).await
     }
 
     async fn forward(

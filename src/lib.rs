@@ -10,6 +10,8 @@
 pub mod access_log;
 pub mod admin;
 pub mod app;
+pub mod audit;
+pub mod auth;
 pub mod body;
 pub mod certs;
 pub mod cli;
@@ -21,6 +23,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod registry_api;
 pub mod route;
+pub mod rules;
 pub mod server;
 pub mod state;
 pub mod stop_signal;

@@ -50,6 +50,15 @@ pub enum Command {
         #[arg(long = "host", required = true)]
         hosts: Vec<String>,
     },
+    /// Manage the htpasswd file (bcrypt).
+    Passwd {
+        #[command(subcommand)]
+        command: crate::auth::cli::PasswdCommand,
+    },
+    /// Write a new token signing key (and its public key as FILE.pub).
+    Keygen(crate::auth::cli::KeygenArgs),
+    /// Print a token for a user and scopes (for scripts and tests).
+    Token(crate::auth::cli::TokenArgs),
 }
 
 /// Sets up `tracing`: `REGATE_LOG` wins over `log.level`.
@@ -103,6 +112,9 @@ pub fn run() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Passwd { command } => crate::auth::cli::passwd(command),
+        Command::Keygen(args) => crate::auth::cli::keygen(args),
+        Command::Token(args) => crate::auth::cli::token(args),
     }
 }
 

@@ -7,6 +7,7 @@
 //! so an operator sees every problem, each naming the file, the key and what
 //! to do. Relative paths are relative to the working directory.
 
+pub mod auth;
 mod env_override;
 mod raw;
 mod validate;
@@ -15,6 +16,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use auth::{AuditSettings, AuthMode, AuthSettings, TokenSettings};
 pub use validate::Problem;
 
 /// Every default value, in one place.
@@ -48,6 +50,8 @@ pub struct Settings {
     pub state: StateSettings,
     pub log: LogSettings,
     pub delete: DeleteSettings,
+    pub auth: AuthSettings,
+    pub audit: AuditSettings,
 }
 
 #[derive(Debug, Clone)]

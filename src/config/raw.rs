@@ -17,6 +17,12 @@ pub struct RawConfig {
     pub log: RawLog,
     #[serde(default)]
     pub delete: RawDelete,
+    #[serde(default)]
+    pub auth: super::auth::RawAuth,
+    #[serde(default)]
+    pub acl: Vec<super::auth::RawAclRule>,
+    #[serde(default)]
+    pub audit: super::auth::RawAudit,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -43,6 +49,9 @@ pub struct RawUpstream {
     pub response_timeout_secs: Option<u64>,
     pub idle_timeout_secs: Option<u64>,
     pub managed: Option<RawManaged>,
+    /// Credentials regate sends upstream (when the registry has its own auth).
+    pub username: Option<String>,
+    pub password_file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

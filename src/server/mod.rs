@@ -38,6 +38,8 @@ pub enum StartError {
     Managed(#[from] crate::managed::ManagedError),
     #[error(transparent)]
     State(#[from] crate::state::StateError),
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthSetupError),
 }
 
 /// A started regate; stop it with [`RunningServer::shutdown`].
@@ -96,6 +98,7 @@ pub async fn start(settings: Settings) -> Result<RunningServer, StartError> {
     let metrics = Arc::new(Metrics::new());
     ensure_dev_certs(&settings)?;
     let state = crate::state::State::open(&settings.state.dir)?;
+    let auth = Arc::new(crate::auth::Auth::from_settings(&settings)?);
     let certs = CertStore::load(&settings.server.tls_cert, &settings.server.tls_key)?;
     let tls_config = crate::tls::server_config(Arc::clone(&certs))?;
 
@@ -147,6 +150,7 @@ pub async fn start(settings: Settings) -> Result<RunningServer, StartError> {
         state,
         api,
         tags,
+        auth,
     });
     let (stop, stop_rx) = watch::channel(false);
     let handler: Handler = {
