@@ -138,8 +138,10 @@ impl From<AuthError> for RegistryError {
             err = err.with_header(header::WWW_AUTHENTICATE, c);
         }
         if let Some(wait) = retry {
-            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-            err = err.with_header(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+            err = err.with_header(
+                header::RETRY_AFTER,
+                HeaderValue::from(retry_after_secs(wait)),
+            );
         }
         err
     }

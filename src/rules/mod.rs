@@ -253,17 +253,6 @@ impl RuleSet {
     pub fn permits(&self, account: Option<&str>, repository: &str, needed: ActionSet) -> bool {
         self.allowed(account, repository).covers(needed)
     }
-
-    /// Names of the groups, for start-up logs.
-    pub fn groups(&self) -> Vec<&str> {
-        self.rules
-            .iter()
-            .filter_map(|r| match &r.account {
-                AccountMatcher::Group { name, .. } => Some(name.as_str()),
-                AccountMatcher::Anonymous | AccountMatcher::Name(_) => None,
-            })
-            .collect()
-    }
 }
 
 #[cfg(test)]

@@ -332,14 +332,16 @@ pub fn grant(rules: &RuleSet, account: Option<&str>, scopes: &[Scope]) -> Vec<Ac
                     }),
                 }
             }
-            ("registry", "catalog") if account.is_some() && s.actions.iter().any(|a| a == "*") => {
-                if !out.iter().any(|e| e.kind == "registry") {
-                    out.push(AccessEntry {
-                        kind: "registry".into(),
-                        name: "catalog".into(),
-                        actions: vec!["*".into()],
-                    });
-                }
+            ("registry", "catalog")
+                if account.is_some()
+                    && s.actions.iter().any(|a| a == "*")
+                    && !out.iter().any(|e| e.kind == "registry") =>
+            {
+                out.push(AccessEntry {
+                    kind: "registry".into(),
+                    name: "catalog".into(),
+                    actions: vec!["*".into()],
+                });
             }
             _ => {}
         }
