@@ -522,3 +522,88 @@ async fn failed_logins_are_rate_limited_per_account_and_address() {
         .any(|l| l["event"] == "rate_limited"));
     regate.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_credentials_never_reach_the_registry_and_regate_sends_its_own() {
+    use common::auth::GuardedRegistry;
+    use common::regate::{config_toml, TestCerts};
+    // The registry knows alice with the same password as regate does, and
+    // regate's own upstream account.
+    let registry = GuardedRegistry::start(&["alice", "regate-upstream"]);
+    let files = AuthFiles::new();
+    let pw_file = files.dir.path().join("upstream-password");
+    std::fs::write(&pw_file, format!("{}\n", password("regate-upstream"))).unwrap();
+    let start = |with_upstream_creds: bool| {
+        let certs = TestCerts::new();
+        let state = tempfile::tempdir().unwrap();
+        let mut text = config_toml(&registry.url, &certs, state.path(), &files.basic_toml(""));
+        if with_upstream_creds {
+            text = text.replace(
+                "[upstream]\n",
+                &format!(
+                    "[upstream]\nusername = \"regate-upstream\"\npassword_file = {:?}\n",
+                    pw_file.display().to_string()
+                ),
+            );
+        }
+        let settings =
+            regate::config::Settings::from_toml(&text, "test", std::iter::empty()).unwrap();
+        (settings, certs, state)
+    };
+    let alice = basic_header("alice", &password("alice"));
+
+    // Without upstream credentials: alice's header is stripped, so the
+    // registry (which would accept it) refuses the request.
+    let (settings, certs, _state) = start(false);
+    let server = regate::server::start(settings).await.unwrap();
+    let c = common::regate::client_trusting(&certs.files.ca_cert);
+    let url = format!("https://{}/v2/alice/app/tags/list", server.tls_addr);
+    let r = c
+        .get(&url)
+        .header("authorization", &alice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        401,
+        "the client's Authorization reached the registry"
+    );
+    assert!(r.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .contains("upstream"));
+    server.shutdown().await;
+
+    // With them: regate's own account is used upstream, and a push works.
+    let (settings, certs, _state) = start(true);
+    let server = regate::server::start(settings).await.unwrap();
+    let base = format!("https://{}", server.tls_addr);
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert("authorization", alice.parse().unwrap());
+    let pem = std::fs::read(&certs.files.ca_cert).unwrap();
+    let c = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
+        .tls_built_in_root_certs(false)
+        .default_headers(headers)
+        .no_proxy()
+        .build()
+        .unwrap();
+    Image::oci("guarded", 1000)
+        .push(&c, &base, "alice/app", "v1")
+        .await;
+    let r = c
+        .get(format!("{base}/v2/alice/app/tags/list"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // The registry really demands credentials.
+    let r = reqwest::Client::new()
+        .get(format!("{}/v2/alice/app/tags/list", registry.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    server.shutdown().await;
+}

@@ -730,3 +730,104 @@ async fn cli_keygen_token_and_passwd_work_with_a_running_regate() {
 }
 
 use std::os::unix::fs::PermissionsExt as _;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_of_an_external_issuer_are_verified_by_pem_key_or_jwks() {
+    let registry = Registry::start();
+    Image::oci("external", 256)
+        .push(&reqwest::Client::new(), &registry.url, "apps/web", "v1")
+        .await;
+    let files = AuthFiles::new();
+    let idp = files.dir.path().join("idp.key");
+    regate::auth::token::keys::generate(regate::auth::token::keys::KeyKind::Es256, &idp).unwrap();
+    let idp_key = EncodingKey::from_ec_pem(&std::fs::read(&idp).unwrap()).unwrap();
+    // The same public key as a JWKS document (P-256: the SPKI ends with 04 || X || Y).
+    let pem = std::fs::read_to_string(idp.with_extension("pub")).unwrap();
+    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .unwrap();
+    let xy = &der[der.len() - 64..];
+    let b64u = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let jwks = files.dir.path().join("jwks.json");
+    std::fs::write(&jwks, serde_json::to_vec(&serde_json::json!({"keys": [{"kty": "EC", "crv": "P-256", "x": b64u(&xy[..32]), "y": b64u(&xy[32..]), "kid": "idp-1", "alg": "ES256", "use": "sig"}]})).unwrap()).unwrap();
+
+    let t = now();
+    let claims = |iss: &str| serde_json::json!({"iss": iss, "sub": "robot", "aud": SERVICE, "exp": t + 300, "nbf": t, "iat": t, "jti": "j", "access": [{"type": "repository", "name": "apps/web", "actions": ["pull"]}]});
+    let own = EncodingKey::from_ec_pem(&std::fs::read(&files.signing_key).unwrap()).unwrap();
+    for (extra, kid) in [
+        (
+            format!(
+                "external_issuer = \"corp-idp\"\nexternal_keys = [{:?}]",
+                idp.with_extension("pub").display().to_string()
+            ),
+            None,
+        ),
+        (
+            format!(
+                "external_issuer = \"corp-idp\"\nexternal_jwks = {:?}",
+                jwks.display().to_string()
+            ),
+            Some("idp-1"),
+        ),
+    ] {
+        let regate = Regate::start_with(&registry.url, &files.token_toml(&extra)).await;
+        let c = regate.client();
+        let get = |token: String| {
+            c.get(format!("{}/v2/apps/web/manifests/v1", regate.url))
+                .header("accept", ACCEPT_ALL)
+                .bearer_auth(token)
+                .send()
+        };
+        assert_eq!(
+            get(sign(&claims("corp-idp"), Algorithm::ES256, kid, &idp_key))
+                .await
+                .unwrap()
+                .status(),
+            200,
+            "{extra}"
+        );
+        // The external key cannot speak for regate's own issuer, nor regate's key for the external one.
+        assert_eq!(
+            get(sign(&claims(ISSUER), Algorithm::ES256, kid, &idp_key))
+                .await
+                .unwrap()
+                .status(),
+            401,
+            "{extra}"
+        );
+        assert_eq!(
+            get(sign(&claims("corp-idp"), Algorithm::ES256, None, &own))
+                .await
+                .unwrap()
+                .status(),
+            401,
+            "{extra}"
+        );
+        regate.stop().await;
+    }
+
+    // A JWKS with a symmetric key is refused at start-up.
+    std::fs::write(
+        &jwks,
+        r#"{"keys":[{"kty":"oct","k":"c2VjcmV0","kid":"h"}]}"#,
+    )
+    .unwrap();
+    let certs = common::regate::TestCerts::new();
+    let state = tempfile::tempdir().unwrap();
+    let text = common::regate::config_toml(
+        &registry.url,
+        &certs,
+        state.path(),
+        &files.token_toml(&format!(
+            "external_issuer = \"corp-idp\"\nexternal_jwks = {:?}",
+            jwks.display().to_string()
+        )),
+    );
+    let settings = regate::config::Settings::from_toml(&text, "t", std::iter::empty()).unwrap();
+    let err = regate::server::start(settings)
+        .await
+        .err()
+        .expect("start-up must fail");
+    assert!(err.to_string().contains("symmetric"), "{err}");
+}

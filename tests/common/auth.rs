@@ -214,3 +214,68 @@ pub fn claims_of(token: &str) -> serde_json::Value {
         .unwrap();
     serde_json::from_slice(&bytes).unwrap()
 }
+
+/// A real registry that demands its own Basic credentials (its `auth.htpasswd`).
+pub struct GuardedRegistry {
+    pub url: String,
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl GuardedRegistry {
+    /// `users` are written with `password(user)`.
+    pub fn start(users: &[&str]) -> Self {
+        super::require_tool("docker-registry");
+        let dir = tempfile::tempdir().unwrap();
+        let htpasswd = dir.path().join("htpasswd");
+        write_htpasswd(&htpasswd, users);
+        let storage = dir.path().join("storage");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let config = dir.path().join("registry.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {:?}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: test-secret\nauth:\n  htpasswd:\n    realm: upstream\n    path: {:?}\n",
+                storage.display().to_string(),
+                htpasswd.display().to_string()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let url = format!("http://127.0.0.1:{port}");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        // Up when it answers at all (401 without credentials).
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "guarded registry did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        GuardedRegistry {
+            url,
+            child,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for GuardedRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
