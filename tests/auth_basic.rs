@@ -569,6 +569,17 @@ async fn client_credentials_never_reach_the_registry_and_regate_sends_its_own() 
         401,
         "the client's Authorization reached the registry"
     );
+    // A forwarded request (a manifest GET) shows the registry's own challenge.
+    let r = c
+        .get(format!(
+            "https://{}/v2/alice/app/manifests/v1",
+            server.tls_addr
+        ))
+        .header("authorization", &alice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
     assert!(r.headers()["www-authenticate"]
         .to_str()
         .unwrap()

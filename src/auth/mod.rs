@@ -253,6 +253,11 @@ impl Auth {
         &self.rules
     }
 
+    /// regate's own credentials for the registry, if configured.
+    pub fn upstream_authorization(&self) -> Option<HeaderValue> {
+        self.upstream_authorization.clone()
+    }
+
     pub fn audit(&self) -> &Audit {
         &self.audit
     }

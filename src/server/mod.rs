@@ -131,7 +131,10 @@ pub async fn start(settings: Settings) -> Result<RunningServer, StartError> {
         None => None,
     };
 
-    let api = crate::registry_api::RegistryApi::new(upstream.origin());
+    let api = crate::registry_api::RegistryApi::with_authorization(
+        upstream.origin(),
+        auth.upstream_authorization(),
+    );
     let tags = Arc::new(crate::tag_delete::TagDeleter::new(
         api.clone(),
         state.clone(),
