@@ -831,3 +831,107 @@ async fn tokens_of_an_external_issuer_are_verified_by_pem_key_or_jwks() {
         .expect("start-up must fail");
     assert!(err.to_string().contains("symmetric"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tag_delete_and_restore_follow_the_rules_with_regate_tags_client() {
+    let files = AuthFiles::new();
+    let (registry, regate) = start(&files).await;
+    let direct = reqwest::Client::new();
+    let img = Image::oci("tags-auth", 1000);
+    for repo in ["alice/app", "bob/app"] {
+        img.push(&direct, &registry.url, repo, "v1").await;
+        common::images::put_manifest(&direct, &registry.url, repo, "v2", &img).await;
+    }
+    let home = tempfile::tempdir().unwrap();
+    let cli = |args: Vec<String>, user: &'static str| {
+        let ca = regate.certs.files.ca_cert.clone();
+        let home = home.path().to_owned();
+        tokio::task::spawn_blocking(move || {
+            use std::io::Write as _;
+            let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_regate"))
+                .args(&args)
+                .args([
+                    "--cacert",
+                    ca.to_str().unwrap(),
+                    "--user",
+                    user,
+                    "--password-stdin",
+                ])
+                .env_remove("REGISTRY_AUTH_FILE")
+                .env_remove("REGATE_PASSWORD")
+                .env("HOME", &home)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(format!("{}\n", password(user)).as_bytes())
+                .unwrap();
+            let out = child.wait_with_output().unwrap();
+            (
+                out.status.code().unwrap_or(-1),
+                format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                ),
+            )
+        })
+    };
+    let r = |s: &str| format!("{}/{s}", regate.host);
+    // alice removes a tag in her namespace; bob cannot remove hers.
+    let (code, out) = cli(vec!["tags".into(), "rm".into(), r("bob/app:v1")], "alice")
+        .await
+        .unwrap();
+    assert_ne!(code, 0, "alice removed bob's tag: {out}");
+    let (code, out) = cli(vec!["tags".into(), "rm".into(), r("alice/app:v1")], "alice")
+        .await
+        .unwrap();
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = cli(vec!["tags".into(), "ls".into(), r("alice/app")], "alice")
+        .await
+        .unwrap();
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("v2") && !out.contains("v1 "), "{out}");
+    // bob's tags are all still there.
+    let tags: serde_json::Value = direct
+        .get(format!("{}/v2/bob/app/tags/list", registry.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(tags["tags"].as_array().unwrap().len(), 2);
+    // Restoring is a write: bob may not, alice may.
+    let (code, out) = cli(
+        vec!["tags".into(), "restore".into(), r("alice/app:v1")],
+        "bob",
+    )
+    .await
+    .unwrap();
+    assert_ne!(code, 0, "bob restored alice's tag: {out}");
+    let (code, out) = cli(
+        vec!["tags".into(), "restore".into(), r("alice/app:v1")],
+        "alice",
+    )
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(&img.digest), "{out}");
+    // The delete is audited with the account.
+    let lines = files.audit_lines();
+    assert!(
+        lines.iter().any(|l| l["event"] == "delete"
+            && l["account"] == "alice"
+            && l["repository"] == "alice/app"
+            && l["reference"] == "v1"
+            && l["status"] == 202),
+        "{lines:?}"
+    );
+    regate.stop().await;
+}
