@@ -618,3 +618,29 @@ async fn client_credentials_never_reach_the_registry_and_regate_sends_its_own() 
     assert_eq!(r.status(), 401);
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_non_bcrypt_htpasswd_line_stops_start_up_naming_the_line() {
+    let files = AuthFiles::new();
+    let mut text = std::fs::read_to_string(&files.htpasswd).unwrap();
+    text.push_str("legacy:$apr1$r31.....$HqJZimcKQFAMYayBlzkrA/\n");
+    std::fs::write(&files.htpasswd, text).unwrap();
+    let certs = common::regate::TestCerts::new();
+    let state = tempfile::tempdir().unwrap();
+    // An environment override selects the mode, as for any key.
+    let toml = files.basic_toml("").replace("mode = \"basic\"\n", "");
+    let text = common::regate::config_toml("http://127.0.0.1:9", &certs, state.path(), &toml);
+    let env = vec![("REGATE_AUTH__MODE".to_string(), "basic".to_string())];
+    let settings = regate::config::Settings::from_toml(&text, "t", env.into_iter()).unwrap();
+    assert_eq!(settings.auth.mode, regate::config::AuthMode::Basic);
+    let err = regate::server::start(settings)
+        .await
+        .err()
+        .expect("start-up must fail")
+        .to_string();
+    let want = format!(
+        "{}:6: user \"legacy\": an Apache MD5 hash",
+        files.htpasswd.display()
+    );
+    assert!(err.contains(&want), "{err}");
+}
