@@ -186,4 +186,27 @@ mod tests {
         let t = Presented::Bearer("secret.token.here".into());
         assert!(!format!("{t:?}").contains("secret"));
     }
+
+    proptest::proptest! {
+        #[test]
+        fn any_basic_credential_round_trips_or_is_refused(user in "\\PC{0,20}", pw in "\\PC{0,20}") {
+            // RFC 7617: a user-id cannot contain a colon (the first one splits).
+            proptest::prop_assume!(!user.contains(':'));
+            let header = basic(&format!("{user}:{pw}"));
+            match parse(&header) {
+                Ok(Presented::Basic { user: u, password: p }) => {
+                    proptest::prop_assert_eq!(u, user);
+                    proptest::prop_assert_eq!(p, pw);
+                }
+                Ok(Presented::Nothing) => proptest::prop_assert!(user.is_empty() && pw.is_empty()),
+                Ok(Presented::Bearer(_)) => proptest::prop_assert!(false),
+                Err(e) => proptest::prop_assert!(user.is_empty() || user.chars().any(char::is_control), "{e}"),
+            }
+        }
+
+        #[test]
+        fn never_panics(text in "\\PC{0,80}") {
+            let _ = parse(&text);
+        }
+    }
 }
