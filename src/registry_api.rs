@@ -69,7 +69,18 @@ async fn status_error(what: String, resp: reqwest::Response) -> ApiError {
 
 impl RegistryApi {
     pub fn new(origin: &str) -> Self {
+        Self::with_authorization(origin, None)
+    }
+
+    /// Like [`RegistryApi::new`], sending `authorization` (regate's own
+    /// upstream credentials, `[upstream] username`) with every call.
+    pub fn with_authorization(origin: &str, authorization: Option<http::HeaderValue>) -> Self {
+        let mut headers = http::HeaderMap::new();
+        if let Some(v) = authorization {
+            headers.insert(http::header::AUTHORIZATION, v);
+        }
         let http = reqwest::Client::builder()
+            .default_headers(headers)
             .no_proxy()
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(120))

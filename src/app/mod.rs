@@ -50,6 +50,7 @@ pub struct App {
     pub referrers: ReferrersIndex,
     pub uploads: UploadOffsets,
     pub gate: Arc<WriteGate>,
+    pub auth: Arc<crate::auth::Auth>,
 }
 
 impl App {
@@ -81,6 +82,13 @@ impl App {
 
         let resp = match parsed {
             Ok(route) => self.dispatch(req, route, &conn, &record).await,
+            // The token issuer shares the registry listeners (before the
+            // route parser, which knows only /v2/).
+            Err(_) if req.uri().path() == crate::auth::token::endpoint::PATH => {
+                crate::auth::token::endpoint::serve(&self.auth, req, conn.peer)
+                    .await
+                    .map_err(RegistryError::from)
+            }
             Err(e) => Err(RegistryError::from(e)),
         }
         .unwrap_or_else(RegistryError::into_response);
@@ -101,13 +109,38 @@ impl App {
         // 2. write gate (writes wait or are refused while GC runs)
         // 3. endpoints regate answers itself (tag delete, tag list, referrers)
         // 4. forward upstream
-        let account = record.account().unwrap_or("anonymous");
+        // 1. Authenticate and authorize.
+        let public = self.public_origin(&req, conn);
+        let (mut parts, body) = req.into_parts();
+        let caller = crate::auth::stage(&self.auth, &parts, &route, conn.peer, &public).await?;
+        if let Some(a) = &caller.account {
+            record.set_account(a);
+        }
+        // The client's credentials stop here.
+        self.auth.prepare_upstream(&mut parts.headers);
+        let req = Request::from_parts(parts, body);
+        if let (Route::Catalog, true) = (&route, self.auth.filters_catalog()) {
+            let side = ClientSide {
+                peer: conn.peer,
+                public: &public,
+                route: route.kind(),
+                metrics: &self.metrics,
+            };
+            let query = req.uri().query();
+            return crate::auth::catalog::serve(&self.auth, &self.upstream, query, &caller, side)
+                .await;
+        }
+        let method = req.method().clone();
+        let account = record.account().unwrap_or("anonymous").to_owned();
 
         // 2. The write gate. An admitted write holds its pass until its
         // response is complete, so a draining gate waits for it; it is taken
         // before any tag lock, so a held write never blocks reads.
-        let pass = self.gate.admit(req.method(), &route).await?;
-        let resp = self.endpoints(req, route, conn, account).await?;
+        let pass = self.gate.admit(&method, &route).await?;
+        // 3 and 4.
+        let result = self.endpoints(req, route.clone(), conn, &account).await;
+        crate::auth::audit_delete(&self.auth, &method, &route, &caller, conn.peer, &result);
+        let resp = result?;
         Ok(match pass {
             Some(pass) => pass.finish(resp),
             None => resp,

@@ -54,6 +54,15 @@ pub enum Command {
     Gc(crate::admin_client::GcArgs),
     /// Close (drain) or open the write gate for maintenance.
     Maintenance(crate::admin_client::MaintenanceArgs),
+    /// Manage the htpasswd file (bcrypt).
+    Passwd {
+        #[command(subcommand)]
+        command: crate::auth::cli::PasswdCommand,
+    },
+    /// Write a new token signing key (and its public key as FILE.pub).
+    Keygen(crate::auth::cli::KeygenArgs),
+    /// Print a token for a user and scopes (for scripts and tests).
+    Token(crate::auth::cli::TokenArgs),
 }
 
 /// Sets up `tracing`: `REGATE_LOG` wins over `log.level`.
@@ -109,6 +118,9 @@ pub fn run() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Passwd { command } => crate::auth::cli::passwd(command),
+        Command::Keygen(args) => crate::auth::cli::keygen(args),
+        Command::Token(args) => crate::auth::cli::token(args),
     }
 }
 

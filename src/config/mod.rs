@@ -7,6 +7,7 @@
 //! so an operator sees every problem, each naming the file, the key and what
 //! to do. Relative paths are relative to the working directory.
 
+pub mod auth;
 mod env_override;
 pub mod gc;
 mod raw;
@@ -16,6 +17,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use auth::{AuditSettings, AuthMode, AuthSettings, TokenSettings};
 pub use validate::Problem;
 
 /// Every default value, in one place.
@@ -50,6 +52,8 @@ pub struct Settings {
     pub log: LogSettings,
     pub delete: DeleteSettings,
     pub gc: gc::GcSettings,
+    pub auth: AuthSettings,
+    pub audit: AuditSettings,
 }
 
 #[derive(Debug, Clone)]

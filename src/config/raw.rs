@@ -19,6 +19,12 @@ pub struct RawConfig {
     pub delete: RawDelete,
     #[serde(default)]
     pub gc: super::gc::RawGc,
+    #[serde(default)]
+    pub auth: super::auth::RawAuth,
+    #[serde(default)]
+    pub acl: Vec<super::auth::RawAclRule>,
+    #[serde(default)]
+    pub audit: super::auth::RawAudit,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -45,6 +51,9 @@ pub struct RawUpstream {
     pub response_timeout_secs: Option<u64>,
     pub idle_timeout_secs: Option<u64>,
     pub managed: Option<RawManaged>,
+    /// Credentials regate sends upstream (when the registry has its own auth).
+    pub username: Option<String>,
+    pub password_file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

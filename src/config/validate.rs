@@ -129,7 +129,17 @@ pub(super) fn validate(raw: RawConfig, _source: &str) -> Result<Settings, Vec<Pr
         d::SHUTDOWN_TIMEOUT_SECS,
     );
 
-    let u = raw.upstream;
+    let mut u = raw.upstream;
+    let auth = super::auth::validate(
+        raw.auth,
+        raw.acl,
+        u.username.take(),
+        u.password_file.take(),
+        &mut c.problems,
+    );
+    let audit = AuditSettings {
+        file: raw.audit.file.map(PathBuf::from),
+    };
     let url = u.url.as_deref().and_then(|v| match UpstreamUrl::parse(v) {
         Ok(url) => Some(url),
         Err(m) => {
@@ -236,6 +246,8 @@ pub(super) fn validate(raw: RawConfig, _source: &str) -> Result<Settings, Vec<Pr
                 .unwrap_or(d::PROTECT_SHARED_DIGESTS),
         },
         gc,
+        auth,
+        audit,
     })
 }
 

@@ -40,6 +40,8 @@ pub enum StartError {
     State(#[from] crate::state::StateError),
     #[error("recovering the GC state: {0}")]
     Gc(crate::gc::GcError),
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthSetupError),
 }
 
 /// A started regate; stop it with [`RunningServer::shutdown`].
@@ -98,6 +100,7 @@ pub async fn start(settings: Settings) -> Result<RunningServer, StartError> {
     let metrics = Arc::new(Metrics::new());
     ensure_dev_certs(&settings)?;
     let state = crate::state::State::open(&settings.state.dir)?;
+    let auth = Arc::new(crate::auth::Auth::from_settings(&settings)?);
     let certs = CertStore::load(&settings.server.tls_cert, &settings.server.tls_key)?;
     let tls_config = crate::tls::server_config(Arc::clone(&certs))?;
 
@@ -130,7 +133,10 @@ pub async fn start(settings: Settings) -> Result<RunningServer, StartError> {
         None => None,
     };
 
-    let api = crate::registry_api::RegistryApi::new(upstream.origin());
+    let api = crate::registry_api::RegistryApi::with_authorization(
+        upstream.origin(),
+        auth.upstream_authorization(),
+    );
     let tags = Arc::new(crate::tag_delete::TagDeleter::new(
         api.clone(),
         state.clone(),
@@ -175,6 +181,7 @@ pub async fn start(settings: Settings) -> Result<RunningServer, StartError> {
         api,
         tags,
         gate,
+        auth,
     });
     let (stop, stop_rx) = watch::channel(false);
     let handler: Handler = {

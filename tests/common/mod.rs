@@ -3,6 +3,7 @@
 //! Every handle stops what it started when dropped.
 #![allow(dead_code, unused_imports)]
 
+pub mod auth;
 pub mod gc;
 pub mod images;
 pub mod regate;

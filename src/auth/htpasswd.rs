@@ -1,0 +1,412 @@
+//! The htpasswd file (the Apache format `htpasswd -B` writes and `registry:2`
+//! reads): bcrypt hashes only (`$2y$`, `$2b$`, `$2a$`); any other hash kind is
+//! an error naming the line.
+//!
+//! Owns [`Htpasswd`], the live user table that notices when the file changes
+//! (a `stat` per look-up; a new generation each reload, which empties the
+//! credential cache), and [`edit`], the atomic in-place update used by
+//! `regate passwd`. Calls the filesystem and `bcrypt`, nothing else.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::SystemTime;
+
+use crate::rules::ANONYMOUS;
+
+/// User name -> bcrypt hash.
+pub type Users = BTreeMap<String, String>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HtpasswdError {
+    #[error("{path}: cannot read ({source})")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}: {message}")]
+    Line {
+        path: String,
+        line: usize,
+        message: String,
+    },
+    #[error("{path}: cannot write ({source})")]
+    Write {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("user name {0:?} is not allowed: it must be non-empty, without ':', spaces or control characters, and not \"anonymous\"")]
+    BadUser(String),
+    #[error("cannot hash the password: {0}")]
+    Hash(String),
+}
+
+/// Whether `user` can be written into an htpasswd file.
+pub fn valid_user(user: &str) -> bool {
+    !user.is_empty()
+        && user.len() <= super::credentials::MAX_USER_LEN
+        && user != ANONYMOUS
+        && !user
+            .chars()
+            .any(|c| c == ':' || c.is_whitespace() || c.is_control())
+}
+
+/// Whether `hash` is a bcrypt hash regate (and `registry:2`) can verify.
+fn is_bcrypt(hash: &str) -> bool {
+    let prefix_ok = ["$2y$", "$2b$", "$2a$"].iter().any(|p| hash.starts_with(p));
+    prefix_ok
+        && hash.len() == 60
+        && hash[4..6]
+            .parse::<u32>()
+            .is_ok_and(|c| (4..=31).contains(&c))
+        && &hash[6..7] == "$"
+}
+
+/// Parses the text of an htpasswd file.
+pub fn parse(text: &str, path: &Path) -> Result<Users, HtpasswdError> {
+    let mut users = Users::new();
+    for (i, line) in text.lines().enumerate() {
+        let err = |message: String| HtpasswdError::Line {
+            path: path.display().to_string(),
+            line: i + 1,
+            message,
+        };
+        let line = line.trim_end_matches('\r');
+        if line.trim().is_empty() || line.trim_start().starts_with('#') {
+            continue;
+        }
+        let (user, hash) = line
+            .split_once(':')
+            .ok_or_else(|| err("not `user:hash`".into()))?;
+        if !valid_user(user) {
+            return Err(err(format!("user name {user:?} is not allowed")));
+        }
+        if !is_bcrypt(hash) {
+            let kind = if hash.starts_with("$apr1$") {
+                "an Apache MD5 hash"
+            } else if hash.starts_with("{SHA}") {
+                "a SHA-1 hash"
+            } else if hash.starts_with("$5$") || hash.starts_with("$6$") {
+                "a SHA-crypt hash"
+            } else {
+                "not a bcrypt hash"
+            };
+            return Err(err(format!(
+                "user {user:?}: {kind}; only bcrypt ($2y$, $2b$, $2a$) is supported: recreate it with `regate passwd add {user}` or `htpasswd -B`"
+            )));
+        }
+        if users.insert(user.to_owned(), hash.to_owned()).is_some() {
+            return Err(err(format!("user {user:?} appears twice")));
+        }
+    }
+    Ok(users)
+}
+
+/// Reads and parses `path`.
+pub fn load(path: &Path) -> Result<Users, HtpasswdError> {
+    let text = std::fs::read_to_string(path).map_err(|source| HtpasswdError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    parse(&text, path)
+}
+
+/// What identifies one version of the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Stamp {
+    modified: Option<SystemTime>,
+    len: u64,
+    ino: u64,
+    ctime: i64,
+    ctime_nsec: i64,
+}
+
+fn stamp(path: &Path) -> Option<Stamp> {
+    let m = std::fs::metadata(path).ok()?;
+    Some(Stamp {
+        modified: m.modified().ok(),
+        len: m.len(),
+        ino: m.ino(),
+        ctime: m.ctime(),
+        ctime_nsec: m.ctime_nsec(),
+    })
+}
+
+struct Loaded {
+    users: Arc<Users>,
+    stamp: Option<Stamp>,
+    generation: u64,
+}
+
+/// The live user table.
+pub struct Htpasswd {
+    path: PathBuf,
+    loaded: RwLock<Loaded>,
+}
+
+impl Htpasswd {
+    /// Loads `path`; any problem is a start-up error.
+    pub fn open(path: &Path) -> Result<Htpasswd, HtpasswdError> {
+        let stamp = stamp(path);
+        let users = load(path)?;
+        tracing::info!(file = %path.display(), users = users.len(), "htpasswd loaded");
+        Ok(Htpasswd {
+            path: path.to_owned(),
+            loaded: RwLock::new(Loaded {
+                users: Arc::new(users),
+                stamp,
+                generation: 0,
+            }),
+        })
+    }
+
+    /// The users now, reloading first if the file changed, and the
+    /// generation (which grows with every reload). A file that no longer
+    /// parses is reported once and the previous users stay.
+    pub fn current(&self) -> (Arc<Users>, u64) {
+        let now = stamp(&self.path);
+        {
+            let l = self.loaded.read().unwrap_or_else(|e| e.into_inner());
+            if l.stamp == now {
+                return (Arc::clone(&l.users), l.generation);
+            }
+        }
+        let mut l = self.loaded.write().unwrap_or_else(|e| e.into_inner());
+        if l.stamp != now {
+            l.stamp = now;
+            match load(&self.path) {
+                Ok(users) => {
+                    tracing::info!(file = %self.path.display(), users = users.len(), "htpasswd changed; reloaded");
+                    l.users = Arc::new(users);
+                    l.generation += 1;
+                }
+                Err(e) => {
+                    tracing::error!("htpasswd not reloaded, keeping the previous users: {e}");
+                }
+            }
+        }
+        (Arc::clone(&l.users), l.generation)
+    }
+}
+
+/// Changes to the file made by `regate passwd`.
+pub enum Edit<'a> {
+    /// Add or replace `user` with a bcrypt hash of `password`.
+    Set {
+        user: &'a str,
+        password: &'a str,
+        cost: u32,
+    },
+    Remove {
+        user: &'a str,
+    },
+}
+
+/// Applies `edit` to `path` atomically (temporary file in the same folder,
+/// fsync, rename), keeping comments, order and the file's permissions; a new
+/// file is created readable by its owner only. Returns whether the user was
+/// there before.
+pub fn edit(path: &Path, edit: Edit<'_>) -> Result<bool, HtpasswdError> {
+    use std::io::Write as _;
+    let werr = |source| HtpasswdError::Write {
+        path: path.display().to_string(),
+        source,
+    };
+    let (text, mode) = match std::fs::read_to_string(path) {
+        Ok(t) => {
+            parse(&t, path)?;
+            let mode = std::fs::metadata(path).map(|m| m.mode() & 0o7777).ok();
+            (t, mode)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => (String::new(), None),
+        Err(source) => {
+            return Err(HtpasswdError::Read {
+                path: path.display().to_string(),
+                source,
+            })
+        }
+    };
+    let user = match &edit {
+        Edit::Set { user, .. } | Edit::Remove { user } => *user,
+    };
+    if !valid_user(user) {
+        return Err(HtpasswdError::BadUser(user.to_owned()));
+    }
+    let new_line = match &edit {
+        Edit::Set { password, cost, .. } => Some(format!(
+            "{user}:{}",
+            bcrypt::hash(password, *cost).map_err(|e| HtpasswdError::Hash(e.to_string()))?
+        )),
+        Edit::Remove { .. } => None,
+    };
+    let mut found = false;
+    let mut out = String::new();
+    for line in text.lines() {
+        if line.split_once(':').map(|(u, _)| u) == Some(user) {
+            found = true;
+            if let Some(l) = &new_line {
+                out.push_str(l);
+                out.push('\n');
+            }
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    if !found {
+        if let Some(l) = &new_line {
+            out.push_str(l);
+            out.push('\n');
+        }
+    }
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(werr)?;
+    let mut tmp = tempfile_in(dir).map_err(werr)?;
+    let perms = std::os::unix::fs::PermissionsExt::from_mode(mode.unwrap_or(0o600));
+    std::fs::set_permissions(&tmp.path, perms).map_err(werr)?;
+    tmp.file.write_all(out.as_bytes()).map_err(werr)?;
+    tmp.file.sync_all().map_err(werr)?;
+    std::fs::rename(&tmp.path, path).map_err(werr)?;
+    tmp.keep = true;
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(found)
+}
+
+/// A temporary file removed on drop unless kept.
+struct TempFile {
+    path: PathBuf,
+    file: std::fs::File,
+    keep: bool,
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+fn tempfile_in(dir: &Path) -> std::io::Result<TempFile> {
+    use rand::Rng as _;
+    let name = format!(".htpasswd.{:016x}.tmp", rand::thread_rng().gen::<u64>());
+    let path = dir.join(name);
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)?;
+    Ok(TempFile {
+        path,
+        file,
+        keep: false,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hash(pw: &str) -> String {
+        bcrypt::hash(pw, 4).unwrap()
+    }
+
+    #[test]
+    fn parses_bcrypt_and_skips_comments() {
+        let y = hash("a").replacen("$2b$", "$2y$", 1);
+        let text = format!("# users\n\nalice:{y}\nbob:{}\n", hash("b"));
+        let users = parse(&text, Path::new("h")).unwrap();
+        assert_eq!(users.len(), 2);
+        assert!(bcrypt::verify("a", &users["alice"]).unwrap());
+    }
+
+    #[test]
+    fn other_hash_kinds_name_the_line() {
+        for bad in [
+            "carol:$apr1$abc$def",
+            "carol:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=",
+            "carol:plaintext",
+            "carol:$2y$99$......................................................",
+        ] {
+            let text = format!("alice:{}\n{bad}\n", hash("a"));
+            let err = parse(&text, Path::new("conf/htpasswd")).unwrap_err();
+            let msg = err.to_string();
+            assert!(msg.starts_with("conf/htpasswd:2: user \"carol\""), "{msg}");
+        }
+        let err = parse(&format!("anonymous:{}\n", hash("a")), Path::new("h")).unwrap_err();
+        assert!(err.to_string().contains("h:1:"));
+    }
+
+    #[test]
+    fn edit_adds_replaces_removes_atomically() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("htpasswd");
+        std::fs::write(&path, format!("# keep me\nbob:{}\n", hash("b"))).unwrap();
+        assert!(!edit(
+            &path,
+            Edit::Set {
+                user: "alice",
+                password: "one",
+                cost: 4
+            }
+        )
+        .unwrap());
+        assert!(edit(
+            &path,
+            Edit::Set {
+                user: "alice",
+                password: "two",
+                cost: 4
+            }
+        )
+        .unwrap());
+        let users = load(&path).unwrap();
+        assert!(bcrypt::verify("two", &users["alice"]).unwrap());
+        assert!(std::fs::read_to_string(&path)
+            .unwrap()
+            .starts_with("# keep me\n"));
+        assert!(edit(&path, Edit::Remove { user: "bob" }).unwrap());
+        assert_eq!(load(&path).unwrap().len(), 1);
+        assert!(edit(
+            &path,
+            Edit::Set {
+                user: "a:b",
+                password: "x",
+                cost: 4
+            }
+        )
+        .is_err());
+        // Nothing but the file itself is left in the folder.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn live_table_reloads_on_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("htpasswd");
+        std::fs::write(&path, format!("alice:{}\n", hash("a"))).unwrap();
+        let h = Htpasswd::open(&path).unwrap();
+        let (u, g0) = h.current();
+        assert_eq!(u.len(), 1);
+        edit(
+            &path,
+            Edit::Set {
+                user: "bob",
+                password: "b",
+                cost: 4,
+            },
+        )
+        .unwrap();
+        let (u, g1) = h.current();
+        assert_eq!(u.len(), 2);
+        assert!(g1 > g0);
+        // A broken file keeps the previous users.
+        std::fs::write(&path, "broken line\n").unwrap();
+        assert_eq!(h.current().0.len(), 2);
+    }
+}

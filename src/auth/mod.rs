@@ -1,0 +1,540 @@
+//! Stage 1 of the pipeline: who is calling, and may they do this?
+//!
+//! Owns [`Auth`] (built once from the settings: mode, htpasswd, token keys,
+//! rules, upstream credentials), [`AuthError`] and its one conversion into a
+//! [`RegistryError`] with the right challenge. It reads the request's
+//! headers, method, route and query; it calls [`crate::rules`] for decisions,
+//! its own submodules for passwords and tokens, and [`crate::audit`]. It
+//! never sees a body except the token endpoint's small form.
+
+pub mod catalog;
+pub mod challenge;
+pub mod cli;
+pub mod credentials;
+pub mod htpasswd;
+pub mod login_cache;
+pub mod passwords;
+pub mod rate_limit;
+pub mod token;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+
+use crate::audit::{Audit, Event};
+use crate::config::{AuthMode, Settings};
+use crate::error::{ErrorCode, RegistryError};
+use crate::route::{Route, RouteError};
+use crate::rules::{required, Need, RuleSet};
+use challenge::Challenge;
+use credentials::{MalformedAuth, Presented};
+use passwords::{LoginError, Passwords};
+use token::{TokenError, Tokens};
+
+/// Why auth could not be set up at start-up.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthSetupError {
+    #[error("auth.htpasswd: {0}")]
+    Htpasswd(#[from] htpasswd::HtpasswdError),
+    #[error("auth.token: {0}")]
+    Key(#[from] token::KeyError),
+    #[error("upstream.password_file {path}: cannot read ({source})")]
+    UpstreamPassword {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("audit.file {path}: cannot open ({source})")]
+    Audit {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// Why a request was not let through.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("{source}")]
+    Malformed {
+        source: MalformedAuth,
+        challenge: Challenge,
+    },
+    #[error("authentication required")]
+    Unauthenticated { challenge: Challenge },
+    #[error("{source}")]
+    BadLogin {
+        source: LoginError,
+        challenge: Challenge,
+    },
+    #[error("{source}")]
+    InvalidToken {
+        source: TokenError,
+        challenge: Challenge,
+    },
+    #[error("the token does not grant this")]
+    InsufficientScope { challenge: Challenge },
+    #[error("{account:?} may not do this")]
+    Denied { account: String },
+    #[error(transparent)]
+    Route(#[from] RouteError),
+}
+
+impl From<AuthError> for RegistryError {
+    fn from(e: AuthError) -> Self {
+        let message = e.to_string();
+        let (status, code, challenge, retry) = match e {
+            AuthError::Malformed { source, challenge } => {
+                if source.is_bad_request() {
+                    (StatusCode::BAD_REQUEST, ErrorCode::Unauthorized, None, None)
+                } else {
+                    (
+                        StatusCode::UNAUTHORIZED,
+                        ErrorCode::Unauthorized,
+                        Some(challenge),
+                        None,
+                    )
+                }
+            }
+            AuthError::Unauthenticated { challenge } => (
+                StatusCode::UNAUTHORIZED,
+                ErrorCode::Unauthorized,
+                Some(challenge),
+                None,
+            ),
+            AuthError::BadLogin { source, challenge } => match source {
+                LoginError::Wrong => (
+                    StatusCode::UNAUTHORIZED,
+                    ErrorCode::Unauthorized,
+                    Some(challenge),
+                    None,
+                ),
+                LoginError::TooMany(wait) => (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    ErrorCode::TooManyRequests,
+                    None,
+                    Some(wait),
+                ),
+                LoginError::Internal(_) => (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    ErrorCode::Unknown,
+                    None,
+                    None,
+                ),
+            },
+            AuthError::InvalidToken { challenge, .. }
+            | AuthError::InsufficientScope { challenge } => (
+                StatusCode::UNAUTHORIZED,
+                ErrorCode::Unauthorized,
+                Some(challenge),
+                None,
+            ),
+            AuthError::Denied { .. } => (StatusCode::FORBIDDEN, ErrorCode::Denied, None, None),
+            AuthError::Route(r) => return RegistryError::from(r),
+        };
+        let mut err = RegistryError::new(status, code, message);
+        if let Some(c) = challenge.and_then(|c| HeaderValue::from_str(&c.to_string()).ok()) {
+            err = err.with_header(header::WWW_AUTHENTICATE, c);
+        }
+        if let Some(wait) = retry {
+            err = err.with_header(
+                header::RETRY_AFTER,
+                HeaderValue::from(retry_after_secs(wait)),
+            );
+        }
+        err
+    }
+}
+
+/// Who passed stage 1.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// `None`: anonymous.
+    pub account: Option<String>,
+}
+
+/// What a request carries into stage 1.
+pub struct Attempt<'a> {
+    pub method: &'a Method,
+    pub route: &'a Route,
+    pub query: Option<&'a str>,
+    pub headers: &'a HeaderMap,
+    pub peer: SocketAddr,
+    /// The origin clients use (for the token realm).
+    pub public_origin: String,
+}
+
+pub struct Auth {
+    mode: AuthMode,
+    realm: String,
+    rules: RuleSet,
+    passwords: Option<Arc<Passwords>>,
+    tokens: Option<Tokens>,
+    upstream_authorization: Option<HeaderValue>,
+    audit: Audit,
+}
+
+impl Auth {
+    pub fn from_settings(settings: &Settings) -> Result<Auth, AuthSetupError> {
+        let a = &settings.auth;
+        let audit = Audit::open(settings.audit.file.as_deref()).map_err(|source| {
+            AuthSetupError::Audit {
+                path: settings
+                    .audit
+                    .file
+                    .as_deref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+                source,
+            }
+        })?;
+        let passwords = match (&a.htpasswd, a.mode) {
+            (Some(p), AuthMode::Basic | AuthMode::Token) => Some(Arc::new(Passwords::open(
+                p,
+                a.cache_ttl,
+                a.max_failed_logins,
+                a.failed_login_window,
+            )?)),
+            _ => None,
+        };
+        let tokens = match a.mode {
+            AuthMode::Token => Some(Tokens::load(&a.token)?),
+            AuthMode::None | AuthMode::Basic => None,
+        };
+        let upstream_authorization = match (&a.upstream_username, &a.upstream_password_file) {
+            (Some(user), Some(path)) => {
+                let pw = std::fs::read_to_string(path).map_err(|source| {
+                    AuthSetupError::UpstreamPassword {
+                        path: path.display().to_string(),
+                        source,
+                    }
+                })?;
+                let pw = pw.trim_end_matches(['\r', '\n']);
+                let b64 = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pw}"));
+                let mut v = HeaderValue::from_str(&format!("Basic {b64}")).map_err(|_| {
+                    AuthSetupError::UpstreamPassword {
+                        path: path.display().to_string(),
+                        source: std::io::Error::other("the password is not header-safe text"),
+                    }
+                })?;
+                v.set_sensitive(true);
+                Some(v)
+            }
+            _ => None,
+        };
+        match a.mode {
+            AuthMode::None => tracing::warn!(
+                "\n\n    *** auth.mode = \"none\": ANYONE who reaches {} can pull, push and delete. ***\n    *** Use this only for local trials; set [auth] mode = \"basic\" or \"token\". ***\n",
+                settings.server.listen
+            ),
+            AuthMode::Basic | AuthMode::Token => tracing::info!(
+                mode = a.mode.as_str(),
+                kid = tokens.as_ref().map(|t| t.kid()).unwrap_or("-"),
+                "auth enabled"
+            ),
+        }
+        Ok(Auth {
+            mode: a.mode,
+            realm: a.realm.clone(),
+            rules: a.rules.clone(),
+            passwords,
+            tokens,
+            upstream_authorization,
+            audit,
+        })
+    }
+
+    pub fn mode(&self) -> AuthMode {
+        self.mode
+    }
+
+    pub fn rules(&self) -> &RuleSet {
+        &self.rules
+    }
+
+    /// regate's own credentials for the registry, if configured.
+    pub fn upstream_authorization(&self) -> Option<HeaderValue> {
+        self.upstream_authorization.clone()
+    }
+
+    pub fn audit(&self) -> &Audit {
+        &self.audit
+    }
+
+    /// The headers that go upstream: the client's credentials never do;
+    /// regate's own (`[upstream] username`) do when configured.
+    pub fn prepare_upstream(&self, headers: &mut HeaderMap) {
+        if self.mode != AuthMode::None || self.upstream_authorization.is_some() {
+            headers.remove(header::AUTHORIZATION);
+        }
+        if let Some(v) = &self.upstream_authorization {
+            headers.insert(header::AUTHORIZATION, v.clone());
+        }
+    }
+
+    fn challenge(
+        &self,
+        a: &Attempt<'_>,
+        need: Option<&Need>,
+        error: Option<&'static str>,
+    ) -> Challenge {
+        match (&self.tokens, self.mode) {
+            (Some(t), AuthMode::Token) => Challenge::Bearer {
+                realm: format!("{}/auth/token", a.public_origin),
+                service: t.service().to_owned(),
+                scope: need.and_then(token::scope_for),
+                error,
+            },
+            _ => Challenge::Basic {
+                realm: self.realm.clone(),
+            },
+        }
+    }
+
+    fn audit_refusal(
+        &self,
+        a: &Attempt<'_>,
+        event: &'static str,
+        account: Option<&str>,
+        reason: &str,
+    ) {
+        let mut e = Event::new(event, a.peer.ip());
+        e.account = account;
+        e.method = Some(a.method.as_str());
+        e.repository = a.route.repository().map(|r| r.as_str());
+        e.reason = Some(reason);
+        self.audit.record(&e);
+    }
+
+    /// Stage 1: authenticates the caller and checks the rules.
+    pub async fn authorize(&self, a: Attempt<'_>) -> Result<Caller, AuthError> {
+        if self.mode == AuthMode::None {
+            return Ok(Caller { account: None });
+        }
+        let need = required(a.method, a.route, a.query)?;
+        let presented = match credentials::presented(a.headers) {
+            Ok(p) => p,
+            Err(source) => {
+                self.audit_refusal(&a, "auth_failure", None, &source.to_string());
+                return Err(AuthError::Malformed {
+                    challenge: self.challenge(&a, Some(&need), None),
+                    source,
+                });
+            }
+        };
+        match self.mode {
+            AuthMode::Token => self.authorize_token(&a, need, presented),
+            AuthMode::Basic | AuthMode::None => self.authorize_basic(&a, need, presented).await,
+        }
+    }
+
+    async fn authorize_basic(
+        &self,
+        a: &Attempt<'_>,
+        need: Need,
+        presented: Presented,
+    ) -> Result<Caller, AuthError> {
+        let account = match presented {
+            Presented::Nothing => None,
+            Presented::Bearer(_) => {
+                self.audit_refusal(a, "auth_failure", None, "bearer token in basic mode");
+                return Err(AuthError::Unauthenticated {
+                    challenge: self.challenge(a, Some(&need), None),
+                });
+            }
+            Presented::Basic { user, password } => {
+                let Some(pw) = &self.passwords else {
+                    return Err(AuthError::Unauthenticated {
+                        challenge: self.challenge(a, Some(&need), None),
+                    });
+                };
+                if let Err(source) = pw.check(&user, &password, a.peer.ip()).await {
+                    let event = match source {
+                        LoginError::TooMany(_) => "rate_limited",
+                        LoginError::Wrong | LoginError::Internal(_) => "auth_failure",
+                    };
+                    self.audit_refusal(a, event, Some(&user), &source.to_string());
+                    return Err(AuthError::BadLogin {
+                        source,
+                        challenge: self.challenge(a, Some(&need), None),
+                    });
+                }
+                Some(user)
+            }
+        };
+        let allowed = match &need {
+            Need::Authenticated | Need::Catalog => account.is_some(),
+            Need::Repositories(list) => list.iter().all(|(name, actions)| {
+                self.rules
+                    .permits(account.as_deref(), name.as_str(), *actions)
+            }),
+        };
+        match (allowed, account) {
+            (true, account) => Ok(Caller { account }),
+            (false, None) => {
+                // A challenge can help: the client may have credentials.
+                if matches!(need, Need::Repositories(_)) {
+                    self.audit_refusal(a, "denied", None, "anonymous");
+                }
+                Err(AuthError::Unauthenticated {
+                    challenge: self.challenge(a, Some(&need), None),
+                })
+            }
+            (false, Some(account)) => {
+                self.audit_refusal(a, "denied", Some(&account), "no rule allows it");
+                Err(AuthError::Denied { account })
+            }
+        }
+    }
+
+    fn authorize_token(
+        &self,
+        a: &Attempt<'_>,
+        need: Need,
+        presented: Presented,
+    ) -> Result<Caller, AuthError> {
+        let Some(tokens) = &self.tokens else {
+            return Err(AuthError::Unauthenticated {
+                challenge: self.challenge(a, Some(&need), None),
+            });
+        };
+        let token = match presented {
+            Presented::Bearer(t) => t,
+            Presented::Nothing | Presented::Basic { .. } => {
+                return Err(AuthError::Unauthenticated {
+                    challenge: self.challenge(a, Some(&need), None),
+                })
+            }
+        };
+        let verified = match tokens.verify(&token) {
+            Ok(v) => v,
+            Err(source) => {
+                self.audit_refusal(a, "auth_failure", None, &source.to_string());
+                return Err(AuthError::InvalidToken {
+                    source,
+                    challenge: self.challenge(a, Some(&need), Some("invalid_token")),
+                });
+            }
+        };
+        if token::covers(&verified.access, &need) {
+            return Ok(Caller {
+                account: verified.account,
+            });
+        }
+        self.audit_refusal(
+            a,
+            "denied",
+            verified.account.as_deref(),
+            "token scope does not cover the request",
+        );
+        Err(AuthError::InsufficientScope {
+            challenge: self.challenge(a, Some(&need), Some("insufficient_scope")),
+        })
+    }
+
+    /// Password check for the token endpoint; audits failures.
+    async fn login(&self, user: &str, password: &str, peer: SocketAddr) -> Result<(), LoginError> {
+        let Some(pw) = &self.passwords else {
+            return Err(LoginError::Wrong);
+        };
+        let r = pw.check(user, password, peer.ip()).await;
+        if let Err(source) = &r {
+            let mut e = Event::new(
+                match source {
+                    LoginError::TooMany(_) => "rate_limited",
+                    LoginError::Wrong | LoginError::Internal(_) => "auth_failure",
+                },
+                peer.ip(),
+            );
+            e.account = Some(user);
+            e.reason = Some("token endpoint login");
+            self.audit.record(&e);
+        }
+        r
+    }
+
+    fn user_exists(&self, user: &str) -> bool {
+        self.passwords.as_ref().is_some_and(|p| p.exists(user))
+    }
+
+    pub fn tokens(&self) -> Option<&Tokens> {
+        self.tokens.as_ref()
+    }
+}
+
+/// Time a client must wait, as the `Retry-After` header would say it.
+pub fn retry_after_secs(wait: Duration) -> u64 {
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
+}
+
+/// Stage 1 as the pipeline calls it.
+pub async fn stage(
+    auth: &Auth,
+    req: &http::request::Parts,
+    route: &Route,
+    peer: SocketAddr,
+    public: &crate::proxy::PublicOrigin,
+) -> Result<Caller, RegistryError> {
+    auth.authorize(Attempt {
+        method: &req.method,
+        route,
+        query: req.uri.query(),
+        headers: &req.headers,
+        peer,
+        public_origin: public.as_url(),
+    })
+    .await
+    .map_err(RegistryError::from)
+}
+
+impl Auth {
+    /// Whether `_catalog` answers are filtered by the rules (auth is on).
+    pub fn filters_catalog(&self) -> bool {
+        self.mode != AuthMode::None
+    }
+}
+
+/// Audits a delete forwarded upstream: who, repository, reference, digest, status.
+pub fn audit_delete(
+    auth: &Auth,
+    method: &Method,
+    route: &Route,
+    caller: &Caller,
+    peer: SocketAddr,
+    resp: &Result<http::Response<crate::body::ProxyBody>, RegistryError>,
+) {
+    if *method != Method::DELETE {
+        return;
+    }
+    let reference = match route {
+        Route::Manifest { reference, .. } => Some(reference.as_str()),
+        Route::Blob { digest, .. } | Route::Referrers { digest, .. } => Some(digest.as_str()),
+        Route::TagReference { tag, .. } | Route::RestoreTag { tag, .. } => Some(tag.as_str()),
+        Route::Upload { .. }
+        | Route::UploadStart { .. }
+        | Route::TagsList { .. }
+        | Route::DeletedTags { .. }
+        | Route::Base
+        | Route::Catalog => None,
+    };
+    let status = match resp {
+        Ok(r) => r.status().as_u16(),
+        Err(e) => e.status.as_u16(),
+    };
+    let digest = resp
+        .as_ref()
+        .ok()
+        .and_then(|r| r.headers().get("docker-content-digest"))
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| reference.filter(|r| r.contains(':')).map(str::to_owned));
+    let mut e = Event::new("delete", peer.ip());
+    e.account = caller.account.as_deref();
+    e.method = Some(method.as_str());
+    e.repository = route.repository().map(|r| r.as_str());
+    e.reference = reference;
+    e.digest = digest.as_deref();
+    e.status = Some(status);
+    auth.audit.record(&e);
+}

@@ -1,0 +1,94 @@
+//! Checking a user name and password: the live htpasswd table, the cache of
+//! verified credentials, failed-login limiting, and bcrypt off the async
+//! threads. Unknown users cost a bcrypt check too, so timing does not tell
+//! which names exist. Owns [`Passwords`] and [`LoginError`].
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::htpasswd::{Htpasswd, HtpasswdError};
+use super::login_cache::LoginCache;
+use super::rate_limit::FailedLogins;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LoginError {
+    #[error("incorrect username or password")]
+    Wrong,
+    #[error("too many failed logins; retry in {}s", .0.as_secs().max(1))]
+    TooMany(Duration),
+    #[error("the password check failed: {0}")]
+    Internal(String),
+}
+
+pub struct Passwords {
+    htpasswd: Htpasswd,
+    cache: LoginCache,
+    limiter: FailedLogins,
+    /// Verified against for unknown users.
+    dummy_hash: String,
+}
+
+impl Passwords {
+    pub fn open(
+        path: &Path,
+        cache_ttl: Duration,
+        max_failed: u32,
+        window: Duration,
+    ) -> Result<Passwords, HtpasswdError> {
+        let htpasswd = Htpasswd::open(path)?;
+        // The dummy costs what a real user costs.
+        let cost = htpasswd
+            .current()
+            .0
+            .values()
+            .next()
+            .and_then(|h| h.get(4..6)?.parse::<u32>().ok())
+            .unwrap_or(bcrypt::DEFAULT_COST);
+        let dummy_hash = bcrypt::hash(rand::random::<[u8; 16]>(), cost)
+            .map_err(|e| HtpasswdError::Hash(e.to_string()))?;
+        Ok(Passwords {
+            htpasswd,
+            cache: LoginCache::new(cache_ttl),
+            limiter: FailedLogins::new(max_failed, window),
+            dummy_hash,
+        })
+    }
+
+    /// Whether `user` is (still) in the file.
+    pub fn exists(&self, user: &str) -> bool {
+        self.htpasswd.current().0.contains_key(user)
+    }
+
+    /// Checks `user:password` from `client`.
+    pub async fn check(
+        self: &Arc<Self>,
+        user: &str,
+        password: &str,
+        client: IpAddr,
+    ) -> Result<(), LoginError> {
+        let (users, generation) = self.htpasswd.current();
+        if self.cache.hit(user, password, generation) {
+            return Ok(());
+        }
+        if let Some(wait) = self.limiter.blocked_for(client, user) {
+            return Err(LoginError::TooMany(wait));
+        }
+        let (hash, known) = match users.get(user) {
+            Some(h) => (h.clone(), true),
+            None => (self.dummy_hash.clone(), false),
+        };
+        let pw = password.to_owned();
+        let ok = tokio::task::spawn_blocking(move || bcrypt::verify(pw, &hash).unwrap_or(false))
+            .await
+            .map_err(|e| LoginError::Internal(e.to_string()))?;
+        if ok && known {
+            self.cache.store(user, password, generation);
+            Ok(())
+        } else {
+            self.limiter.fail(client, user);
+            Err(LoginError::Wrong)
+        }
+    }
+}

@@ -1,0 +1,391 @@
+//! Docker registry tokens (JWT): issuing, verifying, and deciding what a
+//! token grants.
+//!
+//! Owns [`Tokens`]: signing with the configured key (with `kid`), claims
+//! iss/sub/aud/exp/nbf/iat/jti/access, refresh tokens (a separate audience,
+//! so one can never pass as an access token), and the verifier: an allow-list
+//! of asymmetric algorithms only (`none` and HMAC can never pass), the key
+//! chosen by `kid` among regate's own and an external issuer's, iss, aud and
+//! exp/nbf with a leeway. [`grant`] computes the intersection of what was
+//! asked and what the rules allow. The HTTP endpoint is in [`endpoint`].
+
+pub mod endpoint;
+pub mod keys;
+pub mod scope;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use crate::config::TokenSettings;
+use crate::rules::{Action, ActionSet, Need, RuleSet};
+pub use keys::{KeyError, SigningKey, VerifyKey};
+pub use scope::{AccessEntry, Scope};
+
+/// The only algorithms a token may use.
+const ALLOWED_ALGS: [Algorithm; 9] = [
+    Algorithm::ES256,
+    Algorithm::ES384,
+    Algorithm::RS256,
+    Algorithm::RS384,
+    Algorithm::RS512,
+    Algorithm::PS256,
+    Algorithm::PS384,
+    Algorithm::PS512,
+    Algorithm::EdDSA,
+];
+
+/// Why a token was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("the token is not a well-formed JWT")]
+    Malformed,
+    #[error("the token's algorithm is not allowed")]
+    Algorithm,
+    #[error("the token was signed by an unknown key")]
+    UnknownKey,
+    #[error("the token's signature is invalid")]
+    Signature,
+    #[error("the token has expired")]
+    Expired,
+    #[error("the token is not valid yet")]
+    NotYetValid,
+    #[error("the token is from another issuer")]
+    Issuer,
+    #[error("the token is for another service")]
+    Audience,
+    #[error("the token lacks a required claim or has a bad one")]
+    Claims,
+    #[error("cannot sign a token: {0}")]
+    Signing(String),
+}
+
+fn classify(e: &jsonwebtoken::errors::Error) -> TokenError {
+    match e.kind() {
+        ErrorKind::InvalidSignature => TokenError::Signature,
+        ErrorKind::ExpiredSignature => TokenError::Expired,
+        ErrorKind::ImmatureSignature => TokenError::NotYetValid,
+        ErrorKind::InvalidIssuer => TokenError::Issuer,
+        ErrorKind::InvalidAudience => TokenError::Audience,
+        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => TokenError::Algorithm,
+        ErrorKind::MissingRequiredClaim(_) | ErrorKind::InvalidSubject | ErrorKind::Json(_) => {
+            TokenError::Claims
+        }
+        _ => TokenError::Malformed,
+    }
+}
+
+#[derive(Serialize)]
+struct AccessClaims<'a> {
+    iss: &'a str,
+    sub: &'a str,
+    aud: &'a str,
+    exp: u64,
+    nbf: u64,
+    iat: u64,
+    jti: String,
+    access: &'a [AccessEntry],
+}
+
+#[derive(Serialize, Deserialize)]
+struct RefreshClaims {
+    iss: String,
+    sub: String,
+    aud: String,
+    exp: u64,
+    nbf: u64,
+    iat: u64,
+    jti: String,
+}
+
+#[derive(Deserialize)]
+struct VerifiedClaims {
+    #[serde(default)]
+    sub: String,
+    #[serde(default)]
+    access: Vec<AccessEntry>,
+}
+
+/// A verified access token.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    /// `None` for an anonymous token (empty `sub`).
+    pub account: Option<String>,
+    pub access: Vec<AccessEntry>,
+}
+
+/// An issued access token.
+pub struct Issued {
+    pub token: String,
+    pub expires_in: u64,
+    pub issued_at: SystemTime,
+}
+
+pub struct Tokens {
+    signing: SigningKey,
+    issuer: String,
+    service: String,
+    ttl: Duration,
+    refresh_ttl: Duration,
+    leeway: Duration,
+    external_issuer: Option<String>,
+    external: Vec<VerifyKey>,
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn jti() -> String {
+    hex::encode(rand::random::<[u8; 16]>())
+}
+
+impl Tokens {
+    /// Loads the signing key and any external issuer's keys.
+    pub fn load(t: &TokenSettings) -> Result<Tokens, KeyError> {
+        let signing = SigningKey::load(&t.signing_key)?;
+        let mut external = Vec::new();
+        for p in &t.external_keys {
+            external.push(keys::load_public_pem(p)?);
+        }
+        if let Some(p) = &t.external_jwks {
+            external.extend(keys::load_jwks(p)?);
+        }
+        Ok(Tokens {
+            signing,
+            issuer: t.issuer.clone(),
+            service: t.service.clone(),
+            ttl: t.ttl,
+            refresh_ttl: t.refresh_ttl,
+            leeway: t.leeway,
+            external_issuer: t.external_issuer.clone(),
+            external,
+        })
+    }
+
+    pub fn service(&self) -> &str {
+        &self.service
+    }
+
+    pub fn kid(&self) -> &str {
+        &self.signing.kid
+    }
+
+    fn header(&self) -> Header {
+        let mut h = Header::new(self.signing.alg);
+        h.kid = Some(self.signing.kid.clone());
+        h.typ = Some("JWT".into());
+        h
+    }
+
+    /// Signs an access token for `account` (`None`: anonymous) granting `access`.
+    pub fn issue(
+        &self,
+        account: Option<&str>,
+        access: &[AccessEntry],
+    ) -> Result<Issued, TokenError> {
+        let now = now_secs();
+        let claims = AccessClaims {
+            iss: &self.issuer,
+            sub: account.unwrap_or(""),
+            aud: &self.service,
+            exp: now + self.ttl.as_secs(),
+            nbf: now,
+            iat: now,
+            jti: jti(),
+            access,
+        };
+        let token = jsonwebtoken::encode(&self.header(), &claims, &self.signing.encoding)
+            .map_err(|e| TokenError::Signing(e.to_string()))?;
+        Ok(Issued {
+            token,
+            expires_in: self.ttl.as_secs(),
+            issued_at: UNIX_EPOCH + Duration::from_secs(now),
+        })
+    }
+
+    fn refresh_audience(&self) -> String {
+        format!("{}#refresh", self.service)
+    }
+
+    /// Signs a refresh token for `account`.
+    pub fn issue_refresh(&self, account: &str) -> Result<String, TokenError> {
+        let now = now_secs();
+        let claims = RefreshClaims {
+            iss: self.issuer.clone(),
+            sub: account.to_owned(),
+            aud: self.refresh_audience(),
+            exp: now + self.refresh_ttl.as_secs(),
+            nbf: now,
+            iat: now,
+            jti: jti(),
+        };
+        jsonwebtoken::encode(&self.header(), &claims, &self.signing.encoding)
+            .map_err(|e| TokenError::Signing(e.to_string()))
+    }
+
+    /// Verifies an access token presented to the registry API.
+    pub fn verify(&self, token: &str) -> Result<Verified, TokenError> {
+        let (claims, _) = self.verify_with::<VerifiedClaims>(token, &self.service, true)?;
+        Ok(Verified {
+            account: Some(claims.sub).filter(|s| !s.is_empty()),
+            access: claims.access,
+        })
+    }
+
+    /// Verifies a refresh token (regate's own only); returns the account.
+    pub fn verify_refresh(&self, token: &str) -> Result<String, TokenError> {
+        let (claims, _) =
+            self.verify_with::<RefreshClaims>(token, &self.refresh_audience(), false)?;
+        if claims.sub.is_empty() {
+            return Err(TokenError::Claims);
+        }
+        Ok(claims.sub)
+    }
+
+    fn verify_with<T: serde::de::DeserializeOwned>(
+        &self,
+        token: &str,
+        audience: &str,
+        allow_external: bool,
+    ) -> Result<(T, Algorithm), TokenError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|e| match classify(&e) {
+            TokenError::Algorithm => TokenError::Algorithm,
+            _ => TokenError::Malformed,
+        })?;
+        if !ALLOWED_ALGS.contains(&header.alg) {
+            return Err(TokenError::Algorithm);
+        }
+        let own = std::iter::once((&self.signing.verify, self.issuer.as_str()));
+        let external = self
+            .external_issuer
+            .as_deref()
+            .filter(|_| allow_external)
+            .into_iter()
+            .flat_map(|iss| self.external.iter().map(move |k| (k, iss)));
+        let candidates: Vec<_> = own
+            .chain(external)
+            .filter(|(k, _)| k.algs.contains(&header.alg))
+            .filter(|(k, _)| match (&header.kid, &k.kid) {
+                (Some(want), Some(have)) => want == have,
+                _ => true,
+            })
+            .collect();
+        if candidates.is_empty() {
+            return Err(TokenError::UnknownKey);
+        }
+        let mut last = TokenError::UnknownKey;
+        for (key, issuer) in candidates {
+            let mut v = Validation::new(header.alg);
+            v.algorithms = vec![header.alg];
+            v.set_issuer(&[issuer]);
+            v.set_audience(&[audience]);
+            v.set_required_spec_claims(&["exp", "iss", "aud"]);
+            v.leeway = self.leeway.as_secs();
+            v.validate_nbf = true;
+            match jsonwebtoken::decode::<T>(token, &key.key, &v) {
+                Ok(data) => return Ok((data.claims, header.alg)),
+                Err(e) => last = classify(&e),
+            }
+        }
+        Err(last)
+    }
+}
+
+/// What `account` gets for `scopes`: for each repository, the requested
+/// actions the rules allow (`*` asks for all); the catalog to authenticated
+/// accounts; nothing else. Entries that would grant nothing are left out.
+pub fn grant(rules: &RuleSet, account: Option<&str>, scopes: &[Scope]) -> Vec<AccessEntry> {
+    let mut out: Vec<AccessEntry> = Vec::new();
+    for s in scopes {
+        match (s.kind.as_str(), s.name.as_str()) {
+            ("repository", name) => {
+                if crate::route::RepoName::parse(name).is_err() {
+                    continue;
+                }
+                let asked: ActionSet = if s.actions.iter().any(|a| a == "*") {
+                    ActionSet::all()
+                } else {
+                    s.actions.iter().filter_map(|a| Action::parse(a)).collect()
+                };
+                let granted = rules.allowed(account, name).intersect(asked);
+                if granted.is_empty() {
+                    continue;
+                }
+                match out
+                    .iter_mut()
+                    .find(|e| e.kind == "repository" && e.name == name)
+                {
+                    Some(e) => {
+                        let merged = entry_actions(e).union(granted);
+                        e.actions = merged.iter().map(|a| a.as_str().to_owned()).collect();
+                    }
+                    None => out.push(AccessEntry {
+                        kind: "repository".into(),
+                        name: name.into(),
+                        actions: granted.iter().map(|a| a.as_str().to_owned()).collect(),
+                    }),
+                }
+            }
+            ("registry", "catalog")
+                if account.is_some()
+                    && s.actions.iter().any(|a| a == "*")
+                    && !out.iter().any(|e| e.kind == "registry") =>
+            {
+                out.push(AccessEntry {
+                    kind: "registry".into(),
+                    name: "catalog".into(),
+                    actions: vec!["*".into()],
+                });
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+fn entry_actions(e: &AccessEntry) -> ActionSet {
+    if e.actions.iter().any(|a| a == "*") {
+        return ActionSet::all();
+    }
+    e.actions.iter().filter_map(|a| Action::parse(a)).collect()
+}
+
+/// Whether a token's `access` covers what a request needs.
+pub fn covers(access: &[AccessEntry], need: &Need) -> bool {
+    match need {
+        Need::Authenticated => true,
+        Need::Catalog => access.iter().any(|e| {
+            e.kind == "registry" && e.name == "catalog" && e.actions.iter().any(|a| a == "*")
+        }),
+        Need::Repositories(list) => list.iter().all(|(name, needed)| {
+            access
+                .iter()
+                .filter(|e| e.kind == "repository" && e.name == name.as_str())
+                .fold(ActionSet::NONE, |acc, e| acc.union(entry_actions(e)))
+                .covers(*needed)
+        }),
+    }
+}
+
+/// The scope a client should ask for to satisfy `need`, for the challenge.
+pub fn scope_for(need: &Need) -> Option<String> {
+    match need {
+        Need::Authenticated => None,
+        Need::Catalog => Some("registry:catalog:*".into()),
+        Need::Repositories(list) => Some(
+            list.iter()
+                .map(|(n, a)| format!("repository:{n}:{}", a.to_scope_list()))
+                .collect::<Vec<_>>()
+                .join(" "),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,335 @@
+//! The auth part of the configuration: `[auth]`, `[auth.token]`,
+//! `[auth.groups]`, the ordered `[[acl]]` rules, `[audit]`, and the upstream
+//! credentials (`[upstream] username`, `password_file`).
+//!
+//! Owns these raw structs, their defaults and their validation into
+//! [`AuthSettings`] and [`AuditSettings`]; the rules are compiled here (by
+//! [`crate::rules`]) so a bad rule is a configuration problem naming its key.
+//! Files named by these keys (htpasswd, keys) are read at start-up by the
+//! auth module, not here.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::validate::Problem;
+use crate::rules::{RuleSet, RuleText};
+
+/// Defaults of the auth keys.
+pub mod defaults {
+    pub const REALM: &str = "regate";
+    pub const CACHE_TTL_SECS: u64 = 300;
+    pub const MAX_FAILED_LOGINS: u32 = 10;
+    pub const FAILED_LOGIN_WINDOW_SECS: u64 = 60;
+    pub const TOKEN_ISSUER: &str = "regate";
+    pub const TOKEN_SERVICE: &str = "regate";
+    pub const TOKEN_SIGNING_KEY: &str = "config/token.key";
+    pub const TOKEN_TTL_SECS: u64 = 300;
+    pub const TOKEN_LEEWAY_SECS: u64 = 60;
+    pub const REFRESH_TTL_SECS: u64 = 30 * 24 * 3600;
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    /// `none`, `basic` or `token`.
+    pub mode: Option<String>,
+    pub htpasswd: Option<String>,
+    /// The realm of Basic challenges.
+    pub realm: Option<String>,
+    pub cache_ttl_secs: Option<u64>,
+    pub max_failed_logins: Option<u32>,
+    pub failed_login_window_secs: Option<u64>,
+    pub groups: Option<BTreeMap<String, Vec<String>>>,
+    pub token: Option<RawToken>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawToken {
+    pub issuer: Option<String>,
+    pub service: Option<String>,
+    pub signing_key: Option<String>,
+    /// Lifetime of issued tokens, seconds.
+    pub ttl: Option<u64>,
+    /// Allowed clock skew for exp/nbf, seconds.
+    pub leeway: Option<u64>,
+    /// Lifetime of refresh tokens, seconds.
+    pub refresh_ttl: Option<u64>,
+    /// An external issuer whose tokens are also accepted.
+    pub external_issuer: Option<String>,
+    /// PEM public keys of the external issuer.
+    pub external_keys: Option<Vec<String>>,
+    /// A JWKS file of the external issuer.
+    pub external_jwks: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAclRule {
+    pub account: String,
+    pub repository: String,
+    pub actions: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAudit {
+    pub file: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    None,
+    Basic,
+    Token,
+}
+
+impl AuthMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMode::None => "none",
+            AuthMode::Basic => "basic",
+            AuthMode::Token => "token",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    pub mode: AuthMode,
+    pub htpasswd: Option<PathBuf>,
+    pub realm: String,
+    pub cache_ttl: Duration,
+    pub max_failed_logins: u32,
+    pub failed_login_window: Duration,
+    pub rules: RuleSet,
+    pub token: TokenSettings,
+    pub upstream_username: Option<String>,
+    pub upstream_password_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TokenSettings {
+    pub issuer: String,
+    pub service: String,
+    pub signing_key: PathBuf,
+    pub ttl: Duration,
+    pub leeway: Duration,
+    pub refresh_ttl: Duration,
+    pub external_issuer: Option<String>,
+    pub external_keys: Vec<PathBuf>,
+    pub external_jwks: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AuditSettings {
+    pub file: Option<PathBuf>,
+}
+
+/// Validates the auth sections, adding every problem to `problems`.
+pub(super) fn validate(
+    raw: RawAuth,
+    acl: Vec<RawAclRule>,
+    upstream_username: Option<String>,
+    upstream_password_file: Option<String>,
+    problems: &mut Vec<Problem>,
+) -> AuthSettings {
+    use defaults as d;
+    let mode = match raw.mode.as_deref() {
+        None | Some("none") => AuthMode::None,
+        Some("basic") => AuthMode::Basic,
+        Some("token") => AuthMode::Token,
+        Some(other) => {
+            problems.push(Problem::new(
+                "auth.mode",
+                format!("{other:?} is not a mode; use \"none\", \"basic\" or \"token\""),
+            ));
+            AuthMode::None
+        }
+    };
+    let htpasswd = raw.htpasswd.map(PathBuf::from);
+    if mode == AuthMode::Basic && htpasswd.is_none() {
+        problems.push(Problem::new(
+            "auth.htpasswd",
+            "missing; basic mode needs an htpasswd file (create one with `regate passwd add USER --file config/htpasswd`)",
+        ));
+    }
+    if let Some(p) = &htpasswd {
+        if mode != AuthMode::None && !p.is_file() {
+            problems.push(Problem::new(
+                "auth.htpasswd",
+                format!(
+                    "file {} not found; create it with `regate passwd add USER --file {}`",
+                    p.display(),
+                    p.display()
+                ),
+            ));
+        }
+    }
+    let secs = |problems: &mut Vec<Problem>, key: &str, v: Option<u64>, default: u64| {
+        let v = v.unwrap_or(default);
+        if v == 0 {
+            problems.push(Problem::new(key, "must be at least 1 (seconds)"));
+        }
+        Duration::from_secs(v.max(1))
+    };
+    let cache_ttl = Duration::from_secs(raw.cache_ttl_secs.unwrap_or(d::CACHE_TTL_SECS));
+    let max_failed_logins = raw.max_failed_logins.unwrap_or(d::MAX_FAILED_LOGINS);
+    if max_failed_logins == 0 {
+        problems.push(Problem::new("auth.max_failed_logins", "must be at least 1"));
+    }
+    let failed_login_window = secs(
+        problems,
+        "auth.failed_login_window_secs",
+        raw.failed_login_window_secs,
+        d::FAILED_LOGIN_WINDOW_SECS,
+    );
+
+    let groups = raw.groups.unwrap_or_default();
+    let texts: Vec<RuleText> = acl
+        .into_iter()
+        .map(|r| RuleText {
+            account: r.account,
+            repository: r.repository,
+            actions: r.actions,
+        })
+        .collect();
+    let rules = match RuleSet::compile(&texts, &groups) {
+        Ok(r) => r,
+        Err(ps) => {
+            problems.extend(ps.into_iter().map(|(k, m)| Problem::new(k, m)));
+            RuleSet::default()
+        }
+    };
+    if mode != AuthMode::None && texts.is_empty() {
+        problems.push(Problem::new(
+            "acl",
+            "no [[acl]] rules: with auth on, everything would be denied; add rules (first match wins)",
+        ));
+    }
+
+    let t = raw.token.unwrap_or_default();
+    let ttl = secs(problems, "auth.token.ttl", t.ttl, d::TOKEN_TTL_SECS);
+    if ttl < Duration::from_secs(60) {
+        problems.push(Problem::new(
+            "auth.token.ttl",
+            "must be at least 60 (seconds); clients expect tokens to live a minute",
+        ));
+    }
+    let token = TokenSettings {
+        issuer: t.issuer.unwrap_or_else(|| d::TOKEN_ISSUER.into()),
+        service: t.service.unwrap_or_else(|| d::TOKEN_SERVICE.into()),
+        signing_key: PathBuf::from(t.signing_key.unwrap_or_else(|| d::TOKEN_SIGNING_KEY.into())),
+        ttl,
+        leeway: Duration::from_secs(t.leeway.unwrap_or(d::TOKEN_LEEWAY_SECS)),
+        refresh_ttl: secs(
+            problems,
+            "auth.token.refresh_ttl",
+            t.refresh_ttl,
+            d::REFRESH_TTL_SECS,
+        ),
+        external_issuer: t.external_issuer,
+        external_keys: t
+            .external_keys
+            .unwrap_or_default()
+            .into_iter()
+            .map(PathBuf::from)
+            .collect(),
+        external_jwks: t.external_jwks.map(PathBuf::from),
+    };
+    if mode == AuthMode::Token {
+        for (key, v) in [
+            ("auth.token.issuer", &token.issuer),
+            ("auth.token.service", &token.service),
+        ] {
+            if v.trim().is_empty() {
+                problems.push(Problem::new(key, "must not be empty"));
+            }
+        }
+        if !token.signing_key.is_file() {
+            problems.push(Problem::new(
+                "auth.token.signing_key",
+                format!(
+                    "file {} not found; create one with `regate keygen --out {}`",
+                    token.signing_key.display(),
+                    token.signing_key.display()
+                ),
+            ));
+        }
+        let has_keys = !token.external_keys.is_empty() || token.external_jwks.is_some();
+        if token.external_issuer.is_some() != has_keys {
+            problems.push(Problem::new(
+                "auth.token.external_issuer",
+                "set external_issuer together with external_keys or external_jwks",
+            ));
+        }
+        if token.external_issuer.as_deref() == Some(token.issuer.as_str()) {
+            problems.push(Problem::new(
+                "auth.token.external_issuer",
+                "must differ from auth.token.issuer",
+            ));
+        }
+    }
+    if upstream_username.is_some() != upstream_password_file.is_some() {
+        problems.push(Problem::new(
+            "upstream.password_file",
+            "set upstream.username and upstream.password_file together",
+        ));
+    }
+    AuthSettings {
+        mode,
+        htpasswd,
+        realm: raw.realm.unwrap_or_else(|| d::REALM.into()),
+        cache_ttl,
+        max_failed_logins: max_failed_logins.max(1),
+        failed_login_window,
+        rules,
+        token,
+        upstream_username,
+        upstream_password_file: upstream_password_file.map(PathBuf::from),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Settings;
+    use super::AuthMode;
+
+    const BASE: &str = "[server]\ndev_certs = true\n[upstream]\nurl = \"http://127.0.0.1:5000\"\n";
+
+    #[test]
+    fn default_mode_is_none() {
+        let s = Settings::from_toml(BASE, "t", std::iter::empty()).unwrap();
+        assert_eq!(s.auth.mode, AuthMode::None);
+        assert!(s.audit.file.is_none());
+    }
+
+    #[test]
+    fn bad_auth_keys_are_named() {
+        let text = format!(
+            "{BASE}[auth]\nmode = \"token\"\n[auth.token]\nttl = 10\nsigning_key = \"/nope/key.pem\"\n[[acl]]\naccount = \"@ops\"\nrepository = \"*\"\nactions = [\"pull\", \"fly\"]\n"
+        );
+        let err = Settings::from_toml(&text, "t", std::iter::empty()).unwrap_err();
+        let keys: Vec<_> = err.problems().into_iter().map(|p| p.key).collect();
+        assert_eq!(
+            keys,
+            [
+                "acl[0].account",
+                "acl[0].actions",
+                "auth.token.ttl",
+                "auth.token.signing_key"
+            ]
+        );
+    }
+
+    #[test]
+    fn basic_mode_needs_htpasswd_and_rules() {
+        let text = format!("{BASE}[auth]\nmode = \"basic\"\n");
+        let err = Settings::from_toml(&text, "t", std::iter::empty()).unwrap_err();
+        let keys: Vec<_> = err.problems().into_iter().map(|p| p.key).collect();
+        assert_eq!(keys, ["auth.htpasswd", "acl"]);
+    }
+}

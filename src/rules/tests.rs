@@ -1,0 +1,131 @@
+//! Rule decisions as a table, on the example ACL of issue 3 plus a group.
+
+use std::collections::BTreeMap;
+
+use rstest::rstest;
+
+use super::*;
+
+fn example() -> RuleSet {
+    let rule = |account: &str, repository: &str, actions: &[&str]| RuleText {
+        account: account.into(),
+        repository: repository.into(),
+        actions: actions.iter().map(|s| s.to_string()).collect(),
+    };
+    let mut groups = BTreeMap::new();
+    groups.insert("auditors".to_string(), vec!["carol".to_string()]);
+    RuleSet::compile(
+        &[
+            rule("admin", "*", &["pull", "push", "delete", "admin"]),
+            rule("ci", "apps/*", &["pull", "push"]),
+            rule("@auditors", "*", &["pull"]),
+            rule("*", "${account}/*", &["pull", "push", "delete"]),
+            rule("anonymous", "public/*", &["pull"]),
+        ],
+        &groups,
+    )
+    .unwrap()
+}
+
+const PULL: &[Action] = &[Action::Pull];
+const PUSH: &[Action] = &[Action::Pull, Action::Push];
+const DELETE: &[Action] = &[Action::Delete];
+const ADMIN: &[Action] = &[Action::Admin];
+
+#[rstest]
+#[case::admin_may_do_anything(Some("admin"), "any/repo", ADMIN, true)]
+#[case::admin_may_delete(Some("admin"), "public/x", DELETE, true)]
+#[case::ci_pushes_to_apps(Some("ci"), "apps/web", PUSH, true)]
+#[case::ci_pushes_deep_into_apps(Some("ci"), "apps/team/web", PUSH, true)]
+#[case::ci_cannot_delete_in_apps(Some("ci"), "apps/web", DELETE, false)]
+#[case::ci_cannot_push_outside_apps(Some("ci"), "other/web", PUSH, false)]
+#[case::ci_cannot_push_to_apps_lookalike(Some("ci"), "appsx/web", PUSH, false)]
+#[case::ci_has_its_own_namespace(Some("ci"), "ci/tool", PUSH, true)]
+#[case::user_pushes_to_own_namespace(Some("alice"), "alice/app", PUSH, true)]
+#[case::user_deletes_in_own_namespace(Some("alice"), "alice/app", DELETE, true)]
+#[case::user_cannot_push_to_another_namespace(Some("alice"), "bob/app", PUSH, false)]
+#[case::user_cannot_pull_another_namespace(Some("alice"), "bob/app", PULL, false)]
+#[case::prefix_of_name_is_not_own_namespace(Some("ali"), "alice/app", PULL, false)]
+#[case::user_is_not_admin_of_own_namespace(Some("alice"), "alice/app", ADMIN, false)]
+#[case::authenticated_user_does_not_inherit_anonymous(Some("alice"), "public/x", PULL, false)]
+#[case::group_member_pulls_everything(Some("carol"), "bob/app", PULL, true)]
+#[case::group_member_cannot_push(Some("carol"), "bob/app", PUSH, false)]
+#[case::group_rule_wins_over_own_namespace(Some("carol"), "carol/app", PUSH, false)]
+#[case::anonymous_pulls_public(None, "public/tool", PULL, true)]
+#[case::anonymous_cannot_push_public(None, "public/tool", PUSH, false)]
+#[case::anonymous_pulls_nothing_else(None, "apps/web", PULL, false)]
+#[case::anonymous_has_no_namespace(None, "anonymous/x", PULL, false)]
+#[case::nothing_matches_means_deny(Some("mallory"), "public/tool", PULL, false)]
+fn decision(
+    #[case] account: Option<&str>,
+    #[case] repository: &str,
+    #[case] needed: &[Action],
+    #[case] allowed: bool,
+) {
+    assert_eq!(
+        example().permits(account, repository, ActionSet::of(needed)),
+        allowed,
+        "{account:?} {repository} {needed:?}"
+    );
+}
+
+#[test]
+fn first_match_wins_even_when_a_later_rule_gives_more() {
+    let rules = RuleSet::compile(
+        &[
+            RuleText {
+                account: "*".into(),
+                repository: "shared/*".into(),
+                actions: vec!["pull".into()],
+            },
+            RuleText {
+                account: "dev".into(),
+                repository: "shared/*".into(),
+                actions: vec!["*".into()],
+            },
+        ],
+        &BTreeMap::new(),
+    )
+    .unwrap();
+    assert_eq!(
+        rules.allowed(Some("dev"), "shared/x"),
+        ActionSet::of(&[Action::Pull])
+    );
+}
+
+#[test]
+fn empty_rules_deny_everything() {
+    let rules = RuleSet::default();
+    assert!(rules.allowed(Some("admin"), "x").is_empty());
+    assert!(rules.allowed(None, "public/x").is_empty());
+}
+
+#[test]
+fn every_problem_names_its_key() {
+    let err = RuleSet::compile(
+        &[
+            RuleText {
+                account: "@nobody".into(),
+                repository: "${user}/*".into(),
+                actions: vec!["pull".into(), "write".into()],
+            },
+            RuleText {
+                account: "x".into(),
+                repository: "y".into(),
+                actions: vec![],
+            },
+        ],
+        &BTreeMap::new(),
+    )
+    .unwrap_err();
+    let keys: Vec<_> = err.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "acl[0].account",
+            "acl[0].repository",
+            "acl[0].actions",
+            "acl[1].actions"
+        ]
+    );
+}
