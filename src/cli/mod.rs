@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config::{defaults, Settings};
 
+mod reindex;
 mod tags;
 
 #[derive(Parser, Debug)]
@@ -42,6 +43,11 @@ pub enum Command {
     /// Manage tags of a running regate over HTTPS: rm, ls, restore, deleted.
     #[command(subcommand)]
     Tags(tags::TagsCommand),
+    /// Rebuild the referrers index from the registry (storage or API).
+    Reindex {
+        #[arg(long, short, default_value = defaults::CONFIG_FILE, env = "REGATE_CONFIG")]
+        config: PathBuf,
+    },
     /// Create a local CA and a server certificate (ca.crt, server.crt, server.key).
     Cert {
         #[arg(long, default_value = "certs")]
@@ -98,6 +104,7 @@ pub fn run() -> ExitCode {
             }
         },
         Command::Tags(cmd) => tags::run(cmd),
+        Command::Reindex { config } => reindex::run(&config),
         Command::Cert { dir, hosts } => match crate::certs::generate(&dir, &hosts) {
             Ok(files) => {
                 println!(
