@@ -213,3 +213,52 @@ async fn a_crash_at_any_step_ends_removed_or_original_never_a_dummy() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_tags_of_one_repository_deleted_at_once_leave_no_dangling_tag() {
+    let registry = Registry::start();
+    let regate = Regate::start(&registry.url).await;
+    let client = regate.client();
+    let repo = "bulk/app";
+    let a = Image::oci("bulk-a", 800);
+    let b = Image::docker("bulk-b", 800);
+    a.push(&client, &regate.url, repo, "keep-a").await;
+    b.push(&client, &regate.url, repo, "keep-b").await;
+    let doomed: Vec<String> = (0..40).map(|i| format!("t{i:02}")).collect();
+    for (i, t) in doomed.iter().enumerate() {
+        put_manifest(
+            &client,
+            &regate.url,
+            repo,
+            t,
+            if i % 2 == 0 { &a } else { &b },
+        )
+        .await;
+    }
+    let deletes = doomed.iter().map(|t| {
+        let (client, url) = (client.clone(), regate.url.clone());
+        async move {
+            client
+                .delete(format!("{url}/v2/{repo}/manifests/{t}"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    });
+    let statuses = futures_util::future::join_all(deletes).await;
+    assert!(statuses.iter().all(|s| *s == 202), "{statuses:?}");
+    // Nothing dangles: the storage holds only the two kept tags and manifests.
+    assert_eq!(
+        storage::tags(&registry.storage, repo),
+        vec![
+            ("keep-a".to_owned(), a.digest.clone()),
+            ("keep-b".to_owned(), b.digest.clone())
+        ]
+    );
+    let mut want = vec![a.digest.clone(), b.digest.clone()];
+    want.sort();
+    assert_eq!(storage::revisions(&registry.storage, repo), want);
+    regate.stop().await;
+}

@@ -91,6 +91,9 @@ impl App {
                 &Method::DELETE,
             ) => {
                 self.tags.check_digest_delete(name, digest.as_str()).await?;
+                // 2.8 untags by reading every tag link of the repository:
+                // no tag may be rewritten meanwhile (see TagLocks::repo_shared).
+                let _repo = self.tags.locks.repo_exclusive(name.as_str()).await;
                 let resp = self.forward(req, &route, conn).await?;
                 if resp.status() == StatusCode::ACCEPTED {
                     self.referrers
@@ -117,7 +120,8 @@ impl App {
                 // place (truncate, then write), and a read in between gets a 500.
                 let _writing = match reference {
                     Reference::Tag(tag) => {
-                        Some(self.tags.locks.write(name.as_str(), tag.as_str()).await)
+                        let t = self.tags.locks.write(name.as_str(), tag.as_str()).await;
+                        Some((t, self.tags.locks.repo_shared(name.as_str()).await))
                     }
                     Reference::Digest(_) => None,
                 };

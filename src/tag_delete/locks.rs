@@ -59,6 +59,19 @@ impl TagLocks {
         }
     }
 
+    /// The repository-wide side: a delete by digest makes 2.8 read every
+    /// tag link of the repository (to untag them), and a link being rewritten
+    /// meanwhile fails that scan after the manifest is already gone, leaving a
+    /// dangling tag. So tag writes hold this shared, digest deletes exclusive.
+    /// Always taken after a tag lock, never before.
+    pub async fn repo_shared(&self, repo: &str) -> TagGuard {
+        self.read(repo, "").await
+    }
+
+    pub async fn repo_exclusive(&self, repo: &str) -> TagGuard {
+        self.write(repo, "").await
+    }
+
     /// Number of tags with a lock entry (for tests).
     pub fn len(&self) -> usize {
         self.map.lock().unwrap_or_else(|e| e.into_inner()).len()

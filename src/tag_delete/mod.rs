@@ -179,7 +179,11 @@ impl TagDeleter {
         entry.id = blocking(move || state.journal_begin(&e)).await?;
         self.faults.at("after_intent");
 
-        match self.overwrite_and_delete(&entry, &dummy).await {
+        let done = match self.overwrite_and_delete(&entry, &dummy).await {
+            Ok(()) => self.verify(repo, tag, &original.digest).await,
+            Err(e) => Err(e),
+        };
+        match done {
             Ok(()) => {}
             Err(e) => {
                 // Leave nothing half done: finish or roll back now.
@@ -194,7 +198,6 @@ impl TagDeleter {
                 };
             }
         }
-        self.verify(repo, tag, &original.digest).await?;
         self.record(
             repo,
             tag,
@@ -220,13 +223,20 @@ impl TagDeleter {
         let (repo, tag) = (entry.repository.as_str(), entry.tag.as_str());
         self.api.upload_blob(repo, dummy.config.clone()).await?;
         self.faults.at("after_config");
-        self.api
-            .put_manifest(repo, tag, dummy.media_type, dummy.manifest.clone())
-            .await?;
+        {
+            let _repo = self.locks.repo_shared(repo).await;
+            self.api
+                .put_manifest(repo, tag, dummy.media_type, dummy.manifest.clone())
+                .await?;
+        }
         let (state, id) = (self.state.clone(), entry.id);
         blocking(move || state.journal_step(id, "dummy_put")).await?;
         self.faults.at("after_dummy_put");
-        if !self.api.delete_manifest(repo, &dummy.digest).await? {
+        let deleted = {
+            let _repo = self.locks.repo_exclusive(repo).await;
+            self.api.delete_manifest(repo, &dummy.digest).await?
+        };
+        if !deleted {
             return Err(TagDeleteError::Verify(format!(
                 "the dummy manifest {} of {repo}:{tag} vanished",
                 dummy.digest
@@ -239,10 +249,24 @@ impl TagDeleter {
         Ok(())
     }
 
+    /// Whether `tag` is in the repository's tag list.
+    async fn listed(&self, repo: &str, tag: &str) -> Result<bool, TagDeleteError> {
+        Ok(self
+            .api
+            .tags(repo)
+            .await?
+            .is_ok_and(|t| t.iter().any(|x| x == tag)))
+    }
+
     async fn verify(&self, repo: &str, tag: &str, original: &str) -> Result<(), TagDeleteError> {
         if let Some(d) = self.api.resolve(repo, tag).await? {
             return Err(TagDeleteError::Verify(format!(
                 "{repo}:{tag} still resolves to {d}"
+            )));
+        }
+        if self.listed(repo, tag).await? {
+            return Err(TagDeleteError::Verify(format!(
+                "{repo}:{tag} is still listed (a dangling tag)"
             )));
         }
         if self.api.resolve(repo, original).await?.is_none() {
@@ -286,10 +310,37 @@ impl TagDeleter {
         // The dummy can only be reached through this tag (its config is
         // unique), so deleting it by digest removes exactly this tag.
         if self.api.resolve(repo, &e.dummy_digest).await?.is_some() {
+            let _repo = self.locks.repo_exclusive(repo).await;
             self.api.delete_manifest(repo, &e.dummy_digest).await?;
         }
         self.api.delete_blob(repo, &e.dummy_config_digest).await?;
-        let now = self.api.resolve(repo, tag).await?;
+        let mut now = self.api.resolve(repo, tag).await?;
+        // A tag that no longer resolves but is still listed dangles: its
+        // manifest went while the registry failed to untag it. Overwrite it
+        // with a fresh dummy and delete that, so the tag is really gone.
+        let mut attempts = 0;
+        while now.is_none() && attempts < 3 && self.listed(repo, tag).await? {
+            attempts += 1;
+            tracing::warn!(
+                repository = repo,
+                tag,
+                "tag dangles after a delete; removing it with a fresh dummy"
+            );
+            let dummy = Dummy::new(Family::of(&e.original_media_type), repo, tag);
+            self.api.upload_blob(repo, dummy.config.clone()).await?;
+            {
+                let _repo = self.locks.repo_shared(repo).await;
+                self.api
+                    .put_manifest(repo, tag, dummy.media_type, dummy.manifest.clone())
+                    .await?;
+            }
+            {
+                let _repo = self.locks.repo_exclusive(repo).await;
+                self.api.delete_manifest(repo, &dummy.digest).await?;
+            }
+            self.api.delete_blob(repo, &dummy.config_digest).await?;
+            now = self.api.resolve(repo, tag).await?;
+        }
         let (outcome, step) = match now {
             None => (Recovered::Removed, "removed"),
             Some(d) if d == e.original_digest => (Recovered::RolledBack, "rolled_back"),
