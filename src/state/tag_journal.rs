@@ -118,16 +118,6 @@ impl State {
         Ok(conn.last_insert_rowid())
     }
 
-    pub fn journal_step(&self, id: i64, step: &str) -> Result<(), StateError> {
-        self.conn()
-            .execute(
-                "UPDATE tag_delete_journal SET step = ?2, updated_at = ?3 WHERE id = ?1",
-                params![id, step, now()],
-            )
-            .map(|_| ())
-            .map_err(|e| self.sqlite_err(e))
-    }
-
     /// Closes a journal entry with its final step (`removed` or `rolled_back`).
     pub fn journal_close(&self, id: i64, step: &str) -> Result<(), StateError> {
         self.conn()
@@ -151,14 +141,30 @@ impl State {
             .map_err(|e| self.sqlite_err(e))
     }
 
-    pub fn record_deletion(&self, d: &Deletion) -> Result<i64, StateError> {
-        let conn = self.conn();
-        conn.execute(
+    /// Records a removal and, in the same transaction (one fsync), closes
+    /// the journal entry that made it, if any.
+    pub fn record_deletion(
+        &self,
+        d: &Deletion,
+        close_journal: Option<i64>,
+    ) -> Result<i64, StateError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(|e| self.sqlite_err(e))?;
+        tx.execute(
             "INSERT INTO tag_deletions (repository, tag, digest, media_type, manifest, account, deleted_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             params![d.repository, d.tag, d.digest, d.media_type, d.manifest, d.account, now()],
         )
         .map_err(|e| self.sqlite_err(e))?;
-        Ok(conn.last_insert_rowid())
+        let id = tx.last_insert_rowid();
+        if let Some(j) = close_journal {
+            tx.execute(
+                "UPDATE tag_delete_journal SET step = 'removed', open = 0, updated_at = ?2 WHERE id = ?1",
+                params![j, now()],
+            )
+            .map_err(|e| self.sqlite_err(e))?;
+        }
+        tx.commit().map_err(|e| self.sqlite_err(e))?;
+        Ok(id)
     }
 
     /// The most recent removal of `repository:tag` not yet restored.
@@ -227,12 +233,11 @@ mod tests {
             account: "-".into(),
         };
         e.id = s.journal_begin(&e).unwrap();
-        s.journal_step(e.id, "dummy_put").unwrap();
         drop(s);
         let s = State::open(dir.path()).unwrap();
         let open = s.journal_open_entries().unwrap();
         assert_eq!(open.len(), 1);
-        assert_eq!(open[0].step, "dummy_put");
+        assert_eq!(open[0].step, "intent");
         s.journal_close(e.id, "removed").unwrap();
         assert!(s.journal_open_entries().unwrap().is_empty());
     }
@@ -252,7 +257,7 @@ mod tests {
             deleted_at: 0,
             restored_at: None,
         };
-        let id = s.record_deletion(&d).unwrap();
+        let id = s.record_deletion(&d, None).unwrap();
         assert_eq!(
             s.last_deletion("r", "t")
                 .unwrap()

@@ -8,7 +8,8 @@
 //! The sequence: resolve the tag (all four manifest types) -> ask the
 //! registry to delete the tag itself (distribution 3.x does; 405 means deletes
 //! are disabled, detected before anything is written) -> otherwise journal the
-//! intent (fsync'd) -> upload a unique dummy config blob -> PUT a dummy
+//! intent (fsync'd; recovery decides from what the registry holds, so the
+//! intermediate steps need no journal writes) -> upload a unique dummy config blob -> PUT a dummy
 //! manifest of the same family to the tag -> DELETE the dummy by its digest ->
 //! check the tag is gone and the original still resolves -> close the journal
 //! entry and record the removal for undo. At start-up every open journal entry
@@ -148,6 +149,7 @@ impl TagDeleter {
                     &original.media_type,
                     Some(original.bytes.to_vec()),
                     account,
+                    None,
                 )
                 .await?;
                 return Ok(Removed {
@@ -205,10 +207,9 @@ impl TagDeleter {
             &original.media_type,
             Some(original.bytes.to_vec()),
             account,
+            Some(entry.id),
         )
         .await?;
-        let (state, id) = (self.state.clone(), entry.id);
-        blocking(move || state.journal_close(id, "removed")).await?;
         Ok(Removed {
             digest: original.digest,
             native: false,
@@ -229,8 +230,6 @@ impl TagDeleter {
                 .put_manifest(repo, tag, dummy.media_type, dummy.manifest.clone())
                 .await?;
         }
-        let (state, id) = (self.state.clone(), entry.id);
-        blocking(move || state.journal_step(id, "dummy_put")).await?;
         self.faults.at("after_dummy_put");
         let deleted = {
             let _repo = self.locks.repo_exclusive(repo).await;
@@ -242,8 +241,6 @@ impl TagDeleter {
                 dummy.digest
             )));
         }
-        let (state, id) = (self.state.clone(), entry.id);
-        blocking(move || state.journal_step(id, "dummy_deleted")).await?;
         self.faults.at("after_dummy_delete");
         self.api.delete_blob(repo, &dummy.config_digest).await?;
         Ok(())
@@ -285,6 +282,7 @@ impl TagDeleter {
         media_type: &str,
         manifest: Option<Vec<u8>>,
         account: &str,
+        close_journal: Option<i64>,
     ) -> Result<(), TagDeleteError> {
         let d = Deletion {
             id: 0,
@@ -298,7 +296,7 @@ impl TagDeleter {
             restored_at: None,
         };
         let state = self.state.clone();
-        blocking(move || state.record_deletion(&d)).await?;
+        blocking(move || state.record_deletion(&d, close_journal)).await?;
         tracing::info!(target: "regate::audit", event = "tag_deleted", repository = repo, tag, digest, account);
         Ok(())
     }
@@ -356,11 +354,13 @@ impl TagDeleter {
                 &e.original_media_type,
                 bytes,
                 &e.account,
+                Some(e.id),
             )
             .await?;
+        } else {
+            let (state, id) = (self.state.clone(), e.id);
+            blocking(move || state.journal_close(id, step)).await?;
         }
-        let (state, id) = (self.state.clone(), e.id);
-        blocking(move || state.journal_close(id, step)).await?;
         tracing::info!(
             repository = repo,
             tag,
