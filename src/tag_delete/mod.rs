@@ -142,16 +142,15 @@ impl TagDeleter {
 
         match self.api.delete_tag_native(repo, tag).await? {
             NativeTagDelete::Deleted => {
-                self.record(
+                let d = removal(
                     repo,
                     tag,
                     &original.digest,
                     &original.media_type,
                     Some(original.bytes.to_vec()),
                     account,
-                    None,
-                )
-                .await?;
+                );
+                self.record(d, None).await?;
                 return Ok(Removed {
                     digest: original.digest,
                     native: true,
@@ -200,16 +199,15 @@ impl TagDeleter {
                 };
             }
         }
-        self.record(
+        let d = removal(
             repo,
             tag,
             &original.digest,
             &original.media_type,
             Some(original.bytes.to_vec()),
             account,
-            Some(entry.id),
-        )
-        .await?;
+        );
+        self.record(d, Some(entry.id)).await?;
         Ok(Removed {
             digest: original.digest,
             native: false,
@@ -274,30 +272,18 @@ impl TagDeleter {
         Ok(())
     }
 
-    async fn record(
-        &self,
-        repo: &str,
-        tag: &str,
-        digest: &str,
-        media_type: &str,
-        manifest: Option<Vec<u8>>,
-        account: &str,
-        close_journal: Option<i64>,
-    ) -> Result<(), TagDeleteError> {
-        let d = Deletion {
-            id: 0,
-            repository: repo.to_owned(),
-            tag: tag.to_owned(),
-            digest: digest.to_owned(),
-            media_type: media_type.to_owned(),
-            manifest,
-            account: account.to_owned(),
-            deleted_at: 0,
-            restored_at: None,
-        };
+    /// Keeps a removal for undo (closing its journal entry in the same
+    /// transaction) and writes the audit line.
+    async fn record(&self, d: Deletion, close_journal: Option<i64>) -> Result<(), TagDeleteError> {
+        let (repo, tag, digest, account) = (
+            d.repository.clone(),
+            d.tag.clone(),
+            d.digest.clone(),
+            d.account.clone(),
+        );
         let state = self.state.clone();
         blocking(move || state.record_deletion(&d, close_journal)).await?;
-        tracing::info!(target: "regate::audit", event = "tag_deleted", repository = repo, tag, digest, account);
+        tracing::info!(target: "regate::audit", event = "tag_deleted", repository = %repo, tag = %tag, digest = %digest, account = %account);
         Ok(())
     }
 
@@ -348,12 +334,14 @@ impl TagDeleter {
             let original = self.api.manifest(repo, &e.original_digest).await?;
             let bytes = original.map(|m| m.bytes.to_vec());
             self.record(
-                repo,
-                tag,
-                &e.original_digest,
-                &e.original_media_type,
-                bytes,
-                &e.account,
+                removal(
+                    repo,
+                    tag,
+                    &e.original_digest,
+                    &e.original_media_type,
+                    bytes,
+                    &e.account,
+                ),
                 Some(e.id),
             )
             .await?;
@@ -488,4 +476,26 @@ enum Recovered {
     Removed,
     RolledBack,
     Superseded,
+}
+
+/// A history record of one removal.
+fn removal(
+    repo: &str,
+    tag: &str,
+    digest: &str,
+    media_type: &str,
+    manifest: Option<Vec<u8>>,
+    account: &str,
+) -> Deletion {
+    Deletion {
+        id: 0,
+        repository: repo.to_owned(),
+        tag: tag.to_owned(),
+        digest: digest.to_owned(),
+        media_type: media_type.to_owned(),
+        manifest,
+        account: account.to_owned(),
+        deleted_at: 0,
+        restored_at: None,
+    }
 }
