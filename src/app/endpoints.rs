@@ -59,9 +59,8 @@ impl App {
             )),
             (Route::DeletedTags { name }, &Method::GET) => {
                 let (state, repo) = (self.state.clone(), name.to_string());
-                let list = tokio::task::spawn_blocking(move || state.deletions(Some(&repo), 1000))
+                let list = crate::state::blocking(move || state.deletions(Some(&repo), 1000))
                     .await
-                    .expect("state call panicked")
                     .map_err(crate::tag_delete::TagDeleteError::from)?;
                 Ok(json_response(
                     StatusCode::OK,

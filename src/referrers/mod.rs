@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use crate::body::{full, ProxyBody};
 use crate::error::{RegistryError, API_VERSION_HEADER};
 use crate::registry_api::RegistryApi;
-use crate::state::{Referrer, State};
+use crate::state::{blocking, Referrer, State};
 
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const OCI_SUBJECT: HeaderName = HeaderName::from_static("oci-subject");
@@ -88,14 +88,6 @@ fn query_value(query: Option<&str>, key: &str) -> Option<String> {
 pub struct ReferrersIndex {
     state: State,
     api: RegistryApi,
-}
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, crate::state::StateError> + Send + 'static,
-) -> Result<T, crate::state::StateError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .expect("state call panicked")
 }
 
 impl ReferrersIndex {

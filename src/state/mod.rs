@@ -30,6 +30,16 @@ const SCHEMA: &[&str] = &[
     gc_history::MAINTENANCE_TABLE,
 ];
 
+/// Runs a state call off the async threads (the calls block on the mutex
+/// and on fsync).
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StateError> + Send + 'static,
+) -> Result<T, StateError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .expect("state call panicked")
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     #[error("state.dir = {dir}: cannot create ({source}); set state.dir to a writable directory")]

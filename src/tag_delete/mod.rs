@@ -27,7 +27,7 @@ use http::StatusCode;
 use crate::error::{ErrorCode, RegistryError};
 use crate::registry_api::{ApiError, NativeTagDelete, RegistryApi};
 use crate::route::{RepoName, Tag};
-use crate::state::{Deletion, JournalEntry, State, StateError};
+use crate::state::{blocking, Deletion, JournalEntry, State, StateError};
 pub use dummy::{Dummy, Family};
 pub use locks::{TagGuard, TagLocks};
 
@@ -103,15 +103,6 @@ pub struct TagDeleter {
     pub locks: Arc<TagLocks>,
     faults: fault::Faults,
     protect_shared_digests: bool,
-}
-
-/// Runs a blocking state call off the async threads.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, StateError> + Send + 'static,
-) -> Result<T, StateError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .expect("state call panicked")
 }
 
 impl TagDeleter {
@@ -222,18 +213,9 @@ impl TagDeleter {
         let (repo, tag) = (entry.repository.as_str(), entry.tag.as_str());
         self.api.upload_blob(repo, dummy.config.clone()).await?;
         self.faults.at("after_config");
-        {
-            let _repo = self.locks.repo_shared(repo).await;
-            self.api
-                .put_manifest(repo, tag, dummy.media_type, dummy.manifest.clone())
-                .await?;
-        }
+        self.put_dummy(repo, tag, dummy).await?;
         self.faults.at("after_dummy_put");
-        let deleted = {
-            let _repo = self.locks.repo_exclusive(repo).await;
-            self.api.delete_manifest(repo, &dummy.digest).await?
-        };
-        if !deleted {
+        if !self.delete_dummy(repo, &dummy.digest).await? {
             return Err(TagDeleteError::Verify(format!(
                 "the dummy manifest {} of {repo}:{tag} vanished",
                 dummy.digest
@@ -242,6 +224,22 @@ impl TagDeleter {
         self.faults.at("after_dummy_delete");
         self.api.delete_blob(repo, &dummy.config_digest).await?;
         Ok(())
+    }
+
+    /// Points the tag at the dummy: a tag write, so the repository lock is shared.
+    async fn put_dummy(&self, repo: &str, tag: &str, dummy: &Dummy) -> Result<(), TagDeleteError> {
+        let _repo = self.locks.repo_shared(repo).await;
+        self.api
+            .put_manifest(repo, tag, dummy.media_type, dummy.manifest.clone())
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes a dummy by digest (2.8 then scans every tag link of the
+    /// repository), exclusive; `false` when it was already gone.
+    async fn delete_dummy(&self, repo: &str, digest: &str) -> Result<bool, TagDeleteError> {
+        let _repo = self.locks.repo_exclusive(repo).await;
+        Ok(self.api.delete_manifest(repo, digest).await?)
     }
 
     /// Whether `tag` is in the repository's tag list.
@@ -294,8 +292,7 @@ impl TagDeleter {
         // The dummy can only be reached through this tag (its config is
         // unique), so deleting it by digest removes exactly this tag.
         if self.api.resolve(repo, &e.dummy_digest).await?.is_some() {
-            let _repo = self.locks.repo_exclusive(repo).await;
-            self.api.delete_manifest(repo, &e.dummy_digest).await?;
+            self.delete_dummy(repo, &e.dummy_digest).await?;
         }
         self.api.delete_blob(repo, &e.dummy_config_digest).await?;
         let mut now = self.api.resolve(repo, tag).await?;
@@ -312,16 +309,8 @@ impl TagDeleter {
             );
             let dummy = Dummy::new(Family::of(&e.original_media_type), repo, tag);
             self.api.upload_blob(repo, dummy.config.clone()).await?;
-            {
-                let _repo = self.locks.repo_shared(repo).await;
-                self.api
-                    .put_manifest(repo, tag, dummy.media_type, dummy.manifest.clone())
-                    .await?;
-            }
-            {
-                let _repo = self.locks.repo_exclusive(repo).await;
-                self.api.delete_manifest(repo, &dummy.digest).await?;
-            }
+            self.put_dummy(repo, tag, &dummy).await?;
+            self.delete_dummy(repo, &dummy.digest).await?;
             self.api.delete_blob(repo, &dummy.config_digest).await?;
             now = self.api.resolve(repo, tag).await?;
         }
