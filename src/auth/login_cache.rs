@@ -36,7 +36,8 @@ impl LoginCache {
         }
     }
 
-    fn digest(&self, user: &str, password: &str) -> [u8; 32] {
+    /// The keyed digest that stands for `user:password` in this process.
+    pub fn key_of(&self, user: &str, password: &str) -> [u8; 32] {
         let mut h = Sha256::new();
         h.update(self.key);
         h.update((user.len() as u64).to_be_bytes());
@@ -51,7 +52,7 @@ impl LoginCache {
         if self.ttl.is_zero() {
             return false;
         }
-        let digest = self.digest(user, password);
+        let digest = self.key_of(user, password);
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         entries.get(user).is_some_and(|e| {
             let same: bool = e.digest.ct_eq(&digest).into();
@@ -65,7 +66,7 @@ impl LoginCache {
             return;
         }
         let entry = Entry {
-            digest: self.digest(user, password),
+            digest: self.key_of(user, password),
             generation,
             expires: Instant::now() + self.ttl,
         };

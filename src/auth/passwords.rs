@@ -1,13 +1,15 @@
 //! Checking a user name and password: the live htpasswd table, the cache of
 //! verified credentials, failed-login limiting, and bcrypt off the async
-//! threads. Unknown users cost a bcrypt check too, so timing does not tell
-//! which names exist. Owns [`Passwords`] and [`LoginError`].
+//! threads, run once per credential however many requests present it at the
+//! same moment. Unknown users cost a bcrypt check too, so timing does not
+//! tell which names exist. Owns [`Passwords`] and [`LoginError`].
 
 use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::bcrypt_flight::BcryptFlight;
 use super::htpasswd::{Htpasswd, HtpasswdError};
 use super::login_cache::LoginCache;
 use super::rate_limit::FailedLogins;
@@ -26,6 +28,7 @@ pub struct Passwords {
     htpasswd: Htpasswd,
     cache: LoginCache,
     limiter: FailedLogins,
+    flight: BcryptFlight,
     /// Verified against for unknown users.
     dummy_hash: String,
 }
@@ -52,6 +55,7 @@ impl Passwords {
             htpasswd,
             cache: LoginCache::new(cache_ttl),
             limiter: FailedLogins::new(max_failed, window),
+            flight: BcryptFlight::default(),
             dummy_hash,
         })
     }
@@ -80,9 +84,13 @@ impl Passwords {
             None => (self.dummy_hash.clone(), false),
         };
         let pw = password.to_owned();
-        let ok = tokio::task::spawn_blocking(move || bcrypt::verify(pw, &hash).unwrap_or(false))
+        let ok = self
+            .flight
+            .verify(self.cache.key_of(user, password), generation, move || {
+                bcrypt::verify(pw, &hash).unwrap_or(false)
+            })
             .await
-            .map_err(|e| LoginError::Internal(e.to_string()))?;
+            .map_err(LoginError::Internal)?;
         if ok && known {
             self.cache.store(user, password, generation);
             Ok(())
