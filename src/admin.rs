@@ -1,10 +1,12 @@
 //! The admin listener (plain HTTP, meant for loopback or an internal network):
 //! `/healthz` (the process is up), `/readyz` (the upstream registry answers)
 //! and `/metrics` (Prometheus text), and the GC and maintenance API of
-//! [`crate::gc::admin_api`] (`/admin/...`). It has no authentication yet: it
-//! binds loopback by default and must stay on loopback or an internal network
-//! until the `admin` right of the auth rules guards it.
+//! [`crate::gc::admin_api`] (`/admin/...`). The probes and metrics are open
+//! (for load balancers and Prometheus); `/admin/...` needs an account with the
+//! `admin` right when auth is on ([`crate::auth::admin_access`]), and every
+//! call that changes something is audited. It binds loopback by default.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,6 +22,7 @@ pub struct Admin {
     pub upstream: Upstream,
     pub metrics: Arc<Metrics>,
     pub gc: Arc<crate::gc::Gc>,
+    pub auth: Arc<crate::auth::Auth>,
 }
 
 fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<ProxyBody> {
@@ -33,9 +36,21 @@ fn text(status: StatusCode, content_type: &'static str, body: String) -> Respons
 }
 
 impl Admin {
-    pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<ProxyBody> {
+    pub async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Response<ProxyBody> {
         if crate::gc::admin_api::owns(req.uri().path()) {
-            return crate::gc::admin_api::handle(&self.gc, req).await;
+            let caller = match self.auth.authorize_admin(req.headers(), peer).await {
+                Ok(caller) => caller,
+                Err(e) => return RegistryError::from(e).into_response(),
+            };
+            let (method, path) = (req.method().clone(), req.uri().path().to_owned());
+            let resp = crate::gc::admin_api::handle(&self.gc, req).await;
+            self.auth
+                .audit_admin(&caller, peer, &method, &path, resp.status().as_u16());
+            return resp;
         }
         if req.method() != Method::GET && req.method() != Method::HEAD {
             return RegistryError::new(

@@ -24,6 +24,13 @@ pub struct AdminTarget {
     pub admin: Option<String>,
     #[arg(long, short, default_value = defaults::CONFIG_FILE, env = "REGATE_CONFIG", global = true)]
     pub config: PathBuf,
+    /// An account with the `admin` right, when auth is on (password from
+    /// --password-stdin or REGATE_PASSWORD).
+    #[arg(long, short, env = "REGATE_USERNAME", global = true)]
+    pub user: Option<String>,
+    /// Read the password from standard input.
+    #[arg(long, global = true)]
+    pub password_stdin: bool,
 }
 
 #[derive(Args, Debug)]
@@ -82,6 +89,25 @@ enum ClientError {
 }
 
 impl AdminTarget {
+    fn credentials(&self) -> Result<Option<(String, String)>, ClientError> {
+        let Some(user) = &self.user else {
+            return Ok(None);
+        };
+        let password = if self.password_stdin {
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+                .map_err(|e| ClientError::Usage(format!("reading the password from stdin: {e}")))?;
+            s.trim_end_matches(['\r', '\n']).to_owned()
+        } else {
+            std::env::var("REGATE_PASSWORD").map_err(|_| {
+                ClientError::Usage(format!(
+                    "--user {user} needs a password: pass --password-stdin or set REGATE_PASSWORD"
+                ))
+            })?
+        };
+        Ok(Some((user.clone(), password)))
+    }
+
     fn base(&self) -> Result<String, ClientError> {
         if let Some(u) = &self.admin {
             return Ok(u.trim_end_matches('/').to_owned());
@@ -108,6 +134,7 @@ impl AdminTarget {
 struct Api {
     base: String,
     client: reqwest::Client,
+    credentials: Option<(String, String)>,
 }
 
 impl Api {
@@ -119,6 +146,7 @@ impl Api {
         Ok(Api {
             base: target.base()?,
             client,
+            credentials: target.credentials()?,
         })
     }
 
@@ -130,6 +158,9 @@ impl Api {
     ) -> Result<Value, ClientError> {
         let url = format!("{}{path}", self.base);
         let mut req = self.client.request(method, &url);
+        if let Some((user, password)) = &self.credentials {
+            req = req.basic_auth(user, Some(password));
+        }
         if let Some(b) = body {
             req = req.json(&b);
         }
@@ -145,7 +176,16 @@ impl Api {
                 .as_str()
                 .map(str::to_owned)
                 .unwrap_or_else(|| v.to_string());
-            Err(ClientError::Failed(format!("{status}: {msg}")))
+            let hint = match status {
+                reqwest::StatusCode::UNAUTHORIZED => {
+                    "\n(auth is on: pass --user ACCOUNT with --password-stdin or REGATE_PASSWORD)"
+                }
+                reqwest::StatusCode::FORBIDDEN => {
+                    "\n(the account needs a rule granting \"admin\" on repository \"*\")"
+                }
+                _ => "",
+            };
+            Err(ClientError::Failed(format!("{status}: {msg}{hint}")))
         }
     }
 }

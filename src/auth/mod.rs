@@ -7,6 +7,7 @@
 //! its own submodules for passwords and tokens, and [`crate::audit`]. It
 //! never sees a body except the token endpoint's small form.
 
+pub mod admin_access;
 pub mod bcrypt_flight;
 pub mod catalog;
 pub mod challenge;

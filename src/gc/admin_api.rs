@@ -8,11 +8,12 @@
 //!   gate; `DELETE /admin/maintenance` opens it; `GET` tells.
 //! - `GET /admin/status`: gate, maintenance, GC in progress and last run.
 //!
-//! Who may call it: the admin listener is plain HTTP bound to loopback by
-//! default (`server.admin_listen = 127.0.0.1:5444`); the `admin` right of the
-//! auth rules will guard it once auth lands. Until then, anyone who can reach
-//! the admin listener can run GC and close the gate: keep it on loopback or
-//! an internal network. Errors are rendered by [`RegistryError`].
+//! Who may call it is decided before this module sees a request, by
+//! [`crate::admin`] with [`crate::auth::admin_access`] (the `admin` right on
+//! `*`; open when auth is off). The admin listener is plain HTTP bound to
+//! loopback by default (`server.admin_listen = 127.0.0.1:5444`): keep it on
+//! loopback or an internal network, since Basic credentials cross it in
+//! clear. Errors are rendered by [`RegistryError`].
 
 use std::sync::Arc;
 

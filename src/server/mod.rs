@@ -225,9 +225,10 @@ pub async fn start(settings: Settings) -> Result<RunningServer, StartError> {
             upstream: upstream.clone(),
             metrics: Arc::clone(&metrics),
             gc: Arc::clone(&gc),
+            auth: Arc::clone(&app.auth),
         });
         let admin_handler: Handler =
-            Arc::new(move |req, _conn| Box::pin(Arc::clone(&admin).handle(req)));
+            Arc::new(move |req, conn| Box::pin(Arc::clone(&admin).handle(req, conn.peer)));
         loops.push(tokio::spawn(listener::serve(
             l,
             loop_settings("admin", None),
