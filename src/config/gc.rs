@@ -18,6 +18,8 @@ pub mod defaults {
     pub const HOLD_TIMEOUT_SECS: u64 = 300;
     pub const RETRY_AFTER_SECS: u64 = 60;
     pub const PUSH_WINDOW_SECS: u64 = 30;
+    /// Finished runs kept in the history (with their logs).
+    pub const HISTORY_KEEP: usize = 500;
     pub const TIMEOUT_SECS: u64 = 3600;
 }
 
@@ -55,6 +57,9 @@ pub struct RawGc {
     /// A repository counts as being pushed to while its last upload activity
     /// is at most this old.
     pub push_window: Option<RawDuration>,
+    /// How many finished runs the history keeps (older ones and their logs
+    /// are removed when a new run starts).
+    pub history_keep: Option<usize>,
 }
 
 /// What happens to a write while the gate is closed.
@@ -129,6 +134,7 @@ pub struct GcSettings {
     pub hold_timeout: Duration,
     pub retry_after: Duration,
     pub push_window: Duration,
+    pub history_keep: usize,
 }
 
 impl Default for GcSettings {
@@ -145,6 +151,7 @@ impl Default for GcSettings {
             hold_timeout: Duration::from_secs(defaults::HOLD_TIMEOUT_SECS),
             retry_after: Duration::from_secs(defaults::RETRY_AFTER_SECS),
             push_window: Duration::from_secs(defaults::PUSH_WINDOW_SECS),
+            history_keep: defaults::HISTORY_KEEP,
         }
     }
 }
@@ -197,6 +204,17 @@ pub(super) fn validate(raw: RawGc, managed: bool, problems: &mut Vec<Problem>) -
     let retry_after = duration("gc.retry_after", raw.retry_after, d.retry_after, 1000);
     let push_window = duration("gc.push_window", raw.push_window, d.push_window, 100);
 
+    let history_keep = match raw.history_keep {
+        Some(0) => {
+            problems.push(Problem::new(
+                "gc.history_keep",
+                "must be at least 1 (the run in progress and the last result are always kept)",
+            ));
+            d.history_keep
+        }
+        Some(n) => n,
+        None => d.history_keep,
+    };
     let closed_writes = match raw.closed_writes.as_deref() {
         None | Some("hold") => ClosedWrites::Hold,
         Some("reject") => ClosedWrites::Reject,
@@ -286,6 +304,7 @@ pub(super) fn validate(raw: RawGc, managed: bool, problems: &mut Vec<Problem>) -
         hold_timeout,
         retry_after,
         push_window,
+        history_keep,
     }
 }
 

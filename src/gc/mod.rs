@@ -181,6 +181,27 @@ pub struct Gc {
 }
 
 impl Gc {
+    /// Keeps the history at `gc.history_keep` finished runs, removing the
+    /// logs of the runs it drops. A failure here never stops a GC.
+    fn prune_history(&self) {
+        let logs = match self.state.gc_runs_prune(self.settings.history_keep) {
+            Ok(logs) => logs,
+            Err(e) => {
+                tracing::warn!(target: "regate::gc", error = %e, "cannot prune the GC history");
+                return;
+            }
+        };
+        for log in logs {
+            match std::fs::remove_file(&log) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(target: "regate::gc", log, error = %e, "cannot remove an old GC log")
+                }
+            }
+        }
+    }
+
     pub fn new(
         settings: GcSettings,
         target: GcTarget,
@@ -260,6 +281,7 @@ impl Gc {
             ..Default::default()
         };
         run.id = self.state.gc_run_insert(&run)?;
+        self.prune_history();
         *running = Some(run.clone());
         drop(running);
         tracing::info!(target: "regate::gc", id = run.id, trigger, dry_run = req.dry_run, untagged = req.untagged, "garbage collection started");

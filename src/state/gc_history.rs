@@ -164,6 +164,28 @@ impl State {
             .map_err(|e| self.sqlite_err(e))
     }
 
+    /// Removes finished runs older than the newest `keep` runs; returns the
+    /// log files they had, for the caller to delete.
+    pub fn gc_runs_prune(&self, keep: usize) -> Result<Vec<String>, StateError> {
+        let conn = self.conn();
+        let cutoff = "SELECT id FROM gc_runs ORDER BY id DESC LIMIT -1 OFFSET ?1";
+        let logs = conn
+            .prepare(&format!(
+                "SELECT log_path FROM gc_runs WHERE status != 'running' AND log_path IS NOT NULL AND id IN ({cutoff})"
+            ))
+            .and_then(|mut stmt| {
+                stmt.query_map(params![keep as i64], |r| r.get::<_, String>(0))?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .map_err(|e| self.sqlite_err(e))?;
+        conn.execute(
+            &format!("DELETE FROM gc_runs WHERE status != 'running' AND id IN ({cutoff})"),
+            params![keep as i64],
+        )
+        .map_err(|e| self.sqlite_err(e))?;
+        Ok(logs)
+    }
+
     /// The most recent runs, newest first.
     pub fn gc_runs_recent(&self, limit: usize) -> Result<Vec<GcRun>, StateError> {
         let conn = self.conn();
@@ -238,6 +260,37 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prune_keeps_the_newest_and_running_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = State::open(dir.path()).unwrap();
+        let mut ids = Vec::new();
+        for i in 0..6 {
+            let mut run = GcRun {
+                trigger: "test".into(),
+                status: if i == 0 { "running" } else { "succeeded" }.into(),
+                phase: "done".into(),
+                ..Default::default()
+            };
+            run.id = s.gc_run_insert(&run).unwrap();
+            run.log_path = Some(format!("/logs/run-{}.log", run.id));
+            s.gc_run_save(&run).unwrap();
+            ids.push(run.id);
+        }
+        let logs = s.gc_runs_prune(2).unwrap();
+        assert_eq!(
+            logs,
+            vec![
+                format!("/logs/run-{}.log", ids[1]),
+                format!("/logs/run-{}.log", ids[2]),
+                format!("/logs/run-{}.log", ids[3])
+            ]
+        );
+        let left: Vec<i64> = s.gc_runs_recent(10).unwrap().iter().map(|r| r.id).collect();
+        assert_eq!(left, vec![ids[5], ids[4], ids[0]]);
+        assert!(s.gc_runs_prune(2).unwrap().is_empty());
+    }
 
     #[test]
     fn runs_and_maintenance_survive_reopen() {
