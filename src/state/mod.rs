@@ -5,7 +5,8 @@
 //! Owns the connection, the schema and every query; other modules call the
 //! typed methods of [`State`] and never see SQL, so the storage can later move
 //! to a shared engine behind the same methods. Writes are durable before a
-//! method returns (WAL with `synchronous = FULL`). Methods block briefly on a
+//! method returns (WAL with `synchronous = FULL`), except the closing of a
+//! tag-delete journal entry, which recovery can redo. Methods block briefly on a
 //! mutex and on disk; async callers on a hot path wrap them in
 //! `spawn_blocking`.
 

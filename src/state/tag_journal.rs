@@ -141,14 +141,36 @@ impl State {
             .map_err(|e| self.sqlite_err(e))
     }
 
-    /// Records a removal and, in the same transaction (one fsync), closes
-    /// the journal entry that made it, if any.
+    /// Records a removal and, in the same transaction, closes the journal
+    /// entry that made it, if any (then without waiting for an fsync).
     pub fn record_deletion(
         &self,
         d: &Deletion,
         close_journal: Option<i64>,
     ) -> Result<i64, StateError> {
         let mut conn = self.conn();
+        // Closing a journal entry need not wait for the disk: if the commit
+        // is lost, the entry is still open (its intent was synced), and
+        // recovery finds the tag removed and writes this record again.
+        let relaxed = close_journal.is_some();
+        if relaxed {
+            conn.execute_batch("PRAGMA synchronous = NORMAL")
+                .map_err(|e| self.sqlite_err(e))?;
+        }
+        let result = self.insert_deletion(&mut conn, d, close_journal);
+        if relaxed {
+            conn.execute_batch("PRAGMA synchronous = FULL")
+                .map_err(|e| self.sqlite_err(e))?;
+        }
+        result
+    }
+
+    fn insert_deletion(
+        &self,
+        conn: &mut rusqlite::Connection,
+        d: &Deletion,
+        close_journal: Option<i64>,
+    ) -> Result<i64, StateError> {
         let tx = conn.transaction().map_err(|e| self.sqlite_err(e))?;
         tx.execute(
             "INSERT INTO tag_deletions (repository, tag, digest, media_type, manifest, account, deleted_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",

@@ -172,7 +172,13 @@ impl TagDeleter {
         self.faults.at("after_intent");
 
         let done = match self.overwrite_and_delete(&entry, &dummy).await {
-            Ok(()) => self.verify(repo, tag, &original.digest).await,
+            // The dummy's config link is only this delete's: unlink it while
+            // the result is checked.
+            Ok(()) => tokio::try_join!(
+                self.verify(repo, tag, &original.digest),
+                self.unlink_dummy_config(repo, &dummy.config_digest),
+            )
+            .map(|_| ()),
             Err(e) => Err(e),
         };
         match done {
@@ -222,7 +228,11 @@ impl TagDeleter {
             )));
         }
         self.faults.at("after_dummy_delete");
-        self.api.delete_blob(repo, &dummy.config_digest).await?;
+        Ok(())
+    }
+
+    async fn unlink_dummy_config(&self, repo: &str, digest: &str) -> Result<(), TagDeleteError> {
+        self.api.delete_blob(repo, digest).await?;
         Ok(())
     }
 
@@ -251,18 +261,26 @@ impl TagDeleter {
             .is_ok_and(|t| t.iter().any(|x| x == tag)))
     }
 
+    /// Checks the end state with three independent reads, sent at once:
+    /// the tag no longer resolves, it is not listed (not dangling), and the
+    /// original manifest still resolves.
     async fn verify(&self, repo: &str, tag: &str, original: &str) -> Result<(), TagDeleteError> {
-        if let Some(d) = self.api.resolve(repo, tag).await? {
+        let (now, listed, original_now) = tokio::try_join!(
+            async { Ok::<_, TagDeleteError>(self.api.resolve(repo, tag).await?) },
+            self.listed(repo, tag),
+            async { Ok::<_, TagDeleteError>(self.api.resolve(repo, original).await?) },
+        )?;
+        if let Some(d) = now {
             return Err(TagDeleteError::Verify(format!(
                 "{repo}:{tag} still resolves to {d}"
             )));
         }
-        if self.listed(repo, tag).await? {
+        if listed {
             return Err(TagDeleteError::Verify(format!(
                 "{repo}:{tag} is still listed (a dangling tag)"
             )));
         }
-        if self.api.resolve(repo, original).await?.is_none() {
+        if original_now.is_none() {
             return Err(TagDeleteError::Verify(format!(
                 "the original manifest {repo}@{original} is gone"
             )));
