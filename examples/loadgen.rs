@@ -4,7 +4,10 @@
 //! fixed duration; every response body is read to its end. HEAD works (Debian's
 //! wrk 4.1 waits for a body after a HEAD and reports nothing). `https://` URLs
 //! trust only the CA given with `--cacert`. Prints one JSON object: count,
-//! errors, rps, latency percentiles in ms and the status codes seen.
+//! errors, rps, latency percentiles in ms and the status codes seen; with
+//! `--timeline`, also the successful responses per 100 ms from the start of
+//! the measured window (with its Unix time), so a script can compare the
+//! rate inside and outside a window such as a GC run (`bench/gc`).
 //!
 //! ```text
 //! cargo run --release --example loadgen -- --method HEAD --connections 32 \
@@ -55,7 +58,12 @@ struct Args {
     /// what it measures; one thread keeps its share small).
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// Also print responses per 100 ms (`timeline`).
+    #[arg(long)]
+    timeline: bool,
 }
+
+const BUCKET_MS: u128 = 100;
 
 /// The request every connection repeats.
 struct Target {
@@ -71,6 +79,8 @@ struct Target {
 #[derive(Default)]
 struct Tally {
     latencies_us: Vec<u32>,
+    /// Completion time of each measured response, ms after the window opened.
+    done_ms: Vec<u32>,
     errors: u64,
     statuses: BTreeMap<u16, u64>,
 }
@@ -87,6 +97,10 @@ fn main() -> Result<()> {
 async fn run(args: Args) -> Result<()> {
     let target = Arc::new(target(&args)?);
     let start = Instant::now();
+    let start_unix_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
     let measure_from = start + Duration::from_secs_f64(args.warmup.max(0.0));
     let measure_until = measure_from + Duration::from_secs_f64(args.duration.max(0.1));
     let tasks: Vec<_> = (0..args.connections.max(1))
@@ -99,6 +113,7 @@ async fn run(args: Args) -> Result<()> {
     for t in tasks {
         let tally = t.await?;
         all.latencies_us.extend(tally.latencies_us);
+        all.done_ms.extend(tally.done_ms);
         all.errors += tally.errors;
         for (s, n) in tally.statuses {
             *all.statuses.entry(s).or_default() += n;
@@ -115,7 +130,7 @@ async fn run(args: Args) -> Result<()> {
         f64::from(all.latencies_us[i - 1]) / 1000.0
     };
     let count = all.latencies_us.len();
-    let out = serde_json::json!({
+    let mut out = serde_json::json!({
         "url": args.url,
         "method": args.method,
         "connections": args.connections,
@@ -129,6 +144,21 @@ async fn run(args: Args) -> Result<()> {
         "max_ms": pct(1.0),
         "statuses": all.statuses,
     });
+    if args.timeline {
+        let buckets = (secs * 1000.0 / BUCKET_MS as f64).ceil() as usize;
+        let last = buckets.max(1) - 1;
+        let mut per = vec![0u32; last + 1];
+        for ms in &all.done_ms {
+            let i = (u128::from(*ms) / BUCKET_MS) as usize;
+            per[i.min(last)] += 1;
+        }
+        let warmup_ms = (args.warmup.max(0.0) * 1000.0) as u128;
+        out["timeline"] = serde_json::json!({
+            "start_unix_ms": start_unix_ms + warmup_ms,
+            "bucket_ms": BUCKET_MS as u64,
+            "counts": per,
+        });
+    }
     println!("{out}");
     Ok(())
 }
@@ -261,6 +291,8 @@ async fn connection_loop(t: Arc<Target>, from: Instant, until: Instant) -> Tally
                     tally
                         .latencies_us
                         .push(u32::try_from(us).unwrap_or(u32::MAX));
+                    let at = done.duration_since(from).as_millis();
+                    tally.done_ms.push(u32::try_from(at).unwrap_or(u32::MAX));
                     *tally.statuses.entry(status).or_default() += 1;
                 }
             }
