@@ -228,6 +228,8 @@ pub enum Route {
     DeletedTags { name: RepoName },
     /// `/v2/<name>/_regate/restore/<tag>`: undo the last removal of a tag.
     RestoreTag { name: RepoName, tag: Tag },
+    /// `/v2/<name>/_regate/delete`: remove many tags at once (POST, JSON).
+    DeleteTags { name: RepoName },
 }
 
 /// A short, fixed label for metrics and logs.
@@ -244,6 +246,7 @@ pub enum RouteKind {
     TagReference,
     DeletedTags,
     RestoreTag,
+    DeleteTags,
     Other,
 }
 
@@ -261,6 +264,7 @@ impl RouteKind {
             RouteKind::TagReference => "tag_reference",
             RouteKind::DeletedTags => "deleted_tags",
             RouteKind::RestoreTag => "restore_tag",
+            RouteKind::DeleteTags => "delete_tags",
             RouteKind::Other => "other",
         }
     }
@@ -280,6 +284,7 @@ impl Route {
             Route::TagReference { .. } => RouteKind::TagReference,
             Route::DeletedTags { .. } => RouteKind::DeletedTags,
             Route::RestoreTag { .. } => RouteKind::RestoreTag,
+            Route::DeleteTags { .. } => RouteKind::DeleteTags,
         }
     }
 
@@ -295,6 +300,7 @@ impl Route {
             | Route::Referrers { name, .. }
             | Route::TagReference { name, .. }
             | Route::DeletedTags { name }
+            | Route::DeleteTags { name }
             | Route::RestoreTag { name, .. } => Some(name),
         }
     }
@@ -324,6 +330,11 @@ impl Route {
         // `_regate` cannot start a repository component, so these never clash.
         if n >= 3 && segs[n - 2] == "_regate" && segs[n - 1] == "deleted" {
             return Ok(Route::DeletedTags {
+                name: name_of(n - 2)?,
+            });
+        }
+        if n >= 3 && segs[n - 2] == "_regate" && segs[n - 1] == "delete" {
+            return Ok(Route::DeleteTags {
                 name: name_of(n - 2)?,
             });
         }

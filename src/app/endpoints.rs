@@ -1,5 +1,5 @@
 //! Stage 3 of the pipeline: what regate answers itself or wraps around a
-//! forward, by route and method. Tag deletes and restores, the sorted tag
+//! forward, by route and method. Tag deletes (one, or many at once) and restores, the sorted tag
 //! list, the referrers API, manifest PUTs (read once, for `OCI-Subject` and
 //! the referrers index), digest deletes, strict chunked uploads, and the tag
 //! locks around manifest reads and writes. Everything else is forwarded as is.
@@ -74,6 +74,11 @@ impl App {
                 Ok(json_response(StatusCode::CREATED, &body))
             }
             (Route::RestoreTag { .. }, _) => Err(method_not_allowed("POST", "use POST")),
+            (Route::DeleteTags { name }, &Method::POST) => {
+                self.delete_tags(name, req.into_body(), account, conn.peer)
+                    .await
+            }
+            (Route::DeleteTags { .. }, _) => Err(method_not_allowed("POST", "use POST")),
             (Route::TagsList { name }, &Method::GET) => {
                 crate::tag_list::serve(&self.api, name, req.uri().query()).await
             }

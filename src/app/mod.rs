@@ -27,6 +27,7 @@ use crate::tag_delete::TagDeleter;
 use crate::upload_check::UploadOffsets;
 use crate::write_gate::WriteGate;
 
+mod delete_tags;
 mod endpoints;
 mod responses;
 

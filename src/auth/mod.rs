@@ -517,6 +517,7 @@ pub fn audit_delete(
         | Route::UploadStart { .. }
         | Route::TagsList { .. }
         | Route::DeletedTags { .. }
+        | Route::DeleteTags { .. }
         | Route::Base
         | Route::Catalog => None,
     };

@@ -127,35 +127,7 @@ async fn rm(reference: &str, more: Vec<String>, jobs: usize, connect: &Connect) 
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let scope = format!("repository:{}:delete", r.repository);
-    let results: Vec<(String, Result<(), String>)> = futures_util::stream::iter(tags)
-        .map(|tag| {
-            let (client, repo, scope, bar) = (
-                Arc::clone(&client),
-                r.repository.clone(),
-                scope.clone(),
-                bar.clone(),
-            );
-            async move {
-                let res = match client
-                    .send(
-                        Method::DELETE,
-                        &format!("/v2/{repo}/manifests/{tag}"),
-                        &scope,
-                        None,
-                    )
-                    .await
-                {
-                    Ok(resp) if resp.status().as_u16() == 202 => Ok(()),
-                    Ok(resp) => Err(error_text(resp).await),
-                    Err(e) => Err(e.to_string()),
-                };
-                bar.inc(1);
-                (tag, res)
-            }
-        })
-        .buffer_unordered(jobs.max(1))
-        .collect()
-        .await;
+    let results = remove_tags(&client, &r.repository, &scope, tags, jobs, &bar).await;
     bar.finish_and_clear();
     let mut results = results;
     results.sort_by(|a, b| a.0.cmp(&b.0));
@@ -182,6 +154,126 @@ async fn rm(reference: &str, more: Vec<String>, jobs: usize, connect: &Connect) 
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// Tags per batch request, and batch requests in flight: a batch shares one
+/// dummy manifest per family, so bigger batches cost the registry less.
+const BATCH: usize = 100;
+const BATCHES_IN_FLIGHT: usize = 2;
+
+type TagResult = (String, Result<(), String>);
+
+/// Removes `tags` in batches (`POST /v2/<repo>/_regate/delete`); against a
+/// server without that endpoint (a registry, an older regate), one `DELETE`
+/// per tag, `jobs` at a time.
+async fn remove_tags(
+    client: &Arc<RegistryClient>,
+    repo: &str,
+    scope: &str,
+    tags: Vec<String>,
+    jobs: usize,
+    bar: &indicatif::ProgressBar,
+) -> Vec<TagResult> {
+    if tags.len() > 1 {
+        let chunks: Vec<Vec<String>> = tags.chunks(BATCH).map(<[String]>::to_vec).collect();
+        let batches: Vec<Option<Vec<TagResult>>> = futures_util::stream::iter(chunks)
+            .map(|chunk| async move {
+                let r = remove_batch(client, repo, scope, &chunk).await;
+                if r.is_some() {
+                    bar.inc(chunk.len() as u64);
+                }
+                r
+            })
+            .buffer_unordered(BATCHES_IN_FLIGHT)
+            .collect()
+            .await;
+        if batches.iter().all(Option::is_some) {
+            return batches.into_iter().flatten().flatten().collect();
+        }
+    }
+    futures_util::stream::iter(tags)
+        .map(|tag| async move {
+            let res = match client
+                .send(
+                    Method::DELETE,
+                    &format!("/v2/{repo}/manifests/{tag}"),
+                    scope,
+                    None,
+                )
+                .await
+            {
+                Ok(resp) if resp.status().as_u16() == 202 => Ok(()),
+                Ok(resp) => Err(error_text(resp).await),
+                Err(e) => Err(e.to_string()),
+            };
+            bar.inc(1);
+            (tag, res)
+        })
+        .buffer_unordered(jobs.max(1))
+        .collect()
+        .await
+}
+
+/// One batch; `None` when the server has no batch endpoint.
+async fn remove_batch(
+    client: &RegistryClient,
+    repo: &str,
+    scope: &str,
+    tags: &[String],
+) -> Option<Vec<TagResult>> {
+    let body = serde_json::json!({ "tags": tags });
+    let path = format!("/v2/{repo}/_regate/delete");
+    let resp = match client
+        .send_json(Method::POST, &path, scope, None, Some(&body))
+        .await
+    {
+        Ok(resp) => resp,
+        Err(e) => {
+            return Some(
+                tags.iter()
+                    .map(|t| (t.clone(), Err(e.to_string())))
+                    .collect(),
+            )
+        }
+    };
+    match resp.status().as_u16() {
+        200 => {}
+        404 | 405 => return None,
+        _ => {
+            let msg = error_text(resp).await;
+            return Some(tags.iter().map(|t| (t.clone(), Err(msg.clone()))).collect());
+        }
+    }
+    let v: serde_json::Value = match resp.json().await {
+        Ok(v) => v,
+        Err(e) => {
+            return Some(
+                tags.iter()
+                    .map(|t| (t.clone(), Err(format!("unreadable answer: {e}"))))
+                    .collect(),
+            )
+        }
+    };
+    let results = v["results"].as_array().cloned().unwrap_or_default();
+    Some(
+        results
+            .iter()
+            .map(|r| {
+                let tag = r["tag"].as_str().unwrap_or_default().to_owned();
+                let outcome = if r["status"] == 202 {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "{} {}: {}",
+                        r["status"],
+                        r["error"]["code"].as_str().unwrap_or("UNKNOWN"),
+                        r["error"]["message"].as_str().unwrap_or("failed")
+                    ))
+                };
+                (tag, outcome)
+            })
+            .collect(),
+    )
 }
 
 async fn get_json(

@@ -253,11 +253,26 @@ impl RegistryClient {
         scope: &str,
         accept: Option<&str>,
     ) -> Result<Response, ClientError> {
+        self.send_json(method, path, scope, accept, None).await
+    }
+
+    /// Like [`send`](Self::send), with a JSON body.
+    pub async fn send_json(
+        &self,
+        method: Method,
+        path: &str,
+        scope: &str,
+        accept: Option<&str>,
+        body: Option<&serde_json::Value>,
+    ) -> Result<Response, ClientError> {
         let url = format!("{}{path}", self.base);
         for attempt in 0..2 {
             let mut req = self.http.request(method.clone(), &url);
             if let Some(a) = accept {
                 req = req.header("accept", a);
+            }
+            if let Some(b) = body {
+                req = req.json(b);
             }
             let req = self.authorize(req, scope).await?;
             let resp = req.send().await.map_err(|source| ClientError::Transport {

@@ -35,6 +35,13 @@ pub fn required(method: &Method, route: &Route, query: Option<&str>) -> Result<N
         // regate's own: listing deleted tags reads (pull), restoring writes (push).
         | Route::DeletedTags { name }
         | Route::RestoreTag { name, .. } => name,
+        // Removing many tags is a delete, whatever the method.
+        Route::DeleteTags { name } => {
+            return Ok(Need::Repositories(vec![(
+                name.clone(),
+                ActionSet::of(&[Action::Delete]),
+            )]))
+        }
     };
     let actions = match *method {
         Method::GET | Method::HEAD => ActionSet::of(&[Action::Pull]),

@@ -108,14 +108,26 @@ const DELETION_COLUMNS: &str =
 impl State {
     /// Records the intent of a delete; durable when this returns.
     pub fn journal_begin(&self, e: &JournalEntry) -> Result<i64, StateError> {
-        let conn = self.conn();
-        conn.execute(
-            "INSERT INTO tag_delete_journal (repository, tag, original_digest, original_media_type, dummy_digest, dummy_config_digest, step, account, started_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
-            params![e.repository, e.tag, e.original_digest, e.original_media_type, e.dummy_digest, e.dummy_config_digest, e.step, e.account, now()],
-        )
-        .map_err(|e| self.sqlite_err(e))?;
-        Ok(conn.last_insert_rowid())
+        Ok(self.journal_begin_many(std::slice::from_ref(e))?[0])
+    }
+
+    /// Opens several entries in one transaction (one fsync); returns their
+    /// ids in the same order.
+    pub fn journal_begin_many(&self, entries: &[JournalEntry]) -> Result<Vec<i64>, StateError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(|e| self.sqlite_err(e))?;
+        let mut ids = Vec::with_capacity(entries.len());
+        for e in entries {
+            tx.execute(
+                "INSERT INTO tag_delete_journal (repository, tag, original_digest, original_media_type, dummy_digest, dummy_config_digest, step, account, started_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
+                params![e.repository, e.tag, e.original_digest, e.original_media_type, e.dummy_digest, e.dummy_config_digest, e.step, e.account, now()],
+            )
+            .map_err(|e| self.sqlite_err(e))?;
+            ids.push(tx.last_insert_rowid());
+        }
+        tx.commit().map_err(|e| self.sqlite_err(e))?;
+        Ok(ids)
     }
 
     /// Closes a journal entry with its final step (`removed` or `rolled_back`).
@@ -139,6 +151,24 @@ impl State {
         let rows = stmt.query_map([], entry).map_err(|e| self.sqlite_err(e))?;
         rows.collect::<Result<_, _>>()
             .map_err(|e| self.sqlite_err(e))
+    }
+
+    /// Records removals, closing the journal entry of each, in one
+    /// transaction that does not wait for an fsync (recovery redoes it).
+    pub fn record_deletions(&self, done: &[(Deletion, i64)]) -> Result<(), StateError> {
+        let mut conn = self.conn();
+        conn.execute_batch("PRAGMA synchronous = NORMAL")
+            .map_err(|e| self.sqlite_err(e))?;
+        let result = (|| {
+            let tx = conn.transaction().map_err(|e| self.sqlite_err(e))?;
+            for (d, journal) in done {
+                Self::insert_deletion_in(&tx, d, Some(*journal)).map_err(|e| self.sqlite_err(e))?;
+            }
+            tx.commit().map_err(|e| self.sqlite_err(e))
+        })();
+        conn.execute_batch("PRAGMA synchronous = FULL")
+            .map_err(|e| self.sqlite_err(e))?;
+        result
     }
 
     /// Records a removal and, in the same transaction, closes the journal
@@ -172,20 +202,28 @@ impl State {
         close_journal: Option<i64>,
     ) -> Result<i64, StateError> {
         let tx = conn.transaction().map_err(|e| self.sqlite_err(e))?;
+        let id = Self::insert_deletion_in(&tx, d, close_journal).map_err(|e| self.sqlite_err(e))?;
+        tx.commit().map_err(|e| self.sqlite_err(e))?;
+        Ok(id)
+    }
+
+    /// One history row, and its journal entry closed, inside `tx`.
+    fn insert_deletion_in(
+        tx: &rusqlite::Transaction<'_>,
+        d: &Deletion,
+        close_journal: Option<i64>,
+    ) -> rusqlite::Result<i64> {
         tx.execute(
             "INSERT INTO tag_deletions (repository, tag, digest, media_type, manifest, account, deleted_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             params![d.repository, d.tag, d.digest, d.media_type, d.manifest, d.account, now()],
-        )
-        .map_err(|e| self.sqlite_err(e))?;
+        )?;
         let id = tx.last_insert_rowid();
         if let Some(j) = close_journal {
             tx.execute(
                 "UPDATE tag_delete_journal SET step = 'removed', open = 0, updated_at = ?2 WHERE id = ?1",
                 params![j, now()],
-            )
-            .map_err(|e| self.sqlite_err(e))?;
+            )?;
         }
-        tx.commit().map_err(|e| self.sqlite_err(e))?;
         Ok(id)
     }
 

@@ -15,6 +15,7 @@
 //! entry and record the removal for undo. At start-up every open journal entry
 //! is finished or rolled back before its tag is served again.
 
+mod batch;
 mod dummy;
 pub mod fault;
 mod locks;
@@ -28,6 +29,7 @@ use crate::error::{ErrorCode, RegistryError};
 use crate::registry_api::{ApiError, NativeTagDelete, RegistryApi};
 use crate::route::{RepoName, Tag};
 use crate::state::{blocking, Deletion, JournalEntry, State, StateError};
+pub use batch::{TagOutcome, MAX_BATCH};
 pub use dummy::{Dummy, Family};
 pub use locks::{TagGuard, TagLocks};
 
@@ -307,8 +309,9 @@ impl TagDeleter {
     /// dummy left), or the tag at its original digest.
     async fn recover_entry(&self, e: &JournalEntry) -> Result<Recovered, TagDeleteError> {
         let (repo, tag) = (e.repository.as_str(), e.tag.as_str());
-        // The dummy can only be reached through this tag (its config is
-        // unique), so deleting it by digest removes exactly this tag.
+        // The dummy can only be reached through the tags of this delete (its
+        // config is unique to it; a batch journals each of its tags), so
+        // deleting it by digest removes only tags that were meant to go.
         if self.api.resolve(repo, &e.dummy_digest).await?.is_some() {
             self.delete_dummy(repo, &e.dummy_digest).await?;
         }
