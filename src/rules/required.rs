@@ -121,6 +121,14 @@ mod tests {
     }
 
     #[test]
+    fn removing_many_tags_needs_delete_only() {
+        assert_eq!(
+            need(Method::POST, "/v2/a/b/_regate/delete", None),
+            Need::Repositories(vec![(repo("a/b"), ActionSet::of(&[Action::Delete]))])
+        );
+    }
+
+    #[test]
     fn mount_needs_pull_on_from() {
         let n = need(
             Method::POST,
