@@ -83,10 +83,7 @@ impl Auth {
             });
         };
         if let Err(source) = passwords.check(&user, &password, peer.ip()).await {
-            let event = match source {
-                LoginError::TooMany(_) => "rate_limited",
-                LoginError::Wrong | LoginError::Internal(_) => "auth_failure",
-            };
+            let event = source.audit_event();
             self.audit_admin_refusal(peer, event, Some(&user), &source.to_string());
             return Err(AuthError::BadLogin {
                 source,

@@ -352,10 +352,7 @@ impl Auth {
                     });
                 };
                 if let Err(source) = pw.check(&user, &password, a.peer.ip()).await {
-                    let event = match source {
-                        LoginError::TooMany(_) => "rate_limited",
-                        LoginError::Wrong | LoginError::Internal(_) => "auth_failure",
-                    };
+                    let event = source.audit_event();
                     self.audit_refusal(a, event, Some(&user), &source.to_string());
                     return Err(AuthError::BadLogin {
                         source,
@@ -442,13 +439,7 @@ impl Auth {
         };
         let r = pw.check(user, password, peer.ip()).await;
         if let Err(source) = &r {
-            let mut e = Event::new(
-                match source {
-                    LoginError::TooMany(_) => "rate_limited",
-                    LoginError::Wrong | LoginError::Internal(_) => "auth_failure",
-                },
-                peer.ip(),
-            );
+            let mut e = Event::new(source.audit_event(), peer.ip());
             e.account = Some(user);
             e.reason = Some("token endpoint login");
             self.audit.record(&e);

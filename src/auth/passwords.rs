@@ -24,6 +24,16 @@ pub enum LoginError {
     Internal(String),
 }
 
+impl LoginError {
+    /// The audit event a failed login is recorded as.
+    pub fn audit_event(&self) -> &'static str {
+        match self {
+            LoginError::TooMany(_) => "rate_limited",
+            LoginError::Wrong | LoginError::Internal(_) => "auth_failure",
+        }
+    }
+}
+
 pub struct Passwords {
     htpasswd: Htpasswd,
     cache: LoginCache,

@@ -34,7 +34,10 @@ pub type TagOutcome = (String, Result<Removed, TagDeleteError>);
 /// Runs `f` on every item, [`PARALLEL`] at a time; results in item order.
 /// (Chunks of `join_all` rather than a buffered stream: a stream of
 /// borrowing closures makes the request future lose `Send`.)
-async fn in_parallel<I: Copy, F: Future>(items: &[I], f: impl Fn(I) -> F) -> Vec<F::Output> {
+pub(super) async fn in_parallel<I: Copy, F: Future>(
+    items: &[I],
+    f: impl Fn(I) -> F,
+) -> Vec<F::Output> {
     let mut out = Vec::with_capacity(items.len());
     for chunk in items.chunks(PARALLEL) {
         out.extend(join_all(chunk.iter().map(|i| f(*i))).await);
@@ -231,7 +234,8 @@ impl TagDeleter {
             }
         }
         self.faults.at("after_intent");
-        let done = match self.overwrite_all(repo, &group, &dummy).await {
+        let tags: Vec<&str> = group.iter().map(|(t, _)| *t).collect();
+        let done = match self.overwrite_and_delete(repo, &tags, &dummy).await {
             Ok(()) => tokio::try_join!(
                 self.verify_many(repo, &group),
                 self.unlink_dummy_config(repo, &dummy.config_digest),
@@ -295,37 +299,6 @@ impl TagDeleter {
                 out
             }
         }
-    }
-
-    /// Uploads the dummy's config, points every tag at the dummy, deletes the dummy once.
-    async fn overwrite_all(
-        &self,
-        repo: &str,
-        group: &[(&str, Manifest)],
-        dummy: &Dummy,
-    ) -> Result<(), TagDeleteError> {
-        self.api.upload_blob(repo, dummy.config.clone()).await?;
-        self.faults.at("after_config");
-        {
-            let _repo = self.locks.repo_shared(repo).await;
-            let tags: Vec<&str> = group.iter().map(|(t, _)| *t).collect();
-            in_parallel(&tags, |t| {
-                self.api
-                    .put_manifest(repo, t, dummy.media_type, dummy.manifest.clone())
-            })
-            .await
-            .into_iter()
-            .collect::<Result<Vec<_>, _>>()?;
-        }
-        self.faults.at("after_dummy_put");
-        if !self.delete_dummy(repo, &dummy.digest).await? {
-            return Err(TagDeleteError::Verify(format!(
-                "the dummy manifest {} of {repo} vanished",
-                dummy.digest
-            )));
-        }
-        self.faults.at("after_dummy_delete");
-        Ok(())
     }
 
     /// No tag of the batch is listed (so none resolves or dangles) and every

@@ -173,7 +173,7 @@ impl TagDeleter {
         entry.id = blocking(move || state.journal_begin(&e)).await?;
         self.faults.at("after_intent");
 
-        let done = match self.overwrite_and_delete(&entry, &dummy).await {
+        let done = match self.overwrite_and_delete(repo, &[tag], &dummy).await {
             // The dummy's config link is only this delete's: unlink it while
             // the result is checked.
             Ok(()) => tokio::try_join!(
@@ -213,37 +213,49 @@ impl TagDeleter {
         })
     }
 
+    /// Uploads the dummy's config, points every tag at the dummy (a tag
+    /// write: the repository lock is shared), deletes the dummy once.
     async fn overwrite_and_delete(
         &self,
-        entry: &JournalEntry,
+        repo: &str,
+        tags: &[&str],
         dummy: &Dummy,
     ) -> Result<(), TagDeleteError> {
-        let (repo, tag) = (entry.repository.as_str(), entry.tag.as_str());
         self.api.upload_blob(repo, dummy.config.clone()).await?;
         self.faults.at("after_config");
-        self.put_dummy(repo, tag, dummy).await?;
+        {
+            let _repo = self.locks.repo_shared(repo).await;
+            batch::in_parallel(tags, |t| {
+                self.api
+                    .put_manifest(repo, t, dummy.media_type, dummy.manifest.clone())
+            })
+            .await
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()?;
+        }
         self.faults.at("after_dummy_put");
         if !self.delete_dummy(repo, &dummy.digest).await? {
             return Err(TagDeleteError::Verify(format!(
-                "the dummy manifest {} of {repo}:{tag} vanished",
-                dummy.digest
+                "the dummy manifest {} of {repo} ({}) vanished",
+                dummy.digest,
+                tags.join(", ")
             )));
         }
         self.faults.at("after_dummy_delete");
         Ok(())
     }
 
-    async fn unlink_dummy_config(&self, repo: &str, digest: &str) -> Result<(), TagDeleteError> {
-        self.api.delete_blob(repo, digest).await?;
-        Ok(())
-    }
-
-    /// Points the tag at the dummy: a tag write, so the repository lock is shared.
+    /// Points one tag at a dummy (the recovery of a dangling tag).
     async fn put_dummy(&self, repo: &str, tag: &str, dummy: &Dummy) -> Result<(), TagDeleteError> {
         let _repo = self.locks.repo_shared(repo).await;
         self.api
             .put_manifest(repo, tag, dummy.media_type, dummy.manifest.clone())
             .await?;
+        Ok(())
+    }
+
+    async fn unlink_dummy_config(&self, repo: &str, digest: &str) -> Result<(), TagDeleteError> {
+        self.api.delete_blob(repo, digest).await?;
         Ok(())
     }
 
