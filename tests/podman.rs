@@ -6,7 +6,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use common::auth::{basic_header, password, AuthFiles};
 use common::{Regate, Registry};
@@ -44,30 +44,8 @@ impl Podman {
             .args(["--storage-driver", "vfs"])
             .args(args)
             .env("REGISTRY_AUTH_FILE", self.authfile())
-            .env_remove("DOCKER_CONFIG")
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("run podman");
-        if let Some(s) = stdin {
-            use std::io::Write as _;
-            child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
-        }
-        let out = child.wait_with_output().unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        if out.status.success() {
-            Ok(text)
-        } else {
-            Err(text)
-        }
+            .env_remove("DOCKER_CONFIG");
+        common::run_tool(cmd, stdin)
     }
 
     fn cert_dir(&self) -> String {

@@ -131,27 +131,14 @@ async fn a_crash_at_any_step_ends_removed_or_original_never_a_dummy() {
         let certs = TestCerts::new();
         let dir = tempfile::tempdir().unwrap();
         let config = config_toml(&registry.url, &certs, &dir.path().join("state"), "");
-        let fault = format!("tag_delete:{step}");
-        let mut crashing =
-            RegateProcess::spawn(dir.path(), &config, &[("REGATE_TEST_FAULT", &fault)]);
         let client = client_trusting(&certs.files.ca_cert);
-        let r = client
-            .delete(format!("{}/v2/{repo}/manifests/victim", crashing.url))
-            .send()
-            .await;
-        assert!(
-            r.is_err(),
-            "{step}: the process should have died mid-request, got {:?}",
-            r.map(|r| r.status())
-        );
-        let status = tokio::task::spawn_blocking(move || {
-            let s = crashing.child.wait().unwrap();
-            (s, crashing)
+        let fault = format!("tag_delete:{step}");
+        RegateProcess::crash_during(dir.path(), &config, &fault, |url| {
+            client
+                .delete(format!("{url}/v2/{repo}/manifests/victim"))
+                .send()
         })
-        .await
-        .unwrap()
-        .0;
-        assert!(!status.success(), "{step}: aborted");
+        .await;
 
         // Restart: the journal entry is resolved before anything is served.
         let regate = RegateProcess::spawn(dir.path(), &config, &[]);
@@ -176,33 +163,16 @@ async fn a_crash_at_any_step_ends_removed_or_original_never_a_dummy() {
                 "{step}: original digest"
             );
         }
-        let other = storage::tags(&registry.storage, &repo);
-        assert!(
-            other.contains(&("other".to_owned(), img.digest.clone())),
-            "{step}: the other tag stays"
+        storage::assert_recovered_cleanly(
+            &registry.storage,
+            &repo,
+            "other",
+            &img.digest,
+            &blobs_before,
+            &dir.path().join("state"),
+            usize::from(expect_removed),
+            step,
         );
-        assert_eq!(
-            storage::revisions(&registry.storage, &repo),
-            vec![img.digest.clone()],
-            "{step}: no dummy manifest left"
-        );
-        assert_eq!(
-            storage::layer_links(&registry.storage, &repo),
-            blobs_before,
-            "{step}: no dummy blob left linked"
-        );
-        let state = regate::state::State::open(&dir.path().join("state")).unwrap();
-        assert!(
-            state.journal_open_entries().unwrap().is_empty(),
-            "{step}: journal closed"
-        );
-        if expect_removed {
-            assert_eq!(
-                state.deletions(Some(&repo), 10).unwrap().len(),
-                1,
-                "{step}: the removal is in the history"
-            );
-        }
         // And the restarted regate serves deletes normally.
         let r = client
             .delete(format!("{}/v2/{repo}/manifests/other", regate.url))

@@ -114,35 +114,8 @@ pub fn skopeo_with(args: &[&str], stdin: Option<&str>) -> Result<String, String>
     let mut cmd = Command::new("skopeo");
     cmd.arg("--insecure-policy")
         .args(args)
-        .env_remove("REGISTRY_AUTH_FILE")
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("run skopeo");
-    if let Some(input) = stdin {
-        use std::io::Write as _;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-    }
-    let out = child.wait_with_output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    if out.status.success() {
-        Ok(text)
-    } else {
-        Err(text)
-    }
+        .env_remove("REGISTRY_AUTH_FILE");
+    super::run_tool(cmd, stdin)
 }
 
 /// Runs a blocking skopeo call off the async threads.

@@ -25,3 +25,39 @@ pub fn require_tool(name: &str) {
         "`{name}` is not installed; the suite needs it. Run `.ci/run` (it installs docker-registry and skopeo) or `apt-get install -y docker-registry skopeo`"
     );
 }
+
+/// Runs a prepared command, feeding `stdin`; its stdout and stderr together,
+/// as Ok when it exits 0 and Err otherwise.
+pub fn run_tool(mut cmd: std::process::Command, stdin: Option<&str>) -> Result<String, String> {
+    use std::process::Stdio;
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    if let Some(input) = stdin {
+        use std::io::Write as _;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.status.success() {
+        Ok(text)
+    } else {
+        Err(text)
+    }
+}

@@ -188,6 +188,27 @@ impl RegateProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+
+    /// Starts the binary with `REGATE_TEST_FAULT=<fault>`, sends it
+    /// `request` (given its URL), which must fail because the process aborts
+    /// midway, and waits for that abort.
+    pub async fn crash_during<F, Fut>(dir: &Path, config: &str, fault: &str, request: F)
+    where
+        F: FnOnce(String) -> Fut,
+        Fut: std::future::Future<Output = Result<reqwest::Response, reqwest::Error>>,
+    {
+        let mut crashing = RegateProcess::spawn(dir, config, &[("REGATE_TEST_FAULT", fault)]);
+        let r = request(crashing.url.clone()).await;
+        assert!(
+            r.is_err(),
+            "{fault}: the process should have died mid-request, got {:?}",
+            r.map(|r| r.status())
+        );
+        let status = tokio::task::spawn_blocking(move || crashing.child.wait().unwrap())
+            .await
+            .unwrap();
+        assert!(!status.success(), "{fault}: aborted");
+    }
 }
 
 pub fn proc_status_kib(pid: u32, field: &str) -> u64 {

@@ -54,3 +54,44 @@ pub fn layer_links(storage: &Path, repo: &str) -> Vec<String> {
     v.sort();
     v
 }
+
+/// After a crashed tag delete was recovered: `kept` still points at
+/// `digest`, `digest` is the repository's only manifest (no dummy left), the
+/// blob links are as before, the journal is closed, and the history holds
+/// `removed` removals.
+#[allow(clippy::too_many_arguments)]
+pub fn assert_recovered_cleanly(
+    storage: &Path,
+    repo: &str,
+    kept: &str,
+    digest: &str,
+    blobs_before: &[String],
+    state_dir: &Path,
+    removed: usize,
+    step: &str,
+) {
+    assert!(
+        tags(storage, repo).contains(&(kept.to_owned(), digest.to_owned())),
+        "{step}: {kept} stays"
+    );
+    assert_eq!(
+        revisions(storage, repo),
+        vec![digest.to_owned()],
+        "{step}: no dummy manifest left"
+    );
+    assert_eq!(
+        layer_links(storage, repo),
+        blobs_before,
+        "{step}: no dummy blob left linked"
+    );
+    let state = regate::state::State::open(state_dir).unwrap();
+    assert!(
+        state.journal_open_entries().unwrap().is_empty(),
+        "{step}: journal closed"
+    );
+    assert_eq!(
+        state.deletions(Some(repo), 100).unwrap().len(),
+        removed,
+        "{step}: removals in the history"
+    );
+}
