@@ -25,6 +25,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod referrers;
 pub mod registry_api;
+pub mod request_limits;
 pub mod route;
 pub mod rules;
 pub mod server;
