@@ -21,6 +21,7 @@ pub mod config;
 pub mod error;
 pub mod gc;
 pub mod managed;
+pub mod manifest_check;
 pub mod metrics;
 pub mod proxy;
 pub mod referrers;
