@@ -36,17 +36,19 @@ pub enum HtpasswdError {
         path: String,
         source: std::io::Error,
     },
-    #[error("user name {0:?} is not allowed: it must be non-empty, without ':', spaces or control characters, and not \"anonymous\"")]
+    #[error("user name {0:?} is not allowed: it must be non-empty, without ':', spaces or control characters, not starting with '#', and not \"anonymous\"")]
     BadUser(String),
     #[error("cannot hash the password: {0}")]
     Hash(String),
 }
 
-/// Whether `user` can be written into an htpasswd file.
+/// Whether `user` can be written into an htpasswd file (a line starting
+/// with `#` would read back as a comment).
 pub fn valid_user(user: &str) -> bool {
     !user.is_empty()
         && user.len() <= super::credentials::MAX_USER_LEN
         && user != ANONYMOUS
+        && !user.starts_with('#')
         && !user
             .chars()
             .any(|c| c == ':' || c.is_whitespace() || c.is_control())
@@ -385,6 +387,21 @@ mod tests {
         .is_err());
         // Nothing but the file itself is left in the folder.
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_user_that_would_read_back_as_a_comment_is_refused() {
+        // Found by a_line_written_by_edit_reads_back: `regate passwd add '#x'`
+        // wrote a line the parser then skipped, and the user was silently gone.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("htpasswd");
+        let set = Edit::Set {
+            user: "#x",
+            password: "pw",
+            cost: 4,
+        };
+        assert!(matches!(edit(&path, set), Err(HtpasswdError::BadUser(_))));
+        assert!(valid_user("x#"));
     }
 
     #[test]
