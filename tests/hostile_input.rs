@@ -123,6 +123,45 @@ async fn paths_and_headers(rig: &Rig) {
         }
     }
 
+    // Raw bytes in the target: what the http crate accepts reaches the route
+    // parser (an OCI 400); what it cannot parse gets hyper's bare 400. Either
+    // way nothing is forwarded.
+    for (what, target, code) in [
+        (
+            "raw backslash",
+            &b"/v2/alice\\app/manifests/v1"[..],
+            Some("NAME_INVALID"),
+        ),
+        (
+            "raw backslash dot dot",
+            b"/v2/alice/..\\..\\bob/manifests/v1",
+            Some("NAME_INVALID"),
+        ),
+        (
+            "raw non-ASCII",
+            b"/v2/alice/\xc3\xa4pp/manifests/v1",
+            Some("NAME_INVALID"),
+        ),
+        ("raw NUL", b"/v2/alice/app\x00/manifests/v1", None),
+        ("raw space", b"/v2/alice/a pp/manifests/v1", None),
+        (
+            "raw quote and angle brackets",
+            b"/v2/alice/\"<app>\"/manifests/v1",
+            None,
+        ),
+    ] {
+        let r = rig.send(&request("GET", target, &[&auth], b"")).await;
+        rig.check(
+            what,
+            &r,
+            &Expect {
+                status: 400,
+                code,
+                forwarded: false,
+            },
+        );
+    }
+
     // Heads: over the configured limit (HTTP/1.1 here; HTTP/2 below) get an OCI 431.
     let big = header("X-Junk", &"j".repeat(100_000));
     let r = rig
