@@ -533,6 +533,45 @@ async fn bearer_tokens(rig: &Rig) {
         rig.check(what, &r, &refused(401, "UNAUTHORIZED"));
         rig.check_bearer_error(what, &r, "insufficient_scope");
     }
+    // The token endpoint itself.
+    let alice = header("Authorization", &basic_header("alice", &password("alice")));
+    let form = header("Content-Type", "application/x-www-form-urlencoded");
+    let big_form = format!(
+        "grant_type=password&service={SERVICE}&username=alice&password=alice-pw&scope={}",
+        "x".repeat(100_000)
+    );
+    for (what, method, target, body, status, code) in [
+        (
+            "a scope that does not parse",
+            "GET",
+            format!("/auth/token?service={SERVICE}&scope=%00:%00"),
+            Vec::new(),
+            400,
+            "UNSUPPORTED",
+        ),
+        (
+            "a form over 64 KiB",
+            "POST",
+            "/auth/token".to_owned(),
+            big_form.into_bytes(),
+            400,
+            "UNSUPPORTED",
+        ),
+        (
+            "a refresh token that is garbage",
+            "POST",
+            "/auth/token".to_owned(),
+            format!("grant_type=refresh_token&service={SERVICE}&refresh_token=x.y.z").into_bytes(),
+            401,
+            "UNAUTHORIZED",
+        ),
+    ] {
+        let r = rig
+            .send(&request(method, target.as_bytes(), &[&alice, &form], &body))
+            .await;
+        rig.check(what, &r, &refused(status, code));
+    }
+
     // Basic credentials are not accepted on the API in token mode.
     let basic = header("Authorization", &basic_header("alice", &password("alice")));
     let r = rig
