@@ -294,11 +294,35 @@ async fn paths_and_headers(rig: &Rig) {
     );
     let r = many.header("authorization", &me).send().await.unwrap();
     assert_eq!(r.status(), 431);
+    // Past the HTTP/2 backstop (twice the limit): the h2 layer refuses the
+    // stream (or the client will not send it); never forwarded.
+    let r = h2
+        .get(format!("{}/v2/alice/app/manifests/v1", rig.regate.url))
+        .header("authorization", &me)
+        .header("x-junk", "j".repeat(300_000))
+        .send()
+        .await;
+    if let Ok(r) = r {
+        assert_eq!(r.status(), 431);
+    }
+    let seen = rig.relay.requests();
     assert!(
-        rig.relay.requests().is_empty(),
-        "{:?}",
-        rig.relay.requests()
+        seen.is_empty(),
+        "oversized HTTP/2 heads reached the registry: {seen:?}"
     );
+    let r = h2
+        .head(format!("{}/v2/alice/app/manifests/v1", rig.regate.url))
+        .header("authorization", &me)
+        .header("accept", ACCEPT_ALL)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        200,
+        "HTTP/2 is served after a refused header list"
+    );
+    rig.relay.clear();
 }
 
 async fn basic_credentials(rig: &Rig) {

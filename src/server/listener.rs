@@ -35,8 +35,10 @@ pub type ResponseFuture = Pin<Box<dyn Future<Output = Response<ProxyBody>> + Sen
 /// A request handler for one listener.
 pub type Handler = Arc<dyn Fn(Request<Incoming>, ConnInfo) -> ResponseFuture + Send + Sync>;
 
-/// The request head hyper itself refuses (bare 431) beyond: HTTP/1.1 read
-/// buffer, HTTP/2 header list.
+/// The HTTP/1.1 request head hyper itself refuses (bare 431) beyond. The
+/// HTTP/2 header list gets twice the configured limit instead: an HTTP/2
+/// client can hold a partial header block open with no timeout, so its
+/// buffer is kept small.
 pub const HARD_MAX_HEAD_BYTES: usize = 1024 * 1024;
 /// The number of HTTP/1.1 headers hyper itself refuses (bare 431) beyond.
 pub const HARD_MAX_HEADERS: usize = 1000;
@@ -46,10 +48,15 @@ pub struct LoopSettings {
     pub tls: Option<TlsAcceptor>,
     pub handshake_timeout: Duration,
     pub header_read_timeout: Duration,
+    /// `server.max_header_bytes`.
+    pub max_header_bytes: usize,
     pub shutdown_timeout: Duration,
 }
 
-fn http_builder(header_read_timeout: Duration) -> auto::Builder<TokioExecutor> {
+fn http_builder(
+    header_read_timeout: Duration,
+    max_header_bytes: usize,
+) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
         .timer(TokioTimer::new())
@@ -60,7 +67,8 @@ fn http_builder(header_read_timeout: Duration) -> auto::Builder<TokioExecutor> {
         .timer(TokioTimer::new())
         .max_concurrent_streams(256)
         .adaptive_window(true)
-        .max_header_list_size(HARD_MAX_HEAD_BYTES as u32)
+        // Header list size counts 32 bytes per header on top of the text.
+        .max_header_list_size(u32::try_from(2 * max_header_bytes).unwrap_or(u32::MAX))
         .keep_alive_interval(Some(Duration::from_secs(30)));
     b
 }
@@ -74,7 +82,7 @@ pub async fn serve(
     mut stop: watch::Receiver<bool>,
 ) {
     let graceful = GracefulShutdown::new();
-    let builder = http_builder(settings.header_read_timeout);
+    let builder = http_builder(settings.header_read_timeout, settings.max_header_bytes);
     let first_bytes = settings.header_read_timeout;
     let local = listener
         .local_addr()

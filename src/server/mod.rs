@@ -196,6 +196,7 @@ pub async fn start(settings: Settings) -> Result<RunningServer, StartError> {
         tls,
         handshake_timeout: settings.server.handshake_timeout,
         header_read_timeout: settings.server.header_read_timeout,
+        max_header_bytes: settings.server.max_header_bytes,
         shutdown_timeout: settings.server.shutdown_timeout,
     };
 
