@@ -346,6 +346,29 @@ mod tests {
     }
 
     #[test]
+    fn head_limits_have_defaults_and_bounds() {
+        let base = "[upstream]\nurl = \"http://127.0.0.1:5000\"\n[server]\ndev_certs = true\n";
+        let s = load(base).unwrap();
+        assert_eq!(s.server.max_header_bytes, 64 * 1024);
+        assert_eq!(s.server.header_read_timeout.as_secs(), 30);
+        let s = load(&format!(
+            "{base}max_header_bytes = 8192\nheader_read_timeout_secs = 5\n"
+        ))
+        .unwrap();
+        assert_eq!(s.server.max_header_bytes, 8192);
+        assert_eq!(s.server.header_read_timeout.as_secs(), 5);
+        for bad in [
+            "max_header_bytes = 10",
+            "max_header_bytes = 10000000",
+            "header_read_timeout_secs = 0",
+        ] {
+            let err = load(&format!("{base}{bad}\n")).unwrap_err();
+            let key = bad.split(' ').next().unwrap();
+            assert!(err.to_string().contains(&format!("server.{key}")), "{err}");
+        }
+    }
+
+    #[test]
     fn missing_upstream_says_what_to_do() {
         let err = load("[server]\ndev_certs = true\n").unwrap_err();
         assert!(err.to_string().contains("[upstream.managed]"));
