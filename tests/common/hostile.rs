@@ -17,6 +17,9 @@ use super::{Image, Registry};
 
 /// Seconds a client gets for its TLS handshake and for its request headers.
 pub const TIMEOUT_SECS: u64 = 2;
+/// The same for the slowloris test, long enough to open 200 connections
+/// (debug-built TLS on a loaded machine) before the first is dropped.
+pub const SLOW_TIMEOUT_SECS: u64 = 6;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Mode {
@@ -68,6 +71,11 @@ pub const fn upstream_refused(status: u16, code: &'static str) -> Expect {
 
 impl Rig {
     pub async fn start(mode: Mode) -> Rig {
+        Self::start_with_timeout(mode, TIMEOUT_SECS).await
+    }
+
+    /// With `secs` for the handshake and header read timeouts.
+    pub async fn start_with_timeout(mode: Mode, secs: u64) -> Rig {
         let registry = Registry::start();
         let relay = Relay::start(&format!("127.0.0.1:{}", registry.port)).await;
         let files = AuthFiles::new();
@@ -79,7 +87,9 @@ impl Rig {
         };
         let text = config_toml(&relay.url, &certs, &dir.path().join("state"), &auth).replace(
             "[server]\n",
-            &format!("[server]\nheader_read_timeout_secs = {TIMEOUT_SECS}\nhandshake_timeout_secs = {TIMEOUT_SECS}\n"),
+            &format!(
+                "[server]\nheader_read_timeout_secs = {secs}\nhandshake_timeout_secs = {secs}\n"
+            ),
         );
         let path = dir.path().to_owned();
         let regate = tokio::task::spawn_blocking(move || RegateProcess::spawn(&path, &text, &[]))
