@@ -87,7 +87,10 @@ fn hostile_paths(digest: &str) -> Vec<(String, Vec<u8>, u16, &'static str)> {
 
 async fn paths_and_headers(rig: &Rig) {
     let me = rig
-        .credentials("alice", &["repository:alice/app:pull,push"])
+        .credentials(
+            "alice",
+            &["repository:alice/app:pull,push", "registry:catalog:*"],
+        )
         .await;
     let auth = header("Authorization", &me);
     let digest = rig.image.blobs[0].digest.clone();
@@ -122,6 +125,37 @@ async fn paths_and_headers(rig: &Rig) {
             } else {
                 rig.check(&what, &r, &refused(status, code));
             }
+        }
+    }
+
+    // Pagination of the lists regate answers itself (tags) or filters (catalog).
+    for (list, code) in [
+        ("/v2/alice/app/tags/list", "PAGINATION_NUMBER_INVALID"),
+        ("/v2/_catalog", "UNSUPPORTED"),
+    ] {
+        for (query, status) in [
+            ("n=-1", 400),
+            ("n=abc", 400),
+            ("n=99999999999999999999999", 400),
+            ("n=", 400),
+            ("n=0", 200),
+            ("n=1&last=%00%ff", 200),
+            ("last=..%2F..%2Fetc", 200),
+        ] {
+            let target = format!("{list}?{query}");
+            let r = rig
+                .send(&request("GET", target.as_bytes(), &[&auth], b""))
+                .await;
+            let want = if status == 200 {
+                Expect {
+                    status,
+                    code: None,
+                    forwarded: true,
+                }
+            } else {
+                refused(status, code)
+            };
+            rig.check(&target, &r, &want);
         }
     }
 
