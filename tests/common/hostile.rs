@@ -5,7 +5,6 @@
 //! it should, that regate never panicked, and that the registry is intact.
 
 use std::path::Path;
-use std::time::Duration;
 
 use base64::Engine as _;
 
@@ -256,16 +255,4 @@ pub fn sign_es256(claims: &serde_json::Value, kid: Option<&str>, key_pem: &Path)
 
 pub fn b64json(v: &serde_json::Value) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(v).unwrap())
-}
-
-/// Waits until `f` is true or `limit` passes.
-pub async fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let end = tokio::time::Instant::now() + limit;
-    while tokio::time::Instant::now() < end {
-        if f() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    f()
 }
