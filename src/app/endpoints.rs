@@ -204,6 +204,7 @@ impl App {
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
+        crate::manifest_check::check(content_type.as_deref(), &bytes)?;
         let digest = crate::route::Digest::sha256_of(&bytes).to_string();
         let referrer =
             crate::referrers::describe(name.as_str(), &digest, content_type.as_deref(), &bytes);

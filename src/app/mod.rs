@@ -1,6 +1,6 @@
 //! The request pipeline of the registry listeners, one straight line:
-//! parse the route once -> (authenticate and authorize) -> (write gate) ->
-//! (tag delete) or forward upstream.
+//! head limits -> parse the route once -> (authenticate and authorize) ->
+//! (write gate) -> (tag delete) or forward upstream.
 //!
 //! Owns [`App`], the shared state every request sees, and the conversion of
 //! any layer's error into the response through [`RegistryError`]. The stages
@@ -81,16 +81,19 @@ impl App {
                 .boxed_unsync()
         });
 
-        let resp = match parsed {
-            Ok(route) => self.dispatch(req, route, &conn, &record).await,
+        // Oversized heads are refused before anything else looks at them.
+        let limits = crate::request_limits::check(&req, self.settings.server.max_header_bytes);
+        let resp = match (limits, parsed) {
+            (Err(e), _) => Err(e),
+            (Ok(()), Ok(route)) => self.dispatch(req, route, &conn, &record).await,
             // The token issuer shares the registry listeners (before the
             // route parser, which knows only /v2/).
-            Err(_) if req.uri().path() == crate::auth::token::endpoint::PATH => {
+            (Ok(()), Err(_)) if req.uri().path() == crate::auth::token::endpoint::PATH => {
                 crate::auth::token::endpoint::serve(&self.auth, req, conn.peer)
                     .await
                     .map_err(RegistryError::from)
             }
-            Err(e) => Err(RegistryError::from(e)),
+            (Ok(()), Err(e)) => Err(RegistryError::from(e)),
         }
         .unwrap_or_else(RegistryError::into_response);
 

@@ -78,7 +78,16 @@ pub fn presented(headers: &HeaderMap) -> Result<Presented, MalformedAuth> {
         return Err(MalformedAuth::Repeated);
     }
     if value.len() > MAX_HEADER_LEN {
-        return Err(MalformedAuth::TooLong);
+        // An over-long token is a bad token (401, invalid_token), not an unreadable header.
+        let bearer = value
+            .as_bytes()
+            .get(..7)
+            .is_some_and(|s| s.eq_ignore_ascii_case(b"bearer "));
+        return Err(if bearer {
+            MalformedAuth::BearerToken
+        } else {
+            MalformedAuth::TooLong
+        });
     }
     let text = value.to_str().map_err(|_| MalformedAuth::NotText)?;
     parse(text)
@@ -177,6 +186,18 @@ mod tests {
             HeaderValue::from_bytes(b"Basic \xff").unwrap(),
         );
         assert_eq!(presented(&h).unwrap_err(), MalformedAuth::NotText);
+        let mut h = HeaderMap::new();
+        let long = "A".repeat(MAX_HEADER_LEN);
+        h.insert(
+            header::AUTHORIZATION,
+            format!("Basic {long}").parse().unwrap(),
+        );
+        assert_eq!(presented(&h).unwrap_err(), MalformedAuth::TooLong);
+        h.insert(
+            header::AUTHORIZATION,
+            format!("bearer {long}").parse().unwrap(),
+        );
+        assert_eq!(presented(&h).unwrap_err(), MalformedAuth::BearerToken);
     }
 
     #[test]

@@ -36,17 +36,19 @@ pub enum HtpasswdError {
         path: String,
         source: std::io::Error,
     },
-    #[error("user name {0:?} is not allowed: it must be non-empty, without ':', spaces or control characters, and not \"anonymous\"")]
+    #[error("user name {0:?} is not allowed: it must be non-empty, without ':', spaces or control characters, not starting with '#', and not \"anonymous\"")]
     BadUser(String),
     #[error("cannot hash the password: {0}")]
     Hash(String),
 }
 
-/// Whether `user` can be written into an htpasswd file.
+/// Whether `user` can be written into an htpasswd file (a line starting
+/// with `#` would read back as a comment).
 pub fn valid_user(user: &str) -> bool {
     !user.is_empty()
         && user.len() <= super::credentials::MAX_USER_LEN
         && user != ANONYMOUS
+        && !user.starts_with('#')
         && !user
             .chars()
             .any(|c| c == ':' || c.is_whitespace() || c.is_control())
@@ -55,12 +57,14 @@ pub fn valid_user(user: &str) -> bool {
 /// Whether `hash` is a bcrypt hash regate (and `registry:2`) can verify.
 fn is_bcrypt(hash: &str) -> bool {
     let prefix_ok = ["$2y$", "$2b$", "$2a$"].iter().any(|p| hash.starts_with(p));
+    // `get`, not indexing: the bytes after the prefix may be any UTF-8.
     prefix_ok
         && hash.len() == 60
-        && hash[4..6]
-            .parse::<u32>()
-            .is_ok_and(|c| (4..=31).contains(&c))
-        && &hash[6..7] == "$"
+        && hash
+            .get(4..6)
+            .and_then(|c| c.parse::<u32>().ok())
+            .is_some_and(|c| (4..=31).contains(&c))
+        && hash.get(6..7) == Some("$")
 }
 
 /// Parses the text of an htpasswd file.
@@ -383,6 +387,73 @@ mod tests {
         .is_err());
         // Nothing but the file itself is left in the folder.
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_user_that_would_read_back_as_a_comment_is_refused() {
+        // Found by a_line_written_by_edit_reads_back: `regate passwd add '#x'`
+        // wrote a line the parser then skipped, and the user was silently gone.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("htpasswd");
+        let set = Edit::Set {
+            user: "#x",
+            password: "pw",
+            cost: 4,
+        };
+        assert!(matches!(edit(&path, set), Err(HtpasswdError::BadUser(_))));
+        assert!(valid_user("x#"));
+    }
+
+    #[test]
+    fn multibyte_text_in_a_hash_is_an_error_not_a_panic() {
+        // Found while writing the htpasswd fuzz target: a byte range that
+        // splits a character used to panic (at start-up, or at a reload
+        // during a request).
+        for hash in [
+            format!("$2y$1é{}", "x".repeat(53)),
+            format!("$2y$12é{}", "x".repeat(52)),
+        ] {
+            assert_eq!(hash.len(), 60);
+            let err = parse(&format!("alice:{hash}\n"), Path::new("h")).unwrap_err();
+            assert!(err.to_string().starts_with("h:1: user \"alice\""), "{err}");
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn parser_never_panics(text in "(\\PC{0,70}\n?){0,4}") {
+            let _ = parse(&text, Path::new("h"));
+        }
+
+        #[test]
+        fn bcrypt_shaped_lines_never_panic(user in "[a-z]{1,8}", cost in "\\PC{0,3}", tail in "\\PC{0,60}") {
+            let _ = parse(&format!("{user}:$2y${cost}{tail}\n"), Path::new("h"));
+        }
+
+        #[test]
+        fn a_line_written_by_edit_reads_back(
+            user in "[^:\\s\\p{Cc}]{1,24}",
+            password in "\\PC{0,30}",
+            others in proptest::collection::btree_set("[a-z]{1,6}", 0..3),
+        ) {
+            proptest::prop_assume!(valid_user(&user) && !others.contains(&user));
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("htpasswd");
+            let mut text = String::from("# users\n");
+            for o in &others {
+                text.push_str(&format!("{o}:{}\n", hash("other")));
+            }
+            std::fs::write(&path, text).unwrap();
+            edit(&path, Edit::Set { user: &user, password: &password, cost: 4 }).unwrap();
+            let users = load(&path).unwrap();
+            proptest::prop_assert_eq!(users.len(), others.len() + 1);
+            proptest::prop_assert!(bcrypt::verify(&password, &users[&user]).unwrap());
+            for o in &others {
+                proptest::prop_assert!(users.contains_key(o));
+            }
+        }
     }
 
     #[test]

@@ -319,8 +319,11 @@ impl Auth {
             Ok(p) => p,
             Err(source) => {
                 self.audit_refusal(&a, "auth_failure", None, &source.to_string());
+                // RFC 6750: a malformed token is an invalid one.
+                let error = (self.mode == AuthMode::Token && source == MalformedAuth::BearerToken)
+                    .then_some("invalid_token");
                 return Err(AuthError::Malformed {
-                    challenge: self.challenge(&a, Some(&need), None),
+                    challenge: self.challenge(&a, Some(&need), error),
                     source,
                 });
             }

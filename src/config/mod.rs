@@ -29,6 +29,8 @@ pub mod defaults {
     pub const TLS_KEY: &str = "certs/server.key";
     pub const DEV_CERTS: bool = false;
     pub const HANDSHAKE_TIMEOUT_SECS: u64 = 10;
+    pub const HEADER_READ_TIMEOUT_SECS: u64 = 30;
+    pub const MAX_HEADER_BYTES: u64 = 64 * 1024;
     pub const IDLE_TIMEOUT_SECS: u64 = 120;
     pub const SHUTDOWN_TIMEOUT_SECS: u64 = 30;
     pub const UPSTREAM_CONNECT_TIMEOUT_SECS: u64 = 5;
@@ -71,6 +73,12 @@ pub struct ServerSettings {
     /// The URL clients use to reach regate, when it differs from their `Host`.
     pub public_url: Option<PublicUrl>,
     pub handshake_timeout: Duration,
+    /// How long a client may take to send a request's headers (and, on a
+    /// new connection, its first bytes).
+    pub header_read_timeout: Duration,
+    /// The largest request head (target and headers) answered with
+    /// anything but 431.
+    pub max_header_bytes: usize,
     pub idle_timeout: Duration,
     pub shutdown_timeout: Duration,
 }

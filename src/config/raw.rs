@@ -39,6 +39,8 @@ pub struct RawServer {
     pub plain_listen: Option<String>,
     pub public_url: Option<String>,
     pub handshake_timeout_secs: Option<u64>,
+    pub header_read_timeout_secs: Option<u64>,
+    pub max_header_bytes: Option<u64>,
     pub idle_timeout_secs: Option<u64>,
     pub shutdown_timeout_secs: Option<u64>,
 }

@@ -118,6 +118,21 @@ pub(super) fn validate(raw: RawConfig, _source: &str) -> Result<Settings, Vec<Pr
         s.handshake_timeout_secs,
         d::HANDSHAKE_TIMEOUT_SECS,
     );
+    let header_read_timeout = c.secs(
+        "server.header_read_timeout_secs",
+        s.header_read_timeout_secs,
+        d::HEADER_READ_TIMEOUT_SECS,
+    );
+    let max_header_bytes = s.max_header_bytes.unwrap_or(d::MAX_HEADER_BYTES);
+    if !(1024..=crate::server::HARD_MAX_HEAD_BYTES as u64 / 2).contains(&max_header_bytes) {
+        c.problems.push(Problem::new(
+            "server.max_header_bytes",
+            format!(
+                "must be between 1024 and {} (bytes)",
+                crate::server::HARD_MAX_HEAD_BYTES / 2
+            ),
+        ));
+    }
     let idle_timeout = c.secs(
         "server.idle_timeout_secs",
         s.idle_timeout_secs,
@@ -227,6 +242,8 @@ pub(super) fn validate(raw: RawConfig, _source: &str) -> Result<Settings, Vec<Pr
             plain_listen,
             public_url,
             handshake_timeout,
+            header_read_timeout,
+            max_header_bytes: max_header_bytes as usize,
             idle_timeout,
             shutdown_timeout,
         },
@@ -326,6 +343,29 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s.upstream.url.unwrap().origin(), "http://127.0.0.1:6000");
+    }
+
+    #[test]
+    fn head_limits_have_defaults_and_bounds() {
+        let base = "[upstream]\nurl = \"http://127.0.0.1:5000\"\n[server]\ndev_certs = true\n";
+        let s = load(base).unwrap();
+        assert_eq!(s.server.max_header_bytes, 64 * 1024);
+        assert_eq!(s.server.header_read_timeout.as_secs(), 30);
+        let s = load(&format!(
+            "{base}max_header_bytes = 8192\nheader_read_timeout_secs = 5\n"
+        ))
+        .unwrap();
+        assert_eq!(s.server.max_header_bytes, 8192);
+        assert_eq!(s.server.header_read_timeout.as_secs(), 5);
+        for bad in [
+            "max_header_bytes = 10",
+            "max_header_bytes = 10000000",
+            "header_read_timeout_secs = 0",
+        ] {
+            let err = load(&format!("{base}{bad}\n")).unwrap_err();
+            let key = bad.split(' ').next().unwrap();
+            assert!(err.to_string().contains(&format!("server.{key}")), "{err}");
+        }
     }
 
     #[test]

@@ -7,6 +7,8 @@
 //! the same questions the same way.
 
 mod pattern;
+#[cfg(any(test, fuzzing))]
+pub mod reference;
 pub mod required;
 
 use std::collections::{BTreeMap, BTreeSet};

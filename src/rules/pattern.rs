@@ -81,24 +81,52 @@ impl Pattern {
         if self.uses_account() && account.is_none() {
             return false;
         }
+        let account = account.unwrap_or("");
+        let mut pieces = Vec::with_capacity(self.pieces.len() + account.len());
+        for p in &self.pieces {
+            match p {
+                Piece::Account => pieces.extend(account.chars().map(Piece::Literal)),
+                p => pieces.push(p.clone()),
+            }
+        }
         let subject: Vec<char> = subject.chars().collect();
-        let account: Vec<char> = account.unwrap_or("").chars().collect();
-        match_from(&self.pieces, &subject, &account)
+        glob(&pieces, &subject)
     }
 }
 
-fn match_from(pieces: &[Piece], s: &[char], account: &[char]) -> bool {
-    match pieces.split_first() {
-        None => s.is_empty(),
-        Some((Piece::Literal(c), rest)) => {
-            s.first() == Some(c) && match_from(rest, &s[1..], account)
+/// Matches `s` against `pieces` (no [`Piece::Account`] left) in
+/// O(pieces x subject) at worst: on a mismatch only the last `*` seen is
+/// retried one character further (a `*` further left can never do better),
+/// so patterns with many stars cannot make a request take exponential time.
+fn glob(pieces: &[Piece], s: &[char]) -> bool {
+    let (mut p, mut i) = (0, 0);
+    // The piece after the last `*` seen, and where in `s` that `*` stops now.
+    let mut star: Option<(usize, usize)> = None;
+    while i < s.len() {
+        match pieces.get(p) {
+            Some(Piece::Star) => {
+                p += 1;
+                star = Some((p, i));
+            }
+            Some(Piece::One) => {
+                p += 1;
+                i += 1;
+            }
+            Some(Piece::Literal(c)) if *c == s[i] => {
+                p += 1;
+                i += 1;
+            }
+            _ => match star {
+                Some((after, stop)) => {
+                    star = Some((after, stop + 1));
+                    p = after;
+                    i = stop + 1;
+                }
+                None => return false,
+            },
         }
-        Some((Piece::One, rest)) => !s.is_empty() && match_from(rest, &s[1..], account),
-        Some((Piece::Account, rest)) => {
-            s.starts_with(account) && match_from(rest, &s[account.len()..], account)
-        }
-        Some((Piece::Star, rest)) => (0..=s.len()).any(|i| match_from(rest, &s[i..], account)),
     }
+    pieces[p..].iter().all(|x| *x == Piece::Star)
 }
 
 #[cfg(test)]
@@ -129,6 +157,22 @@ mod tests {
         // An account whose name looks like a glob matches only itself.
         assert!(!pat.matches("bob/app", Some("*")));
         assert!(!pat.matches("alice/app", None));
+    }
+
+    #[test]
+    fn many_stars_take_linear_time() {
+        // Backtracking over every star is C(255, 7) steps here: effectively forever.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let pat = p("*a*a*a*a*a*a*a*b");
+            let _ = tx.send(pat.matches(&"a".repeat(255), None));
+        });
+        let got = rx.recv_timeout(std::time::Duration::from_secs(5));
+        assert_eq!(got, Ok(false), "the matcher took more than 5 s");
+        assert!(p("*a*a*b").matches("xaxxaab", None));
+        assert!(p("a*?*c").matches("abbc", None));
+        assert!(!p("a*?*c").matches("ac", None));
+        assert!(p("**").matches("", None));
     }
 
     #[test]

@@ -129,3 +129,99 @@ fn every_problem_names_its_key() {
         ]
     );
 }
+
+mod properties {
+    //! The compiled rules against [`reference`](crate::rules::reference), on a
+    //! small alphabet so that patterns and names often meet.
+
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
+    use crate::auth::token::{grant, Scope};
+    use crate::rules::{reference, Action, ActionSet, RuleSet, RuleText};
+
+    fn account_pattern() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("anonymous".to_string()),
+            Just("@team".to_string()),
+            "[ab*?]{1,3}",
+        ]
+    }
+
+    fn repository_pattern() -> impl Strategy<Value = String> {
+        proptest::collection::vec(
+            prop_oneof![
+                "[ab/]",
+                Just("*".to_string()),
+                Just("?".to_string()),
+                Just("${account}".to_string())
+            ],
+            1..6,
+        )
+        .prop_map(|v| v.concat())
+    }
+
+    fn action() -> impl Strategy<Value = String> {
+        prop_oneof!["pull", "push", "delete", "admin", "\\*"]
+    }
+
+    fn rule() -> impl Strategy<Value = RuleText> {
+        (
+            account_pattern(),
+            repository_pattern(),
+            proptest::collection::vec(action(), 1..3),
+        )
+            .prop_map(|(account, repository, actions)| RuleText {
+                account,
+                repository,
+                actions,
+            })
+    }
+
+    fn groups() -> BTreeMap<String, Vec<String>> {
+        BTreeMap::from([("team".to_string(), vec!["a".to_string(), "ab".to_string()])])
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        #[test]
+        fn decisions_equal_the_reference(
+            rules in proptest::collection::vec(rule(), 0..5),
+            queries in proptest::collection::vec((proptest::option::of("[ab]{1,2}"), "[ab/]{0,6}"), 1..8),
+        ) {
+            let set = RuleSet::compile(&rules, &groups()).unwrap();
+            for (account, repo) in &queries {
+                let got = set.allowed(account.as_deref(), repo);
+                prop_assert_eq!(got, reference::allowed(&rules, &groups(), account.as_deref(), repo));
+                if rules.is_empty() {
+                    prop_assert!(got.is_empty(), "deny by default");
+                }
+            }
+        }
+
+        #[test]
+        fn a_grant_never_exceeds_the_rules_or_the_request(
+            rules in proptest::collection::vec(rule(), 0..5),
+            account in proptest::option::of("[ab]{1,2}"),
+            asked in proptest::collection::vec(("[ab]{1,2}(/[ab]{1,2})?", proptest::collection::vec(action(), 0..3)), 0..4),
+        ) {
+            let set = RuleSet::compile(&rules, &groups()).unwrap();
+            let scopes: Vec<Scope> = asked
+                .iter()
+                .map(|(name, actions)| Scope::parse(&format!("repository:{name}:{}", actions.join(","))).unwrap())
+                .collect();
+            for e in grant(&set, account.as_deref(), &scopes) {
+                let got: ActionSet = e.actions.iter().filter_map(|a| Action::parse(a)).collect();
+                prop_assert_eq!(got.iter().count(), e.actions.len());
+                prop_assert!(!got.is_empty());
+                prop_assert!(set.allowed(account.as_deref(), &e.name).covers(got), "{:?}", e);
+                let requested = asked.iter().filter(|(n, _)| *n == e.name).fold(ActionSet::NONE, |acc, (_, a)| {
+                    if a.iter().any(|x| x == "*") { ActionSet::all() } else { acc.union(a.iter().filter_map(|x| Action::parse(x)).collect()) }
+                });
+                prop_assert!(requested.covers(got), "{:?} was not asked", e);
+            }
+        }
+    }
+}

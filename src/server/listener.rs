@@ -1,6 +1,13 @@
 //! Accept loops: TCP accept, optional TLS handshake (with a timeout), then
 //! HTTP/1.1 or HTTP/2 on the connection. Stops accepting when told and lets
 //! open connections finish within a bound.
+//!
+//! hyper's own limits on a request head ([`HARD_MAX_HEAD_BYTES`],
+//! [`HARD_MAX_HEADERS`]) are a backstop that answers a bare 431; the
+//! configured, smaller limits are enforced by the pipeline
+//! ([`crate::request_limits`]) with an OCI error body. A client gets the
+//! header read timeout to send its first bytes ([`super::first_bytes`]) and
+//! then, on HTTP/1.1, each request head.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -19,6 +26,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
+use super::first_bytes::FirstBytes;
 use crate::app::ConnInfo;
 use crate::body::ProxyBody;
 use crate::metrics::Metrics;
@@ -27,24 +35,40 @@ pub type ResponseFuture = Pin<Box<dyn Future<Output = Response<ProxyBody>> + Sen
 /// A request handler for one listener.
 pub type Handler = Arc<dyn Fn(Request<Incoming>, ConnInfo) -> ResponseFuture + Send + Sync>;
 
+/// The HTTP/1.1 request head hyper itself refuses (bare 431) beyond. The
+/// HTTP/2 header list gets twice the configured limit instead: an HTTP/2
+/// client can hold a partial header block open with no timeout, so its
+/// buffer is kept small.
+pub const HARD_MAX_HEAD_BYTES: usize = 1024 * 1024;
+/// The number of HTTP/1.1 headers hyper itself refuses (bare 431) beyond.
+pub const HARD_MAX_HEADERS: usize = 1000;
+
 pub struct LoopSettings {
     pub name: &'static str,
     pub tls: Option<TlsAcceptor>,
     pub handshake_timeout: Duration,
+    pub header_read_timeout: Duration,
+    /// `server.max_header_bytes`.
+    pub max_header_bytes: usize,
     pub shutdown_timeout: Duration,
 }
 
-fn http_builder() -> auto::Builder<TokioExecutor> {
+fn http_builder(
+    header_read_timeout: Duration,
+    max_header_bytes: usize,
+) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30))
-        .max_buf_size(1024 * 1024);
+        .header_read_timeout(header_read_timeout)
+        .max_buf_size(HARD_MAX_HEAD_BYTES)
+        .max_headers(HARD_MAX_HEADERS);
     b.http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(256)
         .adaptive_window(true)
-        .max_header_list_size(64 * 1024)
+        // Header list size counts 32 bytes per header on top of the text.
+        .max_header_list_size(u32::try_from(2 * max_header_bytes).unwrap_or(u32::MAX))
         .keep_alive_interval(Some(Duration::from_secs(30)));
     b
 }
@@ -58,7 +82,8 @@ pub async fn serve(
     mut stop: watch::Receiver<bool>,
 ) {
     let graceful = GracefulShutdown::new();
-    let builder = http_builder();
+    let builder = http_builder(settings.header_read_timeout, settings.max_header_bytes);
+    let first_bytes = settings.header_read_timeout;
     let local = listener
         .local_addr()
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
@@ -98,8 +123,9 @@ pub async fn serve(
                         Ok(Ok(tls_stream)) => {
                             let sni = tls_stream.get_ref().1.server_name().map(str::to_owned);
                             tracing::trace!(%peer, sni = sni.as_deref().unwrap_or("-"), "TLS established");
+                            let io = FirstBytes::new(tls_stream, first_bytes);
                             watcher
-                                .watch(builder.serve_connection(TokioIo::new(tls_stream), svc))
+                                .watch(builder.serve_connection(TokioIo::new(io), svc))
                                 .await
                         }
                         Ok(Err(e)) => {
@@ -115,8 +141,9 @@ pub async fn serve(
                     }
                 }
                 None => {
+                    let io = FirstBytes::new(stream, first_bytes);
                     watcher
-                        .watch(builder.serve_connection(TokioIo::new(stream), svc))
+                        .watch(builder.serve_connection(TokioIo::new(io), svc))
                         .await
                 }
             };

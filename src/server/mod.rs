@@ -4,7 +4,10 @@
 //! Owns [`start`] and [`RunningServer`]. `main` and the tests share this
 //! path; tests pass `127.0.0.1:0` addresses and read the bound ones back.
 
+mod first_bytes;
 mod listener;
+
+pub use listener::{HARD_MAX_HEADERS, HARD_MAX_HEAD_BYTES};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -192,6 +195,8 @@ pub async fn start(settings: Settings) -> Result<RunningServer, StartError> {
         name,
         tls,
         handshake_timeout: settings.server.handshake_timeout,
+        header_read_timeout: settings.server.header_read_timeout,
+        max_header_bytes: settings.server.max_header_bytes,
         shutdown_timeout: settings.server.shutdown_timeout,
     };
 

@@ -5,9 +5,12 @@
 
 pub mod auth;
 pub mod gc;
+pub mod hostile;
 pub mod images;
+pub mod raw_http;
 pub mod regate;
 pub mod registry;
+pub mod relay;
 pub mod skopeo;
 pub mod storage;
 

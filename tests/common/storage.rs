@@ -95,3 +95,25 @@ pub fn assert_recovered_cleanly(
         "{step}: removals in the history"
     );
 }
+
+/// Blob files whose content does not hash to the digest they are stored under.
+pub fn blobs_not_matching_their_digest(storage: &Path) -> Vec<String> {
+    use sha2::{Digest as _, Sha256};
+    let root = storage.join("docker/registry/v2/blobs/sha256");
+    let mut bad = Vec::new();
+    for prefix in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+        for blob in std::fs::read_dir(prefix.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = blob.file_name().to_string_lossy().into_owned();
+            match std::fs::read(blob.path().join("data")) {
+                Ok(bytes) if hex::encode(Sha256::digest(&bytes)) == name => {}
+                Ok(_) => bad.push(name),
+                Err(e) => bad.push(format!("{name}: {e}")),
+            }
+        }
+    }
+    bad
+}
