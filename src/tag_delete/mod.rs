@@ -28,7 +28,7 @@ use crate::error::{ErrorCode, RegistryError};
 use crate::registry_api::{ApiError, NativeTagDelete, RegistryApi};
 use crate::route::{RepoName, Tag};
 use crate::state::{blocking, Deletion, JournalEntry, State, StateError};
-pub use dummy::{Dummy, Family};
+pub use dummy::{evidence as dummy_evidence, is_dummy_config, Dummy, DummyEvidence, Family};
 pub use locks::{TagGuard, TagLocks};
 
 #[derive(Debug, thiserror::Error)]
