@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config::{defaults, Settings};
 
+mod connect;
 mod reindex;
 mod tags;
 
