@@ -121,6 +121,7 @@ async fn push_all(regate: &Regate) -> Pushed {
     docker_other.push(&client, url, "fsck/docker", "v2").await;
     let index = Image::oci_index("fsck-index", &["amd64", "arm64"]);
     index.push(&client, url, "fsck/index", "multi").await;
+    common::images::put_manifest(&client, url, "fsck/index", "also", &index).await;
     let list = Image::docker_list("fsck-list", &["amd64", "arm64", "s390x"]);
     list.push(&client, url, "fsck/list", "multi").await;
     Pushed {
@@ -152,7 +153,7 @@ async fn a_clean_registry_is_clean_and_each_breakage_is_named() {
         counts,
         vec![
             ("fsck/docker", 2, 2, 4),
-            ("fsck/index", 1, 3, 4),
+            ("fsck/index", 2, 3, 4),
             ("fsck/list", 1, 4, 6),
             // v1 and v2 share a manifest: checked once; the artifact adds its own.
             ("fsck/oci", 3, 2, 4),
@@ -215,7 +216,7 @@ async fn a_clean_registry_is_clean_and_each_breakage_is_named() {
 
     let f = found(&report, "fsck/index", Problem::MissingChild);
     assert_eq!(f.len(), 1, "{report:#?}");
-    assert_eq!(f[0].tags, ["multi"]);
+    assert_eq!(f[0].tags, ["also", "multi"]);
     assert_eq!(f[0].manifest.as_deref(), Some(images.index.digest.as_str()));
     assert_eq!(f[0].missing.as_deref(), Some(arm64.digest.as_str()));
     let f = found(&report, "fsck/list", Problem::MissingChild);

@@ -19,11 +19,10 @@ use crate::tag_delete::{dummy_evidence, is_dummy_config, DummyEvidence};
 /// A dummy's config is a few hundred bytes; a bigger config is not one.
 const MAX_DUMMY_CONFIG: usize = 4096;
 
-/// A manifest fetched and read, with the tags that reach it.
+/// A manifest fetched and read (the tags reaching it are in [`Walk::reached`]).
 struct Node {
     digest: String,
     refs: References,
-    tags: BTreeSet<String>,
 }
 
 #[derive(Default)]
@@ -116,12 +115,14 @@ pub(crate) async fn check(
                     .or_default()
                     .insert(node.digest.clone());
             }
+            // Every tag reaching the parent (several tags may share it).
+            let tags = walk.reached.get(&node.digest).cloned().unwrap_or_default();
             for c in &node.refs.children {
                 let known = walk.reached.contains_key(c);
                 walk.reached
                     .entry(c.clone())
                     .or_default()
-                    .extend(node.tags.iter().cloned());
+                    .extend(tags.iter().cloned());
                 if !known || children.contains_key(c) {
                     children
                         .entry(c.clone())
@@ -331,7 +332,6 @@ fn read_manifest(
             Some(Node {
                 digest: digest.to_owned(),
                 refs,
-                tags: tags.into_iter().collect(),
             })
         }
         Err(why) => {
