@@ -227,7 +227,12 @@ async fn soak_with_kills_and_gc() {
         Counters::get(&c.kills) >= min(10),
         "too few kills: {summary}"
     );
-    assert!(gc_finished as u64 >= min(4), "too few GC runs: {summary}");
+    // Kills interrupt many runs; some must run to the end all the same.
+    assert!(runs.len() as u64 >= min(5), "too few GC runs: {summary}");
+    assert!(
+        gc_finished as u64 >= min(2),
+        "too few GC runs succeeded: {summary}"
+    );
     assert!(
         Counters::get(&c.pushes_acked) >= min(40),
         "too few pushes: {summary}"
