@@ -10,6 +10,8 @@ use clap::{Parser, Subcommand};
 
 use crate::config::{defaults, Settings};
 
+mod connect;
+mod fsck;
 mod reindex;
 mod tags;
 
@@ -43,6 +45,10 @@ pub enum Command {
     /// Manage tags of a running regate over HTTPS: rm, ls, restore, deleted.
     #[command(subcommand)]
     Tags(tags::TagsCommand),
+    /// Check a registry through its API: dangling tags, missing blobs and
+    /// children, unreadable manifests, tags left on a tag-delete dummy.
+    /// Exit 0 clean, 1 broken, 2 could not check.
+    Fsck(fsck::FsckArgs),
     /// Rebuild the referrers index from the registry (storage or API).
     Reindex {
         #[arg(long, short, default_value = defaults::CONFIG_FILE, env = "REGATE_CONFIG")]
@@ -104,6 +110,7 @@ pub fn run() -> ExitCode {
             }
         },
         Command::Tags(cmd) => tags::run(cmd),
+        Command::Fsck(args) => fsck::run(args),
         Command::Reindex { config } => reindex::run(&config),
         Command::Cert { dir, hosts } => match crate::certs::generate(&dir, &hosts) {
             Ok(files) => {

@@ -1,30 +1,16 @@
 //! `regate tags rm | ls | restore | deleted`: tag management against a
 //! running regate over HTTPS, as a user would do it from any machine.
 
-use std::io::Read as _;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::{Args, Subcommand};
+use clap::Subcommand;
 use futures_util::StreamExt;
 use reqwest::Method;
 
-use crate::client::{credentials, error_text, ImageRef, RegistryClient};
+use super::connect::Connect;
+use crate::client::{error_text, ImageRef, RegistryClient, Scheme};
 use crate::registry_api::ACCEPT_MANIFESTS;
-
-#[derive(Args, Debug, Clone)]
-pub struct Connect {
-    /// User name (password from --password-stdin, REGATE_PASSWORD, or the docker/podman auth file).
-    #[arg(long, short)]
-    pub user: Option<String>,
-    /// Read the password from standard input.
-    #[arg(long)]
-    pub password_stdin: bool,
-    /// A CA certificate to trust (besides the system's and /etc/docker/certs.d/<host>/ca.crt).
-    #[arg(long)]
-    pub cacert: Option<PathBuf>,
-}
 
 #[derive(Subcommand, Debug)]
 pub enum TagsCommand {
@@ -64,19 +50,7 @@ fn usage(msg: impl std::fmt::Display) -> ExitCode {
 }
 
 fn client_for(r: &ImageRef, c: &Connect) -> Result<RegistryClient, String> {
-    let password = if c.password_stdin {
-        let mut s = String::new();
-        std::io::stdin()
-            .read_to_string(&mut s)
-            .map_err(|e| format!("reading the password from stdin: {e}"))?;
-        Some(s.trim_end_matches(['\r', '\n']).to_owned())
-    } else {
-        std::env::var("REGATE_PASSWORD")
-            .ok()
-            .filter(|_| c.user.is_some())
-    };
-    let creds = credentials::lookup(&r.registry, c.user.clone(), password);
-    RegistryClient::new(&r.registry, c.cacert.as_deref(), creds).map_err(|e| e.to_string())
+    c.client(Scheme::Https, &r.registry)
 }
 
 pub fn run(cmd: TagsCommand) -> ExitCode {

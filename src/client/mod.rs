@@ -1,5 +1,6 @@
-//! A registry client for regate's command-line tools (`regate tags ...`):
-//! HTTPS to a regate (or any registry), answering Basic and Bearer
+//! A registry client for regate's command-line tools (`regate tags ...`,
+//! `regate fsck`): HTTPS (or plain HTTP when asked) to a regate or any
+//! registry, answering Basic and Bearer
 //! challenges with the credentials found by [`credentials`], trusting the
 //! system roots plus `--cacert` and docker's `certs.d/<host>/ca.crt`.
 
@@ -114,6 +115,36 @@ fn parse_challenge(value: &str) -> Option<Challenge> {
     })
 }
 
+/// How to reach the registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Http,
+    Https,
+}
+
+impl Scheme {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
+
+    /// Splits `http://host:port` or `https://host:port` (default https) into
+    /// the scheme and `host:port`.
+    pub fn split(target: &str) -> (Scheme, &str) {
+        let target = target.trim_end_matches('/');
+        if let Some(rest) = target.strip_prefix("http://") {
+            (Scheme::Http, rest)
+        } else {
+            (
+                Scheme::Https,
+                target.strip_prefix("https://").unwrap_or(target),
+            )
+        }
+    }
+}
+
 pub struct RegistryClient {
     http: reqwest::Client,
     pub base: String,
@@ -125,6 +156,16 @@ pub struct RegistryClient {
 impl RegistryClient {
     /// A client for `https://<registry>`.
     pub fn new(
+        registry: &str,
+        cacert: Option<&Path>,
+        creds: Option<Credentials>,
+    ) -> Result<Self, ClientError> {
+        Self::with_scheme(Scheme::Https, registry, cacert, creds)
+    }
+
+    /// A client for `<scheme>://<registry>`.
+    pub fn with_scheme(
+        scheme: Scheme,
         registry: &str,
         cacert: Option<&Path>,
         creds: Option<Credentials>,
@@ -157,11 +198,16 @@ impl RegistryClient {
         })?;
         Ok(RegistryClient {
             http,
-            base: format!("https://{registry}"),
+            base: format!("{}://{registry}", scheme.as_str()),
             creds,
             challenge: Mutex::new(None),
             tokens: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Whether credentials were found for this registry.
+    pub fn has_credentials(&self) -> bool {
+        self.creds.is_some()
     }
 
     fn basic(&self) -> Option<String> {

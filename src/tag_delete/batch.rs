@@ -283,8 +283,9 @@ impl TagDeleter {
             Err(err) => {
                 tracing::warn!(repository = repo, error = %err, "a batch of tag deletes failed midway; recovering each tag");
                 let mut out = Vec::new();
-                for (e, (t, m)) in entries.iter().zip(&group) {
-                    let r = match self.recover_entry(e).await {
+                for (i, (e, (t, m))) in entries.iter().zip(&group).enumerate() {
+                    // Let a dummy PUT still in flight land once, before the first.
+                    let r = match self.recover_entry(e, i == 0).await {
                         Ok(super::Recovered::Removed) => Ok(Removed {
                             digest: m.digest.clone(),
                             native: false,

@@ -2,6 +2,9 @@
 //! by digest. Its config blob carries a random nonce, the tag and the time,
 //! so the dummy's digest is unique to this delete and can never be shared
 //! with a real image (deleting it by digest removes only this tag).
+//!
+//! Also owns recognising a dummy again ([`evidence`], [`is_dummy_config`]),
+//! for `regate fsck` and the tests: one definition of what a dummy looks like.
 
 use bytes::Bytes;
 use serde_json::json;
@@ -12,6 +15,11 @@ pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
+/// The config label naming the tag a dummy was made for (both families).
+const LABEL_TAG_DELETE: &str = "io.regate.tag-delete";
+/// The annotation of an OCI dummy manifest, and its value.
+const ANNOTATION_DUMMY: &str = "io.regate.dummy";
+const ANNOTATION_DUMMY_VALUE: &str = "tag-delete";
 
 /// The manifest family of the original: the dummy uses the same one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,7 +59,7 @@ impl Dummy {
                 "os": "linux",
                 "rootfs": {"type": "layers", "diff_ids": []},
                 "config": {"Labels": {
-                    "io.regate.tag-delete": format!("{repo}:{tag}"),
+                    LABEL_TAG_DELETE: format!("{repo}:{tag}"),
                     "io.regate.nonce": nonce,
                     "io.regate.time": time,
                 }},
@@ -70,7 +78,7 @@ impl Dummy {
             "layers": [],
         });
         if family == Family::Oci {
-            manifest["annotations"] = json!({"io.regate.dummy": "tag-delete"});
+            manifest["annotations"] = json!({ ANNOTATION_DUMMY: ANNOTATION_DUMMY_VALUE });
         }
         let manifest = Bytes::from(serde_json::to_vec(&manifest).expect("JSON"));
         let digest = Digest::sha256_of(&manifest).to_string();
@@ -82,6 +90,41 @@ impl Dummy {
             digest,
         }
     }
+}
+
+/// What a manifest's own bytes say about being a tag-delete dummy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DummyEvidence {
+    /// An OCI dummy: its annotation says so.
+    Dummy,
+    /// Shaped like a dummy (no layers, an image config): it is one if this
+    /// config blob is a dummy config ([`is_dummy_config`]).
+    IfConfigIs(String),
+    NotDummy,
+}
+
+/// Looks at a manifest (any type) for the marks [`Dummy::new`] leaves.
+pub fn evidence(manifest: &[u8]) -> DummyEvidence {
+    let Ok(m) = serde_json::from_slice::<serde_json::Value>(manifest) else {
+        return DummyEvidence::NotDummy;
+    };
+    if m["annotations"][ANNOTATION_DUMMY] == ANNOTATION_DUMMY_VALUE {
+        return DummyEvidence::Dummy;
+    }
+    let no_layers = m["layers"].as_array().is_some_and(Vec::is_empty);
+    let config_type = m["config"]["mediaType"].as_str();
+    match m["config"]["digest"].as_str() {
+        Some(d) if no_layers && matches!(config_type, Some(OCI_CONFIG | DOCKER_CONFIG)) => {
+            DummyEvidence::IfConfigIs(d.to_owned())
+        }
+        _ => DummyEvidence::NotDummy,
+    }
+}
+
+/// Whether a config blob is the config of a dummy (it carries the label).
+pub fn is_dummy_config(config: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Value>(config)
+        .is_ok_and(|c| c["config"]["Labels"][LABEL_TAG_DELETE].is_string())
 }
 
 #[cfg(test)]
@@ -107,5 +150,29 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&d.manifest).unwrap();
         assert_eq!(v["config"]["digest"], d.config_digest.as_str());
         assert_eq!(v["layers"].as_array().unwrap().len(), 0);
+    }
+
+    #[test]
+    fn dummies_are_recognised_and_images_are_not() {
+        let oci = Dummy::new(Family::Oci, "r", "t");
+        assert_eq!(evidence(&oci.manifest), DummyEvidence::Dummy);
+        assert!(is_dummy_config(&oci.config));
+        let docker = Dummy::new(Family::Docker, "r", "t");
+        assert_eq!(
+            evidence(&docker.manifest),
+            DummyEvidence::IfConfigIs(docker.config_digest.clone())
+        );
+        assert!(is_dummy_config(&docker.config));
+
+        let image = json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": OCI_CONFIG, "digest": "sha256:00", "size": 2},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": "sha256:01", "size": 3}],
+        });
+        let image = serde_json::to_vec(&image).unwrap();
+        assert_eq!(evidence(&image), DummyEvidence::NotDummy);
+        assert_eq!(evidence(b"not json"), DummyEvidence::NotDummy);
+        assert!(!is_dummy_config(br#"{"config":{"Labels":{"app":"x"}}}"#));
     }
 }

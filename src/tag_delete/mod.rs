@@ -30,7 +30,7 @@ use crate::registry_api::{ApiError, NativeTagDelete, RegistryApi};
 use crate::route::{RepoName, Tag};
 use crate::state::{blocking, Deletion, JournalEntry, State, StateError};
 pub use batch::{TagOutcome, MAX_BATCH};
-pub use dummy::{Dummy, Family};
+pub use dummy::{evidence as dummy_evidence, is_dummy_config, Dummy, DummyEvidence, Family};
 pub use locks::{TagGuard, TagLocks};
 
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +90,14 @@ impl From<TagDeleteError> for RegistryError {
         }
     }
 }
+
+/// How long a request of a delete may still be landing in the registry after
+/// its sender stopped waiting for it (a process killed after the registry had
+/// the whole request, or a timeout): recovery waits this long between
+/// unlinking the dummy's config and reading the tag. A PUT the registry has
+/// validated is stored within milliseconds on an idle machine; under load,
+/// hundreds of them.
+const IN_FLIGHT_SETTLE: Duration = Duration::from_secs(2);
 
 /// What a successful delete removed.
 #[derive(Debug, Clone)]
@@ -188,7 +196,7 @@ impl TagDeleter {
             Err(e) => {
                 // Leave nothing half done: finish or roll back now.
                 tracing::warn!(repository = repo, tag, error = %e, "tag delete failed midway; recovering");
-                let outcome = self.recover_entry(&entry).await?;
+                let outcome = self.recover_entry(&entry, true).await?;
                 return match outcome {
                     Recovered::Removed => Ok(Removed {
                         digest: original.digest,
@@ -319,16 +327,39 @@ impl TagDeleter {
 
     /// Brings one journal entry to an end state: the tag removed (and no
     /// dummy left), or the tag at its original digest.
-    async fn recover_entry(&self, e: &JournalEntry) -> Result<Recovered, TagDeleteError> {
+    async fn recover_entry(
+        &self,
+        e: &JournalEntry,
+        settle: bool,
+    ) -> Result<Recovered, TagDeleteError> {
         let (repo, tag) = (e.repository.as_str(), e.tag.as_str());
+        // First unlink the dummy's config: a dummy PUT still on its way (sent
+        // by a process that died, or cut by a timeout) is then refused by the
+        // registry, and one it already validated lands within the settle time.
+        self.api.delete_blob(repo, &e.dummy_config_digest).await?;
+        if settle {
+            tokio::time::sleep(IN_FLIGHT_SETTLE).await;
+        }
         // The dummy can only be reached through the tags of this delete (its
         // config is unique to it; a batch journals each of its tags), so
         // deleting it by digest removes only tags that were meant to go.
         if self.api.resolve(repo, &e.dummy_digest).await?.is_some() {
             self.delete_dummy(repo, &e.dummy_digest).await?;
         }
-        self.api.delete_blob(repo, &e.dummy_config_digest).await?;
         let mut now = self.api.resolve(repo, tag).await?;
+        // The tag at this delete's own dummy is never an end state (a late
+        // PUT landed after the check above): delete the dummy again.
+        let mut attempts = 0;
+        while now.as_deref() == Some(e.dummy_digest.as_str()) && attempts < 3 {
+            attempts += 1;
+            tracing::warn!(
+                repository = repo,
+                tag,
+                "the dummy landed late; deleting it again"
+            );
+            self.delete_dummy(repo, &e.dummy_digest).await?;
+            now = self.api.resolve(repo, tag).await?;
+        }
         // A tag that no longer resolves but is still listed dangles: its
         // manifest went while the registry failed to untag it. Overwrite it
         // with a fresh dummy and delete that, so the tag is really gone.
@@ -387,9 +418,24 @@ impl TagDeleter {
         let state = self.state.clone();
         let open = blocking(move || state.journal_open_entries()).await?;
         let n = open.len();
+        // Unlink every dummy config, then give requests of the process that
+        // died one settle time to land, once for all entries (nothing is
+        // served yet).
+        if n > 0 {
+            for e in &open {
+                if let Err(err) = self
+                    .api
+                    .delete_blob(&e.repository, &e.dummy_config_digest)
+                    .await
+                {
+                    tracing::warn!(repository = %e.repository, tag = %e.tag, error = %err, "cannot unlink a dummy config yet");
+                }
+            }
+            tokio::time::sleep(IN_FLIGHT_SETTLE).await;
+        }
         for e in open {
             let guard = self.locks.write(&e.repository, &e.tag).await;
-            if let Err(err) = self.recover_entry(&e).await {
+            if let Err(err) = self.recover_entry(&e, false).await {
                 tracing::error!(repository = %e.repository, tag = %e.tag, error = %err, "cannot recover a tag delete yet; retrying in the background, the tag stays locked");
                 let me = Arc::clone(self);
                 tokio::spawn(async move {
@@ -397,7 +443,7 @@ impl TagDeleter {
                     let mut wait = Duration::from_secs(1);
                     loop {
                         tokio::time::sleep(wait).await;
-                        match me.recover_entry(&e).await {
+                        match me.recover_entry(&e, true).await {
                             Ok(_) => return,
                             Err(err) => {
                                 tracing::warn!(repository = %e.repository, tag = %e.tag, error = %err, "tag delete recovery retry failed")

@@ -117,3 +117,34 @@ pub fn blobs_not_matching_their_digest(storage: &Path) -> Vec<String> {
     }
     bad
 }
+
+/// Where the registry keeps a blob's bytes (manifests are blobs too).
+pub fn blob_data(storage: &Path, digest: &str) -> std::path::PathBuf {
+    let hex = digest.trim_start_matches("sha256:");
+    storage.join(format!(
+        "docker/registry/v2/blobs/sha256/{}/{hex}/data",
+        &hex[..2]
+    ))
+}
+
+/// Reads a blob's bytes from storage, if they are there.
+pub fn read_blob(storage: &Path, digest: &str) -> Option<Vec<u8>> {
+    std::fs::read(blob_data(storage, digest)).ok()
+}
+
+/// Removes a blob's bytes (what a broken disk or a bad GC leaves).
+pub fn remove_blob_data(storage: &Path, digest: &str) {
+    std::fs::remove_file(blob_data(storage, digest)).unwrap();
+}
+
+/// Removes a manifest revision's `link` from a repository.
+pub fn remove_revision_link(storage: &Path, repo: &str, digest: &str) {
+    let hex = digest.trim_start_matches("sha256:");
+    std::fs::remove_file(
+        repo_dir(storage, repo)
+            .join("_manifests/revisions/sha256")
+            .join(hex)
+            .join("link"),
+    )
+    .unwrap();
+}
