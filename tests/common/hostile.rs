@@ -2,7 +2,8 @@
 //! [`Relay`], the regate binary in front of it (basic or token mode, short
 //! header and handshake timeouts), an image pushed first, and the checks that
 //! every case ends in a clean OCI error that reached the registry only when
-//! it should, that regate never panicked, and that the registry is intact.
+//! it should, that regate never panicked, and that the registry is intact
+//! (the image pulls whole, blobs match their digests, `regate fsck` is clean).
 
 use std::path::Path;
 
@@ -236,6 +237,22 @@ impl Rig {
         }
         let bad = super::storage::blobs_not_matching_their_digest(&self.registry.storage);
         assert!(bad.is_empty(), "corrupt blobs in storage: {bad:?}");
+        // And `regate fsck`, straight against the registry, finds nothing broken.
+        let direct = regate::client::RegistryClient::with_scheme(
+            regate::client::Scheme::Http,
+            self.registry.url.trim_start_matches("http://"),
+            None,
+            None,
+        )
+        .unwrap();
+        let report = regate::fsck::run(
+            &direct,
+            &regate::fsck::Options::default(),
+            &indicatif::ProgressBar::hidden(),
+        )
+        .await
+        .unwrap();
+        assert!(report.clean, "fsck after the battery: {report:?}");
         self.assert_no_panic();
     }
 
