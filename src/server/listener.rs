@@ -34,12 +34,20 @@ pub struct LoopSettings {
     pub shutdown_timeout: Duration,
 }
 
+/// hyper's HTTP/1 `max_buf_size` for client connections. Besides the read buffer
+/// (request head, body reads) it bounds each connection's write queue: hyper takes
+/// response chunks from the body while less than this is queued, so a client slower
+/// than the registry made regate hold up to this much plus one chunk per download
+/// (1 MiB here before: 200 rate-limited TLS downloads peaked at 81-129 MiB). At
+/// 64 KiB the queue holds one upstream read (see `proxy::UPSTREAM_READ_MAX`).
+const H1_MAX_BUF_SIZE: usize = 64 * 1024;
+
 fn http_builder() -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(30))
-        .max_buf_size(1024 * 1024);
+        .max_buf_size(H1_MAX_BUF_SIZE);
     b.http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(256)
