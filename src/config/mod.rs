@@ -30,7 +30,7 @@ pub mod defaults {
     pub const DEV_CERTS: bool = false;
     pub const HANDSHAKE_TIMEOUT_SECS: u64 = 10;
     pub const HEADER_READ_TIMEOUT_SECS: u64 = 30;
-    pub const MAX_HEADER_BYTES: u64 = 64 * 1024;
+    pub const MAX_HEADER_BYTES: u64 = 32 * 1024;
     pub const IDLE_TIMEOUT_SECS: u64 = 120;
     pub const SHUTDOWN_TIMEOUT_SECS: u64 = 30;
     pub const UPSTREAM_CONNECT_TIMEOUT_SECS: u64 = 5;

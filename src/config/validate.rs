@@ -349,7 +349,7 @@ mod tests {
     fn head_limits_have_defaults_and_bounds() {
         let base = "[upstream]\nurl = \"http://127.0.0.1:5000\"\n[server]\ndev_certs = true\n";
         let s = load(base).unwrap();
-        assert_eq!(s.server.max_header_bytes, 64 * 1024);
+        assert_eq!(s.server.max_header_bytes, 32 * 1024);
         assert_eq!(s.server.header_read_timeout.as_secs(), 30);
         let s = load(&format!(
             "{base}max_header_bytes = 8192\nheader_read_timeout_secs = 5\n"

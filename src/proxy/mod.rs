@@ -25,6 +25,14 @@ use crate::metrics::Metrics;
 use crate::route::RouteKind;
 pub use headers::PublicOrigin;
 
+/// The largest read from a registry connection, so the largest body chunk.
+/// A download to a client slower than the registry pins about two chunks (one
+/// queued for the client, one read ahead by hyper into the body channel); with
+/// hyper's default (adaptive up to about 400 KiB) 200 rate-limited TLS downloads
+/// peaked at 68-127 MiB resident; with 64 KiB reads (and the 64 KiB write queue of
+/// `server::listener`) at 50-53 MiB, idle being 12 MiB.
+pub const UPSTREAM_READ_MAX: usize = 64 * 1024;
+
 /// The upstream registry and the pooled client that reaches it.
 #[derive(Clone)]
 pub struct Upstream {
@@ -59,6 +67,7 @@ impl Upstream {
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(128)
+            .http1_max_buf_size(UPSTREAM_READ_MAX)
             .build(connector);
         Upstream {
             client,

@@ -2,7 +2,7 @@
 //! HTTP/1.1 or HTTP/2 on the connection. Stops accepting when told and lets
 //! open connections finish within a bound.
 //!
-//! hyper's own limits on a request head ([`HARD_MAX_HEAD_BYTES`],
+//! hyper's own limits on a request head (twice `server.max_header_bytes`,
 //! [`HARD_MAX_HEADERS`]) are a backstop that answers a bare 431; the
 //! configured, smaller limits are enforced by the pipeline
 //! ([`crate::request_limits`]) with an OCI error body. A client gets the
@@ -35,10 +35,8 @@ pub type ResponseFuture = Pin<Box<dyn Future<Output = Response<ProxyBody>> + Sen
 /// A request handler for one listener.
 pub type Handler = Arc<dyn Fn(Request<Incoming>, ConnInfo) -> ResponseFuture + Send + Sync>;
 
-/// The HTTP/1.1 request head hyper itself refuses (bare 431) beyond. The
-/// HTTP/2 header list gets twice the configured limit instead: an HTTP/2
-/// client can hold a partial header block open with no timeout, so its
-/// buffer is kept small.
+/// The largest configurable head: hyper's buffer is twice the configured
+/// limit, and this bounds that.
 pub const HARD_MAX_HEAD_BYTES: usize = 1024 * 1024;
 /// The number of HTTP/1.1 headers hyper itself refuses (bare 431) beyond.
 pub const HARD_MAX_HEADERS: usize = 1000;
@@ -53,6 +51,19 @@ pub struct LoopSettings {
     pub shutdown_timeout: Duration,
 }
 
+/// hyper's HTTP/1 `max_buf_size`: twice the configured head limit
+/// (`server.max_header_bytes`), so a head between the two gets regate's 431
+/// with an OCI body and only a larger one hyper's bare 431; the HTTP/2
+/// header list gets the same bound. The same number also bounds each
+/// connection's write queue: hyper takes response chunks from the body while
+/// less than this is queued, so a client slower than the registry makes
+/// regate hold up to this much plus one upstream read per download (1 MiB
+/// here before: 200 rate-limited TLS downloads peaked at 81-129 MiB; with the
+/// default 32 KiB limit, 64 KiB, about 50 MiB; see `proxy::UPSTREAM_READ_MAX`).
+fn h1_max_buf_size(max_header_bytes: usize) -> usize {
+    (2 * max_header_bytes).clamp(16 * 1024, HARD_MAX_HEAD_BYTES)
+}
+
 fn http_builder(
     header_read_timeout: Duration,
     max_header_bytes: usize,
@@ -61,7 +72,7 @@ fn http_builder(
     b.http1()
         .timer(TokioTimer::new())
         .header_read_timeout(header_read_timeout)
-        .max_buf_size(HARD_MAX_HEAD_BYTES)
+        .max_buf_size(h1_max_buf_size(max_header_bytes))
         .max_headers(HARD_MAX_HEADERS);
     b.http2()
         .timer(TokioTimer::new())
