@@ -12,6 +12,7 @@
 pub mod endpoint;
 pub mod keys;
 pub mod scope;
+pub mod verified_cache;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -106,6 +107,10 @@ struct VerifiedClaims {
     sub: String,
     #[serde(default)]
     access: Vec<AccessEntry>,
+    /// Required by the verifier; kept for the cache of verified tokens.
+    exp: u64,
+    #[serde(default)]
+    nbf: Option<u64>,
 }
 
 /// A verified access token.
@@ -130,6 +135,7 @@ pub struct Tokens {
     ttl: Duration,
     refresh_ttl: Duration,
     leeway: Duration,
+    verified: verified_cache::VerifiedCache,
     external_issuer: Option<String>,
     external: Vec<VerifyKey>,
 }
@@ -163,6 +169,7 @@ impl Tokens {
             ttl: t.ttl,
             refresh_ttl: t.refresh_ttl,
             leeway: t.leeway,
+            verified: verified_cache::VerifiedCache::new(t.leeway),
             external_issuer: t.external_issuer.clone(),
             external,
         })
@@ -229,13 +236,19 @@ impl Tokens {
             .map_err(|e| TokenError::Signing(e.to_string()))
     }
 
-    /// Verifies an access token presented to the registry API.
+    /// Verifies an access token presented to the registry API (once per
+    /// token: later requests with it are answered from the cache).
     pub fn verify(&self, token: &str) -> Result<Verified, TokenError> {
+        if let Some(v) = self.verified.get(token) {
+            return Ok(v);
+        }
         let (claims, _) = self.verify_with::<VerifiedClaims>(token, &self.service, true)?;
-        Ok(Verified {
+        let v = Verified {
             account: Some(claims.sub).filter(|s| !s.is_empty()),
             access: claims.access,
-        })
+        };
+        self.verified.put(token, &v, claims.exp, claims.nbf);
+        Ok(v)
     }
 
     /// Verifies a refresh token (regate's own only); returns the account.
