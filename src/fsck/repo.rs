@@ -174,27 +174,13 @@ pub(crate) async fn check(
         r
     }))
     .await;
-    for ((blob, users), presence) in blobs.iter().zip(heads) {
-        let (problem, text) = match presence? {
-            Presence::Present => continue,
-            Presence::NotFound => (
-                Problem::MissingBlob,
-                "blob unknown to the registry (404)".to_owned(),
-            ),
-            Presence::Other(t) => (Problem::Unreadable, t),
-        };
-        for m in users {
-            walk.findings.push(
-                Finding::new(
-                    problem,
-                    walk.tags_of(m),
-                    format!("blob {blob} of {m}: {text}"),
-                )
-                .manifest(m)
-                .missing(blob),
-            );
-        }
-    }
+    walk.record_absent(
+        &blobs,
+        heads,
+        Problem::MissingBlob,
+        "blob",
+        "blob unknown to the registry (404)",
+    )?;
 
     // Subjects (a missing one is allowed: OCI 1.1 lets referrers come first).
     let subjects: Vec<(String, BTreeSet<String>)> = std::mem::take(&mut walk.subjects)
@@ -208,29 +194,47 @@ pub(crate) async fn check(
         r
     }))
     .await;
-    for ((subject, users), presence) in subjects.iter().zip(heads) {
-        let (problem, text) = match presence? {
-            Presence::Present => continue,
-            Presence::NotFound => (
-                Problem::MissingSubject,
-                "subject does not resolve (404)".to_owned(),
-            ),
-            Presence::Other(t) => (Problem::Unreadable, t),
-        };
-        for m in users {
-            walk.findings.push(
-                Finding::new(
-                    problem,
-                    walk.tags_of(m),
-                    format!("subject {subject} of {m}: {text}"),
-                )
-                .manifest(m)
-                .missing(subject),
-            );
-        }
-    }
+    walk.record_absent(
+        &subjects,
+        heads,
+        Problem::MissingSubject,
+        "subject",
+        "subject does not resolve (404)",
+    )?;
     report.findings = walk.findings;
     Ok(report)
+}
+
+impl Walk {
+    /// Turns the HEAD answers about `items` (a digest and the manifests that
+    /// refer to it) into findings: `missing` for a 404, unreadable otherwise.
+    fn record_absent(
+        &mut self,
+        items: &[(String, BTreeSet<String>)],
+        answers: Vec<Result<Presence, FsckError>>,
+        missing: Problem,
+        what: &str,
+        not_found: &str,
+    ) -> Result<(), FsckError> {
+        for ((digest, users), presence) in items.iter().zip(answers) {
+            let (problem, text) = match presence? {
+                Presence::Present => continue,
+                Presence::NotFound => (missing, not_found.to_owned()),
+                Presence::Other(t) => (Problem::Unreadable, t),
+            };
+            for m in users {
+                let finding = Finding::new(
+                    problem,
+                    self.tags_of(m),
+                    format!("{what} {digest} of {m}: {text}"),
+                )
+                .manifest(m)
+                .missing(digest);
+                self.findings.push(finding);
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A tag's manifest: dangling, a dummy, or a node to walk.
