@@ -156,19 +156,8 @@ impl State {
     /// Records removals, closing the journal entry of each, in one
     /// transaction that does not wait for an fsync (recovery redoes it).
     pub fn record_deletions(&self, done: &[(Deletion, i64)]) -> Result<(), StateError> {
-        let mut conn = self.conn();
-        conn.execute_batch("PRAGMA synchronous = NORMAL")
-            .map_err(|e| self.sqlite_err(e))?;
-        let result = (|| {
-            let tx = conn.transaction().map_err(|e| self.sqlite_err(e))?;
-            for (d, journal) in done {
-                Self::insert_deletion_in(&tx, d, Some(*journal)).map_err(|e| self.sqlite_err(e))?;
-            }
-            tx.commit().map_err(|e| self.sqlite_err(e))
-        })();
-        conn.execute_batch("PRAGMA synchronous = FULL")
-            .map_err(|e| self.sqlite_err(e))?;
-        result
+        let rows: Vec<(&Deletion, Option<i64>)> = done.iter().map(|(d, j)| (d, Some(*j))).collect();
+        self.insert_deletions(&rows).map(|_| ())
     }
 
     /// Records a removal and, in the same transaction, closes the journal
@@ -178,33 +167,36 @@ impl State {
         d: &Deletion,
         close_journal: Option<i64>,
     ) -> Result<i64, StateError> {
+        Ok(self.insert_deletions(&[(d, close_journal)])?[0])
+    }
+
+    /// History rows (each closing its journal entry, if any) in one
+    /// transaction. Closing journal entries need not wait for the disk: if
+    /// the commit is lost, the entries are still open (their intent was
+    /// synced), and recovery finds the tags removed and writes these records
+    /// again. So when every row closes an entry, the commit is not fsync'd.
+    fn insert_deletions(&self, rows: &[(&Deletion, Option<i64>)]) -> Result<Vec<i64>, StateError> {
         let mut conn = self.conn();
-        // Closing a journal entry need not wait for the disk: if the commit
-        // is lost, the entry is still open (its intent was synced), and
-        // recovery finds the tag removed and writes this record again.
-        let relaxed = close_journal.is_some();
+        let relaxed = rows.iter().all(|(_, j)| j.is_some());
         if relaxed {
             conn.execute_batch("PRAGMA synchronous = NORMAL")
                 .map_err(|e| self.sqlite_err(e))?;
         }
-        let result = self.insert_deletion(&mut conn, d, close_journal);
+        let result = (|| {
+            let tx = conn.transaction()?;
+            let ids = rows
+                .iter()
+                .map(|(d, j)| Self::insert_deletion_in(&tx, d, *j))
+                .collect::<rusqlite::Result<Vec<i64>>>()?;
+            tx.commit()?;
+            Ok(ids)
+        })()
+        .map_err(|e| self.sqlite_err(e));
         if relaxed {
             conn.execute_batch("PRAGMA synchronous = FULL")
                 .map_err(|e| self.sqlite_err(e))?;
         }
         result
-    }
-
-    fn insert_deletion(
-        &self,
-        conn: &mut rusqlite::Connection,
-        d: &Deletion,
-        close_journal: Option<i64>,
-    ) -> Result<i64, StateError> {
-        let tx = conn.transaction().map_err(|e| self.sqlite_err(e))?;
-        let id = Self::insert_deletion_in(&tx, d, close_journal).map_err(|e| self.sqlite_err(e))?;
-        tx.commit().map_err(|e| self.sqlite_err(e))?;
-        Ok(id)
     }
 
     /// One history row, and its journal entry closed, inside `tx`.
