@@ -4,8 +4,7 @@
 
 mod common;
 
-use std::io::Write as _;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use common::auth::{basic_header, password, AuthFiles};
 use common::gc::{admin_client, gc_section};
@@ -87,26 +86,12 @@ async fn only_accounts_with_the_admin_right_use_the_admin_api() {
 
     // The CLI: without credentials it explains what to pass; with them it works.
     let cli = |args: &[&str], stdin: Option<&str>| {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_regate"))
-            .args(args)
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_regate"));
+        cmd.args(args)
             .args(["--admin", admin.as_str()])
             .env_remove("REGATE_USERNAME")
-            .env_remove("REGATE_PASSWORD")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        if let Some(s) = stdin {
-            child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
-        }
-        drop(child.stdin.take());
-        let out = child.wait_with_output().unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+            .env_remove("REGATE_PASSWORD");
+        common::run_captured(cmd, stdin)
     };
     let (code, _, err) = cli(&["maintenance", "status"], None);
     assert_eq!(code, 1, "{err}");

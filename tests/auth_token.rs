@@ -597,27 +597,9 @@ async fn cli_keygen_token_and_passwd_work_with_a_running_regate() {
     let dir = tempfile::tempdir().unwrap();
     let bin = env!("CARGO_BIN_EXE_regate");
     let run = |args: &[&str], stdin: Option<&str>| {
-        use std::io::Write as _;
-        let mut child = std::process::Command::new(bin)
-            .args(args)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let input = stdin.unwrap_or("").to_owned();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        (
-            out.status.code().unwrap(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        let mut cmd = std::process::Command::new(bin);
+        cmd.args(args);
+        common::run_captured(cmd, stdin)
     };
     let key = dir.path().join("keys/token.key");
     let htpasswd = dir.path().join("htpasswd");

@@ -29,9 +29,9 @@ pub fn require_tool(name: &str) {
     );
 }
 
-/// Runs a prepared command, feeding `stdin`; its stdout and stderr together,
-/// as Ok when it exits 0 and Err otherwise.
-pub fn run_tool(mut cmd: std::process::Command, stdin: Option<&str>) -> Result<String, String> {
+/// Runs a prepared command, feeding `stdin` (none: an empty input); its exit
+/// code, stdout and stderr.
+pub fn run_captured(mut cmd: std::process::Command, stdin: Option<&str>) -> (i32, String, String) {
     use std::process::Stdio;
     cmd.stdin(if stdin.is_some() {
         Stdio::piped()
@@ -53,12 +53,19 @@ pub fn run_tool(mut cmd: std::process::Command, stdin: Option<&str>) -> Result<S
             .unwrap();
     }
     let out = child.wait_with_output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    if out.status.success() {
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Runs a prepared command, feeding `stdin`; its stdout and stderr together,
+/// as Ok when it exits 0 and Err otherwise.
+pub fn run_tool(cmd: std::process::Command, stdin: Option<&str>) -> Result<String, String> {
+    let (code, out, err) = run_captured(cmd, stdin);
+    let text = format!("{out}{err}");
+    if code == 0 {
         Ok(text)
     } else {
         Err(text)
