@@ -135,14 +135,11 @@ impl TagDeleter {
             }
             Err(e) => {
                 let msg = e.to_string();
-                out.extend(originals.iter().map(|(t, _)| {
-                    (
-                        (*t).to_owned(),
-                        Err(TagDeleteError::Verify(format!(
-                            "the registry failed: {msg}"
-                        ))),
-                    )
-                }));
+                out.extend(
+                    originals.iter().map(|(t, _)| {
+                        ((*t).to_owned(), Err(TagDeleteError::Upstream(msg.clone())))
+                    }),
+                );
             }
         }
         out.sort_by(|a, b| a.0.cmp(&b.0));

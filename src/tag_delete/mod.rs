@@ -53,6 +53,9 @@ pub enum TagDeleteError {
     TagExists(String),
     #[error("{0}")]
     Api(#[from] ApiError),
+    /// An [`ApiError`] shared by several tags of a batch (it is not `Clone`).
+    #[error("{0}")]
+    Upstream(String),
     #[error("{0}")]
     State(#[from] StateError),
     #[error("after the delete, {0}")]
@@ -79,7 +82,9 @@ impl From<TagDeleteError> for RegistryError {
             TagDeleteError::TagExists(_) => {
                 RegistryError::new(StatusCode::CONFLICT, ErrorCode::Denied, msg)
             }
-            TagDeleteError::Api(ApiError::Transport(_)) => RegistryError::bad_gateway(msg),
+            TagDeleteError::Api(ApiError::Transport(_)) | TagDeleteError::Upstream(_) => {
+                RegistryError::bad_gateway(msg)
+            }
             TagDeleteError::Api(ApiError::Status { .. })
             | TagDeleteError::Api(ApiError::DigestMismatch { .. }) => {
                 RegistryError::bad_gateway(msg)
