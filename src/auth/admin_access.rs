@@ -16,7 +16,7 @@ use http::{HeaderMap, Method};
 
 use super::challenge::Challenge;
 use super::credentials::{self, Presented};
-use super::{Auth, AuthError, Caller, LoginError};
+use super::{Auth, AuthError, Caller};
 use crate::audit::Event;
 use crate::config::AuthMode;
 use crate::rules::{Action, ActionSet};
@@ -70,26 +70,12 @@ impl Auth {
                 });
             }
         };
-        let Some(passwords) = &self.passwords else {
-            self.audit_admin_refusal(
-                peer,
-                "auth_failure",
-                Some(&user),
-                "no htpasswd file is configured",
-            );
-            return Err(AuthError::BadLogin {
-                source: LoginError::Wrong,
-                challenge: self.admin_challenge(),
-            });
-        };
-        if let Err(source) = passwords.check(&user, &password, peer.ip()).await {
-            let event = source.audit_event();
-            self.audit_admin_refusal(peer, event, Some(&user), &source.to_string());
-            return Err(AuthError::BadLogin {
+        self.login(&user, &password, peer, "admin API login")
+            .await
+            .map_err(|source| AuthError::BadLogin {
                 source,
                 challenge: self.admin_challenge(),
-            });
-        }
+            })?;
         if self.rules.permits(
             Some(&user),
             EVERY_REPOSITORY,

@@ -435,16 +435,23 @@ impl Auth {
         })
     }
 
-    /// Password check for the token endpoint; audits failures.
-    async fn login(&self, user: &str, password: &str, peer: SocketAddr) -> Result<(), LoginError> {
-        let Some(pw) = &self.passwords else {
-            return Err(LoginError::Wrong);
+    /// A password check outside the registry API (the token endpoint, the
+    /// admin API); audits failures with `context`.
+    async fn login(
+        &self,
+        user: &str,
+        password: &str,
+        peer: SocketAddr,
+        context: &'static str,
+    ) -> Result<(), LoginError> {
+        let r = match &self.passwords {
+            Some(pw) => pw.check(user, password, peer.ip()).await,
+            None => Err(LoginError::Wrong),
         };
-        let r = pw.check(user, password, peer.ip()).await;
         if let Err(source) = &r {
             let mut e = Event::new(source.audit_event(), peer.ip());
             e.account = Some(user);
-            e.reason = Some("token endpoint login");
+            e.reason = Some(context);
             self.audit.record(&e);
         }
         r

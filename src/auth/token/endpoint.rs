@@ -150,7 +150,7 @@ pub async fn serve(
                     "grant_type=password needs username and password".into(),
                 ));
             };
-            auth.login(u, pw, peer)
+            auth.login(u, pw, peer, "token endpoint login")
                 .await
                 .map_err(EndpointError::Login)?;
             (Some(u.clone()), false)
@@ -174,7 +174,7 @@ pub async fn serve(
         (false, _) => match presented {
             Presented::Nothing => (None, false),
             Presented::Basic { user, password } => {
-                auth.login(&user, &password, peer)
+                auth.login(&user, &password, peer, "token endpoint login")
                     .await
                     .map_err(EndpointError::Login)?;
                 (Some(user), false)
