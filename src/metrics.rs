@@ -51,6 +51,7 @@ pub struct Metrics {
     in_flight: Gauge,
     upstream_restarts: Counter,
     gc: GcMetrics,
+    tag_deletes: TagDeleteMetrics,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -117,6 +118,42 @@ impl GcMetrics {
     }
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WayLabels {
+    way: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceLabels {
+    source: &'static str,
+}
+
+/// The tag delete's metrics.
+struct TagDeleteMetrics {
+    duration: Family<WayLabels, Histogram, fn() -> Histogram>,
+    dummy_configs: Family<SourceLabels, Counter>,
+}
+
+impl TagDeleteMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let m = TagDeleteMetrics {
+            duration: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            dummy_configs: Family::default(),
+        };
+        registry.register(
+            "tag_delete_seconds",
+            "Time to remove one tag (or one batch), by way: native (the registry's own tag delete) or overwrite (dummy manifest)",
+            m.duration.clone(),
+        );
+        registry.register(
+            "tag_delete_dummy_configs",
+            "Dummy configs used by deletes, by source: staged (uploaded ahead), uploaded (at the delete), restaged (staged but gone, uploaded again)",
+            m.dummy_configs.clone(),
+        );
+        m
+    }
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
@@ -166,6 +203,7 @@ impl Metrics {
             upstream_restarts.clone(),
         );
         let gc = GcMetrics::register(&mut registry);
+        let tag_deletes = TagDeleteMetrics::register(&mut registry);
         Metrics {
             registry,
             requests,
@@ -175,6 +213,7 @@ impl Metrics {
             in_flight,
             upstream_restarts,
             gc,
+            tag_deletes,
         }
     }
 
@@ -257,6 +296,24 @@ impl Metrics {
         self.gc.runs.get_or_create(&OutcomeLabels { outcome }).inc();
         self.gc.duration.observe(d.as_secs_f64());
         self.gc.bytes_freed.inc_by(bytes_freed);
+    }
+
+    /// A tag delete took `d`; `native` when the registry deleted the tag itself.
+    pub fn tag_delete(&self, native: bool, d: Duration) {
+        let way = if native { "native" } else { "overwrite" };
+        self.tag_deletes
+            .duration
+            .get_or_create(&WayLabels { way })
+            .observe(d.as_secs_f64());
+    }
+
+    /// Where the dummy config of a delete came from (`staged`, `uploaded`,
+    /// `restaged`).
+    pub fn dummy_config(&self, source: &'static str) {
+        self.tag_deletes
+            .dummy_configs
+            .get_or_create(&SourceLabels { source })
+            .inc();
     }
 
     /// The Prometheus text exposition.

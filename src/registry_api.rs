@@ -57,6 +57,15 @@ pub enum NativeTagDelete {
     NotFound,
 }
 
+impl ApiError {
+    /// The registry refused a manifest because a blob it references is not
+    /// in the repository (`MANIFEST_BLOB_UNKNOWN`).
+    pub fn is_blob_unknown(&self) -> bool {
+        matches!(self, ApiError::Status { status, body, .. }
+            if *status == StatusCode::BAD_REQUEST && body.contains("BLOB_UNKNOWN"))
+    }
+}
+
 async fn status_error(what: String, resp: reqwest::Response) -> ApiError {
     let status = resp.status();
     let body = resp.text().await.unwrap_or_default();

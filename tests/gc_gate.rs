@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::gc::{blob_on_disk, gc_section, get_json, start_gc, wait_gate, wait_run};
+use common::gc::{blob_on_disk, gc_section, get_json, metric, start_gc, wait_gate, wait_run};
 use common::images::{absolute, pseudo_random, push_blob, put_manifest, ACCEPT_ALL};
 use common::skopeo;
 use common::{Image, Regate, Registry};
@@ -43,23 +43,6 @@ async fn pull_and_check(regate: &Regate, repo: &str, tag: &str, img: &Image) {
             .join(b.digest.trim_start_matches("sha256:"));
         assert_eq!(std::fs::read(path).unwrap(), b.bytes, "{repo}:{tag} blob");
     }
-}
-
-/// The value of a counter in the Prometheus text of `/metrics`.
-async fn metric(admin: &str, name: &str) -> f64 {
-    let text = common::gc::admin_client()
-        .get(format!("{admin}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find(|l| l.starts_with(name))
-        .and_then(|l| l.split_whitespace().last())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

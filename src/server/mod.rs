@@ -140,9 +140,15 @@ pub async fn start(settings: Settings) -> Result<RunningServer, StartError> {
         upstream.origin(),
         auth.upstream_authorization(),
     );
+    let gate = crate::write_gate::WriteGate::new(
+        crate::write_gate::GatePolicy::from_settings(&settings.gc),
+        Arc::clone(&metrics),
+    );
     let tags = Arc::new(crate::tag_delete::TagDeleter::new(
         api.clone(),
         state.clone(),
+        Some(Arc::clone(&gate)),
+        Arc::clone(&metrics),
         settings.delete.protect_shared_digests,
     ));
     // Finish or roll back deletes a crash left open before serving anything.
@@ -151,10 +157,6 @@ pub async fn start(settings: Settings) -> Result<RunningServer, StartError> {
         Ok(n) => tracing::info!(entries = n, "recovered interrupted tag deletes"),
         Err(e) => tracing::error!(error = %e, "cannot read the tag-delete journal"),
     }
-    let gate = crate::write_gate::WriteGate::new(
-        crate::write_gate::GatePolicy::from_settings(&settings.gc),
-        Arc::clone(&metrics),
-    );
     let gc = crate::gc::Gc::new(
         settings.gc.clone(),
         crate::gc::GcTarget::new(

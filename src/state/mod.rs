@@ -1,6 +1,7 @@
 //! regate's own durable state, in one embedded SQLite database
 //! (`<state.dir>/regate.db`): the tag-delete journal, deletion history for
-//! undo, GC history, the referrers index.
+//! undo, dummy configs staged in the registry, GC history, the referrers
+//! index.
 //!
 //! Owns the connection, the schema and every query; other modules call the
 //! typed methods of [`State`] and never see SQL, so the storage can later move
@@ -18,6 +19,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use rusqlite::Connection;
 
 mod referrers;
+mod staged_configs;
 mod tag_journal;
 pub use referrers::Referrer;
 pub use tag_journal::{Deletion, JournalEntry};
@@ -26,6 +28,7 @@ pub use tag_journal::{Deletion, JournalEntry};
 const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     tag_journal::SCHEMA,
+    staged_configs::SCHEMA,
     referrers::SCHEMA,
     gc_history::GC_RUNS_TABLE,
     gc_history::MAINTENANCE_TABLE,
@@ -90,6 +93,22 @@ impl State {
     /// The connection, for the query methods of this module's files.
     fn conn(&self) -> MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `f` with `synchronous = NORMAL`: its commit does not wait for an
+    /// fsync. Only for writes that recovery redoes or that lose nothing when
+    /// lost.
+    fn relaxed<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StateError> {
+        let mut conn = self.conn();
+        conn.execute_batch("PRAGMA synchronous = NORMAL")
+            .map_err(|e| self.sqlite_err(e))?;
+        let result = f(&mut conn).map_err(|e| self.sqlite_err(e));
+        conn.execute_batch("PRAGMA synchronous = FULL")
+            .map_err(|e| self.sqlite_err(e))?;
+        result
     }
 
     fn sqlite_err(&self, source: rusqlite::Error) -> StateError {

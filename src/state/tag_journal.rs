@@ -112,7 +112,8 @@ impl State {
     }
 
     /// Opens several entries in one transaction (one fsync); returns their
-    /// ids in the same order.
+    /// ids in the same order. A staged dummy config an entry uses stops being
+    /// staged in the same transaction (the entry now answers for it).
     pub fn journal_begin_many(&self, entries: &[JournalEntry]) -> Result<Vec<i64>, StateError> {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(|e| self.sqlite_err(e))?;
@@ -125,6 +126,8 @@ impl State {
             )
             .map_err(|e| self.sqlite_err(e))?;
             ids.push(tx.last_insert_rowid());
+            super::staged_configs::unstage_in(&tx, &e.dummy_config_digest)
+                .map_err(|e| self.sqlite_err(e))?;
         }
         tx.commit().map_err(|e| self.sqlite_err(e))?;
         Ok(ids)
@@ -176,13 +179,7 @@ impl State {
     /// synced), and recovery finds the tags removed and writes these records
     /// again. So when every row closes an entry, the commit is not fsync'd.
     fn insert_deletions(&self, rows: &[(&Deletion, Option<i64>)]) -> Result<Vec<i64>, StateError> {
-        let mut conn = self.conn();
-        let relaxed = rows.iter().all(|(_, j)| j.is_some());
-        if relaxed {
-            conn.execute_batch("PRAGMA synchronous = NORMAL")
-                .map_err(|e| self.sqlite_err(e))?;
-        }
-        let result = (|| {
+        let insert = |conn: &mut rusqlite::Connection| {
             let tx = conn.transaction()?;
             let ids = rows
                 .iter()
@@ -190,13 +187,12 @@ impl State {
                 .collect::<rusqlite::Result<Vec<i64>>>()?;
             tx.commit()?;
             Ok(ids)
-        })()
-        .map_err(|e| self.sqlite_err(e));
-        if relaxed {
-            conn.execute_batch("PRAGMA synchronous = FULL")
-                .map_err(|e| self.sqlite_err(e))?;
+        };
+        if rows.iter().all(|(_, j)| j.is_some()) {
+            self.relaxed(insert)
+        } else {
+            insert(&mut self.conn()).map_err(|e| self.sqlite_err(e))
         }
-        result
     }
 
     /// One history row, and its journal entry closed, inside `tx`.

@@ -232,7 +232,7 @@ impl TagDeleter {
         }
         self.faults.at("after_intent");
         let tags: Vec<&str> = group.iter().map(|(t, _)| *t).collect();
-        let done = match self.overwrite_and_delete(repo, &tags, &dummy).await {
+        let done = match self.overwrite_and_delete(repo, &tags, &dummy, false).await {
             Ok(()) => tokio::try_join!(
                 self.verify_many(repo, &group),
                 self.unlink_dummy_config(repo, &dummy.config_digest),

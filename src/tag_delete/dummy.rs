@@ -1,7 +1,8 @@
 //! The unique dummy manifest a tag is overwritten with before it is deleted
-//! by digest. Its config blob carries a random nonce, the tag and the time,
-//! so the dummy's digest is unique to this delete and can never be shared
-//! with a real image (deleting it by digest removes only this tag).
+//! by digest. Its config blob carries a random nonce, the time and what it
+//! was made for, so the dummy's digest is unique to one delete and can never
+//! be shared with a real image (deleting it by digest removes only the tags
+//! of that delete).
 //!
 //! Also owns recognising a dummy again ([`evidence`], [`is_dummy_config`]),
 //! for `regate fsck` and the tests: one definition of what a dummy looks like.
@@ -47,25 +48,37 @@ pub struct Dummy {
     pub digest: String,
 }
 
+/// A dummy's config blob: unique (a random nonce and the time) and labelled
+/// with what it was made for, `repo:tag`, or just `repo` when it is staged
+/// ahead of the delete that will use it (see `staged`).
+pub fn new_config(made_for: &str) -> Bytes {
+    let nonce = hex::encode(rand::random::<[u8; 16]>());
+    let time = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    Bytes::from(
+        serde_json::to_vec(&json!({
+            "architecture": "amd64",
+            "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": []},
+            "config": {"Labels": {
+                LABEL_TAG_DELETE: made_for,
+                "io.regate.nonce": nonce,
+                "io.regate.time": time,
+            }},
+        }))
+        .expect("JSON of strings"),
+    )
+}
+
 impl Dummy {
+    /// A dummy with a fresh config made for `repo:tag`.
     pub fn new(family: Family, repo: &str, tag: &str) -> Dummy {
-        let nonce = hex::encode(rand::random::<[u8; 16]>());
-        let time = time::OffsetDateTime::now_utc()
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default();
-        let config = Bytes::from(
-            serde_json::to_vec(&json!({
-                "architecture": "amd64",
-                "os": "linux",
-                "rootfs": {"type": "layers", "diff_ids": []},
-                "config": {"Labels": {
-                    LABEL_TAG_DELETE: format!("{repo}:{tag}"),
-                    "io.regate.nonce": nonce,
-                    "io.regate.time": time,
-                }},
-            }))
-            .expect("JSON of strings"),
-        );
+        Dummy::with_config(family, new_config(&format!("{repo}:{tag}")))
+    }
+
+    /// A dummy of `family` around a config from [`new_config`].
+    pub fn with_config(family: Family, config: Bytes) -> Dummy {
         let config_digest = Digest::sha256_of(&config).to_string();
         let (media_type, config_type) = match family {
             Family::Oci => (OCI_MANIFEST, OCI_CONFIG),

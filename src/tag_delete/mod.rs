@@ -19,19 +19,23 @@ mod batch;
 mod dummy;
 pub mod fault;
 mod locks;
+mod staged;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::StatusCode;
 
 use crate::error::{ErrorCode, RegistryError};
+use crate::metrics::Metrics;
 use crate::registry_api::{ApiError, NativeTagDelete, RegistryApi};
 use crate::route::{RepoName, Tag};
 use crate::state::{blocking, Deletion, JournalEntry, State, StateError};
+use crate::write_gate::WriteGate;
 pub use batch::{TagOutcome, MAX_BATCH};
 pub use dummy::{evidence as dummy_evidence, is_dummy_config, Dummy, DummyEvidence, Family};
 pub use locks::{TagGuard, TagLocks};
+use staged::Staging;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TagDeleteError {
@@ -116,16 +120,27 @@ pub struct TagDeleter {
     api: RegistryApi,
     state: State,
     pub locks: Arc<TagLocks>,
+    staging: Arc<Staging>,
+    metrics: Arc<Metrics>,
     faults: fault::Faults,
     protect_shared_digests: bool,
 }
 
 impl TagDeleter {
-    pub fn new(api: RegistryApi, state: State, protect_shared_digests: bool) -> Self {
+    /// `gate`: the write gate regate's background writes respect.
+    pub fn new(
+        api: RegistryApi,
+        state: State,
+        gate: Option<Arc<WriteGate>>,
+        metrics: Arc<Metrics>,
+        protect_shared_digests: bool,
+    ) -> Self {
         TagDeleter {
+            staging: Staging::new(api.clone(), state.clone(), gate),
             api,
             state,
             locks: Arc::new(TagLocks::default()),
+            metrics,
             faults: fault::Faults::from_env(),
             protect_shared_digests,
         }
@@ -138,39 +153,32 @@ impl TagDeleter {
         tag: &Tag,
         account: &str,
     ) -> Result<Removed, TagDeleteError> {
+        let started = Instant::now();
         let (repo, tag) = (repo.as_str(), tag.as_str());
         let _lock = self.locks.write(repo, tag).await;
+        let removed = self.delete_locked(repo, tag, account).await?;
+        self.metrics.tag_delete(removed.native, started.elapsed());
+        Ok(removed)
+    }
+
+    async fn delete_locked(
+        &self,
+        repo: &str,
+        tag: &str,
+        account: &str,
+    ) -> Result<Removed, TagDeleteError> {
         let original = self
             .api
             .manifest(repo, tag)
             .await?
             .ok_or_else(|| TagDeleteError::NotFound(format!("{repo}:{tag}")))?;
-
-        match self.api.delete_tag_native(repo, tag).await? {
-            NativeTagDelete::Deleted => {
-                let d = removal(
-                    repo,
-                    tag,
-                    &original.digest,
-                    &original.media_type,
-                    Some(original.bytes.to_vec()),
-                    account,
-                );
-                self.record(d, None).await?;
-                return Ok(Removed {
-                    digest: original.digest,
-                    native: true,
-                });
-            }
-            NativeTagDelete::Disabled => return Err(TagDeleteError::DeletesDisabled),
-            NativeTagDelete::NotFound => {
-                return Err(TagDeleteError::NotFound(format!("{repo}:{tag}")))
-            }
-            NativeTagDelete::NotImplemented => {}
-        }
-
-        let dummy = Dummy::new(Family::of(&original.media_type), repo, tag);
-        let mut entry = JournalEntry {
+        let family = Family::of(&original.media_type);
+        let staged = self.staging.take(repo);
+        let dummy = match &staged {
+            Some(config) => Dummy::with_config(family, config.clone()),
+            None => Dummy::new(family, repo, tag),
+        };
+        let entry = JournalEntry {
             id: 0,
             repository: repo.to_owned(),
             tag: tag.to_owned(),
@@ -181,12 +189,77 @@ impl TagDeleter {
             step: "intent".into(),
             account: account.to_owned(),
         };
-        let state = self.state.clone();
-        let e = entry.clone();
-        entry.id = blocking(move || state.journal_begin(&e)).await?;
+        let removed_record = || {
+            removal(
+                repo,
+                tag,
+                &original.digest,
+                &original.media_type,
+                Some(original.bytes.to_vec()),
+                account,
+            )
+        };
+        // The intent is journalled while the registry is asked to delete the
+        // tag itself: recovery ends an entry right whatever that request did
+        // (tag gone: removed; tag at its original: rolled back), and the
+        // request writes nothing on a registry without its own tag delete.
+        let (state, e) = (self.state.clone(), entry.clone());
+        let (id, native) = tokio::join!(
+            blocking(move || state.journal_begin(&e)),
+            self.api.delete_tag_native(repo, tag),
+        );
+        let entry = match id {
+            Ok(id) => JournalEntry { id, ..entry },
+            Err(err) => {
+                if let Ok(NativeTagDelete::Deleted) = native {
+                    // Gone all the same: keep it for undo if the state can.
+                    self.record(removed_record(), None).await?;
+                    return Ok(Removed {
+                        digest: original.digest,
+                        native: true,
+                    });
+                }
+                self.give_back(repo, staged).await;
+                return Err(err.into());
+            }
+        };
+        let refused = match native {
+            Ok(NativeTagDelete::NotImplemented) => None,
+            Ok(NativeTagDelete::Deleted) => {
+                self.record(removed_record(), Some(entry.id)).await?;
+                return Ok(Removed {
+                    digest: original.digest,
+                    native: true,
+                });
+            }
+            Ok(NativeTagDelete::Disabled) => Some(("refused", TagDeleteError::DeletesDisabled)),
+            Ok(NativeTagDelete::NotFound) => Some((
+                "not_found",
+                TagDeleteError::NotFound(format!("{repo}:{tag}")),
+            )),
+            Err(err) => {
+                // What did the registry do? Ask it (no dummy was sent).
+                return match self.recover_entry(&entry, false).await {
+                    Ok(Recovered::Removed) => Ok(Removed {
+                        digest: original.digest,
+                        native: true,
+                    }),
+                    _ => Err(err.into()),
+                };
+            }
+        };
+        if let Some((step, err)) = refused {
+            let (state, id) = (self.state.clone(), entry.id);
+            blocking(move || state.journal_close(id, step)).await?;
+            self.give_back(repo, staged).await;
+            return Err(err);
+        }
         self.faults.at("after_intent");
 
-        let done = match self.overwrite_and_delete(repo, &[tag], &dummy).await {
+        let done = match self
+            .overwrite_and_delete(repo, &[tag], &dummy, staged.is_some())
+            .await
+        {
             // The dummy's config link is only this delete's: unlink it while
             // the result is checked.
             Ok(()) => tokio::try_join!(
@@ -196,55 +269,73 @@ impl TagDeleter {
             .map(|_| ()),
             Err(e) => Err(e),
         };
-        match done {
-            Ok(()) => {}
-            Err(e) => {
-                // Leave nothing half done: finish or roll back now.
-                tracing::warn!(repository = repo, tag, error = %e, "tag delete failed midway; recovering");
-                let outcome = self.recover_entry(&entry, true).await?;
-                return match outcome {
-                    Recovered::Removed => Ok(Removed {
-                        digest: original.digest,
-                        native: false,
-                    }),
-                    Recovered::RolledBack | Recovered::Superseded => Err(e),
-                };
-            }
+        if let Err(e) = done {
+            // Leave nothing half done: finish or roll back now.
+            tracing::warn!(repository = repo, tag, error = %e, "tag delete failed midway; recovering");
+            return match self.recover_entry(&entry, true).await? {
+                Recovered::Removed => Ok(Removed {
+                    digest: original.digest,
+                    native: false,
+                }),
+                Recovered::RolledBack | Recovered::Superseded => Err(e),
+            };
         }
-        let d = removal(
-            repo,
-            tag,
-            &original.digest,
-            &original.media_type,
-            Some(original.bytes.to_vec()),
-            account,
-        );
-        self.record(d, Some(entry.id)).await?;
+        self.record(removed_record(), Some(entry.id)).await?;
+        // The next delete in this repository finds its config in place.
+        self.staging.refill(repo);
         Ok(Removed {
             digest: original.digest,
             native: false,
         })
     }
 
-    /// Uploads the dummy's config, points every tag at the dummy (a tag
-    /// write: the repository lock is shared), deletes the dummy once.
+    /// A staged config a delete took but did not use goes back.
+    async fn give_back(&self, repo: &str, staged: Option<bytes::Bytes>) {
+        if let Some(config) = staged {
+            self.staging.give_back(repo, config).await;
+        }
+    }
+
+    /// Makes sure the dummy's config is in the repository (uploading it,
+    /// unless it was staged), points every tag at the dummy (a tag write:
+    /// the repository lock is shared), deletes the dummy once.
     async fn overwrite_and_delete(
         &self,
         repo: &str,
         tags: &[&str],
         dummy: &Dummy,
+        config_staged: bool,
     ) -> Result<(), TagDeleteError> {
-        self.api.upload_blob(repo, dummy.config.clone()).await?;
+        if config_staged {
+            self.metrics.dummy_config("staged");
+        } else {
+            self.api.upload_blob(repo, dummy.config.clone()).await?;
+            self.metrics.dummy_config("uploaded");
+        }
         self.faults.at("after_config");
         {
             let _repo = self.locks.repo_shared(repo).await;
-            batch::in_parallel(tags, |t| {
-                self.api
-                    .put_manifest(repo, t, dummy.media_type, dummy.manifest.clone())
-            })
-            .await
-            .into_iter()
-            .collect::<Result<Vec<_>, _>>()?;
+            let put_all = || async {
+                batch::in_parallel(tags, |t| {
+                    self.api
+                        .put_manifest(repo, t, dummy.media_type, dummy.manifest.clone())
+                })
+                .await
+                .into_iter()
+                .collect::<Result<Vec<_>, _>>()
+            };
+            match put_all().await {
+                // A garbage collection took the staged config: upload it
+                // again (the refused PUT wrote nothing) and retry once.
+                Err(e) if config_staged && e.is_blob_unknown() => {
+                    self.api.upload_blob(repo, dummy.config.clone()).await?;
+                    self.metrics.dummy_config("restaged");
+                    put_all().await?;
+                }
+                r => {
+                    r?;
+                }
+            }
         }
         self.faults.at("after_dummy_put");
         if !self.delete_dummy(repo, &dummy.digest).await? {
@@ -420,6 +511,7 @@ impl TagDeleter {
     /// tag stays locked until its entry is resolved; when the registry cannot
     /// be reached the entry is retried in the background, still locked.
     pub async fn recover(self: &Arc<Self>) -> Result<usize, TagDeleteError> {
+        self.staging.unlink_leftovers().await;
         let state = self.state.clone();
         let open = blocking(move || state.journal_open_entries()).await?;
         let n = open.len();

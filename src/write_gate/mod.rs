@@ -166,6 +166,20 @@ impl WriteGate {
         self.lock().state
     }
 
+    /// A write regate makes on its own, in the background: a guard while the
+    /// gate is open (a drain waits for it), `None` otherwise (the caller
+    /// skips the work rather than wait).
+    pub fn enter_if_open(self: &Arc<Self>) -> Option<WriteGuard> {
+        let mut inner = self.lock();
+        if inner.state != GateState::Open {
+            return None;
+        }
+        inner.in_flight += 1;
+        Some(WriteGuard {
+            gate: Arc::clone(self),
+        })
+    }
+
     /// Admits a request: reads at once (`None`), writes with a pass, or an
     /// error when the gate refuses the write.
     pub async fn admit(

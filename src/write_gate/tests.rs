@@ -123,6 +123,23 @@ async fn drain_waits_for_writes_in_flight() {
 }
 
 #[tokio::test]
+async fn background_writes_enter_only_an_open_gate_and_are_drained() {
+    let g = gate(ClosedWrites::Reject, Duration::from_secs(1));
+    let guard = g.enter_if_open().expect("an open gate lets it in");
+    let g2 = Arc::clone(&g);
+    let drain = tokio::spawn(async move { g2.drain_and_close("gc", Duration::from_secs(5)).await });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(g.state(), GateState::Draining);
+    assert!(g.enter_if_open().is_none(), "a draining gate does not");
+    drop(guard);
+    let report = drain.await.unwrap();
+    assert!(!report.timed_out);
+    assert!(g.enter_if_open().is_none(), "a closed gate does not");
+    g.open();
+    assert!(g.enter_if_open().is_some());
+}
+
+#[tokio::test]
 async fn draining_lets_pushes_under_way_finish_and_stops_new_ones() {
     let g = gate(ClosedWrites::Reject, Duration::from_secs(1));
     // A push in repository `a` has started a session.

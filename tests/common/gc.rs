@@ -98,3 +98,20 @@ pub fn blob_on_disk(storage: &Path, digest: &str) -> bool {
 pub fn storage_size(storage: &Path) -> u64 {
     regate::gc::storage_size::storage_bytes(storage).unwrap()
 }
+
+/// The value of a counter in the Prometheus text of `/metrics`.
+pub async fn metric(admin: &str, name: &str) -> f64 {
+    let text = admin_client()
+        .get(format!("{admin}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}

@@ -58,6 +58,8 @@ pub struct Regate {
     pub plain_url: String,
     pub admin_url: String,
     pub state_dir: tempfile::TempDir,
+    upstream: String,
+    extra: String,
 }
 
 impl Regate {
@@ -68,8 +70,21 @@ impl Regate {
 
     /// regate with extra TOML sections appended to the test config.
     pub async fn start_with(upstream: &str, extra: &str) -> Self {
-        let certs = TestCerts::new();
-        let state_dir = tempfile::tempdir().unwrap();
+        Self::start_in(
+            upstream,
+            extra,
+            TestCerts::new(),
+            tempfile::tempdir().unwrap(),
+        )
+        .await
+    }
+
+    async fn start_in(
+        upstream: &str,
+        extra: &str,
+        certs: TestCerts,
+        state_dir: tempfile::TempDir,
+    ) -> Self {
         let text = config_toml(upstream, &certs, state_dir.path(), extra);
         let settings = Settings::from_toml(&text, "test config", std::iter::empty())
             .expect("valid test config");
@@ -85,7 +100,18 @@ impl Regate {
             server: Some(server),
             certs,
             state_dir,
+            upstream: upstream.to_owned(),
+            extra: extra.to_owned(),
         }
+    }
+
+    /// Stops gracefully and starts again with the same config, certificates
+    /// and state directory (on new ports).
+    pub async fn restart(mut self) -> Self {
+        if let Some(s) = self.server.take() {
+            s.shutdown().await;
+        }
+        Self::start_in(&self.upstream, &self.extra, self.certs, self.state_dir).await
     }
 
     /// An HTTP client that trusts only the test CA.

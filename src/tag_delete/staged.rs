@@ -1,0 +1,161 @@
+//! Dummy configs staged ahead of the deletes that will use them.
+//!
+//! Uploading a dummy's config (a POST and a PUT, each making the registry
+//! write and sync files) is the slowest step of a delete by overwrite. After
+//! such a delete succeeds, one fresh config is uploaded into the same
+//! repository in the background, so the next delete there finds its config
+//! in place and goes straight to the dummy PUT. A staged config is taken by
+//! exactly one delete, so every dummy stays unique to its delete.
+//!
+//! A staged config is an unreferenced blob, which a garbage collection run
+//! deletes: the delete that takes it then sees the registry refuse the dummy
+//! (blob unknown), uploads the config again and retries once. Staging starts
+//! only while the write gate is open and holds a write guard until its
+//! upload ends, so a GC drain waits for it. Each config is recorded in the
+//! state database before its upload, and the ones a previous process left
+//! behind are unlinked at start-up.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+
+use super::dummy;
+use crate::registry_api::{ApiError, RegistryApi};
+use crate::route::Digest;
+use crate::state::{blocking, State};
+use crate::write_gate::WriteGate;
+
+/// At most this many repositories have a config staged or on its way.
+const MAX_REPOSITORIES: usize = 1024;
+
+pub struct Staging {
+    api: RegistryApi,
+    state: State,
+    gate: Option<Arc<WriteGate>>,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    ready: HashMap<String, Bytes>,
+    uploading: HashSet<String>,
+}
+
+impl Staging {
+    /// `gate`: background uploads run only while it is open (`None`: always).
+    pub fn new(api: RegistryApi, state: State, gate: Option<Arc<WriteGate>>) -> Arc<Self> {
+        Arc::new(Staging {
+            api,
+            state,
+            gate,
+            inner: Mutex::new(Inner::default()),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The config staged in `repo`, if one is ready; nobody else gets it.
+    pub fn take(&self, repo: &str) -> Option<Bytes> {
+        self.lock().ready.remove(repo)
+    }
+
+    /// Returns a taken config no delete used (the delete ended before its
+    /// dummy was written); its row is written again, as the journal entry
+    /// that took it over is closed.
+    pub async fn give_back(&self, repo: &str, config: Bytes) {
+        let digest = Digest::sha256_of(&config).to_string();
+        let (state, r) = (self.state.clone(), repo.to_owned());
+        if blocking(move || state.stage_config(&r, &digest))
+            .await
+            .is_ok()
+        {
+            self.lock().ready.entry(repo.to_owned()).or_insert(config);
+        }
+    }
+
+    /// Starts uploading a fresh config into `repo` unless one is ready or on
+    /// its way there, the gate is not open, or too many repositories have one.
+    pub fn refill(self: &Arc<Self>, repo: &str) {
+        let guard = match &self.gate {
+            Some(gate) => match gate.enter_if_open() {
+                Some(g) => Some(g),
+                None => return,
+            },
+            None => None,
+        };
+        {
+            let mut inner = self.lock();
+            if inner.ready.contains_key(repo)
+                || inner.uploading.contains(repo)
+                || inner.ready.len() + inner.uploading.len() >= MAX_REPOSITORIES
+            {
+                return;
+            }
+            inner.uploading.insert(repo.to_owned());
+        }
+        let me = Arc::clone(self);
+        let repo = repo.to_owned();
+        tokio::spawn(async move {
+            let _guard = guard;
+            let config = dummy::new_config(&repo);
+            let digest = Digest::sha256_of(&config).to_string();
+            let (state, r, d) = (me.state.clone(), repo.clone(), digest.clone());
+            // Recorded before the upload: a crash in between leaves a row
+            // the next start unlinks, never a blob nobody knows of.
+            let staged = match blocking(move || state.stage_config(&r, &d)).await {
+                Ok(()) => match me.api.upload_blob(&repo, config.clone()).await {
+                    Ok(_) => true,
+                    Err(e) => {
+                        tracing::debug!(repository = %repo, error = %e, "cannot stage a dummy config");
+                        false
+                    }
+                },
+                Err(e) => {
+                    tracing::warn!(repository = %repo, error = %e, "cannot record a staged dummy config");
+                    false
+                }
+            };
+            let mut inner = me.lock();
+            inner.uploading.remove(&repo);
+            if staged {
+                inner.ready.insert(repo, config);
+            }
+        });
+    }
+
+    /// Unlinks the configs a previous process staged and no delete took.
+    /// The list is read now (before any new staging); the unlinks run in
+    /// the background.
+    pub async fn unlink_leftovers(self: &Arc<Self>) {
+        let state = self.state.clone();
+        let left = match blocking(move || state.staged_configs()).await {
+            Ok(l) if l.is_empty() => return,
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the staged dummy configs");
+                return;
+            }
+        };
+        let me = Arc::clone(self);
+        tokio::spawn(async move {
+            for (repo, digest) in left {
+                match me.api.delete_blob(&repo, &digest).await {
+                    // Unlinked, unknown, or refused (deletes disabled since):
+                    // either way the next GC takes an unreferenced blob.
+                    Ok(_) | Err(ApiError::Status { .. }) => {
+                        let state = me.state.clone();
+                        if let Err(e) = blocking(move || state.unstage_config(&digest)).await {
+                            tracing::warn!(error = %e, "cannot forget an unlinked dummy config");
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(repository = %repo, %digest, error = %e, "cannot unlink a dummy config staged before the restart; the next start tries again")
+                    }
+                }
+            }
+        });
+    }
+}
