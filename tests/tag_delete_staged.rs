@@ -1,6 +1,7 @@
 //! Dummy configs staged ahead of tag deletes, on a real 2.8 registry: after a
 //! delete, the next one in the same repository takes a config uploaded in
-//! the background (two fewer registry writes on its path); a garbage
+//! the background (two fewer registry writes on its path), waiting for it if
+//! it is still on its way; a garbage
 //! collection that deleted the staged config does not break the delete
 //! (the config is uploaded again); and what a stopped regate left staged is
 //! unlinked at the next start. Every delete removes exactly its tag.
@@ -64,7 +65,7 @@ async fn staged_configs_serve_the_next_delete_survive_gc_and_are_unlinked_after_
     let client = regate.client();
     let img = Image::oci("staged", 1200);
     img.push(&client, &regate.url, REPO, "t1").await;
-    for t in ["t2", "t3", "keep"] {
+    for t in ["t2", "t2b", "t3", "keep"] {
         put_manifest(&client, &regate.url, REPO, t, &img).await;
     }
     let links_before = storage::layer_links(&registry.storage, REPO);
@@ -74,9 +75,12 @@ async fn staged_configs_serve_the_next_delete_survive_gc_and_are_unlinked_after_
     assert_eq!(configs(&regate, "uploaded").await, 1.0);
     let first = wait_staged(&regate, &registry).await;
 
-    // The second takes it (and unlinks it when done); the next is staged.
+    // The second takes it (and unlinks it when done); right after it, the
+    // next config is still on its way: the third waits for it.
     delete(&regate, "t2").await;
-    assert_eq!(configs(&regate, "staged").await, 1.0);
+    delete(&regate, "t2b").await;
+    assert_eq!(configs(&regate, "staged").await, 2.0);
+    assert_eq!(configs(&regate, "uploaded").await, 1.0);
     assert!(!storage::layer_links(&registry.storage, REPO).contains(&first));
     let second = wait_staged(&regate, &registry).await;
     assert_ne!(first, second, "every delete has its own config");

@@ -173,7 +173,7 @@ impl TagDeleter {
             .await?
             .ok_or_else(|| TagDeleteError::NotFound(format!("{repo}:{tag}")))?;
         let family = Family::of(&original.media_type);
-        let staged = self.staging.take(repo);
+        let staged = self.staging.take(repo).await;
         let dummy = match &staged {
             Some(config) => Dummy::with_config(family, config.clone()),
             None => Dummy::new(family, repo, tag),

@@ -15,10 +15,12 @@
 //! state database before its upload, and the ones a previous process left
 //! behind are unlinked at start-up.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use bytes::Bytes;
+use tokio::sync::watch;
 
 use super::dummy;
 use crate::registry_api::{ApiError, RegistryApi};
@@ -39,8 +41,12 @@ pub struct Staging {
 #[derive(Default)]
 struct Inner {
     ready: HashMap<String, Bytes>,
-    uploading: HashSet<String>,
+    /// Uploads on their way; each turns `true` (or its sender drops) at the end.
+    uploading: HashMap<String, watch::Receiver<bool>>,
 }
+
+/// How long a delete waits for a config on its way before it uploads its own.
+const WAIT_FOR_UPLOAD: Duration = Duration::from_secs(2);
 
 impl Staging {
     /// `gate`: background uploads run only while it is open (`None`: always).
@@ -57,8 +63,18 @@ impl Staging {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The config staged in `repo`, if one is ready; nobody else gets it.
-    pub fn take(&self, repo: &str) -> Option<Bytes> {
+    /// The config staged in `repo`, if one is ready or on its way (then it
+    /// waits for it: the upload under way is ahead of a fresh one, and two
+    /// would only compete for the registry); nobody else gets it.
+    pub async fn take(&self, repo: &str) -> Option<Bytes> {
+        let mut on_its_way = {
+            let mut inner = self.lock();
+            if let Some(config) = inner.ready.remove(repo) {
+                return Some(config);
+            }
+            inner.uploading.get(repo)?.clone()
+        };
+        let _ = tokio::time::timeout(WAIT_FOR_UPLOAD, on_its_way.wait_for(|done| *done)).await;
         self.lock().ready.remove(repo)
     }
 
@@ -86,16 +102,18 @@ impl Staging {
             },
             None => None,
         };
-        {
+        let done = {
             let mut inner = self.lock();
             if inner.ready.contains_key(repo)
-                || inner.uploading.contains(repo)
+                || inner.uploading.contains_key(repo)
                 || inner.ready.len() + inner.uploading.len() >= MAX_REPOSITORIES
             {
                 return;
             }
-            inner.uploading.insert(repo.to_owned());
-        }
+            let (done, on_its_way) = watch::channel(false);
+            inner.uploading.insert(repo.to_owned(), on_its_way);
+            done
+        };
         let me = Arc::clone(self);
         let repo = repo.to_owned();
         tokio::spawn(async move {
@@ -123,6 +141,8 @@ impl Staging {
             if staged {
                 inner.ready.insert(repo, config);
             }
+            drop(inner);
+            done.send_replace(true);
         });
     }
 
