@@ -23,7 +23,7 @@ async fn wait_staged(regate: &Regate, registry: &Registry) -> String {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let state = State::open(regate.state_dir.path()).unwrap();
-        let staged = state.staged_configs().unwrap();
+        let staged = state.dummy_configs().unwrap();
         if let Some((_, d)) = staged.iter().find(|(r, _)| r == REPO) {
             if storage::layer_links(&registry.storage, REPO).contains(d)
                 && storage::read_blob(&registry.storage, d).is_some()
@@ -36,6 +36,16 @@ async fn wait_staged(regate: &Regate, registry: &Registry) -> String {
             "no config staged in {REPO}: {staged:?}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until `digest` is no longer linked into [`REPO`] (a used config is
+/// unlinked right after the delete's answer).
+async fn wait_unlinked(registry: &Registry, digest: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while storage::layer_links(&registry.storage, REPO).contains(&digest.to_owned()) {
+        assert!(Instant::now() < deadline, "{digest} is still linked");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -75,13 +85,13 @@ async fn staged_configs_serve_the_next_delete_survive_gc_and_are_unlinked_after_
     assert_eq!(configs(&regate, "uploaded").await, 1.0);
     let first = wait_staged(&regate, &registry).await;
 
-    // The second takes it (and unlinks it when done); right after it, the
+    // The second takes it (and unlinks it after its answer); right after it, the
     // next config is still on its way: the third waits for it.
     delete(&regate, "t2").await;
     delete(&regate, "t2b").await;
     assert_eq!(configs(&regate, "staged").await, 2.0);
     assert_eq!(configs(&regate, "uploaded").await, 1.0);
-    assert!(!storage::layer_links(&registry.storage, REPO).contains(&first));
+    wait_unlinked(&registry, &first).await;
     let second = wait_staged(&regate, &registry).await;
     assert_ne!(first, second, "every delete has its own config");
 
@@ -111,7 +121,7 @@ async fn staged_configs_serve_the_next_delete_survive_gc_and_are_unlinked_after_
     while storage::layer_links(&registry.storage, REPO).contains(&third)
         || !State::open(regate.state_dir.path())
             .unwrap()
-            .staged_configs()
+            .dummy_configs()
             .unwrap()
             .is_empty()
     {

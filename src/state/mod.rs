@@ -1,6 +1,6 @@
 //! regate's own durable state, in one embedded SQLite database
 //! (`<state.dir>/regate.db`): the tag-delete journal, deletion history for
-//! undo, dummy configs staged in the registry, GC history, the referrers
+//! undo, dummy configs regate must unlink, GC history, the referrers
 //! index.
 //!
 //! Owns the connection, the schema and every query; other modules call the
@@ -18,8 +18,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use rusqlite::Connection;
 
+mod dummy_configs;
 mod referrers;
-mod staged_configs;
 mod tag_journal;
 pub use referrers::Referrer;
 pub use tag_journal::{Deletion, JournalEntry};
@@ -28,7 +28,7 @@ pub use tag_journal::{Deletion, JournalEntry};
 const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     tag_journal::SCHEMA,
-    staged_configs::SCHEMA,
+    dummy_configs::SCHEMA,
     referrers::SCHEMA,
     gc_history::GC_RUNS_TABLE,
     gc_history::MAINTENANCE_TABLE,

@@ -112,8 +112,8 @@ impl State {
     }
 
     /// Opens several entries in one transaction (one fsync); returns their
-    /// ids in the same order. A staged dummy config an entry uses stops being
-    /// staged in the same transaction (the entry now answers for it).
+    /// ids in the same order. A noted dummy config an entry uses is forgotten
+    /// in the same transaction (the entry now answers for it).
     pub fn journal_begin_many(&self, entries: &[JournalEntry]) -> Result<Vec<i64>, StateError> {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(|e| self.sqlite_err(e))?;
@@ -126,7 +126,7 @@ impl State {
             )
             .map_err(|e| self.sqlite_err(e))?;
             ids.push(tx.last_insert_rowid());
-            super::staged_configs::unstage_in(&tx, &e.dummy_config_digest)
+            super::dummy_configs::forget_in(&tx, &e.dummy_config_digest)
                 .map_err(|e| self.sqlite_err(e))?;
         }
         tx.commit().map_err(|e| self.sqlite_err(e))?;

@@ -14,6 +14,9 @@
 //! upload ends, so a GC drain waits for it. Each config is recorded in the
 //! state database before its upload, and the ones a previous process left
 //! behind are unlinked at start-up.
+//!
+//! Also unlinks the config of a finished delete after its answer
+//! ([`Staging::unlink_later`]), recorded the same way until it is done.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -84,7 +87,7 @@ impl Staging {
     pub async fn give_back(&self, repo: &str, config: Bytes) {
         let digest = Digest::sha256_of(&config).to_string();
         let (state, r) = (self.state.clone(), repo.to_owned());
-        if blocking(move || state.stage_config(&r, &digest))
+        if blocking(move || state.note_dummy_config(&r, &digest))
             .await
             .is_ok()
         {
@@ -123,7 +126,7 @@ impl Staging {
             let (state, r, d) = (me.state.clone(), repo.clone(), digest.clone());
             // Recorded before the upload: a crash in between leaves a row
             // the next start unlinks, never a blob nobody knows of.
-            let staged = match blocking(move || state.stage_config(&r, &d)).await {
+            let staged = match blocking(move || state.note_dummy_config(&r, &d)).await {
                 Ok(()) => match me.api.upload_blob(&repo, config.clone()).await {
                     Ok(_) => true,
                     Err(e) => {
@@ -146,12 +149,53 @@ impl Staging {
         });
     }
 
-    /// Unlinks the configs a previous process staged and no delete took.
+    /// Unlinks the config of a finished delete (its dummy is gone, so nothing
+    /// references it) without holding up the answer: noted first, so the
+    /// next start unlinks it if this process dies before. In the background
+    /// while the gate is open; otherwise now (the caller's request holds its
+    /// own pass).
+    pub async fn unlink_later(self: &Arc<Self>, repo: &str, digest: &str) -> Result<(), ApiError> {
+        let (state, r, d) = (self.state.clone(), repo.to_owned(), digest.to_owned());
+        let noted = blocking(move || state.note_dummy_config(&r, &d))
+            .await
+            .is_ok();
+        let guard = self.gate.as_ref().map(|g| g.enter_if_open());
+        if !noted || matches!(guard, Some(None)) {
+            self.unlink(repo, digest).await?;
+            return Ok(());
+        }
+        let (me, repo, digest) = (Arc::clone(self), repo.to_owned(), digest.to_owned());
+        tokio::spawn(async move {
+            let _guard = guard;
+            if let Err(e) = me.unlink(&repo, &digest).await {
+                tracing::warn!(repository = %repo, %digest, error = %e, "cannot unlink a dummy config; the next start tries again");
+            }
+        });
+        Ok(())
+    }
+
+    /// Unlinks a noted config and forgets it. A registry that refuses
+    /// (deletes disabled since) leaves an unreferenced blob for the next GC:
+    /// forgotten too.
+    async fn unlink(&self, repo: &str, digest: &str) -> Result<(), ApiError> {
+        match self.api.delete_blob(repo, digest).await {
+            Ok(_) | Err(ApiError::Status { .. }) => {
+                let (state, d) = (self.state.clone(), digest.to_owned());
+                if let Err(e) = blocking(move || state.forget_dummy_config(&d)).await {
+                    tracing::warn!(error = %e, "cannot forget an unlinked dummy config");
+                }
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Unlinks the configs a previous process noted and did not unlink.
     /// The list is read now (before any new staging); the unlinks run in
     /// the background.
     pub async fn unlink_leftovers(self: &Arc<Self>) {
         let state = self.state.clone();
-        let left = match blocking(move || state.staged_configs()).await {
+        let left = match blocking(move || state.dummy_configs()).await {
             Ok(l) if l.is_empty() => return,
             Ok(l) => l,
             Err(e) => {
@@ -162,18 +206,8 @@ impl Staging {
         let me = Arc::clone(self);
         tokio::spawn(async move {
             for (repo, digest) in left {
-                match me.api.delete_blob(&repo, &digest).await {
-                    // Unlinked, unknown, or refused (deletes disabled since):
-                    // either way the next GC takes an unreferenced blob.
-                    Ok(_) | Err(ApiError::Status { .. }) => {
-                        let state = me.state.clone();
-                        if let Err(e) = blocking(move || state.unstage_config(&digest)).await {
-                            tracing::warn!(error = %e, "cannot forget an unlinked dummy config");
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(repository = %repo, %digest, error = %e, "cannot unlink a dummy config staged before the restart; the next start tries again")
-                    }
+                if let Err(e) = me.unlink(&repo, &digest).await {
+                    tracing::warn!(repository = %repo, %digest, error = %e, "cannot unlink a dummy config left before the restart; the next start tries again");
                 }
             }
         });

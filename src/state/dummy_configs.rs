@@ -1,0 +1,98 @@
+//! Dummy configs regate put into repositories that no open tag-delete
+//! journal entry answers for (see `tag_delete::staged`): configs staged
+//! ahead of a delete, and configs of finished deletes still to be unlinked.
+//! Each must be unlinked unless a delete takes it: a row leaves this table
+//! when a journal entry takes the config over, or once the blob is unlinked;
+//! rows left at start-up are unlinked then.
+
+use rusqlite::{params, Transaction};
+
+use super::{State, StateError};
+
+pub(super) const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS dummy_configs (
+    digest TEXT PRIMARY KEY,
+    repository TEXT NOT NULL,
+    noted_at INTEGER NOT NULL
+);
+";
+
+/// Drops the row of a config a journal entry now answers for.
+pub(super) fn forget_in(tx: &Transaction<'_>, digest: &str) -> rusqlite::Result<()> {
+    tx.execute("DELETE FROM dummy_configs WHERE digest = ?1", [digest])
+        .map(|_| ())
+}
+
+impl State {
+    /// Notes a config regate must unlink from `repository` unless a delete
+    /// takes it. Not fsync'd: a lost row only leaves an unreferenced blob for
+    /// the next GC.
+    pub fn note_dummy_config(&self, repository: &str, digest: &str) -> Result<(), StateError> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        self.relaxed(|conn| {
+            conn.execute(
+                "INSERT OR REPLACE INTO dummy_configs (digest, repository, noted_at) VALUES (?1, ?2, ?3)",
+                params![digest, repository, now],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// Every noted config: `(repository, digest)`.
+    pub fn dummy_configs(&self) -> Result<Vec<(String, String)>, StateError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT repository, digest FROM dummy_configs ORDER BY noted_at")
+            .map_err(|e| self.sqlite_err(e))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(|e| self.sqlite_err(e))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(|e| self.sqlite_err(e))
+    }
+
+    /// Forgets a config (its blob was unlinked).
+    pub fn forget_dummy_config(&self, digest: &str) -> Result<(), StateError> {
+        self.relaxed(|conn| {
+            conn.execute("DELETE FROM dummy_configs WHERE digest = ?1", [digest])
+                .map(|_| ())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::state::{JournalEntry, State};
+
+    #[test]
+    fn a_noted_config_is_listed_until_a_journal_entry_takes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = State::open(dir.path()).unwrap();
+        s.note_dummy_config("a/b", "sha256:c1").unwrap();
+        s.note_dummy_config("a/c", "sha256:c2").unwrap();
+        assert_eq!(s.dummy_configs().unwrap().len(), 2);
+        let e = JournalEntry {
+            id: 0,
+            repository: "a/b".into(),
+            tag: "t".into(),
+            original_digest: "sha256:o".into(),
+            original_media_type: "m".into(),
+            dummy_digest: "sha256:d".into(),
+            dummy_config_digest: "sha256:c1".into(),
+            step: "intent".into(),
+            account: "x".into(),
+        };
+        s.journal_begin(&e).unwrap();
+        assert_eq!(
+            s.dummy_configs().unwrap(),
+            vec![("a/c".to_owned(), "sha256:c2".to_owned())]
+        );
+        s.forget_dummy_config("sha256:c2").unwrap();
+        drop(s);
+        let s = State::open(dir.path()).unwrap();
+        assert!(s.dummy_configs().unwrap().is_empty());
+    }
+}
