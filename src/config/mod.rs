@@ -31,6 +31,10 @@ pub mod defaults {
     pub const HANDSHAKE_TIMEOUT_SECS: u64 = 10;
     pub const HEADER_READ_TIMEOUT_SECS: u64 = 30;
     pub const MAX_HEADER_BYTES: u64 = 32 * 1024;
+    pub const MAX_CONNECTIONS: u64 = 4096;
+    /// Connections the admin listener serves at once (its own budget, so
+    /// probes and metrics answer while the registry listeners are full).
+    pub const ADMIN_MAX_CONNECTIONS: usize = 64;
     pub const IDLE_TIMEOUT_SECS: u64 = 120;
     pub const SHUTDOWN_TIMEOUT_SECS: u64 = 30;
     pub const UPSTREAM_CONNECT_TIMEOUT_SECS: u64 = 5;
@@ -79,6 +83,9 @@ pub struct ServerSettings {
     /// The largest request head (target and headers) answered with
     /// anything but 431.
     pub max_header_bytes: usize,
+    /// Client connections the registry listeners (TLS and plain together)
+    /// hold at once; more wait in the kernel's accept queue.
+    pub max_connections: usize,
     pub idle_timeout: Duration,
     pub shutdown_timeout: Duration,
 }

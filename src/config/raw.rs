@@ -41,6 +41,7 @@ pub struct RawServer {
     pub handshake_timeout_secs: Option<u64>,
     pub header_read_timeout_secs: Option<u64>,
     pub max_header_bytes: Option<u64>,
+    pub max_connections: Option<u64>,
     pub idle_timeout_secs: Option<u64>,
     pub shutdown_timeout_secs: Option<u64>,
 }

@@ -133,6 +133,13 @@ pub(super) fn validate(raw: RawConfig, _source: &str) -> Result<Settings, Vec<Pr
             ),
         ));
     }
+    let max_connections = s.max_connections.unwrap_or(d::MAX_CONNECTIONS);
+    if !(1..=1_000_000).contains(&max_connections) {
+        c.problems.push(Problem::new(
+            "server.max_connections",
+            "must be between 1 and 1000000 (connections)",
+        ));
+    }
     let idle_timeout = c.secs(
         "server.idle_timeout_secs",
         s.idle_timeout_secs,
@@ -244,6 +251,7 @@ pub(super) fn validate(raw: RawConfig, _source: &str) -> Result<Settings, Vec<Pr
             handshake_timeout,
             header_read_timeout,
             max_header_bytes: max_header_bytes as usize,
+            max_connections: max_connections as usize,
             idle_timeout,
             shutdown_timeout,
         },
@@ -351,16 +359,19 @@ mod tests {
         let s = load(base).unwrap();
         assert_eq!(s.server.max_header_bytes, 32 * 1024);
         assert_eq!(s.server.header_read_timeout.as_secs(), 30);
+        assert_eq!(s.server.max_connections, 4096);
         let s = load(&format!(
-            "{base}max_header_bytes = 8192\nheader_read_timeout_secs = 5\n"
+            "{base}max_header_bytes = 8192\nheader_read_timeout_secs = 5\nmax_connections = 10\n"
         ))
         .unwrap();
+        assert_eq!(s.server.max_connections, 10);
         assert_eq!(s.server.max_header_bytes, 8192);
         assert_eq!(s.server.header_read_timeout.as_secs(), 5);
         for bad in [
             "max_header_bytes = 10",
             "max_header_bytes = 10000000",
             "header_read_timeout_secs = 0",
+            "max_connections = 0",
         ] {
             let err = load(&format!("{base}{bad}\n")).unwrap_err();
             let key = bad.split(' ').next().unwrap();

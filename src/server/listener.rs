@@ -8,6 +8,15 @@
 //! ([`crate::request_limits`]) with an OCI error body. A client gets the
 //! header read timeout to send its first bytes ([`super::first_bytes`]) and
 //! then, on HTTP/1.1, each request head.
+//!
+//! A listener serves a connection only with a permit of its
+//! [`LoopSettings::connections`] budget (`server.max_connections`, shared by
+//! the registry listeners; the admin listener has its own), held until the
+//! connection closes. At the limit a listener holds the one connection it
+//! accepted until a permit frees and accepts no more, so the others wait in
+//! the kernel's accept queue instead of taking file descriptors and memory.
+//! (The permit is taken after the accept: taken before, a listener with no
+//! connection coming would sit on a freed permit the other one needs.)
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -23,7 +32,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
 use super::first_bytes::FirstBytes;
@@ -49,6 +58,10 @@ pub struct LoopSettings {
     /// `server.max_header_bytes`.
     pub max_header_bytes: usize,
     pub shutdown_timeout: Duration,
+    /// Connections this listener may hold open (shared between listeners).
+    pub connections: Arc<Semaphore>,
+    /// The setting the budget comes from, for the log line at the limit.
+    pub connections_key: &'static str,
 }
 
 /// hyper's HTTP/1 `max_buf_size`: twice the configured head limit
@@ -98,6 +111,7 @@ pub async fn serve(
     let local = listener
         .local_addr()
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+    let mut warned_at: Option<std::time::Instant> = None;
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -110,6 +124,26 @@ pub async fn serve(
                 }
             },
             _ = crate::stop_signal::stopped(&mut stop) => break,
+        };
+        let permit = match Arc::clone(&settings.connections).try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                if warned_at.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
+                    warned_at = Some(std::time::Instant::now());
+                    tracing::warn!(
+                        listener = settings.name,
+                        limit = settings.connections_key,
+                        "connection limit reached; new connections wait until one closes"
+                    );
+                }
+                tokio::select! {
+                    p = Arc::clone(&settings.connections).acquire_owned() => match p {
+                        Ok(p) => p,
+                        Err(_) => break,
+                    },
+                    _ = crate::stop_signal::stopped(&mut stop) => break,
+                }
+            }
         };
         let _ = stream.set_nodelay(true);
         let conn = ConnInfo {
@@ -128,6 +162,7 @@ pub async fn serve(
         let handshake_timeout = settings.handshake_timeout;
         let metrics = Arc::clone(&metrics);
         tokio::spawn(async move {
+            let _permit = permit;
             let result = match tls {
                 Some(acceptor) => {
                     match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {

@@ -4,6 +4,7 @@
 //! Owns [`start`] and [`RunningServer`]. `main` and the tests share this
 //! path; tests pass `127.0.0.1:0` addresses and read the bound ones back.
 
+mod fd_limit;
 mod first_bytes;
 mod listener;
 
@@ -193,6 +194,9 @@ pub async fn start(settings: Settings) -> Result<RunningServer, StartError> {
         let app = Arc::clone(&app);
         Arc::new(move |req, conn| Box::pin(Arc::clone(&app).handle(req, conn)))
     };
+    fd_limit::ensure_for(settings.server.max_connections);
+    let registry_connections =
+        Arc::new(tokio::sync::Semaphore::new(settings.server.max_connections));
     let loop_settings = |name, tls| LoopSettings {
         name,
         tls,
@@ -200,6 +204,8 @@ pub async fn start(settings: Settings) -> Result<RunningServer, StartError> {
         header_read_timeout: settings.server.header_read_timeout,
         max_header_bytes: settings.server.max_header_bytes,
         shutdown_timeout: settings.server.shutdown_timeout,
+        connections: Arc::clone(&registry_connections),
+        connections_key: "server.max_connections",
     };
 
     let tls_addr = tls_listener
@@ -238,7 +244,13 @@ pub async fn start(settings: Settings) -> Result<RunningServer, StartError> {
             Arc::new(move |req, conn| Box::pin(Arc::clone(&admin).handle(req, conn.peer)));
         loops.push(tokio::spawn(listener::serve(
             l,
-            loop_settings("admin", None),
+            LoopSettings {
+                connections: Arc::new(tokio::sync::Semaphore::new(
+                    crate::config::defaults::ADMIN_MAX_CONNECTIONS,
+                )),
+                connections_key: "the admin listener's own 64",
+                ..loop_settings("admin", None)
+            },
             admin_handler,
             Arc::clone(&metrics),
             stop_rx.clone(),
