@@ -142,7 +142,7 @@ impl TagDeleteMetrics {
         };
         registry.register(
             "tag_delete_seconds",
-            "Time to remove one tag (or one batch), by way: native (the registry's own tag delete) or overwrite (dummy manifest)",
+            "Time to remove one tag with a DELETE, by way: native (the registry's own tag delete) or overwrite (dummy manifest)",
             m.duration.clone(),
         );
         registry.register(

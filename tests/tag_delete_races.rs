@@ -232,3 +232,48 @@ async fn many_tags_of_one_repository_deleted_at_once_leave_no_dangling_tag() {
     assert_eq!(storage::revisions(&registry.storage, repo), want);
     regate.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_goes_away_mid_delete_does_not_stop_it() {
+    let registry = Registry::start();
+    // A slow registry (40 ms per request), so the client gives up mid-way.
+    let relay = common::relay::Relay::start_with_delay(
+        &format!("127.0.0.1:{}", registry.port),
+        Duration::from_millis(40),
+    )
+    .await;
+    let regate = Regate::start(&relay.url).await;
+    let direct = reqwest::Client::new();
+    let repo = "cut/app";
+    let img = Image::oci("cut", 1000);
+    img.push(&direct, &registry.url, repo, "victim").await;
+    put_manifest(&direct, &registry.url, repo, "other", &img).await;
+
+    // Gone after 220 ms: about when the dummy is on the tag and its DELETE
+    // is under way.
+    let r = regate
+        .client()
+        .delete(format!("{}/v2/{repo}/manifests/victim", regate.url))
+        .timeout(Duration::from_millis(220))
+        .send()
+        .await;
+    assert!(r.is_err(), "the client should have given up: {r:?}");
+
+    // The delete runs to its end all the same: the tag removed, no dummy.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let tags = storage::tags(&registry.storage, repo);
+        let revisions = storage::revisions(&registry.storage, repo);
+        if tags == vec![("other".to_owned(), img.digest.clone())]
+            && revisions == vec![img.digest.clone()]
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "after the client left: tags {tags:?}, manifests {revisions:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    regate.stop().await;
+}

@@ -5,7 +5,7 @@
 //! when a journal entry takes the config over, or once the blob is unlinked;
 //! rows left at start-up are unlinked then.
 
-use rusqlite::{params, Transaction};
+use rusqlite::{params, Connection};
 
 use super::{State, StateError};
 
@@ -18,8 +18,8 @@ CREATE TABLE IF NOT EXISTS dummy_configs (
 ";
 
 /// Drops the row of a config a journal entry now answers for.
-pub(super) fn forget_in(tx: &Transaction<'_>, digest: &str) -> rusqlite::Result<()> {
-    tx.execute("DELETE FROM dummy_configs WHERE digest = ?1", [digest])
+pub(super) fn forget_in(conn: &Connection, digest: &str) -> rusqlite::Result<()> {
+    conn.execute("DELETE FROM dummy_configs WHERE digest = ?1", [digest])
         .map(|_| ())
 }
 
@@ -28,10 +28,7 @@ impl State {
     /// takes it. Not fsync'd: a lost row only leaves an unreferenced blob for
     /// the next GC.
     pub fn note_dummy_config(&self, repository: &str, digest: &str) -> Result<(), StateError> {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0);
+        let now = super::tag_journal::now();
         self.relaxed(|conn| {
             conn.execute(
                 "INSERT OR REPLACE INTO dummy_configs (digest, repository, noted_at) VALUES (?1, ?2, ?3)",
@@ -56,10 +53,7 @@ impl State {
 
     /// Forgets a config (its blob was unlinked).
     pub fn forget_dummy_config(&self, digest: &str) -> Result<(), StateError> {
-        self.relaxed(|conn| {
-            conn.execute("DELETE FROM dummy_configs WHERE digest = ?1", [digest])
-                .map(|_| ())
-        })
+        self.relaxed(|conn| forget_in(conn, digest))
     }
 }
 

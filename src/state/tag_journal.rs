@@ -65,7 +65,7 @@ pub struct Deletion {
     pub restored_at: Option<i64>,
 }
 
-fn now() -> i64 {
+pub(super) fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)

@@ -13,6 +13,7 @@
 //! only removes tags that were all meant to go.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use std::future::Future;
 
@@ -47,8 +48,32 @@ pub(super) async fn in_parallel<I: Copy, F: Future>(
 
 impl TagDeleter {
     /// Removes `tags` (and nothing else) from `repo`; one outcome per distinct
-    /// tag, in sorted order.
+    /// tag, in sorted order. Runs as its own task, to the end even when the
+    /// client goes away (as [`TagDeleter::delete`] does).
     pub async fn delete_many(
+        self: &Arc<Self>,
+        repo: &RepoName,
+        tags: &[Tag],
+        account: &str,
+    ) -> Vec<TagOutcome> {
+        let (me, repo, tags, account) = (
+            Arc::clone(self),
+            repo.clone(),
+            tags.to_vec(),
+            account.to_owned(),
+        );
+        let names: Vec<String> = tags.iter().map(|t| t.as_str().to_owned()).collect();
+        match tokio::spawn(async move { me.delete_many_now(&repo, &tags, &account).await }).await
+        {
+            Ok(out) => out,
+            Err(e) => names
+                .into_iter()
+                .map(|t| (t, Err(TagDeleteError::Task(e.to_string()))))
+                .collect(),
+        }
+    }
+
+    async fn delete_many_now(
         &self,
         repo: &RepoName,
         tags: &[Tag],
@@ -232,12 +257,9 @@ impl TagDeleter {
         }
         self.faults.at("after_intent");
         let tags: Vec<&str> = group.iter().map(|(t, _)| *t).collect();
+        let originals: Vec<&str> = group.iter().map(|(_, m)| m.digest.as_str()).collect();
         let done = match self.overwrite_and_delete(repo, &tags, &dummy, false).await {
-            Ok(()) => tokio::try_join!(
-                self.verify_many(repo, &group),
-                self.unlink_dummy_config(repo, &dummy.config_digest),
-            )
-            .map(|_| ()),
+            Ok(()) => self.verify(repo, &tags, &originals).await,
             Err(e) => Err(e),
         };
         match done {
@@ -266,6 +288,7 @@ impl TagDeleter {
                     tracing::warn!(repository = repo, error = %e, "cannot record a batch of tag removals yet");
                 }
                 tracing::info!(target: "regate::audit", event = "tags_deleted", repository = %repo, tags = group.len(), account = %account);
+                self.staging.unlink_later(repo, &dummy.config_digest).await;
                 group
                     .iter()
                     .map(|(t, m)| {
@@ -297,36 +320,5 @@ impl TagDeleter {
                 out
             }
         }
-    }
-
-    /// No tag of the batch is listed (so none resolves or dangles) and every
-    /// original manifest still resolves.
-    async fn verify_many(
-        &self,
-        repo: &str,
-        group: &[(&str, Manifest)],
-    ) -> Result<(), TagDeleteError> {
-        let listed = self.api.tags(repo).await?.unwrap_or_default();
-        if let Some((t, _)) = group.iter().find(|(t, _)| listed.iter().any(|l| l == t)) {
-            return Err(TagDeleteError::Verify(format!(
-                "{repo}:{t} is still listed"
-            )));
-        }
-        let mut digests: Vec<&str> = group.iter().map(|(_, m)| m.digest.as_str()).collect();
-        digests.sort_unstable();
-        digests.dedup();
-        let found = in_parallel(
-            &digests,
-            |d| async move { (d, self.api.resolve(repo, d).await) },
-        )
-        .await;
-        for (d, r) in found {
-            if r?.is_none() {
-                return Err(TagDeleteError::Verify(format!(
-                    "the original manifest {repo}@{d} is gone"
-                )));
-            }
-        }
-        Ok(())
     }
 }

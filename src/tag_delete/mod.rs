@@ -68,6 +68,8 @@ pub enum TagDeleteError {
     State(#[from] StateError),
     #[error("after the delete, {0}")]
     Verify(String),
+    #[error("the delete stopped unexpectedly: {0}")]
+    Task(String),
 }
 
 impl From<TagDeleteError> for RegistryError {
@@ -97,7 +99,7 @@ impl From<TagDeleteError> for RegistryError {
             | TagDeleteError::Api(ApiError::DigestMismatch { .. }) => {
                 RegistryError::bad_gateway(msg)
             }
-            TagDeleteError::State(_) | TagDeleteError::Verify(_) => {
+            TagDeleteError::State(_) | TagDeleteError::Verify(_) | TagDeleteError::Task(_) => {
                 RegistryError::new(StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Unknown, msg)
             }
         }
@@ -150,23 +152,37 @@ impl TagDeleter {
         }
     }
 
-    /// Removes `repo:tag` and nothing else.
+    /// Removes `repo:tag` and nothing else. Runs as its own task, to the end
+    /// even when the client goes away: a delete cut off between its dummy PUT
+    /// and DELETE would leave the tag on the dummy until the next start.
     pub async fn delete(
-        &self,
+        self: &Arc<Self>,
         repo: &RepoName,
         tag: &Tag,
         account: &str,
     ) -> Result<Removed, TagDeleteError> {
-        let started = Instant::now();
-        let (repo, tag) = (repo.as_str(), tag.as_str());
-        let _lock = self.locks.write(repo, tag).await;
-        let removed = self.delete_locked(repo, tag, account).await?;
-        self.metrics.tag_delete(removed.native, started.elapsed());
-        Ok(removed)
+        let (me, repo, tag, account) = (
+            Arc::clone(self),
+            repo.as_str().to_owned(),
+            tag.as_str().to_owned(),
+            account.to_owned(),
+        );
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let lock = me.locks.write(&repo, &tag).await;
+            let removed = me.delete_locked(lock, &repo, &tag, &account).await?;
+            me.metrics.tag_delete(removed.native, started.elapsed());
+            Ok(removed)
+        })
+        .await
+        .unwrap_or_else(|e| Err(TagDeleteError::Task(e.to_string())))
     }
 
+    /// The delete, under `lock` (the tag's write lock), which it keeps for a
+    /// recovery retried in the background when the registry cannot be reached.
     async fn delete_locked(
-        &self,
+        self: &Arc<Self>,
+        lock: TagGuard,
         repo: &str,
         tag: &str,
         account: &str,
@@ -233,6 +249,7 @@ impl TagDeleter {
         let refused = match native {
             Ok(NativeTagDelete::NotImplemented) => None,
             Ok(NativeTagDelete::Deleted) => {
+                self.give_back(repo, staged).await;
                 self.record(removed_record(), Some(entry.id)).await?;
                 return Ok(Removed {
                     digest: original.digest,
@@ -251,7 +268,11 @@ impl TagDeleter {
                         digest: original.digest,
                         native: true,
                     }),
-                    _ => Err(err.into()),
+                    Ok(_) => Err(err.into()),
+                    Err(_) => {
+                        self.recover_later(entry, lock);
+                        Err(err.into())
+                    }
                 };
             }
         };
@@ -269,28 +290,30 @@ impl TagDeleter {
             .await;
         steps.mark("overwrite");
         let done = match overwritten {
-            Ok(()) => self.verify(repo, tag, &original.digest).await,
+            Ok(()) => self.verify(repo, &[tag], &[&original.digest]).await,
             Err(e) => Err(e),
         };
         if let Err(e) = done {
             // Leave nothing half done: finish or roll back now.
             tracing::warn!(repository = repo, tag, error = %e, "tag delete failed midway; recovering");
-            return match self.recover_entry(&entry, true).await? {
-                Recovered::Removed => Ok(Removed {
+            return match self.recover_entry(&entry, true).await {
+                Ok(Recovered::Removed) => Ok(Removed {
                     digest: original.digest,
                     native: false,
                 }),
-                Recovered::RolledBack | Recovered::Superseded => Err(e),
+                Ok(Recovered::RolledBack | Recovered::Superseded) => Err(e),
+                Err(_) => {
+                    self.recover_later(entry, lock);
+                    Err(e)
+                }
             };
         }
         steps.mark("verify");
-        // The dummy's config is referenced by nothing now: unlinked after the
-        // answer (noted, so a crash before leaves it to the next start).
-        self.staging
-            .unlink_later(repo, &dummy.config_digest)
-            .await?;
         self.record(removed_record(), Some(entry.id)).await?;
         steps.mark("record");
+        // The dummy's config is referenced by nothing now: unlinked after the
+        // answer (noted first, so a crash before leaves it to the next start).
+        self.staging.unlink_later(repo, &dummy.config_digest).await;
         tracing::debug!(repository = repo, tag, %steps, "tag removed by overwrite");
         // The next delete in this repository finds its config in place.
         self.staging.refill(repo);
@@ -317,14 +340,11 @@ impl TagDeleter {
         dummy: &Dummy,
         config_staged: bool,
     ) -> Result<(), TagDeleteError> {
-        if config_staged {
-            self.metrics.dummy_config("staged");
-        } else {
+        if !config_staged {
             self.api.upload_blob(repo, dummy.config.clone()).await?;
-            self.metrics.dummy_config("uploaded");
         }
         self.faults.at("after_config");
-        {
+        let source = {
             let _repo = self.locks.repo_shared(repo).await;
             let put_all = || async {
                 batch::in_parallel(tags, |t| {
@@ -336,18 +356,19 @@ impl TagDeleter {
                 .collect::<Result<Vec<_>, _>>()
             };
             match put_all().await {
+                Ok(_) if config_staged => "staged",
+                Ok(_) => "uploaded",
                 // A garbage collection took the staged config: upload it
                 // again (the refused PUT wrote nothing) and retry once.
                 Err(e) if config_staged && e.is_blob_unknown() => {
                     self.api.upload_blob(repo, dummy.config.clone()).await?;
-                    self.metrics.dummy_config("restaged");
                     put_all().await?;
+                    "restaged"
                 }
-                r => {
-                    r?;
-                }
+                Err(e) => return Err(e.into()),
             }
-        }
+        };
+        self.metrics.dummy_config(source);
         self.faults.at("after_dummy_put");
         if !self.delete_dummy(repo, &dummy.digest).await? {
             return Err(TagDeleteError::Verify(format!(
@@ -369,11 +390,6 @@ impl TagDeleter {
         Ok(())
     }
 
-    async fn unlink_dummy_config(&self, repo: &str, digest: &str) -> Result<(), TagDeleteError> {
-        self.api.delete_blob(repo, digest).await?;
-        Ok(())
-    }
-
     /// Deletes a dummy by digest (2.8 then scans every tag link of the
     /// repository), exclusive; `false` when it was already gone.
     async fn delete_dummy(&self, repo: &str, digest: &str) -> Result<bool, TagDeleteError> {
@@ -381,32 +397,57 @@ impl TagDeleter {
         Ok(self.api.delete_manifest(repo, digest).await?)
     }
 
-    /// Whether `tag` is in the repository's tag list.
-    async fn listed(&self, repo: &str, tag: &str) -> Result<bool, TagDeleteError> {
-        Ok(self
-            .api
-            .tags(repo)
-            .await?
-            .is_ok_and(|t| t.iter().any(|x| x == tag)))
+    /// The repository's tags; none for a repository the registry does not
+    /// know (404). Any other failure is an error, never an empty list.
+    async fn tag_list(&self, repo: &str) -> Result<Vec<String>, TagDeleteError> {
+        match self.api.tags(repo).await? {
+            Ok(tags) => Ok(tags),
+            Err((StatusCode::NOT_FOUND, _)) => Ok(Vec::new()),
+            Err((status, body)) => Err(ApiError::Status {
+                what: format!("GET tags/list of {repo}"),
+                status,
+                body: String::from_utf8_lossy(&body).into_owned(),
+            }
+            .into()),
+        }
     }
 
-    /// Checks the end state with two independent reads, sent at once: the
-    /// tag is not in the repository's tag list (so it neither resolves nor
-    /// dangles: a registry resolves only tags it lists) and the original
-    /// manifest still resolves.
-    async fn verify(&self, repo: &str, tag: &str, original: &str) -> Result<(), TagDeleteError> {
-        let (listed, original_now) = tokio::try_join!(self.listed(repo, tag), async {
-            Ok::<_, TagDeleteError>(self.api.resolve(repo, original).await?)
-        },)?;
-        if listed {
+    /// Whether `tag` is in the repository's tag list.
+    async fn listed(&self, repo: &str, tag: &str) -> Result<bool, TagDeleteError> {
+        Ok(self.tag_list(repo).await?.iter().any(|x| x == tag))
+    }
+
+    /// Checks the end state, reading at once: none of `tags` is in the
+    /// repository's tag list (so none resolves or dangles: a registry
+    /// resolves only tags it lists) and every original manifest still
+    /// resolves.
+    async fn verify(
+        &self,
+        repo: &str,
+        tags: &[&str],
+        originals: &[&str],
+    ) -> Result<(), TagDeleteError> {
+        let mut originals = originals.to_vec();
+        originals.sort_unstable();
+        originals.dedup();
+        let (listed, found) = tokio::join!(
+            self.tag_list(repo),
+            batch::in_parallel(&originals, |d| async move {
+                (d, self.api.resolve(repo, d).await)
+            }),
+        );
+        let listed = listed?;
+        if let Some(t) = tags.iter().find(|t| listed.iter().any(|l| l == *t)) {
             return Err(TagDeleteError::Verify(format!(
-                "{repo}:{tag} is still in the tag list"
+                "{repo}:{t} is still in the tag list"
             )));
         }
-        if original_now.is_none() {
-            return Err(TagDeleteError::Verify(format!(
-                "the original manifest {repo}@{original} is gone"
-            )));
+        for (d, r) in found {
+            if r?.is_none() {
+                return Err(TagDeleteError::Verify(format!(
+                    "the original manifest {repo}@{d} is gone"
+                )));
+            }
         }
         Ok(())
     }
@@ -538,25 +579,33 @@ impl TagDeleter {
         for e in open {
             let guard = self.locks.write(&e.repository, &e.tag).await;
             if let Err(err) = self.recover_entry(&e, false).await {
-                tracing::error!(repository = %e.repository, tag = %e.tag, error = %err, "cannot recover a tag delete yet; retrying in the background, the tag stays locked");
-                let me = Arc::clone(self);
-                tokio::spawn(async move {
-                    let _guard = guard;
-                    let mut wait = Duration::from_secs(1);
-                    loop {
-                        tokio::time::sleep(wait).await;
-                        match me.recover_entry(&e, true).await {
-                            Ok(_) => return,
-                            Err(err) => {
-                                tracing::warn!(repository = %e.repository, tag = %e.tag, error = %err, "tag delete recovery retry failed")
-                            }
-                        }
-                        wait = (wait * 2).min(Duration::from_secs(60));
-                    }
-                });
+                tracing::error!(repository = %e.repository, tag = %e.tag, error = %err, "cannot recover a tag delete yet");
+                self.recover_later(e, guard);
             }
         }
         Ok(n)
+    }
+
+    /// Retries the recovery of `e` in the background until it succeeds,
+    /// holding `guard` (the tag's write lock) all the while, so the tag is
+    /// not served while its delete is unresolved.
+    fn recover_later(self: &Arc<Self>, e: JournalEntry, guard: TagGuard) {
+        tracing::warn!(repository = %e.repository, tag = %e.tag, "retrying the recovery of a tag delete in the background; the tag stays locked");
+        let me = Arc::clone(self);
+        tokio::spawn(async move {
+            let _guard = guard;
+            let mut wait = Duration::from_secs(1);
+            loop {
+                tokio::time::sleep(wait).await;
+                match me.recover_entry(&e, true).await {
+                    Ok(_) => return,
+                    Err(err) => {
+                        tracing::warn!(repository = %e.repository, tag = %e.tag, error = %err, "tag delete recovery retry failed")
+                    }
+                }
+                wait = (wait * 2).min(Duration::from_secs(60));
+            }
+        });
     }
 
     /// Points `repo:tag` at the digest it had before its last removal, by a

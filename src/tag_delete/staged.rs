@@ -84,19 +84,30 @@ impl Staging {
     /// Returns a taken config no delete used (the delete ended before its
     /// dummy was written); its row is written again, as the journal entry
     /// that took it over is closed.
-    pub async fn give_back(&self, repo: &str, config: Bytes) {
+    pub async fn give_back(self: &Arc<Self>, repo: &str, config: Bytes) {
         let digest = Digest::sha256_of(&config).to_string();
-        let (state, r) = (self.state.clone(), repo.to_owned());
-        if blocking(move || state.note_dummy_config(&r, &digest))
-            .await
-            .is_ok()
-        {
-            self.lock().ready.entry(repo.to_owned()).or_insert(config);
+        let (state, r, d) = (self.state.clone(), repo.to_owned(), digest.clone());
+        if blocking(move || state.note_dummy_config(&r, &d)).await.is_err() {
+            return;
+        }
+        let taken = {
+            let mut inner = self.lock();
+            if inner.ready.contains_key(repo) {
+                true
+            } else {
+                inner.ready.insert(repo.to_owned(), config);
+                false
+            }
+        };
+        if taken {
+            // A refill got there first: this one is not needed.
+            self.unlink_later(repo, &digest).await;
         }
     }
 
     /// Starts uploading a fresh config into `repo` unless one is ready or on
-    /// its way there, the gate is not open, or too many repositories have one.
+    /// its way there, or the gate is not open. With [`MAX_REPOSITORIES`]
+    /// holding one, the config of some other repository is unlinked for it.
     pub fn refill(self: &Arc<Self>, repo: &str) {
         let guard = match &self.gate {
             Some(gate) => match gate.enter_if_open() {
@@ -105,22 +116,32 @@ impl Staging {
             },
             None => None,
         };
-        let done = {
+        let (done, evicted) = {
             let mut inner = self.lock();
-            if inner.ready.contains_key(repo)
-                || inner.uploading.contains_key(repo)
-                || inner.ready.len() + inner.uploading.len() >= MAX_REPOSITORIES
-            {
+            if inner.ready.contains_key(repo) || inner.uploading.contains_key(repo) {
                 return;
+            }
+            let mut evicted = None;
+            if inner.ready.len() + inner.uploading.len() >= MAX_REPOSITORIES {
+                let Some(other) = inner.ready.keys().next().cloned() else {
+                    return; // all on their way
+                };
+                evicted = inner.ready.remove(&other).map(|c| (other, c));
             }
             let (done, on_its_way) = watch::channel(false);
             inner.uploading.insert(repo.to_owned(), on_its_way);
-            done
+            (done, evicted)
         };
         let me = Arc::clone(self);
         let repo = repo.to_owned();
         tokio::spawn(async move {
             let _guard = guard;
+            if let Some((other, config)) = evicted {
+                let digest = Digest::sha256_of(&config).to_string();
+                if let Err(e) = me.unlink(&other, &digest).await {
+                    tracing::debug!(repository = %other, error = %e, "cannot unlink an evicted dummy config; the next start tries again");
+                }
+            }
             let config = dummy::new_config(&repo);
             let digest = Digest::sha256_of(&config).to_string();
             let (state, r, d) = (me.state.clone(), repo.clone(), digest.clone());
@@ -154,15 +175,18 @@ impl Staging {
     /// next start unlinks it if this process dies before. In the background
     /// while the gate is open; otherwise now (the caller's request holds its
     /// own pass).
-    pub async fn unlink_later(self: &Arc<Self>, repo: &str, digest: &str) -> Result<(), ApiError> {
+    /// Failures are logged: the row stays, and the next start tries again.
+    pub async fn unlink_later(self: &Arc<Self>, repo: &str, digest: &str) {
         let (state, r, d) = (self.state.clone(), repo.to_owned(), digest.to_owned());
         let noted = blocking(move || state.note_dummy_config(&r, &d))
             .await
             .is_ok();
         let guard = self.gate.as_ref().map(|g| g.enter_if_open());
         if !noted || matches!(guard, Some(None)) {
-            self.unlink(repo, digest).await?;
-            return Ok(());
+            if let Err(e) = self.unlink(repo, digest).await {
+                tracing::warn!(repository = %repo, %digest, error = %e, "cannot unlink a dummy config; the next start tries again");
+            }
+            return;
         }
         let (me, repo, digest) = (Arc::clone(self), repo.to_owned(), digest.to_owned());
         tokio::spawn(async move {
@@ -171,15 +195,18 @@ impl Staging {
                 tracing::warn!(repository = %repo, %digest, error = %e, "cannot unlink a dummy config; the next start tries again");
             }
         });
-        Ok(())
     }
 
-    /// Unlinks a noted config and forgets it. A registry that refuses
-    /// (deletes disabled since) leaves an unreferenced blob for the next GC:
-    /// forgotten too.
+    /// Unlinks a noted config and forgets it. A registry that refuses for
+    /// good (405: deletes disabled since) leaves an unreferenced blob for
+    /// the next GC: forgotten too. Other failures keep the row.
     async fn unlink(&self, repo: &str, digest: &str) -> Result<(), ApiError> {
         match self.api.delete_blob(repo, digest).await {
-            Ok(_) | Err(ApiError::Status { .. }) => {
+            Ok(_)
+            | Err(ApiError::Status {
+                status: http::StatusCode::METHOD_NOT_ALLOWED,
+                ..
+            }) => {
                 let (state, d) = (self.state.clone(), digest.to_owned());
                 if let Err(e) = blocking(move || state.forget_dummy_config(&d)).await {
                     tracing::warn!(error = %e, "cannot forget an unlinked dummy config");

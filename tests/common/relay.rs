@@ -20,6 +20,12 @@ pub struct Relay {
 impl Relay {
     /// Relays to `upstream` (`host:port`).
     pub async fn start(upstream: &str) -> Relay {
+        Self::start_with_delay(upstream, std::time::Duration::ZERO).await
+    }
+
+    /// Relays to `upstream`, holding every request `delay` before passing it
+    /// on (a slow registry).
+    pub async fn start_with_delay(upstream: &str, delay: std::time::Duration) -> Relay {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -33,7 +39,7 @@ impl Relay {
                     let Ok(server) = TcpStream::connect(&upstream).await else {
                         return;
                     };
-                    relay(client, server, log).await;
+                    relay(client, server, log, delay).await;
                 });
             }
         });
@@ -56,7 +62,12 @@ impl Drop for Relay {
     }
 }
 
-async fn relay(client: TcpStream, server: TcpStream, log: Arc<Mutex<Vec<String>>>) {
+async fn relay(
+    client: TcpStream,
+    server: TcpStream,
+    log: Arc<Mutex<Vec<String>>>,
+    delay: std::time::Duration,
+) {
     let (mut cr, mut cw) = client.into_split();
     let (mut sr, mut sw) = server.into_split();
     let back = tokio::spawn(async move {
@@ -70,9 +81,11 @@ async fn relay(client: TcpStream, server: TcpStream, log: Arc<Mutex<Vec<String>>
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        for line in parser.feed(&buf[..n]) {
-            log.lock().unwrap().push(line);
+        let lines = parser.feed(&buf[..n]);
+        if !lines.is_empty() && !delay.is_zero() {
+            tokio::time::sleep(delay).await;
         }
+        log.lock().unwrap().extend(lines);
         if sw.write_all(&buf[..n]).await.is_err() {
             break;
         }
