@@ -63,8 +63,7 @@ impl TagDeleter {
             account.to_owned(),
         );
         let names: Vec<String> = tags.iter().map(|t| t.as_str().to_owned()).collect();
-        match tokio::spawn(async move { me.delete_many_now(&repo, &tags, &account).await }).await
-        {
+        match tokio::spawn(async move { me.delete_many_now(&repo, &tags, &account).await }).await {
             Ok(out) => out,
             Err(e) => names
                 .into_iter()

@@ -87,7 +87,10 @@ impl Staging {
     pub async fn give_back(self: &Arc<Self>, repo: &str, config: Bytes) {
         let digest = Digest::sha256_of(&config).to_string();
         let (state, r, d) = (self.state.clone(), repo.to_owned(), digest.clone());
-        if blocking(move || state.note_dummy_config(&r, &d)).await.is_err() {
+        if blocking(move || state.note_dummy_config(&r, &d))
+            .await
+            .is_err()
+        {
             return;
         }
         let taken = {
