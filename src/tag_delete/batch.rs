@@ -12,14 +12,14 @@
 //! rolled back per tag by the ordinary recovery: deleting the shared dummy
 //! only removes tags that were all meant to go.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use std::future::Future;
 
 use futures_util::future::join_all;
 
-use super::{removal, Dummy, Family, Removed, TagDeleteError, TagDeleter};
+use super::{removal, Dummy, Family, Removed, TagDeleteError, TagDeleter, TagGuard};
 use crate::registry_api::{Manifest, NativeTagDelete};
 use crate::route::{RepoName, Tag};
 use crate::state::{blocking, JournalEntry};
@@ -73,7 +73,7 @@ impl TagDeleter {
     }
 
     async fn delete_many_now(
-        &self,
+        self: &Arc<Self>,
         repo: &RepoName,
         tags: &[Tag],
         account: &str,
@@ -83,9 +83,9 @@ impl TagDeleter {
         names.sort_unstable();
         names.dedup();
         // Sorted order: two batches never wait on each other in a cycle.
-        let mut _locks = Vec::with_capacity(names.len());
+        let mut locks = HashMap::with_capacity(names.len());
         for t in &names {
-            _locks.push(self.locks.write(repo, t).await);
+            locks.insert(*t, self.locks.write(repo, t).await);
         }
         let mut out: Vec<TagOutcome> = Vec::with_capacity(names.len());
         let found = in_parallel(
@@ -112,7 +112,7 @@ impl TagDeleter {
         match self.api.delete_tag_native(repo, probe).await {
             Ok(NativeTagDelete::NotImplemented) => {
                 out.extend(
-                    self.overwrite_and_delete_many(repo, originals, account)
+                    self.overwrite_and_delete_many(repo, originals, account, &mut locks)
                         .await,
                 );
             }
@@ -153,7 +153,7 @@ impl TagDeleter {
                     Err(TagDeleteError::NotFound(format!("{repo}:{first}"))),
                 ));
                 out.extend(
-                    self.overwrite_and_delete_many(repo, originals, account)
+                    self.overwrite_and_delete_many(repo, originals, account, &mut locks)
                         .await,
                 );
             }
@@ -193,13 +193,14 @@ impl TagDeleter {
     }
 
     /// The fallback for a whole batch: one dummy per manifest family.
-    async fn overwrite_and_delete_many(
-        &self,
+    async fn overwrite_and_delete_many<'t>(
+        self: &Arc<Self>,
         repo: &str,
-        originals: Vec<(&str, Manifest)>,
+        originals: Vec<(&'t str, Manifest)>,
         account: &str,
+        locks: &mut HashMap<&'t str, TagGuard>,
     ) -> Vec<TagOutcome> {
-        let mut families: BTreeMap<bool, Vec<(&str, Manifest)>> = BTreeMap::new();
+        let mut families: BTreeMap<bool, Vec<(&'t str, Manifest)>> = BTreeMap::new();
         for (t, m) in originals {
             families
                 .entry(Family::of(&m.media_type) == Family::Oci)
@@ -208,16 +209,19 @@ impl TagDeleter {
         }
         let mut out = Vec::new();
         for (_, group) in families {
-            out.extend(self.one_dummy_for(repo, group, account).await);
+            out.extend(self.one_dummy_for(repo, group, account, locks).await);
         }
         out
     }
 
-    async fn one_dummy_for(
-        &self,
+    /// `locks`: the batch's tag locks; a tag whose recovery fails keeps its
+    /// lock in the background retry.
+    async fn one_dummy_for<'t>(
+        self: &Arc<Self>,
         repo: &str,
-        group: Vec<(&str, Manifest)>,
+        group: Vec<(&'t str, Manifest)>,
         account: &str,
+        locks: &mut HashMap<&'t str, TagGuard>,
     ) -> Vec<TagOutcome> {
         let family = Family::of(&group[0].1.media_type);
         let dummy = Dummy::new(family, repo, &format!("({} tags)", group.len()));
@@ -302,9 +306,9 @@ impl TagDeleter {
             Err(err) => {
                 tracing::warn!(repository = repo, error = %err, "a batch of tag deletes failed midway; recovering each tag");
                 let mut out = Vec::new();
-                for (i, (e, (t, m))) in entries.iter().zip(&group).enumerate() {
+                for (i, (entry, (t, m))) in entries.iter().zip(&group).enumerate() {
                     // Let a dummy PUT still in flight land once, before the first.
-                    let r = match self.recover_entry(e, i == 0).await {
+                    let r = match self.recover_entry(entry, i == 0).await {
                         Ok(super::Recovered::Removed) => Ok(Removed {
                             digest: m.digest.clone(),
                             native: false,
@@ -312,7 +316,12 @@ impl TagDeleter {
                         Ok(_) => Err(TagDeleteError::Verify(format!(
                             "{repo}:{t} was left as it was: {err}"
                         ))),
-                        Err(e) => Err(e),
+                        Err(e) => {
+                            if let Some(guard) = locks.remove(t) {
+                                self.recover_later(entry.clone(), guard);
+                            }
+                            Err(e)
+                        }
                     };
                     out.push(((*t).to_owned(), r));
                 }
