@@ -277,3 +277,79 @@ async fn a_client_that_goes_away_mid_delete_does_not_stop_it() {
     }
     regate.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_lost_mid_delete_keeps_the_tag_locked_until_recovered() {
+    let registry = Registry::start();
+    let relay = common::relay::Relay::start_with_delay(
+        &format!("127.0.0.1:{}", registry.port),
+        Duration::from_millis(40),
+    )
+    .await;
+    let regate = Regate::start(&relay.url).await;
+    let direct = reqwest::Client::new();
+    let repo = "lost/app";
+    let img = Image::oci("lost", 1000);
+    img.push(&direct, &registry.url, repo, "victim").await;
+    put_manifest(&direct, &registry.url, repo, "other", &img).await;
+
+    // The registry goes away after the intent is journalled, around the
+    // dummy PUT: the delete fails, and so does its recovery.
+    let client = regate.client();
+    let url = format!("{}/v2/{repo}/manifests/victim", regate.url);
+    let delete = tokio::spawn({
+        let (client, url) = (client.clone(), url.clone());
+        async move { client.delete(url).send().await.unwrap().status() }
+    });
+    tokio::time::sleep(Duration::from_millis(180)).await;
+    relay.set_down(true);
+    let status = delete.await.unwrap();
+    assert!(status.is_server_error(), "the delete failed: {status}");
+
+    // While the registry is away, the tag stays locked: a read waits rather
+    // than see what the registry holds mid-delete.
+    let read = client
+        .head(&url)
+        .header("accept", ACCEPT_ALL)
+        .timeout(Duration::from_millis(800))
+        .send()
+        .await;
+    assert!(
+        read.is_err(),
+        "a read was answered while the delete was unresolved: {read:?}"
+    );
+
+    // Back: the background recovery ends it, removed or at the original;
+    // never at a dummy, and no dummy stays.
+    relay.set_down(false);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = client
+            .head(&url)
+            .header("accept", ACCEPT_ALL)
+            .timeout(Duration::from_secs(1))
+            .send()
+            .await;
+        let revisions = storage::revisions(&registry.storage, repo);
+        if let Ok(r) = r {
+            let ok = match r.status().as_u16() {
+                404 => true,
+                200 => r.headers()["docker-content-digest"] == img.digest.as_str(),
+                _ => false,
+            };
+            if ok && revisions == vec![img.digest.clone()] {
+                break;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not recovered: manifests {revisions:?}, tags {:?}",
+            storage::tags(&registry.storage, repo)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        storage::tags(&registry.storage, repo).contains(&("other".to_owned(), img.digest.clone()))
+    );
+    regate.stop().await;
+}

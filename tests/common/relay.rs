@@ -5,6 +5,7 @@
 //! chunked body), never trusted to stay parseable: anything odd is recorded
 //! as `<unparsed>` and the rest of that connection is no longer read.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -14,6 +15,7 @@ pub struct Relay {
     /// `http://127.0.0.1:PORT`: give this to regate as `upstream.url`.
     pub url: String,
     seen: Arc<Mutex<Vec<String>>>,
+    down: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -29,21 +31,30 @@ impl Relay {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let seen = Arc::new(Mutex::new(Vec::new()));
+        let down = Arc::new(AtomicBool::new(false));
         let upstream = upstream.to_owned();
-        let log = Arc::clone(&seen);
+        let (log, is_down) = (Arc::clone(&seen), Arc::clone(&down));
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
+                if is_down.load(Ordering::SeqCst) {
+                    continue; // dropped: closed at once
+                }
                 let upstream = upstream.clone();
-                let log = Arc::clone(&log);
+                let (log, is_down) = (Arc::clone(&log), Arc::clone(&is_down));
                 tokio::spawn(async move {
                     let Ok(server) = TcpStream::connect(&upstream).await else {
                         return;
                     };
-                    relay(client, server, log, delay).await;
+                    relay(client, server, log, delay, is_down).await;
                 });
             }
         });
-        Relay { url, seen, task }
+        Relay {
+            url,
+            seen,
+            down,
+            task,
+        }
     }
 
     /// `METHOD /path?query` of every request so far.
@@ -53,6 +64,12 @@ impl Relay {
 
     pub fn clear(&self) {
         self.seen.lock().unwrap().clear();
+    }
+
+    /// Down: every connection is cut at its next request and new ones are
+    /// closed at once (the registry unreachable); up again: relays as before.
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
     }
 }
 
@@ -67,6 +84,7 @@ async fn relay(
     server: TcpStream,
     log: Arc<Mutex<Vec<String>>>,
     delay: std::time::Duration,
+    down: Arc<AtomicBool>,
 ) {
     let (mut cr, mut cw) = client.into_split();
     let (mut sr, mut sw) = server.into_split();
@@ -84,6 +102,10 @@ async fn relay(
         let lines = parser.feed(&buf[..n]);
         if !lines.is_empty() && !delay.is_zero() {
             tokio::time::sleep(delay).await;
+        }
+        if down.load(Ordering::SeqCst) {
+            back.abort();
+            return;
         }
         log.lock().unwrap().extend(lines);
         if sw.write_all(&buf[..n]).await.is_err() {
