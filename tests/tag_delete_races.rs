@@ -233,10 +233,10 @@ async fn many_tags_of_one_repository_deleted_at_once_leave_no_dangling_tag() {
     regate.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_that_goes_away_mid_delete_does_not_stop_it() {
+/// A registry behind a relay that holds each request 40 ms, regate in front
+/// of the relay, and `repo` with one image tagged `victim` and `other`.
+async fn slow_rig(repo: &str) -> (Registry, common::relay::Relay, Regate, Image) {
     let registry = Registry::start();
-    // A slow registry (40 ms per request), so the client gives up mid-way.
     let relay = common::relay::Relay::start_with_delay(
         &format!("127.0.0.1:{}", registry.port),
         Duration::from_millis(40),
@@ -244,10 +244,17 @@ async fn a_client_that_goes_away_mid_delete_does_not_stop_it() {
     .await;
     let regate = Regate::start(&relay.url).await;
     let direct = reqwest::Client::new();
-    let repo = "cut/app";
-    let img = Image::oci("cut", 1000);
+    let img = Image::oci(repo, 1000);
     img.push(&direct, &registry.url, repo, "victim").await;
     put_manifest(&direct, &registry.url, repo, "other", &img).await;
+    (registry, relay, regate, img)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_goes_away_mid_delete_does_not_stop_it() {
+    // A slow registry (40 ms per request), so the client gives up mid-way.
+    let (registry, _relay, regate, img) = slow_rig("cut/app").await;
+    let repo = "cut/app";
 
     // Gone after 220 ms: about when the dummy is on the tag and its DELETE
     // is under way.
@@ -280,18 +287,8 @@ async fn a_client_that_goes_away_mid_delete_does_not_stop_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_registry_lost_mid_delete_keeps_the_tag_locked_until_recovered() {
-    let registry = Registry::start();
-    let relay = common::relay::Relay::start_with_delay(
-        &format!("127.0.0.1:{}", registry.port),
-        Duration::from_millis(40),
-    )
-    .await;
-    let regate = Regate::start(&relay.url).await;
-    let direct = reqwest::Client::new();
+    let (registry, relay, regate, img) = slow_rig("lost/app").await;
     let repo = "lost/app";
-    let img = Image::oci("lost", 1000);
-    img.push(&direct, &registry.url, repo, "victim").await;
-    put_manifest(&direct, &registry.url, repo, "other", &img).await;
 
     // The registry goes away after the intent is journalled, around the
     // dummy PUT: the delete fails, and so does its recovery.
