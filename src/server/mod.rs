@@ -148,7 +148,7 @@ pub async fn start(settings: Settings) -> Result<RunningServer, StartError> {
     let tags = Arc::new(crate::tag_delete::TagDeleter::new(
         api.clone(),
         state.clone(),
-        Some(Arc::clone(&gate)),
+        Arc::clone(&gate),
         Arc::clone(&metrics),
         settings.delete.protect_shared_digests,
     ));

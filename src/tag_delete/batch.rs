@@ -177,18 +177,7 @@ impl TagDeleter {
         m: &Manifest,
         account: &str,
     ) -> TagOutcome {
-        let d = removal(
-            repo,
-            tag,
-            &m.digest,
-            &m.media_type,
-            Some(m.bytes.to_vec()),
-            account,
-        );
-        let r = self.record(d, None).await.map(|()| Removed {
-            digest: m.digest.clone(),
-            native: true,
-        });
+        let r = self.record_removed(repo, tag, m, account, None, true).await;
         (tag.to_owned(), r)
     }
 

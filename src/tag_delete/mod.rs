@@ -32,7 +32,7 @@ use http::StatusCode;
 
 use crate::error::{ErrorCode, RegistryError};
 use crate::metrics::Metrics;
-use crate::registry_api::{ApiError, NativeTagDelete, RegistryApi};
+use crate::registry_api::{ApiError, Manifest, NativeTagDelete, RegistryApi};
 use crate::route::{RepoName, Tag};
 use crate::state::{blocking, Deletion, JournalEntry, State, StateError};
 use crate::write_gate::WriteGate;
@@ -137,7 +137,7 @@ impl TagDeleter {
     pub fn new(
         api: RegistryApi,
         state: State,
-        gate: Option<Arc<WriteGate>>,
+        gate: Arc<WriteGate>,
         metrics: Arc<Metrics>,
         protect_shared_digests: bool,
     ) -> Self {
@@ -212,16 +212,6 @@ impl TagDeleter {
             step: "intent".into(),
             account: account.to_owned(),
         };
-        let removed_record = || {
-            removal(
-                repo,
-                tag,
-                &original.digest,
-                &original.media_type,
-                Some(original.bytes.to_vec()),
-                account,
-            )
-        };
         // The intent is journalled while the registry is asked to delete the
         // tag itself: recovery ends an entry right whatever that request did
         // (tag gone: removed; tag at its original: rolled back), and the
@@ -236,11 +226,10 @@ impl TagDeleter {
             Err(err) => {
                 if let Ok(NativeTagDelete::Deleted) = native {
                     // Gone all the same: keep it for undo if the state can.
-                    self.record(removed_record(), None).await?;
-                    return Ok(Removed {
-                        digest: original.digest,
-                        native: true,
-                    });
+                    self.give_back(repo, staged).await;
+                    return self
+                        .record_removed(repo, tag, &original, account, None, true)
+                        .await;
                 }
                 self.give_back(repo, staged).await;
                 return Err(err.into());
@@ -250,11 +239,9 @@ impl TagDeleter {
             Ok(NativeTagDelete::NotImplemented) => None,
             Ok(NativeTagDelete::Deleted) => {
                 self.give_back(repo, staged).await;
-                self.record(removed_record(), Some(entry.id)).await?;
-                return Ok(Removed {
-                    digest: original.digest,
-                    native: true,
-                });
+                return self
+                    .record_removed(repo, tag, &original, account, Some(entry.id), true)
+                    .await;
             }
             Ok(NativeTagDelete::Disabled) => Some(("refused", TagDeleteError::DeletesDisabled)),
             Ok(NativeTagDelete::NotFound) => Some((
@@ -309,7 +296,9 @@ impl TagDeleter {
             };
         }
         steps.mark("verify");
-        self.record(removed_record(), Some(entry.id)).await?;
+        let removed = self
+            .record_removed(repo, tag, &original, account, Some(entry.id), false)
+            .await?;
         steps.mark("record");
         // The dummy's config is referenced by nothing now: unlinked after the
         // answer (noted first, so a crash before leaves it to the next start).
@@ -317,10 +306,7 @@ impl TagDeleter {
         tracing::debug!(repository = repo, tag, %steps, "tag removed by overwrite");
         // The next delete in this repository finds its config in place.
         self.staging.refill(repo);
-        Ok(Removed {
-            digest: original.digest,
-            native: false,
-        })
+        Ok(removed)
     }
 
     /// A staged config a delete took but did not use goes back.
@@ -450,6 +436,32 @@ impl TagDeleter {
             }
         }
         Ok(())
+    }
+
+    /// Keeps the removal of `repo:tag` from `original` for undo (closing
+    /// `close_journal` in the same transaction); what a delete answers.
+    async fn record_removed(
+        &self,
+        repo: &str,
+        tag: &str,
+        original: &Manifest,
+        account: &str,
+        close_journal: Option<i64>,
+        native: bool,
+    ) -> Result<Removed, TagDeleteError> {
+        let d = removal(
+            repo,
+            tag,
+            &original.digest,
+            &original.media_type,
+            Some(original.bytes.to_vec()),
+            account,
+        );
+        self.record(d, close_journal).await?;
+        Ok(Removed {
+            digest: original.digest.clone(),
+            native,
+        })
     }
 
     /// Keeps a removal for undo (closing its journal entry in the same

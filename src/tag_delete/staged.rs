@@ -28,7 +28,7 @@ use tokio::sync::watch;
 use super::dummy;
 use crate::registry_api::{ApiError, RegistryApi};
 use crate::route::Digest;
-use crate::state::{blocking, State};
+use crate::state::{blocking, State, StateError};
 use crate::write_gate::WriteGate;
 
 /// At most this many repositories have a config staged or on its way.
@@ -37,7 +37,7 @@ const MAX_REPOSITORIES: usize = 1024;
 pub struct Staging {
     api: RegistryApi,
     state: State,
-    gate: Option<Arc<WriteGate>>,
+    gate: Arc<WriteGate>,
     inner: Mutex<Inner>,
 }
 
@@ -52,8 +52,8 @@ struct Inner {
 const WAIT_FOR_UPLOAD: Duration = Duration::from_secs(2);
 
 impl Staging {
-    /// `gate`: background uploads run only while it is open (`None`: always).
-    pub fn new(api: RegistryApi, state: State, gate: Option<Arc<WriteGate>>) -> Arc<Self> {
+    /// `gate`: background uploads run only while it is open.
+    pub fn new(api: RegistryApi, state: State, gate: Arc<WriteGate>) -> Arc<Self> {
         Arc::new(Staging {
             api,
             state,
@@ -86,11 +86,7 @@ impl Staging {
     /// that took it over is closed.
     pub async fn give_back(self: &Arc<Self>, repo: &str, config: Bytes) {
         let digest = Digest::sha256_of(&config).to_string();
-        let (state, r, d) = (self.state.clone(), repo.to_owned(), digest.clone());
-        if blocking(move || state.note_dummy_config(&r, &d))
-            .await
-            .is_err()
-        {
+        if self.note(repo, &digest).await.is_err() {
             return;
         }
         let taken = {
@@ -104,7 +100,7 @@ impl Staging {
         };
         if taken {
             // A refill got there first: this one is not needed.
-            self.unlink_later(repo, &digest).await;
+            self.unlink_soon(repo, &digest).await;
         }
     }
 
@@ -112,12 +108,8 @@ impl Staging {
     /// its way there, or the gate is not open. With [`MAX_REPOSITORIES`]
     /// holding one, the config of some other repository is unlinked for it.
     pub fn refill(self: &Arc<Self>, repo: &str) {
-        let guard = match &self.gate {
-            Some(gate) => match gate.enter_if_open() {
-                Some(g) => Some(g),
-                None => return,
-            },
-            None => None,
+        let Some(guard) = self.gate.enter_if_open() else {
+            return;
         };
         let (done, evicted) = {
             let mut inner = self.lock();
@@ -140,17 +132,14 @@ impl Staging {
         tokio::spawn(async move {
             let _guard = guard;
             if let Some((other, config)) = evicted {
-                let digest = Digest::sha256_of(&config).to_string();
-                if let Err(e) = me.unlink(&other, &digest).await {
-                    tracing::debug!(repository = %other, error = %e, "cannot unlink an evicted dummy config; the next start tries again");
-                }
+                me.unlink(&other, &Digest::sha256_of(&config).to_string())
+                    .await;
             }
             let config = dummy::new_config(&repo);
             let digest = Digest::sha256_of(&config).to_string();
-            let (state, r, d) = (me.state.clone(), repo.clone(), digest.clone());
             // Recorded before the upload: a crash in between leaves a row
             // the next start unlinks, never a blob nobody knows of.
-            let staged = match blocking(move || state.note_dummy_config(&r, &d)).await {
+            let staged = match me.note(&repo, &digest).await {
                 Ok(()) => match me.api.upload_blob(&repo, config.clone()).await {
                     Ok(_) => true,
                     Err(e) => {
@@ -180,30 +169,37 @@ impl Staging {
     /// own pass).
     /// Failures are logged: the row stays, and the next start tries again.
     pub async fn unlink_later(self: &Arc<Self>, repo: &str, digest: &str) {
-        let (state, r, d) = (self.state.clone(), repo.to_owned(), digest.to_owned());
-        let noted = blocking(move || state.note_dummy_config(&r, &d))
-            .await
-            .is_ok();
-        let guard = self.gate.as_ref().map(|g| g.enter_if_open());
-        if !noted || matches!(guard, Some(None)) {
-            if let Err(e) = self.unlink(repo, digest).await {
-                tracing::warn!(repository = %repo, %digest, error = %e, "cannot unlink a dummy config; the next start tries again");
-            }
+        if self.note(repo, digest).await.is_err() {
+            self.unlink(repo, digest).await;
             return;
         }
+        self.unlink_soon(repo, digest).await;
+    }
+
+    /// Unlinks a noted config: in the background while the gate is open,
+    /// otherwise now.
+    async fn unlink_soon(self: &Arc<Self>, repo: &str, digest: &str) {
+        let Some(guard) = self.gate.enter_if_open() else {
+            return self.unlink(repo, digest).await;
+        };
         let (me, repo, digest) = (Arc::clone(self), repo.to_owned(), digest.to_owned());
         tokio::spawn(async move {
             let _guard = guard;
-            if let Err(e) = me.unlink(&repo, &digest).await {
-                tracing::warn!(repository = %repo, %digest, error = %e, "cannot unlink a dummy config; the next start tries again");
-            }
+            me.unlink(&repo, &digest).await;
         });
+    }
+
+    /// Notes a config regate must unlink unless a delete takes it.
+    async fn note(&self, repo: &str, digest: &str) -> Result<(), StateError> {
+        let (state, r, d) = (self.state.clone(), repo.to_owned(), digest.to_owned());
+        blocking(move || state.note_dummy_config(&r, &d)).await
     }
 
     /// Unlinks a noted config and forgets it. A registry that refuses for
     /// good (405: deletes disabled since) leaves an unreferenced blob for
-    /// the next GC: forgotten too. Other failures keep the row.
-    async fn unlink(&self, repo: &str, digest: &str) -> Result<(), ApiError> {
+    /// the next GC: forgotten too. Other failures keep the row (the next
+    /// start tries again) and are logged.
+    async fn unlink(&self, repo: &str, digest: &str) {
         match self.api.delete_blob(repo, digest).await {
             Ok(_)
             | Err(ApiError::Status {
@@ -214,9 +210,10 @@ impl Staging {
                 if let Err(e) = blocking(move || state.forget_dummy_config(&d)).await {
                     tracing::warn!(error = %e, "cannot forget an unlinked dummy config");
                 }
-                Ok(())
             }
-            Err(e) => Err(e),
+            Err(e) => {
+                tracing::warn!(repository = %repo, %digest, error = %e, "cannot unlink a dummy config; the next start tries again")
+            }
         }
     }
 
@@ -236,9 +233,7 @@ impl Staging {
         let me = Arc::clone(self);
         tokio::spawn(async move {
             for (repo, digest) in left {
-                if let Err(e) = me.unlink(&repo, &digest).await {
-                    tracing::warn!(repository = %repo, %digest, error = %e, "cannot unlink a dummy config left before the restart; the next start tries again");
-                }
+                me.unlink(&repo, &digest).await;
             }
         });
     }
