@@ -27,6 +27,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod referrers;
 pub mod registry_api;
+pub mod registry_params;
 pub mod request_limits;
 pub mod route;
 pub mod rules;

@@ -116,12 +116,20 @@ impl App {
         // 1. Authenticate and authorize.
         let public = self.public_origin(&req, conn);
         let (mut parts, body) = req.into_parts();
+        // No body the registry would read as parameters gets past here.
+        crate::registry_params::check_body_type(&parts.method, &parts.headers)?;
         let caller = crate::auth::stage(&self.auth, &parts, &route, conn.peer, &public).await?;
         if let Some(a) = &caller.account {
             record.set_account(a);
         }
         // The client's credentials stop here.
         self.auth.prepare_upstream(&mut parts.headers);
+        if matches!(route, Route::UploadStart { .. } | Route::Upload { .. }) {
+            crate::registry_params::neutral_upload_type(&mut parts.headers);
+        }
+        if caller.drop_mount {
+            parts.uri = uri_without_mount(&parts.uri)?;
+        }
         let req = Request::from_parts(parts, body);
         if let (Route::Catalog, true) = (&route, self.auth.filters_catalog()) {
             let side = ClientSide {
@@ -192,4 +200,25 @@ impl App {
             authority,
         }
     }
+}
+
+/// `uri` without the `mount` and `from` of its query.
+fn uri_without_mount(uri: &http::Uri) -> Result<http::Uri, RegistryError> {
+    let path = uri.path();
+    let target = match uri.query().and_then(crate::registry_params::without_mount) {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_owned(),
+    };
+    let mut parts = uri.clone().into_parts();
+    let rewritten = target.parse().ok().and_then(|pq| {
+        parts.path_and_query = Some(pq);
+        http::Uri::from_parts(parts).ok()
+    });
+    rewritten.ok_or_else(|| {
+        RegistryError::new(
+            http::StatusCode::BAD_REQUEST,
+            crate::error::ErrorCode::Unsupported,
+            "the request target cannot be passed on without its mount",
+        )
+    })
 }

@@ -30,7 +30,7 @@ use crate::audit::{Audit, Event};
 use crate::config::{AuthMode, Settings};
 use crate::error::{ErrorCode, RegistryError};
 use crate::route::{Route, RouteError};
-use crate::rules::{required, Need, RuleSet};
+use crate::rules::{mount_source, required, Action, ActionSet, Mount, Need, RuleSet};
 use challenge::Challenge;
 use credentials::{MalformedAuth, Presented};
 use passwords::{LoginError, Passwords};
@@ -154,6 +154,20 @@ impl From<AuthError> for RegistryError {
 pub struct Caller {
     /// `None`: anonymous.
     pub account: Option<String>,
+    /// The request asks to mount a blob from a repository the caller may not
+    /// pull (or names no usable one): it goes on as a plain upload, without
+    /// its `mount` and `from` ([`crate::registry_params::without_mount`]).
+    pub drop_mount: bool,
+}
+
+impl Caller {
+    /// A caller whose request mounts nothing regate must drop.
+    pub fn new(account: Option<String>) -> Caller {
+        Caller {
+            account,
+            drop_mount: false,
+        }
+    }
 }
 
 /// What a request carries into stage 1.
@@ -165,6 +179,13 @@ pub struct Attempt<'a> {
     pub peer: SocketAddr,
     /// The origin clients use (for the token realm).
     pub public_origin: String,
+}
+
+impl Attempt<'_> {
+    /// The cross-repository mount the request asks for.
+    fn mount(&self) -> Mount {
+        mount_source(self.method, self.route, self.query)
+    }
 }
 
 pub struct Auth {
@@ -285,7 +306,11 @@ impl Auth {
             (Some(t), AuthMode::Token) => Challenge::Bearer {
                 realm: format!("{}/auth/token", a.public_origin),
                 service: t.service().to_owned(),
-                scope: need.and_then(token::scope_for),
+                // A client asks for pull on a mount's source up front, so its
+                // token can do the mount.
+                scope: need
+                    .map(|n| n.with_mount(&a.mount()))
+                    .and_then(|n| token::scope_for(&n)),
                 error,
             },
             _ => Challenge::Basic {
@@ -312,9 +337,12 @@ impl Auth {
     /// Stage 1: authenticates the caller and checks the rules.
     pub async fn authorize(&self, a: Attempt<'_>) -> Result<Caller, AuthError> {
         if self.mode == AuthMode::None {
-            return Ok(Caller { account: None });
+            return Ok(Caller {
+                account: None,
+                drop_mount: a.mount() == Mount::Unusable,
+            });
         }
-        let need = required(a.method, a.route, a.query)?;
+        let need = required(a.method, a.route);
         let presented = match credentials::presented(a.headers) {
             Ok(p) => p,
             Err(source) => {
@@ -373,7 +401,21 @@ impl Auth {
             }),
         };
         match (allowed, account) {
-            (true, account) => Ok(Caller { account }),
+            (true, account) => {
+                let drop_mount = match a.mount() {
+                    Mount::None => false,
+                    Mount::Unusable => true,
+                    Mount::From(from) => !self.rules.permits(
+                        account.as_deref(),
+                        from.as_str(),
+                        ActionSet::of(&[Action::Pull]),
+                    ),
+                };
+                Ok(Caller {
+                    account,
+                    drop_mount,
+                })
+            }
             (false, None) => {
                 // A challenge can help: the client may have credentials.
                 if matches!(need, Need::Repositories(_)) {
@@ -420,8 +462,17 @@ impl Auth {
             }
         };
         if token::covers(&verified.access, &need) {
+            let drop_mount = match a.mount() {
+                Mount::None => false,
+                Mount::Unusable => true,
+                Mount::From(from) => !token::covers(
+                    &verified.access,
+                    &Need::Repositories(vec![(from, ActionSet::of(&[Action::Pull]))]),
+                ),
+            };
             return Ok(Caller {
                 account: verified.account,
+                drop_mount,
             });
         }
         self.audit_refusal(
