@@ -37,5 +37,6 @@ pub mod stop_signal;
 pub mod tag_delete;
 pub mod tag_list;
 pub mod tls;
+pub mod unread_body;
 pub mod upload_check;
 pub mod write_gate;

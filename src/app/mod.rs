@@ -11,7 +11,6 @@ use std::sync::Arc;
 
 use http::{header, Request, Response};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 
 use crate::access_log::{Direction, RequestRecord};
 use crate::body::{MeteredBody, ProxyBody};
@@ -24,6 +23,7 @@ use crate::registry_api::RegistryApi;
 use crate::route::{Route, RouteKind};
 use crate::state::State;
 use crate::tag_delete::TagDeleter;
+use crate::unread_body::UnreadBody;
 use crate::upload_check::UploadOffsets;
 use crate::write_gate::WriteGate;
 
@@ -58,7 +58,7 @@ impl App {
     /// Serves one request from a registry client.
     pub async fn handle(
         self: Arc<Self>,
-        req: Request<Incoming>,
+        req: Request<UnreadBody>,
         conn: ConnInfo,
     ) -> Response<ProxyBody> {
         let parsed = Route::parse(req.uri().path());

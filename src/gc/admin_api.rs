@@ -20,13 +20,13 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::json;
 
 use super::{Gc, GcRequest};
 use crate::body::{full, ProxyBody};
 use crate::error::{ErrorCode, RegistryError};
+use crate::unread_body::UnreadBody;
 
 const MAX_BODY: usize = 64 * 1024;
 const HISTORY: usize = 20;
@@ -55,7 +55,7 @@ fn bad_request(message: impl Into<String>) -> RegistryError {
     RegistryError::new(StatusCode::BAD_REQUEST, ErrorCode::Unsupported, message)
 }
 
-async fn read_json<T>(req: Request<Incoming>) -> Result<T, RegistryError>
+async fn read_json<T>(req: Request<UnreadBody>) -> Result<T, RegistryError>
 where
     T: for<'de> Deserialize<'de> + Default,
 {
@@ -84,13 +84,16 @@ struct MaintenanceBody {
 }
 
 /// Serves one request of this API.
-pub async fn handle(gc: &Arc<Gc>, req: Request<Incoming>) -> Response<ProxyBody> {
+pub async fn handle(gc: &Arc<Gc>, req: Request<UnreadBody>) -> Response<ProxyBody> {
     serve(gc, req)
         .await
         .unwrap_or_else(RegistryError::into_response)
 }
 
-async fn serve(gc: &Arc<Gc>, req: Request<Incoming>) -> Result<Response<ProxyBody>, RegistryError> {
+async fn serve(
+    gc: &Arc<Gc>,
+    req: Request<UnreadBody>,
+) -> Result<Response<ProxyBody>, RegistryError> {
     let path = req.uri().path().to_owned();
     let method = req.method().clone();
     match (method, path.as_str()) {

@@ -6,6 +6,7 @@
 
 mod fd_limit;
 mod first_bytes;
+mod head_response;
 mod listener;
 
 pub use listener::{HARD_MAX_HEADERS, HARD_MAX_HEAD_BYTES};
