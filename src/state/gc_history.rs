@@ -91,9 +91,11 @@ pub struct GcRun {
     pub trigger: String,
     pub dry_run: bool,
     pub untagged: bool,
-    /// `running`, `succeeded`, `failed`, `interrupted` (regate stopped and
-    /// the command was gone), `finished_unobserved` (the command ended while
-    /// regate was restarting: exit status unknown).
+    /// `running` (also while resumed after a restart), `succeeded`,
+    /// `failed`, `interrupted` (regate stopped and the run could not be
+    /// resumed: a dry run, past its window, or too many attempts),
+    /// `finished_unobserved` (the command ended while regate was
+    /// restarting: exit status unknown).
     pub status: String,
     /// `starting`, `draining`, `untagged`, `collecting`, `done`.
     pub phase: String,
