@@ -100,7 +100,10 @@ pub fn run() -> ExitCode {
         Command::Gc(args) => crate::admin_client::gc(args),
         Command::Maintenance(args) => crate::admin_client::maintenance(args),
         Command::CheckConfig { config } => match Settings::load(&config) {
-            Ok(_) => {
+            Ok(s) => {
+                for w in &s.warnings {
+                    eprintln!("{}: warning: {}: {}", config.display(), w.key, w.message);
+                }
                 println!("{}: configuration is valid", config.display());
                 ExitCode::SUCCESS
             }
@@ -147,6 +150,9 @@ fn serve(config: PathBuf, ready_file: Option<PathBuf>) -> ExitCode {
         }
     };
     init_logging(&settings.log.level, settings.log.json);
+    for w in &settings.warnings {
+        tracing::warn!(file = %config.display(), key = %w.key, "{}", w.message);
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::duration::{self, RawDuration};
 use super::validate::Problem;
 use crate::rules::{RuleSet, RuleText};
 
@@ -39,9 +40,9 @@ pub struct RawAuth {
     pub htpasswd: Option<String>,
     /// The realm of Basic challenges.
     pub realm: Option<String>,
-    pub cache_ttl_secs: Option<u64>,
+    pub cache_ttl: Option<RawDuration>,
     pub max_failed_logins: Option<u32>,
-    pub failed_login_window_secs: Option<u64>,
+    pub failed_login_window: Option<RawDuration>,
     pub groups: Option<BTreeMap<String, Vec<String>>>,
     pub token: Option<RawToken>,
 }
@@ -52,12 +53,12 @@ pub struct RawToken {
     pub issuer: Option<String>,
     pub service: Option<String>,
     pub signing_key: Option<String>,
-    /// Lifetime of issued tokens, seconds.
-    pub ttl: Option<u64>,
-    /// Allowed clock skew for exp/nbf, seconds.
-    pub leeway: Option<u64>,
-    /// Lifetime of refresh tokens, seconds.
-    pub refresh_ttl: Option<u64>,
+    /// Lifetime of issued tokens.
+    pub ttl: Option<RawDuration>,
+    /// Allowed clock skew for exp/nbf.
+    pub leeway: Option<RawDuration>,
+    /// Lifetime of refresh tokens.
+    pub refresh_ttl: Option<RawDuration>,
     /// An external issuer whose tokens are also accepted.
     pub external_issuer: Option<String>,
     /// PEM public keys of the external issuer.
@@ -169,22 +170,30 @@ pub(super) fn validate(
             ));
         }
     }
-    let secs = |problems: &mut Vec<Problem>, key: &str, v: Option<u64>, default: u64| {
-        let v = v.unwrap_or(default);
-        if v == 0 {
-            problems.push(Problem::new(key, "must be at least 1 (seconds)"));
-        }
-        Duration::from_secs(v.max(1))
+    let secs = |problems: &mut Vec<Problem>, key: &str, v: Option<RawDuration>, default: u64| {
+        duration::read(
+            key,
+            v.as_ref(),
+            Duration::from_secs(default),
+            Duration::from_secs(1),
+            problems,
+        )
     };
-    let cache_ttl = Duration::from_secs(raw.cache_ttl_secs.unwrap_or(d::CACHE_TTL_SECS));
+    let cache_ttl = duration::read(
+        "auth.cache_ttl",
+        raw.cache_ttl.as_ref(),
+        Duration::from_secs(d::CACHE_TTL_SECS),
+        Duration::ZERO,
+        problems,
+    );
     let max_failed_logins = raw.max_failed_logins.unwrap_or(d::MAX_FAILED_LOGINS);
     if max_failed_logins == 0 {
         problems.push(Problem::new("auth.max_failed_logins", "must be at least 1"));
     }
     let failed_login_window = secs(
         problems,
-        "auth.failed_login_window_secs",
-        raw.failed_login_window_secs,
+        "auth.failed_login_window",
+        raw.failed_login_window,
         d::FAILED_LOGIN_WINDOW_SECS,
     );
 
@@ -224,7 +233,13 @@ pub(super) fn validate(
         service: t.service.unwrap_or_else(|| d::TOKEN_SERVICE.into()),
         signing_key: PathBuf::from(t.signing_key.unwrap_or_else(|| d::TOKEN_SIGNING_KEY.into())),
         ttl,
-        leeway: Duration::from_secs(t.leeway.unwrap_or(d::TOKEN_LEEWAY_SECS)),
+        leeway: duration::read(
+            "auth.token.leeway",
+            t.leeway.as_ref(),
+            Duration::from_secs(d::TOKEN_LEEWAY_SECS),
+            Duration::ZERO,
+            problems,
+        ),
         refresh_ttl: secs(
             problems,
             "auth.token.refresh_ttl",

@@ -100,14 +100,14 @@ async fn serve(
         (Method::POST, "/admin/gc") => {
             let wait = query_flag(req.uri().query(), "wait");
             let body: GcRequest = read_json(req).await?;
-            let id = gc.start(body, "manual")?;
+            let id = gc.start(body, "manual").await?;
             if wait {
                 let run = gc.wait(id).await?;
                 return Ok(json_response(StatusCode::OK, json!({"id": id, "run": run})));
             }
             Ok(json_response(
                 StatusCode::ACCEPTED,
-                json!({"id": id, "run": gc.run_record(id)?}),
+                json!({"id": id, "run": gc.run_record(id).await?}),
             ))
         }
         (Method::GET | Method::HEAD, "/admin/gc") => Ok(json_response(
@@ -115,14 +115,17 @@ async fn serve(
             json!({
                 "gate": gc.gate().status(),
                 "running": gc.current(),
-                "history": gc.history(HISTORY)?,
+                "history": gc.history(HISTORY).await?,
             }),
         )),
         (Method::GET | Method::HEAD, p) if p.starts_with("/admin/gc/") => {
             let id: i64 = p["/admin/gc/".len()..]
                 .parse()
                 .map_err(|_| bad_request("a run id is a number: /admin/gc/<id>"))?;
-            Ok(json_response(StatusCode::OK, json!(gc.run_record(id)?)))
+            Ok(json_response(
+                StatusCode::OK,
+                json!(gc.run_record(id).await?),
+            ))
         }
         (Method::PUT, "/admin/maintenance") => {
             let body: MaintenanceBody = read_json(req).await?;
@@ -137,7 +140,7 @@ async fn serve(
             ))
         }
         (Method::DELETE, "/admin/maintenance") => {
-            gc.maintenance_off()?;
+            gc.maintenance_off().await?;
             Ok(json_response(
                 StatusCode::OK,
                 json!({"gate": gc.gate().status()}),
@@ -145,15 +148,15 @@ async fn serve(
         }
         (Method::GET | Method::HEAD, "/admin/maintenance") => Ok(json_response(
             StatusCode::OK,
-            json!({"gate": gc.gate().status(), "maintenance": gc.maintenance()?}),
+            json!({"gate": gc.gate().status(), "maintenance": gc.maintenance().await?}),
         )),
         (Method::GET | Method::HEAD, "/admin/status") => {
-            let last = gc.history(1)?.into_iter().next();
+            let last = gc.history(1).await?.into_iter().next();
             Ok(json_response(
                 StatusCode::OK,
                 json!({
                     "gate": gc.gate().status(),
-                    "maintenance": gc.maintenance()?,
+                    "maintenance": gc.maintenance().await?,
                     "gc": {
                         "running": gc.current(),
                         "last": last,

@@ -31,6 +31,7 @@ const SCHEMA: &[&str] = &[
     dummy_configs::SCHEMA,
     referrers::SCHEMA,
     gc_history::GC_RUNS_TABLE,
+    gc_history::GC_UNTAGGED_WALK_TABLE,
     gc_history::MAINTENANCE_TABLE,
 ];
 
@@ -80,6 +81,7 @@ impl State {
         for stmt in SCHEMA {
             conn.execute_batch(stmt).map_err(err)?;
         }
+        gc_history::migrate(&conn).map_err(err)?;
         Ok(State {
             conn: Arc::new(Mutex::new(conn)),
             path,
