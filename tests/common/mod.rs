@@ -1,9 +1,12 @@
 //! The test fixture: a real `docker-registry` and regate on ephemeral ports
-//! with a generated CA, real clients (skopeo), and images built in memory.
+//! with a generated CA, real clients (skopeo; dockerd and containerd of the
+//! test's own), and images built in memory.
 //! Every handle stops what it started when dropped.
 #![allow(dead_code, unused_imports)]
 
 pub mod auth;
+pub mod containerd;
+pub mod dockerd;
 pub mod gc;
 pub mod hostile;
 pub mod images;
@@ -25,7 +28,7 @@ pub fn require_tool(name: &str) {
         .unwrap_or(false);
     assert!(
         found,
-        "`{name}` is not installed; the suite needs it. Run `.ci/run` (it installs docker-registry and skopeo) or `apt-get install -y docker-registry skopeo`"
+        "`{name}` is not installed; the suite needs it. Run `scripts/install-deps --test` (it installs every tool the tests use) or `.ci/run`"
     );
 }
 
