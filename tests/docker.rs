@@ -13,112 +13,10 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::Command;
-
-use common::auth::{basic_header, fetch_token, password, AuthFiles};
+use common::auth::{password, AuthFiles};
+use common::client_checks::{run_blocking, Mode, Site};
 use common::dockerd::{routable_ipv4, DockerCli, DockerTrust, Dockerd};
-use common::images::ACCEPT_ALL;
 use common::{Regate, Registry};
-use tokio::runtime::Handle;
-
-const SERVICE: &str = "registry.test";
-
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Mode {
-    None,
-    Basic,
-    Token,
-}
-
-/// What the blocking scenario needs of the running regate.
-struct Site {
-    mode: Mode,
-    /// `IP:PORT` on a routable address.
-    host: String,
-    url: String,
-    ca: PathBuf,
-    client: reqwest::Client,
-    rt: Handle,
-}
-
-impl Site {
-    /// The Authorization header `user` sends for `scope` (None: anonymous).
-    fn auth(&self, user: Option<&str>, scope: &str) -> Option<String> {
-        let user = user?;
-        match self.mode {
-            Mode::None => None,
-            Mode::Basic => Some(basic_header(user, &password(user))),
-            // The lead is adding Basic credentials in token mode; until then a
-            // token from /auth/token, as a client would fetch it.
-            Mode::Token => self.rt.block_on(async {
-                let pw = password(user);
-                let r = fetch_token(
-                    &self.client,
-                    &self.url,
-                    Some((user, &pw)),
-                    SERVICE,
-                    &[scope],
-                )
-                .await;
-                assert_eq!(r.status(), 200, "token for {user} {scope}");
-                let v: serde_json::Value = r.json().await.unwrap();
-                Some(format!("Bearer {}", v["token"].as_str().unwrap()))
-            }),
-        }
-    }
-
-    /// Status, `Docker-Content-Digest` and body of a GET of `repo:reference` as `user`.
-    fn get_manifest(
-        &self,
-        user: Option<&str>,
-        repo: &str,
-        reference: &str,
-    ) -> (u16, String, String) {
-        let auth = self.auth(user, &format!("repository:{repo}:pull"));
-        self.rt.block_on(async {
-            let mut req = self
-                .client
-                .get(format!("{}/v2/{repo}/manifests/{reference}", self.url))
-                .header("accept", ACCEPT_ALL);
-            if let Some(a) = auth {
-                req = req.header("authorization", a);
-            }
-            let r = req.send().await.unwrap();
-            let status = r.status().as_u16();
-            let digest = r
-                .headers()
-                .get("docker-content-digest")
-                .map(|v| v.to_str().unwrap().to_owned())
-                .unwrap_or_default();
-            (status, digest, r.text().await.unwrap())
-        })
-    }
-
-    /// `curl -X DELETE .../v2/<repo>/manifests/<tag>` as `user`, as the
-    /// README tells users to; the HTTP status.
-    fn curl_delete(&self, user: &str, repo: &str, tag: &str) -> String {
-        common::require_tool("curl");
-        let mut cmd = Command::new("curl");
-        cmd.args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
-            .arg(&self.ca)
-            .args(["-X", "DELETE"]);
-        match self.mode {
-            Mode::None => {}
-            Mode::Basic => {
-                cmd.args(["-u", &format!("{user}:{}", password(user))]);
-            }
-            Mode::Token => {
-                let auth = self
-                    .auth(Some(user), &format!("repository:{repo}:delete"))
-                    .unwrap();
-                cmd.args(["-H", &format!("Authorization: {auth}")]);
-            }
-        }
-        cmd.arg(format!("{}/v2/{repo}/manifests/{tag}", self.url));
-        common::run_tool(cmd, None).unwrap_or_else(|e| panic!("curl -X DELETE: {e}"))
-    }
-}
 
 /// `docker login` as `user` unless auth is off.
 fn login(site: &Site, cli: &DockerCli, user: &str) {
@@ -242,24 +140,10 @@ fn scenario(site: &Site) {
 async fn run(mode: Mode) {
     let registry = Registry::start();
     let files = AuthFiles::new();
-    let extra = match mode {
-        Mode::None => String::new(),
-        Mode::Basic => files.basic_toml(""),
-        Mode::Token => files.token_toml(""),
-    };
     let ip = routable_ipv4();
-    let regate = Regate::start_on(&registry.url, &extra, ip.into()).await;
-    let site = Site {
-        mode,
-        host: regate.host.clone(),
-        url: regate.url.clone(),
-        ca: regate.certs.files.ca_cert.clone(),
-        client: regate.client(),
-        rt: Handle::current(),
-    };
-    if let Err(e) = tokio::task::spawn_blocking(move || scenario(&site)).await {
-        std::panic::resume_unwind(e.into_panic());
-    }
+    let regate = Regate::start_on(&registry.url, &mode.config(&files), ip.into()).await;
+    let site = Site::new(mode, &regate);
+    run_blocking(move || scenario(&site)).await;
     regate.stop().await;
 }
 

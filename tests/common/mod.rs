@@ -5,6 +5,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod auth;
+pub mod client_checks;
 pub mod containerd;
 pub mod dockerd;
 pub mod gc;
