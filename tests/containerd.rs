@@ -2,7 +2,8 @@
 //! mode (none, basic, token) with the example rules: push two tags (ctr has
 //! no `login`: `--user` on each call), pull back by digest into a fresh
 //! namespace, `curl -X DELETE` one tag, the other still pulls and the deleted
-//! one is 404. ctr trusts regate's CA through its hosts dir.
+//! one is 404; anonymous pulls of `public/*` (in basic mode too, unlike
+//! docker). ctr trusts regate's CA through its hosts dir.
 //!
 //! And the cross-repository mount containerd sends when it pushes a layer it
 //! pulled from another repository (`POST .../blobs/uploads/?mount=..&from=A`):
@@ -68,6 +69,27 @@ fn push_pull_delete(site: &Site) {
         .pull(&format!("{app}:v2"), alice)
         .unwrap_or_else(|e| panic!("ctr pull v2 after deleting v1: {e}"));
     assert_eq!(after.digest_of(&format!("{app}:v2")), image.digest);
+
+    // Anonymous pulls of public/*.
+    let public = format!("{}/public/hello", site.host);
+    let public_image = Image::oci_unpackable(&format!("ctr public {:?}", site.mode));
+    let admin = containerd.ctr("admin", &hosts);
+    admin.import(&public_image, &public, "v1");
+    admin
+        .push(
+            &format!("{public}:v1"),
+            site.mode.user_pass("admin").as_deref(),
+        )
+        .unwrap_or_else(|e| panic!("admin pushes public/: {e}"));
+    let anonymous = containerd.ctr("anonymous", &hosts);
+    anonymous
+        .pull(&format!("{public}:v1"), None)
+        .unwrap_or_else(|e| panic!("anonymous pull of public/*: {e}"));
+    if site.mode != Mode::None {
+        anonymous
+            .pull(&format!("{app}:v2"), None)
+            .expect_err("anonymous may not pull alice/");
+    }
 }
 
 async fn run(mode: Mode) {
