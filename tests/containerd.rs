@@ -16,6 +16,8 @@
 
 mod common;
 
+use std::path::Path;
+
 use common::auth::AuthFiles;
 use common::client_checks::{run_blocking, Mode, Site};
 use common::containerd::{write_hosts_dir, Containerd};
@@ -120,7 +122,8 @@ async fn ctr_push_pull_delete_in_token_mode() {
 /// as `owner`, tags it `alice/app:v1` and pushes it as alice, so containerd
 /// asks to mount its layer from `from_repo`. The push must succeed either
 /// way.
-fn push_a_layer_pulled_from(site: &Site, owner: &str, from_repo: &str) {
+/// `audit`: regate's audit log, shown when the push fails.
+fn push_a_layer_pulled_from(site: &Site, owner: &str, from_repo: &str, audit: &Path) {
     let containerd = Containerd::start();
     let hosts = containerd.work_dir().join("hosts");
     write_hosts_dir(&hosts, &site.host, &site.ca);
@@ -144,8 +147,9 @@ fn push_a_layer_pulled_from(site: &Site, owner: &str, from_repo: &str) {
         site.mode.user_pass("alice").as_deref(),
     )
     .unwrap_or_else(|e| {
-        panic!("alice pushes a layer ctr pulled from {from_repo} to alice/app: {e}")
-    });
+            let audit = std::fs::read_to_string(audit).unwrap_or_default();
+            panic!("alice pushes a layer ctr pulled from {from_repo} to alice/app: {e}\nregate's audit log:\n{audit}")
+        });
     let (status, served, body) = site.get_manifest(Some("alice"), "alice/app", "v1");
     assert_eq!(
         (status, served.as_str()),
@@ -162,7 +166,8 @@ async fn run_mount(mode: Mode, owner: &'static str, from_repo: &'static str) -> 
     let files = AuthFiles::new();
     let regate = Regate::start_with(&relay.url, &mode.config(&files)).await;
     let site = Site::new(mode, &regate);
-    run_blocking(move || push_a_layer_pulled_from(&site, owner, from_repo)).await;
+    let audit = files.audit.clone();
+    run_blocking(move || push_a_layer_pulled_from(&site, owner, from_repo, &audit)).await;
     regate.stop().await;
     relay.requests()
 }
