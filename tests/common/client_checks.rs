@@ -90,9 +90,18 @@ impl Site {
     pub fn curl_delete(&self, user: &str, repo: &str, tag: &str) -> String {
         super::require_tool("curl");
         let mut cmd = Command::new("curl");
-        cmd.args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
-            .arg(&self.ca)
-            .args(["-X", "DELETE"]);
+        cmd.args([
+            "-sS",
+            "--max-time",
+            "60",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+        ])
+        .arg("--cacert")
+        .arg(&self.ca)
+        .args(["-X", "DELETE"]);
         match self.mode {
             Mode::None => {}
             Mode::Basic => {

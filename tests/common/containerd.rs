@@ -19,6 +19,10 @@ pub const PROXY_VARS: [&str; 8] = [
     "no_proxy",
 ];
 
+/// The longest a ctr or docker call may take (a tiny image; a hung client
+/// must fail the test, not stall the suite).
+pub const CLIENT_LIMIT: Duration = Duration::from_secs(120);
+
 /// A short temporary folder under /tmp: unix socket paths must stay under
 /// 108 bytes, and `$TMPDIR` may be long.
 pub fn short_tempdir(prefix: &str) -> tempfile::TempDir {
@@ -108,7 +112,7 @@ impl Containerd {
             if self.socket.exists() {
                 let mut cmd = Command::new("ctr");
                 cmd.arg("--address").arg(&self.socket).arg("version");
-                if super::run_tool(cmd, None).is_ok() {
+                if super::run_tool_within(cmd, None, Duration::from_secs(10)).is_ok() {
                     return;
                 }
             }
@@ -186,7 +190,7 @@ impl Ctr {
         for v in PROXY_VARS {
             cmd.env_remove(v);
         }
-        super::run_tool(cmd, None)
+        super::run_tool_within(cmd, None, CLIENT_LIMIT)
     }
 
     /// `ctr images <verb> --hosts-dir D [--user user:pw] <rest>`.

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::containerd::{short_tempdir, stop_child, Containerd, PROXY_VARS};
+use super::containerd::{short_tempdir, stop_child, Containerd, CLIENT_LIMIT, PROXY_VARS};
 
 /// dockerd 20.10 reads a registry's CA from here (no flag moves it).
 pub const CERTS_D: &str = "/etc/docker/certs.d";
@@ -149,7 +149,7 @@ impl DockerCli {
             .env_remove("DOCKER_CONTEXT")
             .env_remove("DOCKER_TLS_VERIFY")
             .env_remove("DOCKER_CERT_PATH");
-        super::run_tool(cmd, stdin)
+        super::run_tool_within(cmd, stdin, CLIENT_LIMIT)
     }
 
     pub fn login(&self, host: &str, user: &str, pw: &str) -> Result<String, String> {
