@@ -19,7 +19,7 @@ mod common;
 use std::path::Path;
 
 use common::auth::AuthFiles;
-use common::client_checks::{run_blocking, Mode, Site};
+use common::client_checks::{mounts_from, run_blocking, Mode, Site};
 use common::containerd::{write_hosts_dir, Containerd};
 use common::relay::Relay;
 use common::{Image, Regate, Registry};
@@ -170,21 +170,6 @@ async fn run_mount(mode: Mode, owner: &'static str, from_repo: &'static str) -> 
     run_blocking(move || push_a_layer_pulled_from(&site, owner, from_repo, &audit)).await;
     regate.stop().await;
     relay.requests()
-}
-
-/// The mounts regate passed on, as `from` repositories.
-fn mounts_from(requests: &[String]) -> Vec<String> {
-    requests
-        .iter()
-        .filter(|r| r.starts_with("POST /v2/alice/app/blobs/uploads/") && r.contains("mount="))
-        .map(|r| {
-            let query = r.split_once('?').map(|(_, q)| q).unwrap_or_default();
-            form_urlencoded::parse(query.as_bytes())
-                .find(|(k, _)| k == "from")
-                .map(|(_, v)| v.into_owned())
-                .unwrap_or_default()
-        })
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

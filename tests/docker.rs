@@ -14,8 +14,9 @@
 mod common;
 
 use common::auth::{password, AuthFiles};
-use common::client_checks::{run_blocking, Mode, Site};
+use common::client_checks::{mounts_from, run_blocking, Mode, Site};
 use common::dockerd::{routable_ipv4, DockerCli, DockerTrust, Dockerd};
+use common::relay::Relay;
 use common::{Regate, Registry};
 
 /// `docker login` as `user` unless auth is off.
@@ -160,4 +161,79 @@ async fn docker_push_pull_delete_in_basic_mode() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker_push_pull_delete_in_token_mode() {
     run(Mode::Token).await;
+}
+
+/// `owner` pushes an image to `from_repo`; alice (her own login, same
+/// daemon) pushes it to `alice/app`, and dockerd, which remembers where the
+/// layer went, asks to mount it from `from_repo`. The push must succeed either
+/// way.
+fn push_a_layer_pushed_to(site: &Site, owner: &str, from_repo: &str) {
+    let daemon = Dockerd::start();
+    let _trust = DockerTrust::install(&site.host, &site.ca);
+    let owner_cli = daemon.cli(owner);
+    login(site, &owner_cli, owner);
+    let from = format!("{}/{from_repo}:v1", site.host);
+    owner_cli.import(
+        "rg-mount:v1",
+        &format!("docker mount {:?} {from_repo}", site.mode),
+    );
+    owner_cli.run(&["tag", "rg-mount:v1", &from], None).unwrap();
+    let digest = owner_cli
+        .push(&from)
+        .unwrap_or_else(|e| panic!("{owner} pushes {from_repo}: {e}"));
+
+    let alice = daemon.cli("alice");
+    login(site, &alice, "alice");
+    let app = format!("{}/alice/app:v1", site.host);
+    alice.run(&["tag", &from, &app], None).unwrap();
+    let pushed = alice
+        .push(&app)
+        .unwrap_or_else(|e| panic!("alice pushes a layer of {from_repo} to alice/app: {e}"));
+    assert_eq!(pushed, digest);
+    let (status, served, body) = site.get_manifest(Some("alice"), "alice/app", "v1");
+    assert_eq!((status, served.as_str()), (200, digest.as_str()), "{body}");
+}
+
+/// `push_a_layer_pushed_to` against a regate behind a relay; the requests
+/// regate passed to the registry.
+async fn run_mount(mode: Mode, owner: &'static str, from_repo: &'static str) -> Vec<String> {
+    let registry = Registry::start();
+    let relay = Relay::start(registry.url.trim_start_matches("http://")).await;
+    let files = AuthFiles::new();
+    let ip = routable_ipv4();
+    let regate = Regate::start_on(&relay.url, &mode.config(&files), ip.into()).await;
+    let site = Site::new(mode, &regate);
+    run_blocking(move || push_a_layer_pushed_to(&site, owner, from_repo)).await;
+    regate.stop().await;
+    relay.requests()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_mounts_a_layer_from_a_repository_the_pusher_may_pull() {
+    let requests = run_mount(Mode::Basic, "alice", "alice/base").await;
+    let mounts = mounts_from(&requests);
+    assert!(
+        !mounts.is_empty() && mounts.iter().all(|f| f == "alice/base"),
+        "dockerd mounted its layer from alice/base: {requests:#?}"
+    );
+}
+
+/// dockerd tries the mount from bob/base, is refused, and uploads the layer.
+async fn push_of_a_layer_from_a_repository_the_pusher_may_not_pull(mode: Mode) {
+    let requests = run_mount(mode, "bob", "bob/base").await;
+    let mounts = mounts_from(&requests);
+    assert!(
+        mounts.is_empty(),
+        "nothing may be mounted from bob/base for alice: {requests:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_pushes_a_layer_from_a_repository_the_pusher_may_not_pull_in_basic_mode() {
+    push_of_a_layer_from_a_repository_the_pusher_may_not_pull(Mode::Basic).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_pushes_a_layer_from_a_repository_the_pusher_may_not_pull_in_token_mode() {
+    push_of_a_layer_from_a_repository_the_pusher_may_not_pull(Mode::Token).await;
 }

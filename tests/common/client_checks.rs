@@ -155,3 +155,19 @@ pub async fn run_blocking(scenario: impl FnOnce() + Send + 'static) {
         std::panic::resume_unwind(e.into_panic());
     }
 }
+
+/// The mounts into `alice/app` that regate passed on to the registry (of the
+/// request lines a `Relay` saw), as their `from` repositories.
+pub fn mounts_from(requests: &[String]) -> Vec<String> {
+    requests
+        .iter()
+        .filter(|r| r.starts_with("POST /v2/alice/app/blobs/uploads/") && r.contains("mount="))
+        .map(|r| {
+            let query = r.split_once('?').map(|(_, q)| q).unwrap_or_default();
+            form_urlencoded::parse(query.as_bytes())
+                .find(|(k, _)| k == "from")
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or_default()
+        })
+        .collect()
+}
