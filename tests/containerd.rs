@@ -1,7 +1,7 @@
 //! containerd 1.6 with `ctr` through regate, as users run it, in each auth
 //! mode (none, basic, token) with the example rules: push two tags (ctr has
-//! no `login`: `--user` on each call), pull back by digest into a fresh
-//! namespace, `curl -X DELETE` one tag, the other still pulls and the deleted
+//! no `login`: `--user` on each call), pull back by digest into a clean
+//! store, `curl -X DELETE` one tag, the other still pulls and the deleted
 //! one is 404; anonymous pulls of `public/*` (in basic mode too, unlike
 //! docker). ctr trusts regate's CA through its hosts dir.
 //!
@@ -49,8 +49,10 @@ fn push_pull_delete(site: &Site) {
         );
     }
 
-    // Back by digest into a namespace that holds nothing.
-    let fresh = containerd.ctr("fresh", &hosts);
+    // Back by digest into a store that holds nothing (a second containerd:
+    // namespaces of one share their blobs).
+    let clean = Containerd::start();
+    let fresh = clean.ctr("fresh", &hosts);
     let by_digest = format!("{app}@{}", image.digest);
     fresh
         .pull(&by_digest, alice)
@@ -62,7 +64,8 @@ fn push_pull_delete(site: &Site) {
     let (status, _, body) = site.get_manifest(Some("alice"), "alice/app", "v1");
     assert_eq!(status, 404, "{body}");
     assert!(body.contains("MANIFEST_UNKNOWN"), "{body}");
-    let after = containerd.ctr("after", &hosts);
+    let clean_again = Containerd::start();
+    let after = clean_again.ctr("after", &hosts);
     let err = after
         .pull(&format!("{app}:v1"), alice)
         .expect_err("the deleted tag does not pull");
@@ -83,7 +86,7 @@ fn push_pull_delete(site: &Site) {
             site.mode.user_pass("admin").as_deref(),
         )
         .unwrap_or_else(|e| panic!("admin pushes public/: {e}"));
-    let anonymous = containerd.ctr("anonymous", &hosts);
+    let anonymous = clean_again.ctr("anonymous", &hosts);
     anonymous
         .pull(&format!("{public}:v1"), None)
         .unwrap_or_else(|e| panic!("anonymous pull of public/*: {e}"));
