@@ -8,7 +8,8 @@
 //! And the cross-repository mount containerd sends when it pushes a layer it
 //! pulled from another repository (`POST .../blobs/uploads/?mount=..&from=A`):
 //! when the pusher may pull A the registry mounts it; when not, the push must
-//! still succeed (a plain upload session) and nothing of A may leak.
+//! still succeed (a plain upload session) and nothing of A may leak. And
+//! ctr's retries of a wrong password must not lock the account.
 //!
 //! Each test has its own containerd (tests/common/containerd.rs); the ctr and
 //! curl calls block, so each scenario runs on a blocking thread and leaves the
@@ -206,4 +207,39 @@ async fn ctr_pushes_a_layer_from_a_repository_the_pusher_may_not_pull_in_basic_m
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctr_pushes_a_layer_from_a_repository_the_pusher_may_not_pull_in_token_mode() {
     push_of_a_layer_pulled_from_a_repository_the_pusher_may_not_pull(Mode::Token).await;
+}
+
+/// ctr retries a wrong password within one push (9 failed password checks
+/// measured in basic mode, against `auth.max_failed_logins` = 10): a typo
+/// made twice must not lock the account. Needs the failed-login fix of issue
+/// 17 ("a repeated identical wrong credential counts once"); before it the
+/// right password then gets 429 for the rest of the window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctr_with_a_wrong_password_twice_does_not_lock_the_account() {
+    let registry = Registry::start();
+    let files = AuthFiles::new();
+    let regate = Regate::start_with(&registry.url, &Mode::Basic.config(&files)).await;
+    let site = Site::new(Mode::Basic, &regate);
+    run_blocking(move || {
+        let containerd = Containerd::start();
+        let hosts = containerd.work_dir().join("hosts");
+        write_hosts_dir(&hosts, &site.host, &site.ca);
+        let app = format!("{}/alice/app:v1", site.host);
+        let ctr = containerd.ctr("typo", &hosts);
+        ctr.import(
+            &Image::oci_unpackable("typo"),
+            &format!("{}/alice/app", site.host),
+            "v1",
+        );
+        for attempt in 1..=2 {
+            let err = ctr
+                .push(&app, Some("alice:wrong"))
+                .expect_err("a wrong password fails");
+            assert!(err.contains("401"), "attempt {attempt}: {err}");
+        }
+        ctr.push(&app, site.mode.user_pass("alice").as_deref())
+            .unwrap_or_else(|e| panic!("the right password after two typos: {e}"));
+    })
+    .await;
+    regate.stop().await;
 }
