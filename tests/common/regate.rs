@@ -83,22 +83,6 @@ impl Regate {
         .await
     }
 
-    /// regate whose TLS listener is on `ip` (an ephemeral port), with a
-    /// certificate that also names `ip`.
-    pub async fn start_on(upstream: &str, extra: &str, ip: std::net::IpAddr) -> Self {
-        let ip = ip.to_string();
-        let certs = TestCerts::for_hosts(&["127.0.0.1", "localhost", &ip]);
-        let listen = ("REGATE_SERVER__LISTEN".to_owned(), format!("\"{ip}:0\""));
-        Self::start_in(
-            upstream,
-            extra,
-            certs,
-            tempfile::tempdir().unwrap(),
-            vec![listen],
-        )
-        .await
-    }
-
     /// `env`: environment overrides of the config (`REGATE_...`).
     async fn start_in(
         upstream: &str,
