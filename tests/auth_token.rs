@@ -921,3 +921,68 @@ async fn tag_delete_and_restore_follow_the_rules_with_regate_tags_client() {
     );
     regate.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn basic_credentials_work_on_the_api_in_token_mode_with_the_same_rules() {
+    common::require_tool("curl");
+    let files = AuthFiles::new();
+    let (_registry, regate) = start(&files).await;
+    let alice = token_for(&regate, Some("alice"), &["repository:alice/app:pull,push"]).await;
+    let c = regate.client();
+    let image = Image::oci("token-basic", 2000);
+    for tag in ["v1", "v2"] {
+        let mut h = reqwest::header::HeaderMap::new();
+        h.insert("authorization", format!("Bearer {alice}").parse().unwrap());
+        let pusher = reqwest::Client::builder()
+            .add_root_certificate(
+                reqwest::Certificate::from_pem(
+                    &std::fs::read(&regate.certs.files.ca_cert).unwrap(),
+                )
+                .unwrap(),
+            )
+            .default_headers(h)
+            .no_proxy()
+            .build()
+            .unwrap();
+        image.push(&pusher, &regate.url, "alice/app", tag).await;
+    }
+    let curl = |user: &str, pw: &str, method: &str, tag: &str| {
+        let mut cmd = std::process::Command::new("curl");
+        cmd.args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "-X", method])
+            .arg("--cacert")
+            .arg(&regate.certs.files.ca_cert)
+            .args(["-u", &format!("{user}:{pw}")])
+            .arg(format!("{}/v2/alice/app/manifests/{tag}", regate.url));
+        common::run_captured(cmd, None)
+    };
+    // The mission's one-liner, in token mode.
+    let (code, out, err) = curl("alice", &password("alice"), "DELETE", "v1");
+    assert_eq!((code, out.as_str()), (0, "202"), "{err}");
+    // The same rules: bob may not delete in alice/; a wrong password is 401.
+    let (_, out, _) = curl("bob", &password("bob"), "DELETE", "v2");
+    assert_eq!(out, "403");
+    let (_, out, _) = curl("alice", "wrong", "DELETE", "v2");
+    assert_eq!(out, "401");
+    // v1 is gone, v2 still there; a client without credentials still gets
+    // the Bearer challenge.
+    let r = c
+        .get(format!("{}/v2/alice/app/manifests/v1", regate.url))
+        .header("accept", ACCEPT_ALL)
+        .basic_auth("alice", Some(password("alice")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let r = c
+        .get(format!("{}/v2/alice/app/manifests/v2", regate.url))
+        .header("accept", ACCEPT_ALL)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .starts_with("Bearer realm="));
+    regate.stop().await;
+}

@@ -356,9 +356,14 @@ impl Auth {
                 });
             }
         };
-        match self.mode {
-            AuthMode::Token => self.authorize_token(&a, need, presented),
-            AuthMode::Basic | AuthMode::None => self.authorize_basic(&a, need, presented).await,
+        match (self.mode, &presented) {
+            // Basic credentials work in token mode too (checked against the
+            // htpasswd file, same rules), so `curl -u` needs no token first;
+            // clients still get the Bearer challenge.
+            (AuthMode::Token, Presented::Basic { .. }) | (AuthMode::Basic | AuthMode::None, _) => {
+                self.authorize_basic(&a, need, presented).await
+            }
+            (AuthMode::Token, _) => self.authorize_token(&a, need, presented),
         }
     }
 

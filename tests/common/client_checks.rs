@@ -39,8 +39,7 @@ impl Site {
         match self.mode {
             Mode::None => None,
             Mode::Basic => Some(basic_header(user, &password(user))),
-            // The lead is adding Basic credentials in token mode; until then a
-            // token from /auth/token, as a client would fetch it.
+            // A token from /auth/token, as a client would fetch it.
             Mode::Token => self.rt.block_on(async {
                 let pw = password(user);
                 let r = fetch_token(
@@ -102,17 +101,10 @@ impl Site {
         .arg("--cacert")
         .arg(&self.ca)
         .args(["-X", "DELETE"]);
-        match self.mode {
-            Mode::None => {}
-            Mode::Basic => {
-                cmd.args(["-u", &format!("{user}:{}", password(user))]);
-            }
-            Mode::Token => {
-                let auth = self
-                    .auth(Some(user), &format!("repository:{repo}:delete"))
-                    .unwrap();
-                cmd.args(["-H", &format!("Authorization: {auth}")]);
-            }
+        // `curl -u` in token mode too: regate takes Basic credentials on
+        // the API in every mode.
+        if self.mode != Mode::None {
+            cmd.args(["-u", &format!("{user}:{}", password(user))]);
         }
         cmd.arg(format!("{}/v2/{repo}/manifests/{tag}", self.url));
         super::run_tool(cmd, None).unwrap_or_else(|e| panic!("curl -X DELETE: {e}"))
