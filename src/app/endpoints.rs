@@ -94,10 +94,12 @@ impl App {
                 },
                 &Method::DELETE,
             ) => {
-                self.tags.check_digest_delete(name, digest.as_str()).await?;
                 // 2.8 untags by reading every tag link of the repository:
                 // no tag may be rewritten meanwhile (see TagLocks::repo_shared).
+                // Taken before the check, so a tag pushed while it runs is
+                // either seen by it or waits until the delete is done.
                 let _repo = self.tags.locks.repo_exclusive(name.as_str()).await;
+                self.tags.check_digest_delete(name, digest.as_str()).await?;
                 let resp = self.forward(req, &route, conn).await?;
                 if resp.status() == StatusCode::ACCEPTED {
                     self.referrers
