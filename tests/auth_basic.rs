@@ -644,3 +644,46 @@ async fn a_non_bcrypt_htpasswd_line_stops_start_up_naming_the_line() {
     );
     assert!(err.contains(&want), "{err}");
 }
+
+/// `regate passwd add alice/x` is refused (exit 2, the file untouched); an
+/// older htpasswd file that already holds `alice/x` logs in, but no
+/// `${account}/*` rule gives it `alice/x/*` inside alice's namespace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_name_that_is_not_one_path_component_gets_no_namespace() {
+    let files = AuthFiles::new();
+    let before = std::fs::read_to_string(&files.htpasswd).unwrap();
+    for user in ["alice/x", "Alice"] {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_regate"));
+        cmd.args(["passwd", "add", user, "--password-stdin", "--cost", "4"])
+            .arg("--file")
+            .arg(&files.htpasswd);
+        let (code, _, err) = common::run_captured(cmd, Some("pw\n"));
+        assert_eq!(code, 2, "{user}: {err}");
+        assert!(err.contains("one repository path component"), "{err}");
+    }
+    assert_eq!(std::fs::read_to_string(&files.htpasswd).unwrap(), before);
+
+    common::auth::write_htpasswd(&files.htpasswd, &["alice", "alice/x"]);
+    let (registry, regate) = start(&files, "").await;
+    Image::oci("slash-account", 128)
+        .push(&reqwest::Client::new(), &registry.url, "alice/x/app", "v1")
+        .await;
+    let c = regate.client();
+    let get = |user: &str| {
+        c.get(format!("{}/v2/alice/x/app/manifests/v1", regate.url))
+            .header("accept", ACCEPT_ALL)
+            .header("authorization", basic_header(user, &password(user)))
+    };
+    let (status, body, _) = status_of(get("alice/x")).await;
+    assert_eq!(status, 403, "{body}");
+    let (status, _, _) = status_of(get("alice")).await;
+    assert_eq!(status, 200);
+    let push = c
+        .post(format!("{}/v2/alice/x/app/blobs/uploads/", regate.url))
+        .header(
+            "authorization",
+            basic_header("alice/x", &password("alice/x")),
+        );
+    assert_eq!(status_of(push).await.0, 403);
+    regate.stop().await;
+}
