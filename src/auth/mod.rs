@@ -419,7 +419,7 @@ impl Auth {
                 });
             }
         };
-        if token::covers(&verified.access, &need) {
+        if tokens.allows(&self.rules, &verified, &need) {
             return Ok(Caller {
                 account: verified.account,
             });
