@@ -30,7 +30,7 @@ use crate::audit::{Audit, Event};
 use crate::config::{AuthMode, Settings};
 use crate::error::{ErrorCode, RegistryError};
 use crate::route::{Route, RouteError};
-use crate::rules::{required, Need, RuleSet};
+use crate::rules::{required, Action, ActionSet, Need, RuleSet};
 use challenge::Challenge;
 use credentials::{MalformedAuth, Presented};
 use passwords::{LoginError, Passwords};
@@ -495,6 +495,20 @@ impl Auth {
     /// Whether `_catalog` answers are filtered by the rules (auth is on).
     pub fn filters_catalog(&self) -> bool {
         self.mode != AuthMode::None
+    }
+
+    /// Whether `account` may see who deleted tags of `repo` (the list of
+    /// removed tags itself needs only `pull`): with auth off anyone, else
+    /// whoever may `delete` there or has `admin` (there, or everywhere).
+    pub fn sees_deleters(&self, account: Option<&str>, repo: &str) -> bool {
+        let rights = [Action::Delete, Action::Admin];
+        self.mode == AuthMode::None
+            || rights
+                .iter()
+                .any(|a| self.rules.allowed(account, repo).contains(*a))
+            || self
+                .rules
+                .permits(account, "*", ActionSet::of(&[Action::Admin]))
     }
 }
 
