@@ -100,8 +100,11 @@ pub fn run() -> ExitCode {
         Command::Gc(args) => crate::admin_client::gc(args),
         Command::Maintenance(args) => crate::admin_client::maintenance(args),
         Command::CheckConfig { config } => match Settings::load(&config) {
-            Ok(_) => {
+            Ok(settings) => {
                 println!("{}: configuration is valid", config.display());
+                for note in settings.notes() {
+                    println!("  note: {note}");
+                }
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -147,6 +150,9 @@ fn serve(config: PathBuf, ready_file: Option<PathBuf>) -> ExitCode {
         }
     };
     init_logging(&settings.log.level, settings.log.json);
+    for note in settings.notes() {
+        tracing::info!("{note}");
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

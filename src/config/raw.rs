@@ -38,6 +38,9 @@ pub struct RawServer {
     pub admin_listen: Option<String>,
     pub plain_listen: Option<String>,
     pub public_url: Option<String>,
+    /// Peers (addresses or CIDRs) whose `Forwarded`/`X-Forwarded-*` headers
+    /// say who the client is and which scheme it used.
+    pub trusted_proxies: Option<Vec<String>>,
     pub handshake_timeout_secs: Option<u64>,
     pub header_read_timeout_secs: Option<u64>,
     pub max_header_bytes: Option<u64>,
