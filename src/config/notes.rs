@@ -72,6 +72,29 @@ mod tests {
     }
 
     #[test]
+    fn the_trust_model_of_external_tokens_is_said() {
+        let key = tempfile::NamedTempFile::new().unwrap();
+        let load = |extra: &str| {
+            let text = format!(
+                "[server]\ndev_certs = true\n[upstream]\nurl = \"http://127.0.0.1:5000\"\n[auth]\nmode = \"token\"\n[auth.token]\nsigning_key = {:?}\nexternal_issuer = \"corp-idp\"\nexternal_keys = [\"idp.pub\"]\n{extra}\n[[acl]]\naccount = \"*\"\nrepository = \"*\"\nactions = [\"pull\"]\n",
+                key.path().display().to_string()
+            );
+            Settings::from_toml(&text, "t", std::iter::empty())
+                .unwrap()
+                .notes()
+                .join("\n")
+        };
+        let n = load("");
+        assert!(
+            n.contains("tokens of \"corp-idp\" grant at most what [[acl]] gives their `sub`"),
+            "{n}"
+        );
+        assert!(n.contains("longer than 86400 seconds"), "{n}");
+        let n = load("trust_external_access = true");
+        assert!(n.contains("[[acl]] does not limit them"), "{n}");
+    }
+
+    #[test]
     fn a_bad_trusted_proxy_is_a_problem_naming_the_key() {
         let text = "[server]\ndev_certs = true\ntrusted_proxies = [\"lb.example\"]\n[upstream]\nurl = \"http://127.0.0.1:5000\"\n";
         let err = Settings::from_toml(text, "t", std::iter::empty()).unwrap_err();
