@@ -46,7 +46,8 @@ impl fmt::Display for RepoName {
 }
 
 /// One `/`-separated component: alphanumeric runs joined by `.`, `_`, `__` or `-+`.
-fn valid_path_component(c: &str) -> bool {
+/// Also what an account name must be to stand for `${account}` in a rule.
+pub fn valid_path_component(c: &str) -> bool {
     let b = c.as_bytes();
     let alnum = |x: u8| x.is_ascii_lowercase() || x.is_ascii_digit();
     if b.is_empty() || !alnum(b[0]) || !alnum(b[b.len() - 1]) {

@@ -663,3 +663,118 @@ async fn a_non_bcrypt_htpasswd_line_stops_start_up_naming_the_line() {
     );
     assert!(err.contains(&want), "{err}");
 }
+
+/// `regate passwd add alice/x` is refused (exit 2, the file untouched); an
+/// older htpasswd file that already holds `alice/x` logs in, but no
+/// `${account}/*` rule gives it `alice/x/*` inside alice's namespace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_name_that_is_not_one_path_component_gets_no_namespace() {
+    let files = AuthFiles::new();
+    let before = std::fs::read_to_string(&files.htpasswd).unwrap();
+    for user in ["alice/x", "Alice"] {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_regate"));
+        cmd.args(["passwd", "add", user, "--password-stdin", "--cost", "4"])
+            .arg("--file")
+            .arg(&files.htpasswd);
+        let (code, _, err) = common::run_captured(cmd, Some("pw\n"));
+        assert_eq!(code, 2, "{user}: {err}");
+        assert!(err.contains("one repository path component"), "{err}");
+    }
+    assert_eq!(std::fs::read_to_string(&files.htpasswd).unwrap(), before);
+
+    common::auth::write_htpasswd(&files.htpasswd, &["alice", "alice/x"]);
+    let (registry, regate) = start(&files, "").await;
+    Image::oci("slash-account", 128)
+        .push(&reqwest::Client::new(), &registry.url, "alice/x/app", "v1")
+        .await;
+    let c = regate.client();
+    let get = |user: &str| {
+        c.get(format!("{}/v2/alice/x/app/manifests/v1", regate.url))
+            .header("accept", ACCEPT_ALL)
+            .header("authorization", basic_header(user, &password(user)))
+    };
+    let (status, body, _) = status_of(get("alice/x")).await;
+    assert_eq!(status, 403, "{body}");
+    let (status, _, _) = status_of(get("alice")).await;
+    assert_eq!(status, 200);
+    let push = c
+        .post(format!("{}/v2/alice/x/app/blobs/uploads/", regate.url))
+        .header(
+            "authorization",
+            basic_header("alice/x", &password("alice/x")),
+        );
+    assert_eq!(status_of(push).await.0, 403);
+    regate.stop().await;
+}
+
+/// `GET /v2/<name>/_regate/deleted` needs `pull`, but says who deleted each
+/// tag only to callers that may `delete` there (or have `admin`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_deleted_tags_list_names_the_deleter_only_to_those_who_may_delete() {
+    let files = AuthFiles::new();
+    let (_registry, regate) = start(&files, "").await;
+    let c = regate.client();
+    let admin = basic_header("admin", &password("admin"));
+    for repo in ["public/app", "apps/web"] {
+        let img = Image::oci(&format!("deleted-{repo}"), 128);
+        for b in img.all_blobs() {
+            let r = c
+                .post(format!("{}/v2/{repo}/blobs/uploads/", regate.url))
+                .header("authorization", &admin)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 202);
+            let loc =
+                common::images::absolute(&regate.url, r.headers()["location"].to_str().unwrap());
+            let r = c
+                .put(format!("{loc}&digest={}", b.digest))
+                .header("authorization", &admin)
+                .body(b.bytes.clone())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 201);
+        }
+        let r = c
+            .put(format!("{}/v2/{repo}/manifests/v1", regate.url))
+            .header("authorization", &admin)
+            .header("content-type", &img.media_type)
+            .body(img.manifest.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        let r = c
+            .delete(format!("{}/v2/{repo}/manifests/v1", regate.url))
+            .header("authorization", &admin)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+    }
+    let deleters = |repo: &str, auth: Option<String>| {
+        let mut req = c.get(format!("{}/v2/{repo}/_regate/deleted", regate.url));
+        if let Some(a) = auth {
+            req = req.header("authorization", a);
+        }
+        async move {
+            let r = req.send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            let v: serde_json::Value = r.json().await.unwrap();
+            let list = v["deleted"].as_array().unwrap().clone();
+            assert_eq!(list.len(), 1, "{v}");
+            assert_eq!(list[0]["tag"], "v1");
+            list[0]["account"].clone()
+        }
+    };
+    // Anonymous may pull public/*, ci may pull apps/*: neither may delete.
+    assert_eq!(deleters("public/app", None).await, serde_json::Value::Null);
+    assert_eq!(
+        deleters("apps/web", Some(basic_header("ci", &password("ci")))).await,
+        serde_json::Value::Null
+    );
+    assert_eq!(deleters("apps/web", Some(admin.clone())).await, "admin");
+    assert_eq!(deleters("public/app", Some(admin)).await, "admin");
+    regate.stop().await;
+}

@@ -602,21 +602,45 @@ async fn bearer_tokens(rig: &Rig) {
         rig.check(what, &r, &refused(status, code));
     }
 
-    // Basic credentials are not accepted on the API in token mode.
+    // Basic credentials work on the API in token mode (same htpasswd, same
+    // rules): a wrong password is 401 with the Bearer challenge, bob's right
+    // one is refused in alice's namespace, alice's own is let through.
+    for (what, user, pw, want) in [
+        (
+            "a wrong password in token mode",
+            "alice",
+            "nope".to_owned(),
+            refused(401, "UNAUTHORIZED"),
+        ),
+        (
+            "basic credentials of another account in token mode",
+            "bob",
+            password("bob"),
+            rig.denied_basic(),
+        ),
+    ] {
+        let basic = header("Authorization", &basic_header(user, &pw));
+        let r = rig
+            .send(&request(
+                "GET",
+                b"/v2/alice/app/manifests/v1",
+                &[&basic],
+                b"",
+            ))
+            .await;
+        rig.check(what, &r, &want);
+    }
     let basic = header("Authorization", &basic_header("alice", &password("alice")));
+    let accept = header("Accept", ACCEPT_ALL);
     let r = rig
         .send(&request(
             "GET",
             b"/v2/alice/app/manifests/v1",
-            &[&basic],
+            &[&basic, &accept],
             b"",
         ))
         .await;
-    rig.check(
-        "basic credentials in token mode",
-        &r,
-        &refused(401, "UNAUTHORIZED"),
-    );
+    assert_eq!(r.status, 200, "alice's basic credentials in token mode");
     // The control: the good token still works.
     let r = rig
         .send(&request(
@@ -964,6 +988,11 @@ async fn bodies_and_uploads(rig: &Rig) {
 }
 
 impl Rig {
+    /// A refusal of an account that sent Basic credentials (any mode).
+    fn denied_basic(&self) -> Expect {
+        refused(403, "DENIED")
+    }
+
     /// A refusal of an authenticated caller in this mode.
     fn denied(&self) -> Expect {
         match self.mode {

@@ -62,6 +62,14 @@ impl App {
                 let list = crate::state::blocking(move || state.deletions(Some(&repo), 1000))
                     .await
                     .map_err(crate::tag_delete::TagDeleteError::from)?;
+                // Who deleted what is for those who may delete there.
+                let caller = Some(account).filter(|a| *a != crate::rules::ANONYMOUS);
+                let mut list = serde_json::to_value(list).unwrap_or_default();
+                if !self.auth.sees_deleters(caller, name.as_str()) {
+                    for d in list.as_array_mut().into_iter().flatten() {
+                        d["account"] = serde_json::Value::Null;
+                    }
+                }
                 Ok(json_response(
                     StatusCode::OK,
                     &serde_json::json!({ "name": name.as_str(), "deleted": list }),
@@ -94,10 +102,12 @@ impl App {
                 },
                 &Method::DELETE,
             ) => {
-                self.tags.check_digest_delete(name, digest.as_str()).await?;
                 // 2.8 untags by reading every tag link of the repository:
                 // no tag may be rewritten meanwhile (see TagLocks::repo_shared).
+                // Taken before the check, so a tag pushed while it runs is
+                // either seen by it or waits until the delete is done.
                 let _repo = self.tags.locks.repo_exclusive(name.as_str()).await;
+                self.tags.check_digest_delete(name, digest.as_str()).await?;
                 let resp = self.forward(req, &route, conn).await?;
                 if resp.status() == StatusCode::ACCEPTED {
                     self.referrers

@@ -39,6 +39,21 @@ pub struct ConnInfo {
     pub tls: bool,
 }
 
+impl ConnInfo {
+    /// The connection as the client made it, when a trusted proxy
+    /// (`server.trusted_proxies`) says who the client is and how it connected.
+    pub fn behind(self, client: Option<crate::forwarded::ForwardedClient>) -> ConnInfo {
+        match client {
+            Some(c) => ConnInfo {
+                peer: c.addr,
+                local: self.local,
+                tls: c.https.unwrap_or(self.tls),
+            },
+            None => self,
+        }
+    }
+}
+
 /// Everything a request may need, shared by all connections.
 pub struct App {
     pub settings: Arc<Settings>,
@@ -61,6 +76,9 @@ impl App {
         req: Request<UnreadBody>,
         conn: ConnInfo,
     ) -> Response<ProxyBody> {
+        // Behind a trusted load balancer: the client it names, everywhere below.
+        let trusted = &self.settings.server.trusted_proxies;
+        let conn = conn.behind(trusted.resolve(req.headers(), conn.peer));
         let parsed = Route::parse(req.uri().path());
         let (kind, repo) = match &parsed {
             Ok(r) => (r.kind(), r.repository().map(|n| n.to_string())),

@@ -466,12 +466,13 @@ impl Auth {
                 });
             }
         };
-        if token::covers(&verified.access, &need) {
+        if tokens.allows(&self.rules, &verified, &need) {
             let drop_mount = match a.mount() {
                 Mount::None => false,
                 Mount::Unusable => true,
-                Mount::From(from) => !token::covers(
-                    &verified.access,
+                Mount::From(from) => !tokens.allows(
+                    &self.rules,
+                    &verified,
                     &Need::Repositories(vec![(from, ActionSet::of(&[Action::Pull]))]),
                 ),
             };
@@ -551,6 +552,20 @@ impl Auth {
     /// Whether `_catalog` answers are filtered by the rules (auth is on).
     pub fn filters_catalog(&self) -> bool {
         self.mode != AuthMode::None
+    }
+
+    /// Whether `account` may see who deleted tags of `repo` (the list of
+    /// removed tags itself needs only `pull`): with auth off anyone, else
+    /// whoever may `delete` there or has `admin` (there, or everywhere).
+    pub fn sees_deleters(&self, account: Option<&str>, repo: &str) -> bool {
+        let rights = [Action::Delete, Action::Admin];
+        self.mode == AuthMode::None
+            || rights
+                .iter()
+                .any(|a| self.rules.allowed(account, repo).contains(*a))
+            || self
+                .rules
+                .permits(account, "*", ActionSet::of(&[Action::Admin]))
     }
 }
 

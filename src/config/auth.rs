@@ -30,6 +30,9 @@ pub mod defaults {
     pub const TOKEN_TTL_SECS: u64 = 300;
     pub const TOKEN_LEEWAY_SECS: u64 = 60;
     pub const REFRESH_TTL_SECS: u64 = 30 * 24 * 3600;
+    /// The longest lifetime of an accepted access token (`exp - iat`, `exp - now`).
+    pub const TOKEN_MAX_LIFETIME_SECS: u64 = 24 * 3600;
+    pub const TRUST_EXTERNAL_ACCESS: bool = false;
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -65,6 +68,12 @@ pub struct RawToken {
     pub external_keys: Option<Vec<String>>,
     /// A JWKS file of the external issuer.
     pub external_jwks: Option<String>,
+    /// Take the external issuer's `access` as it is, without intersecting
+    /// it with what `[[acl]]` grants the token's `sub`.
+    pub trust_external_access: Option<bool>,
+    /// Access tokens living longer than this (`exp - iat` or `exp - now`)
+    /// are refused.
+    pub max_lifetime: Option<RawDuration>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -123,6 +132,10 @@ pub struct TokenSettings {
     pub external_issuer: Option<String>,
     pub external_keys: Vec<PathBuf>,
     pub external_jwks: Option<PathBuf>,
+    /// The external issuer's `access` is used as it is (no intersection with
+    /// the rules for its `sub`).
+    pub trust_external_access: bool,
+    pub max_lifetime: Duration,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -228,6 +241,23 @@ pub(super) fn validate(
             "must be at least 60 (seconds); clients expect tokens to live a minute",
         ));
     }
+    let max_lifetime = duration::read(
+        "auth.token.max_lifetime",
+        t.max_lifetime.as_ref(),
+        Duration::from_secs(d::TOKEN_MAX_LIFETIME_SECS),
+        Duration::from_secs(60),
+        problems,
+    );
+    if ttl > max_lifetime {
+        problems.push(Problem::new(
+            "auth.token.ttl",
+            format!(
+                "{} seconds is longer than auth.token.max_lifetime ({} seconds); regate would refuse its own tokens",
+                ttl.as_secs(),
+                max_lifetime.as_secs()
+            ),
+        ));
+    }
     let token = TokenSettings {
         issuer: t.issuer.unwrap_or_else(|| d::TOKEN_ISSUER.into()),
         service: t.service.unwrap_or_else(|| d::TOKEN_SERVICE.into()),
@@ -254,6 +284,8 @@ pub(super) fn validate(
             .map(PathBuf::from)
             .collect(),
         external_jwks: t.external_jwks.map(PathBuf::from),
+        trust_external_access: t.trust_external_access.unwrap_or(d::TRUST_EXTERNAL_ACCESS),
+        max_lifetime,
     };
     if mode == AuthMode::Token {
         for (key, v) in [
@@ -338,6 +370,37 @@ mod tests {
                 "auth.token.signing_key"
             ]
         );
+    }
+
+    #[test]
+    fn token_lifetime_and_external_trust_have_defaults_and_checks() {
+        let key = tempfile::NamedTempFile::new().unwrap();
+        let base = format!(
+            "{BASE}[auth]\nmode = \"token\"\n[auth.token]\nsigning_key = {:?}\n",
+            key.path().display().to_string()
+        );
+        let acl = "[[acl]]\naccount = \"*\"\nrepository = \"*\"\nactions = [\"pull\"]\n";
+        let s = Settings::from_toml(&format!("{base}{acl}"), "t", std::iter::empty()).unwrap();
+        assert_eq!(s.auth.token.max_lifetime.as_secs(), 24 * 3600);
+        assert!(!s.auth.token.trust_external_access);
+        let s = Settings::from_toml(
+            &format!("{base}max_lifetime = \"2h\"\ntrust_external_access = true\n{acl}"),
+            "t",
+            std::iter::empty(),
+        )
+        .unwrap();
+        assert_eq!(s.auth.token.max_lifetime.as_secs(), 7200);
+        assert!(s.auth.token.trust_external_access);
+        for (bad, key) in [
+            ("max_lifetime = \"30s\"", "auth.token.max_lifetime"),
+            ("max_lifetime = \"a day\"", "auth.token.max_lifetime"),
+            ("max_lifetime = \"5m\"\nttl = 600", "auth.token.ttl"),
+        ] {
+            let err = Settings::from_toml(&format!("{base}{bad}\n{acl}"), "t", std::iter::empty())
+                .unwrap_err();
+            let keys: Vec<_> = err.problems().into_iter().map(|p| p.key).collect();
+            assert_eq!(keys, [key], "{bad}: {err}");
+        }
     }
 
     #[test]

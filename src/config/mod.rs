@@ -11,6 +11,7 @@ pub mod auth;
 pub mod duration;
 mod env_override;
 pub mod gc;
+mod notes;
 mod raw;
 mod renamed;
 mod validate;
@@ -81,6 +82,8 @@ pub struct ServerSettings {
     pub plain_listen: Option<SocketAddr>,
     /// The URL clients use to reach regate, when it differs from their `Host`.
     pub public_url: Option<PublicUrl>,
+    /// Load balancers whose forwarding headers name the client and its scheme.
+    pub trusted_proxies: crate::forwarded::TrustedProxies,
     pub handshake_timeout: Duration,
     /// How long a client may take to send a request's headers (and, on a
     /// new connection, its first bytes).

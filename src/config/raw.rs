@@ -40,6 +40,9 @@ pub struct RawServer {
     pub admin_listen: Option<String>,
     pub plain_listen: Option<String>,
     pub public_url: Option<String>,
+    /// Peers (addresses or CIDRs) whose `Forwarded`/`X-Forwarded-*` headers
+    /// say who the client is and which scheme it used.
+    pub trusted_proxies: Option<Vec<String>>,
     pub handshake_timeout: Option<RawDuration>,
     pub header_read_timeout: Option<RawDuration>,
     pub max_header_bytes: Option<u64>,

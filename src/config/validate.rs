@@ -120,6 +120,15 @@ pub(super) fn validate(raw: RawConfig, _source: &str) -> Result<Settings, Vec<Pr
                 None
             }
         });
+    let trusted_proxies =
+        crate::forwarded::TrustedProxies::parse(s.trusted_proxies.as_deref().unwrap_or_default())
+            .unwrap_or_else(|bad| {
+                c.problems.extend(
+                    bad.into_iter()
+                        .map(|m| Problem::new("server.trusted_proxies", m)),
+                );
+                Default::default()
+            });
     let handshake_timeout = c.secs(
         "server.handshake_timeout",
         s.handshake_timeout,
@@ -251,6 +260,7 @@ pub(super) fn validate(raw: RawConfig, _source: &str) -> Result<Settings, Vec<Pr
             admin_listen,
             plain_listen,
             public_url,
+            trusted_proxies,
             handshake_timeout,
             header_read_timeout,
             max_header_bytes: max_header_bytes as usize,
