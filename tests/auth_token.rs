@@ -582,6 +582,10 @@ async fn oauth2_form_refresh_tokens_and_wrong_passwords() {
         regate::auth::htpasswd::Edit::Remove { user: "alice" },
     )
     .unwrap();
+    tokio::time::sleep(
+        regate::auth::htpasswd::RECHECK_EVERY + std::time::Duration::from_millis(100),
+    )
+    .await;
     let form = [
         ("grant_type", "refresh_token"),
         ("refresh_token", refresh.as_str()),
@@ -710,6 +714,10 @@ async fn cli_keygen_token_and_passwd_work_with_a_running_regate() {
         None,
     );
     assert_eq!(code, 0);
+    tokio::time::sleep(
+        regate::auth::htpasswd::RECHECK_EVERY + std::time::Duration::from_millis(100),
+    )
+    .await;
     let r = fetch_token(&c, &regate.url, Some(("alice", "s3cret")), SERVICE, &[]).await;
     assert_eq!(r.status(), 401);
     regate.stop().await;
