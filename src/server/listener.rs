@@ -9,6 +9,9 @@
 //! header read timeout to send its first bytes ([`super::first_bytes`]) and
 //! then, on HTTP/1.1, each request head.
 //!
+//! On shutdown a listener stops accepting, lets open connections finish
+//! within `server.shutdown_timeout`, then closes those still open.
+//!
 //! A listener serves a connection only with a permit of its
 //! [`LoopSettings::connections`] budget (`server.max_connections`, shared by
 //! the registry listeners; the admin listener has its own), held until the
@@ -113,6 +116,8 @@ pub async fn serve(
         .local_addr()
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
     let mut warned_at: Option<std::time::Instant> = None;
+    // Past the shutdown timeout, every connection still open is closed.
+    let (force_close, closing) = watch::channel(false);
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -175,6 +180,7 @@ pub async fn serve(
         let tls = settings.tls.clone();
         let handshake_timeout = settings.handshake_timeout;
         let metrics = Arc::clone(&metrics);
+        let mut closing = closing.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let result = match tls {
@@ -184,9 +190,12 @@ pub async fn serve(
                             let sni = tls_stream.get_ref().1.server_name().map(str::to_owned);
                             tracing::trace!(%peer, sni = sni.as_deref().unwrap_or("-"), "TLS established");
                             let io = FirstBytes::new(tls_stream, first_bytes);
-                            watcher
-                                .watch(builder.serve_connection(TokioIo::new(io), svc))
-                                .await
+                            let conn =
+                                watcher.watch(builder.serve_connection(TokioIo::new(io), svc));
+                            tokio::select! {
+                                r = conn => r,
+                                _ = crate::stop_signal::stopped(&mut closing) => return,
+                            }
                         }
                         Ok(Err(e)) => {
                             metrics.tls_failure("handshake");
@@ -202,9 +211,11 @@ pub async fn serve(
                 }
                 None => {
                     let io = FirstBytes::new(stream, first_bytes);
-                    watcher
-                        .watch(builder.serve_connection(TokioIo::new(io), svc))
-                        .await
+                    let conn = watcher.watch(builder.serve_connection(TokioIo::new(io), svc));
+                    tokio::select! {
+                        r = conn => r,
+                        _ = crate::stop_signal::stopped(&mut closing) => return,
+                    }
                 }
             };
             if let Err(e) = result {
@@ -221,5 +232,6 @@ pub async fn serve(
             listener = settings.name,
             "connections still open after the shutdown timeout; closing them"
         );
+        let _ = force_close.send(true);
     }
 }
