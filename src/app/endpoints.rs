@@ -247,7 +247,7 @@ impl App {
                         Ok(Some(offset)) => (offset, None),
                         // Unknown to the registry too: let it answer.
                         Ok(None) => (start, None),
-                        Err(e) => return Err(RegistryError::bad_gateway(e.to_string())),
+                        Err(e) => return Err(e.bad_gateway_for("upload", repo)),
                     }
                 }
             };
