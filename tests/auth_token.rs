@@ -592,6 +592,68 @@ async fn oauth2_form_refresh_tokens_and_wrong_passwords() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_token_ends_when_the_password_changes() {
+    let files = AuthFiles::new();
+    let (_registry, regate) = start(&files).await;
+    let c = regate.client();
+    let url = format!("{}/auth/token", regate.url);
+    let login = |pw: String| {
+        let c = c.clone();
+        let url = url.clone();
+        async move {
+            let form = [
+                ("grant_type", "password"),
+                ("username", "alice"),
+                ("password", pw.as_str()),
+                ("service", SERVICE),
+                ("client_id", "test"),
+                ("access_type", "offline"),
+            ];
+            let r = c.post(&url).form(&form).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            let v: serde_json::Value = r.json().await.unwrap();
+            v["refresh_token"].as_str().unwrap().to_owned()
+        }
+    };
+    let refresh = |token: String| {
+        let c = c.clone();
+        let url = url.clone();
+        async move {
+            let form = [
+                ("grant_type", "refresh_token"),
+                ("refresh_token", token.as_str()),
+                ("service", SERVICE),
+                ("client_id", "test"),
+            ];
+            let r = c.post(&url).form(&form).send().await.unwrap();
+            let status = r.status().as_u16();
+            (status, r.text().await.unwrap())
+        }
+    };
+    let old = login(password("alice")).await;
+    assert_eq!(refresh(old.clone()).await.0, 200);
+
+    // The password changes: the old refresh token is refused, with a reason.
+    regate::auth::htpasswd::edit(
+        &files.htpasswd,
+        regate::auth::htpasswd::Edit::Set {
+            user: "alice",
+            password: "alice-new-pw",
+            cost: 4,
+        },
+    )
+    .unwrap();
+    let (status, body) = refresh(old).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("password changed"), "{body}");
+
+    // A token from a login with the new password works.
+    let new = login("alice-new-pw".into()).await;
+    assert_eq!(refresh(new).await.0, 200);
+    regate.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_keygen_token_and_passwd_work_with_a_running_regate() {
     let registry = Registry::start();
     let dir = tempfile::tempdir().unwrap();
