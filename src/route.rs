@@ -271,6 +271,26 @@ impl RouteKind {
 }
 
 impl Route {
+    /// For an endpoint regate serves itself, the methods it answers (the
+    /// `Allow` of a 405); `None` for the registry's endpoints, which are
+    /// forwarded whatever the method. `OPTIONS` on GitLab's tag route is
+    /// GitLab's probe for tag deletes (it wants `Allow: DELETE`).
+    pub fn own_methods(&self) -> Option<&'static [&'static str]> {
+        match self {
+            Route::TagReference { .. } => Some(&["DELETE", "OPTIONS"]),
+            Route::TagsList { .. } | Route::Referrers { .. } | Route::DeletedTags { .. } => {
+                Some(&["GET", "HEAD"])
+            }
+            Route::RestoreTag { .. } | Route::DeleteTags { .. } => Some(&["POST"]),
+            Route::Base
+            | Route::Catalog
+            | Route::Manifest { .. }
+            | Route::Blob { .. }
+            | Route::UploadStart { .. }
+            | Route::Upload { .. } => None,
+        }
+    }
+
     pub fn kind(&self) -> RouteKind {
         match self {
             Route::Base => RouteKind::Base,

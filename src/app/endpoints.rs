@@ -3,6 +3,8 @@
 //! list, the referrers API, manifest PUTs (read once, for `OCI-Subject` and
 //! the referrers index), digest deletes, strict chunked uploads, and the tag
 //! locks around manifest reads and writes. Everything else is forwarded as is.
+//! A method one of regate's own endpoints does not serve ([`Route::own_methods`])
+//! gets 405 with `Allow`.
 
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
@@ -17,13 +19,18 @@ use crate::upload_check;
 /// The largest manifest accepted (distribution's own limit).
 const MAX_MANIFEST: usize = 4 * 1024 * 1024;
 
-fn method_not_allowed(allow: &'static str, message: &str) -> RegistryError {
+/// 405 for a method one of regate's own endpoints does not serve.
+fn method_not_allowed(method: &Method, served: &[&str]) -> RegistryError {
+    let allow = served.join(", ");
     RegistryError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         ErrorCode::Unsupported,
-        message,
+        format!("{method} is not served here; use {allow}"),
     )
-    .with_header(header::ALLOW, HeaderValue::from_static(allow))
+    .with_header(
+        header::ALLOW,
+        HeaderValue::from_str(&allow).expect("method names are header-safe"),
+    )
 }
 
 impl App {
@@ -35,6 +42,11 @@ impl App {
         account: &str,
     ) -> Result<Response<ProxyBody>, RegistryError> {
         let method = req.method().clone();
+        if let Some(served) = route.own_methods() {
+            if !served.contains(&method.as_str()) {
+                return Err(method_not_allowed(&method, served));
+            }
+        }
         match (&route, &method) {
             (
                 Route::Manifest {
@@ -53,11 +65,7 @@ impl App {
                     .insert(header::ALLOW, HeaderValue::from_static("DELETE, OPTIONS"));
                 Ok(resp)
             }
-            (Route::TagReference { .. }, _) => Err(method_not_allowed(
-                "DELETE, OPTIONS",
-                "only DELETE and OPTIONS are served on /tags/reference/",
-            )),
-            (Route::DeletedTags { name }, &Method::GET) => {
+            (Route::DeletedTags { name }, &Method::GET | &Method::HEAD) => {
                 let (state, repo) = (self.state.clone(), name.to_string());
                 let list = crate::state::blocking(move || state.deletions(Some(&repo), 1000))
                     .await
@@ -67,22 +75,19 @@ impl App {
                     &serde_json::json!({ "name": name.as_str(), "deleted": list }),
                 ))
             }
-            (Route::DeletedTags { .. }, _) => Err(method_not_allowed("GET", "use GET")),
             (Route::RestoreTag { name, tag }, &Method::POST) => {
                 let restored = self.tags.restore(name, tag, account).await?;
                 let body = serde_json::json!({ "name": name.as_str(), "tag": tag.as_str(), "digest": restored.digest });
                 Ok(json_response(StatusCode::CREATED, &body))
             }
-            (Route::RestoreTag { .. }, _) => Err(method_not_allowed("POST", "use POST")),
             (Route::DeleteTags { name }, &Method::POST) => {
                 self.delete_tags(name, req.into_body(), account, conn.peer)
                     .await
             }
-            (Route::DeleteTags { .. }, _) => Err(method_not_allowed("POST", "use POST")),
-            (Route::TagsList { name }, &Method::GET) => {
+            (Route::TagsList { name }, &Method::GET | &Method::HEAD) => {
                 crate::tag_list::serve(&self.api, name, req.uri().query()).await
             }
-            (Route::Referrers { name, digest }, &Method::GET) => {
+            (Route::Referrers { name, digest }, &Method::GET | &Method::HEAD) => {
                 self.referrers
                     .serve(name.as_str(), digest.as_str(), req.uri().query())
                     .await

@@ -1,8 +1,9 @@
 //! The actions a request needs, from its method, its parsed [`Route`] and (for
 //! a cross-repository mount) its query: GET/HEAD pull; POST/PUT/PATCH pull and
 //! push; DELETE delete; a mount also needs pull on `from`. `GET /v2/` needs
-//! any valid credentials and `_catalog` an authenticated account. Calls only
-//! the route grammar.
+//! any valid credentials and `_catalog` an authenticated account; so do
+//! OPTIONS and unserved methods on regate's own endpoints (answered 200 with
+//! `Allow`, or 405). Calls only the route grammar.
 
 use http::Method;
 
@@ -22,6 +23,13 @@ pub enum Need {
 
 /// The need of one request.
 pub fn required(method: &Method, route: &Route, query: Option<&str>) -> Result<Need, RouteError> {
+    // regate's own endpoints answer OPTIONS and methods they do not serve
+    // (405 with `Allow`) without touching a repository: no right is needed.
+    if let Some(served) = route.own_methods() {
+        if *method == Method::OPTIONS || !served.contains(&method.as_str()) {
+            return Ok(Need::Authenticated);
+        }
+    }
     let name = match route {
         Route::Base => return Ok(Need::Authenticated),
         Route::Catalog => return Ok(Need::Catalog),
@@ -35,7 +43,7 @@ pub fn required(method: &Method, route: &Route, query: Option<&str>) -> Result<N
         // regate's own: listing deleted tags reads (pull), restoring writes (push).
         | Route::DeletedTags { name }
         | Route::RestoreTag { name, .. } => name,
-        // Removing many tags is a delete, whatever the method.
+        // Removing many tags (POST) is a delete.
         Route::DeleteTags { name } => {
             return Ok(Need::Repositories(vec![(
                 name.clone(),
@@ -118,6 +126,60 @@ mod tests {
         }
         assert_eq!(need(Method::GET, "/v2/", None), Need::Authenticated);
         assert_eq!(need(Method::GET, "/v2/_catalog", None), Need::Catalog);
+    }
+
+    #[test]
+    fn own_endpoints_need_no_right_for_options_or_methods_they_do_not_serve() {
+        let pull = ActionSet::of(&[Action::Pull]);
+        let push = ActionSet::of(&[Action::Pull, Action::Push]);
+        let del = ActionSet::of(&[Action::Delete]);
+        let rights = |a| Need::Repositories(vec![(repo("a/b"), a)]);
+        for (m, path, want) in [
+            (
+                Method::OPTIONS,
+                "/v2/a/b/tags/reference/t",
+                Need::Authenticated,
+            ),
+            (Method::DELETE, "/v2/a/b/tags/reference/t", rights(del)),
+            (Method::GET, "/v2/a/b/tags/reference/t", Need::Authenticated),
+            (Method::PUT, "/v2/a/b/tags/reference/t", Need::Authenticated),
+            (Method::GET, "/v2/a/b/_regate/delete", Need::Authenticated),
+            (Method::POST, "/v2/a/b/_regate/delete", rights(del)),
+            (Method::GET, "/v2/a/b/_regate/deleted", rights(pull)),
+            (Method::HEAD, "/v2/a/b/_regate/deleted", rights(pull)),
+            (
+                Method::DELETE,
+                "/v2/a/b/_regate/deleted",
+                Need::Authenticated,
+            ),
+            (Method::POST, "/v2/a/b/_regate/restore/t", rights(push)),
+            (
+                Method::DELETE,
+                "/v2/a/b/_regate/restore/t",
+                Need::Authenticated,
+            ),
+            (Method::GET, "/v2/a/b/tags/list", rights(pull)),
+            (Method::PUT, "/v2/a/b/tags/list", Need::Authenticated),
+            (Method::OPTIONS, "/v2/a/b/tags/list", Need::Authenticated),
+            (
+                Method::GET,
+                &format!("/v2/a/b/referrers/sha256:{}", "0".repeat(64)),
+                rights(pull),
+            ),
+            (
+                Method::DELETE,
+                &format!("/v2/a/b/referrers/sha256:{}", "0".repeat(64)),
+                Need::Authenticated,
+            ),
+            // The registry's endpoints: an unknown method needs every right.
+            (
+                Method::OPTIONS,
+                "/v2/a/b/manifests/t",
+                rights(ActionSet::all()),
+            ),
+        ] {
+            assert_eq!(need(m.clone(), path, None), want, "{m} {path}");
+        }
     }
 
     #[test]
