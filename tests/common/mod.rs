@@ -7,6 +7,7 @@ pub mod auth;
 pub mod gc;
 pub mod hostile;
 pub mod images;
+pub mod native_delete;
 pub mod raw_http;
 pub mod regate;
 pub mod registry;
