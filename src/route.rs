@@ -136,7 +136,15 @@ impl Digest {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The part before the `:`.
+    pub fn algorithm(&self) -> &str {
+        self.0.split_once(':').map_or("", |(a, _)| a)
+    }
 }
+
+/// The digest algorithms distribution knows (go-digest's registered ones).
+const REGISTRY_ALGORITHMS: [&str; 3] = ["sha256", "sha384", "sha512"];
 
 impl fmt::Display for Digest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -183,10 +191,16 @@ pub enum Reference {
 }
 
 impl Reference {
-    /// A reference with a `:` is a digest, anything else a tag.
+    /// A reference with a `:` is a digest, anything else a tag. A digest of
+    /// an algorithm the registry does not know is refused here: 2.8 would
+    /// read it as a tag and answer 500 (naming its storage path).
     pub fn parse(s: &str) -> Result<Self, RouteError> {
         if s.contains(':') {
-            Digest::parse(s).map(Reference::Digest)
+            let d = Digest::parse(s)?;
+            if !REGISTRY_ALGORITHMS.contains(&d.algorithm()) {
+                return Err(RouteError::DigestInvalid(s.to_owned()));
+            }
+            Ok(Reference::Digest(d))
         } else {
             Tag::parse(s).map(Reference::Tag)
         }

@@ -442,6 +442,9 @@ async fn bad_paths_are_answered_by_regate_and_never_forwarded() {
         ("/v2/%2e%2e/manifests/latest", 400, "NAME_INVALID"),
         ("/v2/a%2fb/manifests/latest", 400, "NAME_INVALID"),
         ("/v2/a/manifests/sha256:abc", 400, "DIGEST_INVALID"),
+        // 2.8 reads these as tags and answers 500 with its storage path.
+        ("/v2/a/manifests/sha999:abc", 400, "DIGEST_INVALID"),
+        ("/v2/a/manifests/sha256+b64:abc", 400, "DIGEST_INVALID"),
         ("/v2/a/manifests/-bad", 400, "TAG_INVALID"),
         ("/v2/a/nothing-here", 404, "UNSUPPORTED"),
         ("/etc/passwd", 404, "UNSUPPORTED"),
