@@ -13,12 +13,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::{header, Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
 
 use crate::body::{full, ProxyBody};
 use crate::error::{ErrorCode, RegistryError};
 use crate::metrics::Metrics;
 use crate::proxy::Upstream;
+use crate::unread_body::UnreadBody;
 
 pub struct Admin {
     pub upstream: Upstream,
@@ -40,7 +40,7 @@ fn text(status: StatusCode, content_type: &'static str, body: String) -> Respons
 impl Admin {
     pub async fn handle(
         self: Arc<Self>,
-        req: Request<Incoming>,
+        req: Request<UnreadBody>,
         peer: SocketAddr,
     ) -> Response<ProxyBody> {
         if crate::gc::admin_api::owns(req.uri().path()) {

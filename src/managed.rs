@@ -4,7 +4,10 @@
 //! deletes enabled, a fixed `http.secret`, a loopback address, no in-memory
 //! blob descriptor cache), the child process (started with no `REGISTRY_*`
 //! variable but the ones regate means), waiting until `/v2/` answers,
-//! restarting it when it dies, and stopping it on shutdown.
+//! restarting it when it dies, and stopping it on shutdown. The config holds
+//! the `http.secret`, so it is written 0600 like the secret file; the
+//! child's log lines are passed through with upload `_state` values and
+//! other credential-shaped values redacted ([`redact`]).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -118,9 +121,9 @@ impl ManagedRegistry {
                         .expect("valid authority")
                 }
             };
-            std::fs::write(
+            write_private(
                 &paths.config,
-                registry_config(&paths.storage, authority.as_str(), &secret),
+                registry_config(&paths.storage, authority.as_str(), &secret).as_bytes(),
             )
             .map_err(dir_err)?;
             let url = UpstreamUrl { authority };
@@ -187,6 +190,96 @@ fn load_or_create_secret(path: &Path) -> std::io::Result<String> {
     Ok(secret)
 }
 
+/// Writes `bytes` to `path`, readable by regate's user only (0600), also
+/// when the file already existed with a wider mode.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    f.write_all(bytes)
+}
+
+/// Query and form keys whose values are credentials (lowercase).
+const SECRET_KEYS: [&str; 9] = [
+    "_state",
+    "password",
+    "passwd",
+    "secret",
+    "token",
+    "access_token",
+    "refresh_token",
+    "client_secret",
+    "authorization",
+];
+
+/// A line of the registry's log with credential-shaped values replaced by
+/// `REDACTED`: the value after `KEY=` or `KEY: ` (quoted or not) for every key in
+/// [`SECRET_KEYS`] (case-insensitive; `_state` appears in upload URLs on
+/// every upload error at `info`), up to the next `&`, `"`, `'`, `,`, `;` or
+/// whitespace (after `Basic `/`Bearer `, the credential itself).
+pub fn redact(line: &str) -> std::borrow::Cow<'_, str> {
+    let lower = line.to_ascii_lowercase();
+    let mut cuts: Vec<(usize, usize)> = Vec::new();
+    for key in SECRET_KEYS {
+        let mut from = 0;
+        while let Some(i) = lower[from..].find(key).map(|i| i + from) {
+            from = i + key.len();
+            // Whole keys only: `x_state=` or `mytoken=` are other keys.
+            let before = lower[..i].chars().next_back();
+            if before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_') {
+                continue;
+            }
+            let rest = &lower[from..];
+            let sep = if rest.starts_with('=') {
+                1
+            } else if rest.starts_with(": ") {
+                2
+            } else if rest.starts_with(':') {
+                1
+            } else {
+                continue;
+            };
+            let mut start = from + sep;
+            if lower[start..].starts_with(['"', '\'']) {
+                start += 1;
+            }
+            for scheme in ["basic ", "bearer "] {
+                if lower[start..].starts_with(scheme) {
+                    start += scheme.len();
+                }
+            }
+            let end = lower[start..]
+                .find(|c: char| matches!(c, '&' | '"' | '\'' | ',' | ';') || c.is_whitespace())
+                .map_or(lower.len(), |e| e + start);
+            if end > start {
+                cuts.push((start, end));
+            }
+        }
+    }
+    if cuts.is_empty() {
+        return std::borrow::Cow::Borrowed(line);
+    }
+    cuts.sort_unstable();
+    let mut out = String::with_capacity(line.len());
+    let mut at = 0;
+    for (start, end) in cuts {
+        if start < at {
+            continue;
+        }
+        out.push_str(&line[at..start]);
+        out.push_str("REDACTED");
+        at = end;
+    }
+    out.push_str(&line[at..]);
+    std::borrow::Cow::Owned(out)
+}
+
 fn spawn(binary: &Path, config: &Path) -> Result<Child, ManagedError> {
     let mut cmd = Command::new(binary);
     cmd.arg("serve").arg(config);
@@ -220,6 +313,7 @@ fn spawn(binary: &Path, config: &Path) -> Result<Child, ManagedError> {
         tokio::spawn(async move {
             let mut lines = BufReader::new(out).lines();
             while let Ok(Some(line)) = lines.next_line().await {
+                let line = redact(&line);
                 if line.contains("level=error")
                     || line.contains("level=fatal")
                     || line.contains("level=panic")
@@ -322,6 +416,35 @@ async fn supervise(
                 terminate(&mut child).await;
                 return;
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn upload_state_and_credentials_are_redacted_from_registry_lines() {
+        let line = r#"time="2026-12-04T18:00:00Z" level=error msg="response completed with error" err.code="digest invalid" http.request.method=PUT http.request.uri="/v2/a/b/blobs/uploads/5e1c?_state=AbC%2Bd%3D%3D&digest=sha256%3A00" vars.name="a/b""#;
+        let out = redact(line);
+        assert!(!out.contains("AbC%2Bd"), "{out}");
+        assert!(
+            out.contains("uploads/5e1c?_state=REDACTED&digest=sha256%3A00\""),
+            "{out}"
+        );
+        let out = redact(
+            r#"msg="x" http.request.header.authorization="Basic YWxpY2U6cHc=" password=hunter2 token: abc.def"#,
+        );
+        assert!(!out.contains("YWxpY2U6cHc"), "{out}");
+        assert!(!out.contains("hunter2"), "{out}");
+        assert!(!out.contains("abc.def"), "{out}");
+        // Other keys that merely end the same way, and lines without secrets, stay.
+        for plain in [
+            r#"level=info msg="listening on 127.0.0.1:5000""#,
+            "my_state=1 mytoken=2 tokens=3",
+        ] {
+            assert_eq!(redact(plain), plain);
         }
     }
 }

@@ -46,7 +46,8 @@ impl fmt::Display for RepoName {
 }
 
 /// One `/`-separated component: alphanumeric runs joined by `.`, `_`, `__` or `-+`.
-fn valid_path_component(c: &str) -> bool {
+/// Also what an account name must be to stand for `${account}` in a rule.
+pub fn valid_path_component(c: &str) -> bool {
     let b = c.as_bytes();
     let alnum = |x: u8| x.is_ascii_lowercase() || x.is_ascii_digit();
     if b.is_empty() || !alnum(b[0]) || !alnum(b[b.len() - 1]) {
@@ -292,8 +293,9 @@ impl Route {
     pub fn own_methods(&self) -> Option<&'static [&'static str]> {
         match self {
             Route::TagReference { .. } => Some(&["DELETE", "OPTIONS"]),
+            // As 2.8 serves its lists: GET only (a HEAD gets 405).
             Route::TagsList { .. } | Route::Referrers { .. } | Route::DeletedTags { .. } => {
-                Some(&["GET", "HEAD"])
+                Some(&["GET"])
             }
             Route::RestoreTag { .. } | Route::DeleteTags { .. } => Some(&["POST"]),
             Route::Base

@@ -295,7 +295,8 @@ async fn namespaces_ci_and_anonymous_follow_the_rules() {
     .await;
     assert_eq!(s, 403);
 
-    // A cross-repository mount also needs pull on `from`.
+    // A mount from a repository the caller may not pull is no mount: a plain
+    // upload session (202), and the blob does not come along.
     let layer = &image.blobs[1].digest;
     let mount = |from: &str| {
         format!(
@@ -303,18 +304,24 @@ async fn namespaces_ci_and_anonymous_follow_the_rules() {
             regate.url
         )
     };
-    let (s, body, _) = status_of(
-        c.post(mount("alice/app"))
+    for from in ["alice/app", "..%2Fx"] {
+        let (s, body, h) = status_of(
+            c.post(mount(from))
+                .header("authorization", basic_header("bob", &password("bob"))),
+        )
+        .await;
+        assert_eq!(s, 202, "bob mounted from {from}: {body}");
+        assert!(h["location"]
+            .to_str()
+            .unwrap()
+            .contains("/v2/bob/app/blobs/uploads/"));
+    }
+    let (s, _, _) = status_of(
+        c.head(format!("{}/v2/bob/app/blobs/{layer}", regate.url))
             .header("authorization", basic_header("bob", &password("bob"))),
     )
     .await;
-    assert_eq!(s, 403, "bob mounted from alice/app: {body}");
-    let (s, body, _) = status_of(
-        c.post(mount("..%2Fx"))
-            .header("authorization", basic_header("bob", &password("bob"))),
-    )
-    .await;
-    assert_eq!(s, 400, "{body}");
+    assert_eq!(s, 404, "the blob came along with a refused mount");
     let (s, body, _) = status_of(
         c.post(format!(
             "{}/v2/alice/copy/blobs/uploads/?mount={layer}&from=alice/app",
@@ -474,7 +481,7 @@ async fn htpasswd_changes_take_effect_without_restart() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn failed_logins_are_rate_limited_per_account_and_address() {
+async fn failed_logins_lock_an_account_per_address_and_count_a_repeated_guess_once() {
     let files = AuthFiles::new();
     let (_registry, regate) = start(
         &files,
@@ -482,17 +489,36 @@ async fn failed_logins_are_rate_limited_per_account_and_address() {
     )
     .await;
     let c = regate.client();
+    // A second client from another loopback address.
+    let other = {
+        let pem = std::fs::read(&regate.certs.files.ca_cert).unwrap();
+        reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
+            .local_address("127.0.0.2".parse::<std::net::IpAddr>().unwrap())
+            .no_proxy()
+            .build()
+            .unwrap()
+    };
     let base = format!("{}/v2/", regate.url);
-    let get = |u: &str, p: &str| c.get(&base).header("authorization", basic_header(u, p));
+    let get = |c: &reqwest::Client, u: &str, p: &str| {
+        c.get(&base).header("authorization", basic_header(u, p))
+    };
+    let status = |r: reqwest::RequestBuilder| async move { r.send().await.unwrap().status() };
     // bob logs in first: his verified credential is cached.
-    assert_eq!(
-        get("bob", &password("bob")).send().await.unwrap().status(),
-        200
-    );
-    for _ in 0..3 {
-        assert_eq!(get("alice", "guess").send().await.unwrap().status(), 401);
+    assert_eq!(status(get(&c, "bob", &password("bob"))).await, 200);
+    // A client retrying one wrong password (ctr does, 5-10 times) is
+    // refused each time and counted once.
+    for _ in 0..6 {
+        assert_eq!(status(get(&c, "alice", "guess-1")).await, 401);
     }
-    let r = get("alice", &password("alice")).send().await.unwrap();
+    assert_eq!(status(get(&c, "alice", &password("alice"))).await, 200);
+    // Three different wrong guesses lock an account out from this address
+    // (ci: alice's password is cached now, and a cached credential is never
+    // refused)...
+    for g in ["ci-1", "ci-2", "ci-3"] {
+        assert_eq!(status(get(&c, "ci", g)).await, 401);
+    }
+    let r = get(&c, "ci", &password("ci")).send().await.unwrap();
     assert_eq!(r.status(), 429);
     let wait: u64 = r.headers()["retry-after"]
         .to_str()
@@ -501,21 +527,14 @@ async fn failed_logins_are_rate_limited_per_account_and_address() {
         .unwrap();
     assert!((1..=2).contains(&wait), "{wait}");
     assert!(r.text().await.unwrap().contains("TOOMANYREQUESTS"));
+    // ...not from another address presenting the right password: failing
+    // on purpose cannot keep an account locked for everyone.
+    assert_eq!(status(get(&other, "ci", &password("ci"))).await, 200);
     // A credential already verified is not locked out.
-    assert_eq!(
-        get("bob", &password("bob")).send().await.unwrap().status(),
-        200
-    );
+    assert_eq!(status(get(&c, "bob", &password("bob"))).await, 200);
     // The block ends with the window.
     tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
-    assert_eq!(
-        get("alice", &password("alice"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(status(get(&c, "admin", &password("admin"))).await, 200);
     assert!(files
         .audit_lines()
         .iter()
@@ -686,15 +705,10 @@ async fn own_endpoints_answer_options_and_unserved_methods_without_rights() {
         ),
         (M::GET, "_regate/delete".into(), 405, Some("POST")),
         (M::OPTIONS, "_regate/delete".into(), 405, Some("POST")),
-        (M::DELETE, "_regate/deleted".into(), 405, Some("GET, HEAD")),
+        (M::DELETE, "_regate/deleted".into(), 405, Some("GET")),
         (M::GET, "_regate/restore/v1".into(), 405, Some("POST")),
-        (M::PUT, "tags/list".into(), 405, Some("GET, HEAD")),
-        (
-            M::PATCH,
-            format!("referrers/{digest}"),
-            405,
-            Some("GET, HEAD"),
-        ),
+        (M::PUT, "tags/list".into(), 405, Some("GET")),
+        (M::PATCH, format!("referrers/{digest}"), 405, Some("GET")),
         // Served methods still need their rights.
         (M::DELETE, "tags/reference/v1".into(), 403, None),
         (M::POST, "_regate/delete".into(), 403, None),
@@ -739,5 +753,120 @@ async fn own_endpoints_answer_options_and_unserved_methods_without_rights() {
             }
         }
     }
+    regate.stop().await;
+}
+
+/// `regate passwd add alice/x` is refused (exit 2, the file untouched); an
+/// older htpasswd file that already holds `alice/x` logs in, but no
+/// `${account}/*` rule gives it `alice/x/*` inside alice's namespace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_name_that_is_not_one_path_component_gets_no_namespace() {
+    let files = AuthFiles::new();
+    let before = std::fs::read_to_string(&files.htpasswd).unwrap();
+    for user in ["alice/x", "Alice"] {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_regate"));
+        cmd.args(["passwd", "add", user, "--password-stdin", "--cost", "4"])
+            .arg("--file")
+            .arg(&files.htpasswd);
+        let (code, _, err) = common::run_captured(cmd, Some("pw\n"));
+        assert_eq!(code, 2, "{user}: {err}");
+        assert!(err.contains("one repository path component"), "{err}");
+    }
+    assert_eq!(std::fs::read_to_string(&files.htpasswd).unwrap(), before);
+
+    common::auth::write_htpasswd(&files.htpasswd, &["alice", "alice/x"]);
+    let (registry, regate) = start(&files, "").await;
+    Image::oci("slash-account", 128)
+        .push(&reqwest::Client::new(), &registry.url, "alice/x/app", "v1")
+        .await;
+    let c = regate.client();
+    let get = |user: &str| {
+        c.get(format!("{}/v2/alice/x/app/manifests/v1", regate.url))
+            .header("accept", ACCEPT_ALL)
+            .header("authorization", basic_header(user, &password(user)))
+    };
+    let (status, body, _) = status_of(get("alice/x")).await;
+    assert_eq!(status, 403, "{body}");
+    let (status, _, _) = status_of(get("alice")).await;
+    assert_eq!(status, 200);
+    let push = c
+        .post(format!("{}/v2/alice/x/app/blobs/uploads/", regate.url))
+        .header(
+            "authorization",
+            basic_header("alice/x", &password("alice/x")),
+        );
+    assert_eq!(status_of(push).await.0, 403);
+    regate.stop().await;
+}
+
+/// `GET /v2/<name>/_regate/deleted` needs `pull`, but says who deleted each
+/// tag only to callers that may `delete` there (or have `admin`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_deleted_tags_list_names_the_deleter_only_to_those_who_may_delete() {
+    let files = AuthFiles::new();
+    let (_registry, regate) = start(&files, "").await;
+    let c = regate.client();
+    let admin = basic_header("admin", &password("admin"));
+    for repo in ["public/app", "apps/web"] {
+        let img = Image::oci(&format!("deleted-{repo}"), 128);
+        for b in img.all_blobs() {
+            let r = c
+                .post(format!("{}/v2/{repo}/blobs/uploads/", regate.url))
+                .header("authorization", &admin)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 202);
+            let loc =
+                common::images::absolute(&regate.url, r.headers()["location"].to_str().unwrap());
+            let r = c
+                .put(format!("{loc}&digest={}", b.digest))
+                .header("authorization", &admin)
+                .body(b.bytes.clone())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 201);
+        }
+        let r = c
+            .put(format!("{}/v2/{repo}/manifests/v1", regate.url))
+            .header("authorization", &admin)
+            .header("content-type", &img.media_type)
+            .body(img.manifest.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        let r = c
+            .delete(format!("{}/v2/{repo}/manifests/v1", regate.url))
+            .header("authorization", &admin)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+    }
+    let deleters = |repo: &str, auth: Option<String>| {
+        let mut req = c.get(format!("{}/v2/{repo}/_regate/deleted", regate.url));
+        if let Some(a) = auth {
+            req = req.header("authorization", a);
+        }
+        async move {
+            let r = req.send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            let v: serde_json::Value = r.json().await.unwrap();
+            let list = v["deleted"].as_array().unwrap().clone();
+            assert_eq!(list.len(), 1, "{v}");
+            assert_eq!(list[0]["tag"], "v1");
+            list[0]["account"].clone()
+        }
+    };
+    // Anonymous may pull public/*, ci may pull apps/*: neither may delete.
+    assert_eq!(deleters("public/app", None).await, serde_json::Value::Null);
+    assert_eq!(
+        deleters("apps/web", Some(basic_header("ci", &password("ci")))).await,
+        serde_json::Value::Null
+    );
+    assert_eq!(deleters("apps/web", Some(admin.clone())).await, "admin");
+    assert_eq!(deleters("public/app", Some(admin)).await, "admin");
     regate.stop().await;
 }

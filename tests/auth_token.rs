@@ -801,7 +801,8 @@ async fn tokens_of_an_external_issuer_are_verified_by_pem_key_or_jwks() {
     std::fs::write(&jwks, serde_json::to_vec(&serde_json::json!({"keys": [{"kty": "EC", "crv": "P-256", "x": b64u(&xy[..32]), "y": b64u(&xy[32..]), "kid": "idp-1", "alg": "ES256", "use": "sig"}]})).unwrap()).unwrap();
 
     let t = now();
-    let claims = |iss: &str| serde_json::json!({"iss": iss, "sub": "robot", "aud": SERVICE, "exp": t + 300, "nbf": t, "iat": t, "jti": "j", "access": [{"type": "repository", "name": "apps/web", "actions": ["pull"]}]});
+    // `ci` may pull apps/* by the rules: external tokens get no more than that.
+    let claims = |iss: &str| serde_json::json!({"iss": iss, "sub": "ci", "aud": SERVICE, "exp": t + 300, "nbf": t, "iat": t, "jti": "j", "access": [{"type": "repository", "name": "apps/web", "actions": ["pull"]}]});
     let own = EncodingKey::from_ec_pem(&std::fs::read(&files.signing_key).unwrap()).unwrap();
     for (extra, kid) in [
         (
@@ -981,5 +982,267 @@ async fn tag_delete_and_restore_follow_the_rules_with_regate_tags_client() {
             && l["status"] == 202),
         "{lines:?}"
     );
+    regate.stop().await;
+}
+
+/// An external issuer's key (PEM) and the `[auth.token]` lines that trust it.
+fn external_idp(files: &AuthFiles) -> (EncodingKey, String) {
+    let idp = files.dir.path().join("idp.key");
+    regate::auth::token::keys::generate(regate::auth::token::keys::KeyKind::Es256, &idp).unwrap();
+    let key = EncodingKey::from_ec_pem(&std::fs::read(&idp).unwrap()).unwrap();
+    let toml = format!(
+        "external_issuer = \"corp-idp\"\nexternal_keys = [{:?}]\n",
+        idp.with_extension("pub").display().to_string()
+    );
+    (key, toml)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn external_tokens_get_no_more_than_the_rules_give_their_sub_unless_trusted() {
+    let registry = Registry::start();
+    for repo in ["secret/db", "alice/app", "bob/app", "public/x"] {
+        Image::oci("ext-rules", 128)
+            .push(&reqwest::Client::new(), &registry.url, repo, "v1")
+            .await;
+    }
+    let files = AuthFiles::new();
+    let (idp, external) = external_idp(&files);
+    let t = now();
+    let token = |sub: &str, name: &str, actions: &[&str]| {
+        let claims = serde_json::json!({"iss": "corp-idp", "sub": sub, "aud": SERVICE, "exp": t + 300, "nbf": t, "iat": t, "jti": "j",
+            "access": [{"type": "repository", "name": name, "actions": actions}, {"type": "registry", "name": "catalog", "actions": ["*"]}]});
+        sign(&claims, Algorithm::ES256, None, &idp)
+    };
+    let regate = Regate::start_with(&registry.url, &files.token_toml(&external)).await;
+    let c = regate.client();
+    let send = |method: reqwest::Method, path: String, token: String| {
+        c.request(method, format!("{}{path}", regate.url))
+            .header("accept", ACCEPT_ALL)
+            .bearer_auth(token)
+            .send()
+    };
+    let get = |repo: &str, token: String| {
+        send(
+            reqwest::Method::GET,
+            format!("/v2/{repo}/manifests/v1"),
+            token,
+        )
+    };
+    // The rules give `mallory` nothing on secret/db: the token's access is not enough.
+    let r = get(
+        "secret/db",
+        token("mallory", "secret/db", &["pull", "push"]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .contains("insufficient_scope"));
+    // alice: her own namespace by the rules, not bob's.
+    assert_eq!(
+        get("alice/app", token("alice", "alice/app", &["pull"]))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        get("bob/app", token("alice", "bob/app", &["pull"]))
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    let r = send(
+        reqwest::Method::DELETE,
+        "/v2/bob/app/manifests/v1".into(),
+        token("alice", "bob/app", &["delete"]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 401);
+    // A `sub` that is not one path component gets no `${account}` rule.
+    assert_eq!(
+        get("alice/app", token("alice/x", "alice/app", &["pull"]))
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    // An empty `sub` is anonymous: public pulls, but no catalog.
+    assert_eq!(
+        get("public/x", token("", "public/x", &["pull"]))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let r = send(
+        reqwest::Method::GET,
+        "/v2/_catalog".into(),
+        token("", "public/x", &["pull"]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(
+        send(
+            reqwest::Method::GET,
+            "/v2/_catalog".into(),
+            token("alice", "alice/app", &["pull"])
+        )
+        .await
+        .unwrap()
+        .status(),
+        200
+    );
+    regate.stop().await;
+
+    // With trust_external_access the issuer alone decides.
+    let regate = Regate::start_with(
+        &registry.url,
+        &files.token_toml(&format!("{external}trust_external_access = true\n")),
+    )
+    .await;
+    let c = regate.client();
+    let r = c
+        .get(format!("{}/v2/secret/db/manifests/v1", regate.url))
+        .header("accept", ACCEPT_ALL)
+        .bearer_auth(token("mallory", "secret/db", &["pull"]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    regate.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_living_longer_than_max_lifetime_are_refused() {
+    let registry = Registry::start();
+    Image::oci("ext-life", 128)
+        .push(&reqwest::Client::new(), &registry.url, "apps/web", "v1")
+        .await;
+    let files = AuthFiles::new();
+    let (idp, external) = external_idp(&files);
+    let regate = Regate::start_with(
+        &registry.url,
+        &files.token_toml(&format!("{external}max_lifetime = \"2h\"\n")),
+    )
+    .await;
+    let c = regate.client();
+    let t = now();
+    let status = |exp: u64, iat: Option<u64>| {
+        let mut claims = serde_json::json!({"iss": "corp-idp", "sub": "ci", "aud": SERVICE, "exp": exp, "nbf": t, "jti": "j",
+            "access": [{"type": "repository", "name": "apps/web", "actions": ["pull"]}]});
+        if let Some(iat) = iat {
+            claims["iat"] = iat.into();
+        }
+        let token = sign(&claims, Algorithm::ES256, None, &idp);
+        let req = c
+            .get(format!("{}/v2/apps/web/manifests/v1", regate.url))
+            .header("accept", ACCEPT_ALL)
+            .bearer_auth(token);
+        async move {
+            let r = req.send().await.unwrap();
+            let challenge = r
+                .headers()
+                .get("www-authenticate")
+                .map(|v| v.to_str().unwrap().to_owned());
+            (r.status().as_u16(), challenge)
+        }
+    };
+    assert_eq!(status(t + 3600, Some(t)).await.0, 200);
+    assert_eq!(status(t + 3600, None).await.0, 200);
+    for (exp, iat) in [
+        (u64::MAX, Some(t)),
+        (u64::MAX, None),
+        (t + 3 * 3600, None),
+        // Issued long ago, still within its `exp`: it lived too long anyway.
+        (t + 600, Some(t - 3 * 3600)),
+    ] {
+        let (s, challenge) = status(exp, iat).await;
+        assert_eq!(s, 401, "exp {exp} iat {iat:?}");
+        assert!(
+            challenge.as_deref().unwrap_or("").contains("invalid_token"),
+            "{challenge:?}"
+        );
+    }
+    // regate's own tokens live auth.token.ttl (300 s): they pass.
+    let own = token_for(&regate, Some("ci"), &["repository:apps/web:pull"]).await;
+    let r = c
+        .get(format!("{}/v2/apps/web/manifests/v1", regate.url))
+        .header("accept", ACCEPT_ALL)
+        .bearer_auth(own)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    regate.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn basic_credentials_work_on_the_api_in_token_mode_with_the_same_rules() {
+    common::require_tool("curl");
+    let files = AuthFiles::new();
+    let (_registry, regate) = start(&files).await;
+    let alice = token_for(&regate, Some("alice"), &["repository:alice/app:pull,push"]).await;
+    let c = regate.client();
+    let image = Image::oci("token-basic", 2000);
+    for tag in ["v1", "v2"] {
+        let mut h = reqwest::header::HeaderMap::new();
+        h.insert("authorization", format!("Bearer {alice}").parse().unwrap());
+        let pusher = reqwest::Client::builder()
+            .add_root_certificate(
+                reqwest::Certificate::from_pem(
+                    &std::fs::read(&regate.certs.files.ca_cert).unwrap(),
+                )
+                .unwrap(),
+            )
+            .default_headers(h)
+            .no_proxy()
+            .build()
+            .unwrap();
+        image.push(&pusher, &regate.url, "alice/app", tag).await;
+    }
+    let curl = |user: &str, pw: &str, method: &str, tag: &str| {
+        let mut cmd = std::process::Command::new("curl");
+        cmd.args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "-X", method])
+            .arg("--cacert")
+            .arg(&regate.certs.files.ca_cert)
+            .args(["-u", &format!("{user}:{pw}")])
+            .arg(format!("{}/v2/alice/app/manifests/{tag}", regate.url));
+        common::run_captured(cmd, None)
+    };
+    // The mission's one-liner, in token mode.
+    let (code, out, err) = curl("alice", &password("alice"), "DELETE", "v1");
+    assert_eq!((code, out.as_str()), (0, "202"), "{err}");
+    // The same rules: bob may not delete in alice/; a wrong password is 401.
+    let (_, out, _) = curl("bob", &password("bob"), "DELETE", "v2");
+    assert_eq!(out, "403");
+    let (_, out, _) = curl("alice", "wrong", "DELETE", "v2");
+    assert_eq!(out, "401");
+    // v1 is gone, v2 still there; a client without credentials still gets
+    // the Bearer challenge.
+    let r = c
+        .get(format!("{}/v2/alice/app/manifests/v1", regate.url))
+        .header("accept", ACCEPT_ALL)
+        .basic_auth("alice", Some(password("alice")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let r = c
+        .get(format!("{}/v2/alice/app/manifests/v2", regate.url))
+        .header("accept", ACCEPT_ALL)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .starts_with("Bearer realm="));
     regate.stop().await;
 }

@@ -350,3 +350,66 @@ async fn a_registry_lost_mid_delete_keeps_the_tag_locked_until_recovered() {
     );
     regate.stop().await;
 }
+
+/// With `protect_shared_digests`, a digest delete racing a tag PUT of the
+/// same digest never removes the tag the PUT was acknowledged for: the
+/// repository lock is taken before the tag check, so the PUT is either seen
+/// by the check (409) or waits until the delete is done (and then re-links
+/// the manifest). A slow registry (every request held 300 ms) opens the gap
+/// between the check and the lock that the old order left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_protected_digest_delete_never_removes_a_tag_pushed_during_its_check() {
+    let registry = Registry::start();
+    let repo = "race/shared";
+    let img = Image::oci("race-shared", 500);
+    // Untagged in the registry: only the digest exists.
+    img.push(&reqwest::Client::new(), &registry.url, repo, &img.digest)
+        .await;
+    let relay = common::relay::Relay::start_with_delay(
+        registry.url.trim_start_matches("http://"),
+        Duration::from_millis(300),
+    )
+    .await;
+    let regate = Regate::start_with(&relay.url, "[delete]\nprotect_shared_digests = true\n").await;
+    let client = regate.client();
+
+    let delete = {
+        let (client, url, digest) = (client.clone(), regate.url.clone(), img.digest.clone());
+        tokio::spawn(async move {
+            client
+                .delete(format!("{url}/v2/{repo}/manifests/{digest}"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        })
+    };
+    // The delete's check (a tag list through the slow registry) is under way.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let put = client
+        .put(format!("{}/v2/{repo}/manifests/pushed", regate.url))
+        .header("content-type", &img.media_type)
+        .body(img.manifest.clone())
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16();
+    let delete = delete.await.unwrap();
+    assert!(matches!(delete, 202 | 409), "delete answered {delete}");
+    assert_eq!(put, 201, "the tag PUT");
+    let r = reqwest::Client::new()
+        .head(format!("{}/v2/{repo}/manifests/pushed", registry.url))
+        .header("accept", ACCEPT_ALL)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        200,
+        "the acknowledged tag is gone (delete answered {delete})"
+    );
+    assert_eq!(r.headers()["docker-content-digest"], img.digest.as_str());
+    regate.stop().await;
+}

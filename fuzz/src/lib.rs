@@ -42,6 +42,8 @@ pub fn fixture() -> &'static Fixture {
             external_issuer: None,
             external_keys: Vec::new(),
             external_jwks: None,
+            trust_external_access: false,
+            max_lifetime: Duration::from_secs(24 * 3600),
         })
         .unwrap();
         let access = [AccessEntry {

@@ -65,11 +65,19 @@ impl App {
                     .insert(header::ALLOW, HeaderValue::from_static("DELETE, OPTIONS"));
                 Ok(resp)
             }
-            (Route::DeletedTags { name }, &Method::GET | &Method::HEAD) => {
+            (Route::DeletedTags { name }, &Method::GET) => {
                 let (state, repo) = (self.state.clone(), name.to_string());
                 let list = crate::state::blocking(move || state.deletions(Some(&repo), 1000))
                     .await
                     .map_err(crate::tag_delete::TagDeleteError::from)?;
+                // Who deleted what is for those who may delete there.
+                let caller = Some(account).filter(|a| *a != crate::rules::ANONYMOUS);
+                let mut list = serde_json::to_value(list).unwrap_or_default();
+                if !self.auth.sees_deleters(caller, name.as_str()) {
+                    for d in list.as_array_mut().into_iter().flatten() {
+                        d["account"] = serde_json::Value::Null;
+                    }
+                }
                 Ok(json_response(
                     StatusCode::OK,
                     &serde_json::json!({ "name": name.as_str(), "deleted": list }),
@@ -84,10 +92,10 @@ impl App {
                 self.delete_tags(name, req.into_body(), account, conn.peer)
                     .await
             }
-            (Route::TagsList { name }, &Method::GET | &Method::HEAD) => {
+            (Route::TagsList { name }, &Method::GET) => {
                 crate::tag_list::serve(&self.api, name, req.uri().query()).await
             }
-            (Route::Referrers { name, digest }, &Method::GET | &Method::HEAD) => {
+            (Route::Referrers { name, digest }, &Method::GET) => {
                 self.referrers
                     .serve(name.as_str(), digest.as_str(), req.uri().query())
                     .await
@@ -99,10 +107,12 @@ impl App {
                 },
                 &Method::DELETE,
             ) => {
-                self.tags.check_digest_delete(name, digest.as_str()).await?;
                 // 2.8 untags by reading every tag link of the repository:
                 // no tag may be rewritten meanwhile (see TagLocks::repo_shared).
+                // Taken before the check, so a tag pushed while it runs is
+                // either seen by it or waits until the delete is done.
                 let _repo = self.tags.locks.repo_exclusive(name.as_str()).await;
+                self.tags.check_digest_delete(name, digest.as_str()).await?;
                 let resp = self.forward(req, &route, conn).await?;
                 if resp.status() == StatusCode::ACCEPTED {
                     self.referrers

@@ -11,7 +11,6 @@ use std::sync::Arc;
 
 use http::{header, Request, Response};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 
 use crate::access_log::{Direction, RequestRecord};
 use crate::body::{MeteredBody, ProxyBody};
@@ -24,6 +23,7 @@ use crate::registry_api::RegistryApi;
 use crate::route::{Route, RouteKind};
 use crate::state::State;
 use crate::tag_delete::TagDeleter;
+use crate::unread_body::UnreadBody;
 use crate::upload_check::UploadOffsets;
 use crate::write_gate::WriteGate;
 
@@ -37,6 +37,21 @@ pub struct ConnInfo {
     pub peer: SocketAddr,
     pub local: SocketAddr,
     pub tls: bool,
+}
+
+impl ConnInfo {
+    /// The connection as the client made it, when a trusted proxy
+    /// (`server.trusted_proxies`) says who the client is and how it connected.
+    pub fn behind(self, client: Option<crate::forwarded::ForwardedClient>) -> ConnInfo {
+        match client {
+            Some(c) => ConnInfo {
+                peer: c.addr,
+                local: self.local,
+                tls: c.https.unwrap_or(self.tls),
+            },
+            None => self,
+        }
+    }
 }
 
 /// Everything a request may need, shared by all connections.
@@ -58,9 +73,12 @@ impl App {
     /// Serves one request from a registry client.
     pub async fn handle(
         self: Arc<Self>,
-        req: Request<Incoming>,
+        req: Request<UnreadBody>,
         conn: ConnInfo,
     ) -> Response<ProxyBody> {
+        // Behind a trusted load balancer: the client it names, everywhere below.
+        let trusted = &self.settings.server.trusted_proxies;
+        let conn = conn.behind(trusted.resolve(req.headers(), conn.peer));
         let parsed = Route::parse(req.uri().path());
         let (kind, repo) = match &parsed {
             Ok(r) => (r.kind(), r.repository().map(|n| n.to_string())),
@@ -116,12 +134,20 @@ impl App {
         // 1. Authenticate and authorize.
         let public = self.public_origin(&req, conn);
         let (mut parts, body) = req.into_parts();
+        // No body the registry would read as parameters gets past here.
+        crate::registry_params::check_body_type(&parts.method, &parts.headers)?;
         let caller = crate::auth::stage(&self.auth, &parts, &route, conn.peer, &public).await?;
         if let Some(a) = &caller.account {
             record.set_account(a);
         }
         // The client's credentials stop here.
         self.auth.prepare_upstream(&mut parts.headers);
+        if matches!(route, Route::UploadStart { .. } | Route::Upload { .. }) {
+            crate::registry_params::neutral_upload_type(&mut parts.headers);
+        }
+        if caller.drop_mount {
+            parts.uri = uri_without_mount(&parts.uri)?;
+        }
         let req = Request::from_parts(parts, body);
         if let (Route::Catalog, true) = (&route, self.auth.filters_catalog()) {
             let side = ClientSide {
@@ -192,4 +218,25 @@ impl App {
             authority,
         }
     }
+}
+
+/// `uri` without the `mount` and `from` of its query.
+fn uri_without_mount(uri: &http::Uri) -> Result<http::Uri, RegistryError> {
+    let path = uri.path();
+    let target = match uri.query().and_then(crate::registry_params::without_mount) {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_owned(),
+    };
+    let mut parts = uri.clone().into_parts();
+    let rewritten = target.parse().ok().and_then(|pq| {
+        parts.path_and_query = Some(pq);
+        http::Uri::from_parts(parts).ok()
+    });
+    rewritten.ok_or_else(|| {
+        RegistryError::new(
+            http::StatusCode::BAD_REQUEST,
+            crate::error::ErrorCode::Unsupported,
+            "the request target cannot be passed on without its mount",
+        )
+    })
 }

@@ -53,7 +53,7 @@ impl Auth {
         peer: SocketAddr,
     ) -> Result<Caller, AuthError> {
         if self.mode == AuthMode::None {
-            return Ok(Caller { account: None });
+            return Ok(Caller::new(None));
         }
         let (user, password) = match credentials::presented(headers) {
             Ok(Presented::Basic { user, password }) => (user, password),
@@ -81,9 +81,7 @@ impl Auth {
             EVERY_REPOSITORY,
             ActionSet::of(&[Action::Admin]),
         ) {
-            return Ok(Caller {
-                account: Some(user),
-            });
+            return Ok(Caller::new(Some(user)));
         }
         self.audit_admin_refusal(
             peer,

@@ -1,4 +1,5 @@
-//! One bcrypt check per credential at a time (single flight).
+//! One bcrypt check per credential at a time (single flight), each run to
+//! its end and bounded.
 //!
 //! When a client opens many connections at once with the same credential and
 //! nothing is cached yet (a `docker push` of many layers, a load test), every
@@ -6,52 +7,103 @@
 //! two cores busy for seconds. Owns [`BcryptFlight`]: requests presenting the
 //! same credential digest (see [`super::login_cache::LoginCache::key_of`])
 //! against the same htpasswd generation share one verification and its
-//! answer. A cancelled leader (client gone) hands the work to the next waiter.
+//! answer.
+//!
+//! A verification runs as its own task: a caller that goes away (a client
+//! that closes the connection) neither stops it nor skips its `done`
+//! callback, where the outcome is counted (a failed login counts whoever
+//! waited for it), so hanging up cannot buy free guesses. At most
+//! [`MAX_RUNNING`] run at once on the blocking pool; the rest queue.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::OnceCell;
+use futures_util::future::{FutureExt as _, Shared};
+use futures_util::Future;
+use std::pin::Pin;
+use tokio::sync::Semaphore;
 
 type Key = ([u8; 32], u64);
+type Outcome = Result<bool, String>;
+type Flight = Shared<Pin<Box<dyn Future<Output = Outcome> + Send>>>;
 
-#[derive(Default)]
+/// bcrypt checks running at once; more would only queue on two cores.
+pub const MAX_RUNNING: usize = 8;
+
 pub struct BcryptFlight {
-    running: Mutex<HashMap<Key, Arc<OnceCell<bool>>>>,
+    running: Arc<Mutex<HashMap<Key, Flight>>>,
+    slots: Arc<Semaphore>,
+}
+
+impl Default for BcryptFlight {
+    fn default() -> Self {
+        BcryptFlight {
+            running: Arc::default(),
+            slots: Arc::new(Semaphore::new(MAX_RUNNING)),
+        }
+    }
 }
 
 impl BcryptFlight {
-    /// Runs `verify` (a blocking bcrypt check) on the blocking pool, unless a
-    /// check of the same key is under way: then waits for its answer.
-    pub async fn verify<F>(
+    /// The answer of `verify` (a blocking bcrypt check), run on the blocking
+    /// pool unless a check of the same key is under way: then its answer.
+    /// `start` runs when this call starts a new check (not when it joins
+    /// one), `done` once with that check's outcome, even if every caller has
+    /// gone by then.
+    pub async fn verify<F, S, D>(
         &self,
         digest: [u8; 32],
         generation: u64,
         verify: F,
-    ) -> Result<bool, String>
+        start: S,
+        done: D,
+    ) -> Outcome
     where
         F: FnOnce() -> bool + Send + 'static,
+        S: FnOnce(),
+        D: FnOnce(&Outcome) + Send + 'static,
     {
         let key = (digest, generation);
-        let cell = {
+        let flight = {
             let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
-            running.entry(key).or_default().clone()
+            match running.get(&key) {
+                Some(f) => f.clone(),
+                None => {
+                    start();
+                    let f = self.launch(key, verify, done);
+                    running.insert(key, f.clone());
+                    f
+                }
+            }
         };
-        let result = cell
-            .get_or_try_init(|| async {
-                tokio::task::spawn_blocking(verify)
+        flight.await
+    }
+
+    fn launch<F, D>(&self, key: Key, verify: F, done: D) -> Flight
+    where
+        F: FnOnce() -> bool + Send + 'static,
+        D: FnOnce(&Outcome) + Send + 'static,
+    {
+        let (running, slots) = (Arc::clone(&self.running), Arc::clone(&self.slots));
+        let task = tokio::spawn(async move {
+            let outcome = match slots.acquire_owned().await {
+                Ok(_slot) => tokio::task::spawn_blocking(verify)
                     .await
-                    .map_err(|e| e.to_string())
-            })
-            .await
-            .copied();
-        // The answer is kept by the login cache (when it is a success), not
-        // here: forget the flight so a later check runs afresh.
-        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
-        if running.get(&key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
-            running.remove(&key);
-        }
-        result
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            done(&outcome);
+            // The answer is kept by the login cache (a success) or the
+            // failed-login table, not here: a later check runs afresh.
+            running
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&key);
+            outcome
+        });
+        let joined: Pin<Box<dyn Future<Output = Outcome> + Send>> =
+            Box::pin(task.map(|r| r.unwrap_or_else(|e| Err(e.to_string()))));
+        joined.shared()
     }
 
     #[cfg(test)]
@@ -75,11 +127,17 @@ mod tests {
             let (flight, runs) = (flight.clone(), runs.clone());
             tasks.push(tokio::spawn(async move {
                 flight
-                    .verify([7; 32], 1, move || {
-                        runs.fetch_add(1, Ordering::SeqCst);
-                        std::thread::sleep(Duration::from_millis(200));
-                        true
-                    })
+                    .verify(
+                        [7; 32],
+                        1,
+                        move || {
+                            runs.fetch_add(1, Ordering::SeqCst);
+                            std::thread::sleep(Duration::from_millis(200));
+                            true
+                        },
+                        || {},
+                        |_| {},
+                    )
                     .await
             }));
         }
@@ -101,11 +159,17 @@ mod tests {
             let (flight, runs) = (flight.clone(), runs.clone());
             tasks.push(tokio::spawn(async move {
                 flight
-                    .verify(digest, generation, move || {
-                        runs.fetch_add(1, Ordering::SeqCst);
-                        std::thread::sleep(Duration::from_millis(100));
-                        answer
-                    })
+                    .verify(
+                        digest,
+                        generation,
+                        move || {
+                            runs.fetch_add(1, Ordering::SeqCst);
+                            std::thread::sleep(Duration::from_millis(100));
+                            answer
+                        },
+                        || {},
+                        |_| {},
+                    )
                     .await
             }));
         }
@@ -115,27 +179,84 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_cancelled_leader_hands_over() {
+    async fn a_check_whose_callers_all_left_runs_once_and_is_counted() {
         let flight = Arc::new(BcryptFlight::default());
+        let (runs, counted) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let verify = |runs: Arc<AtomicUsize>| {
+            move || {
+                runs.fetch_add(1, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(300));
+                false
+            }
+        };
         let leader = {
-            let flight = flight.clone();
+            let (flight, runs, counted) = (flight.clone(), runs.clone(), counted.clone());
             tokio::spawn(async move {
                 flight
-                    .verify([3; 32], 0, || {
-                        std::thread::sleep(Duration::from_millis(300));
-                        true
-                    })
+                    .verify(
+                        [3; 32],
+                        0,
+                        verify(runs),
+                        || {},
+                        move |_| {
+                            counted.fetch_add(1, Ordering::SeqCst);
+                        },
+                    )
                     .await
             })
         };
         tokio::time::sleep(Duration::from_millis(50)).await;
-        let follower = {
-            let flight = flight.clone();
-            tokio::spawn(async move { flight.verify([3; 32], 0, || true).await })
-        };
-        tokio::time::sleep(Duration::from_millis(20)).await;
         leader.abort();
-        assert_eq!(follower.await.unwrap(), Ok(true));
+        // A caller arriving later joins the same check: no second bcrypt.
+        let (r2, c2) = (runs.clone(), counted.clone());
+        let follower = flight
+            .verify(
+                [3; 32],
+                0,
+                verify(r2),
+                || {},
+                move |_| {
+                    c2.fetch_add(1, Ordering::SeqCst);
+                },
+            )
+            .await;
+        assert_eq!(follower, Ok(false));
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+        assert_eq!(counted.load(Ordering::SeqCst), 1);
+        assert_eq!(flight.in_flight(), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn at_most_max_running_checks_run_at_once() {
+        let flight = Arc::new(BcryptFlight::default());
+        let (now, peak) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let mut tasks = Vec::new();
+        for i in 0..(3 * MAX_RUNNING) {
+            let (flight, now, peak) = (flight.clone(), now.clone(), peak.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut digest = [0; 32];
+                digest[0] = i as u8;
+                flight
+                    .verify(
+                        digest,
+                        0,
+                        move || {
+                            let n = now.fetch_add(1, Ordering::SeqCst) + 1;
+                            peak.fetch_max(n, Ordering::SeqCst);
+                            std::thread::sleep(Duration::from_millis(30));
+                            now.fetch_sub(1, Ordering::SeqCst);
+                            true
+                        },
+                        || {},
+                        |_| {},
+                    )
+                    .await
+            }));
+        }
+        for t in futures_join(tasks).await {
+            assert_eq!(t, Ok(true));
+        }
+        assert!(peak.load(Ordering::SeqCst) <= MAX_RUNNING);
     }
 
     async fn futures_join<T>(tasks: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {

@@ -142,7 +142,9 @@ pub fn passwd(cmd: PasswdCommand) -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e @ htpasswd::HtpasswdError::BadUser(_)) => {
+        Err(
+            e @ (htpasswd::HtpasswdError::BadUser(_) | htpasswd::HtpasswdError::NotAComponent(_)),
+        ) => {
             eprintln!("regate passwd: {e}");
             ExitCode::from(2)
         }

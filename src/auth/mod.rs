@@ -30,7 +30,7 @@ use crate::audit::{Audit, Event};
 use crate::config::{AuthMode, Settings};
 use crate::error::{ErrorCode, RegistryError};
 use crate::route::{Route, RouteError};
-use crate::rules::{required, Need, RuleSet};
+use crate::rules::{mount_source, required, Action, ActionSet, Mount, Need, RuleSet};
 use challenge::Challenge;
 use credentials::{MalformedAuth, Presented};
 use passwords::{LoginError, Passwords};
@@ -154,6 +154,20 @@ impl From<AuthError> for RegistryError {
 pub struct Caller {
     /// `None`: anonymous.
     pub account: Option<String>,
+    /// The request asks to mount a blob from a repository the caller may not
+    /// pull (or names no usable one): it goes on as a plain upload, without
+    /// its `mount` and `from` ([`crate::registry_params::without_mount`]).
+    pub drop_mount: bool,
+}
+
+impl Caller {
+    /// A caller whose request mounts nothing regate must drop.
+    pub fn new(account: Option<String>) -> Caller {
+        Caller {
+            account,
+            drop_mount: false,
+        }
+    }
 }
 
 /// What a request carries into stage 1.
@@ -165,6 +179,13 @@ pub struct Attempt<'a> {
     pub peer: SocketAddr,
     /// The origin clients use (for the token realm).
     pub public_origin: String,
+}
+
+impl Attempt<'_> {
+    /// The cross-repository mount the request asks for.
+    fn mount(&self) -> Mount {
+        mount_source(self.method, self.route, self.query)
+    }
 }
 
 pub struct Auth {
@@ -285,7 +306,11 @@ impl Auth {
             (Some(t), AuthMode::Token) => Challenge::Bearer {
                 realm: format!("{}/auth/token", a.public_origin),
                 service: t.service().to_owned(),
-                scope: need.and_then(token::scope_for),
+                // A client asks for pull on a mount's source up front, so its
+                // token can do the mount.
+                scope: need
+                    .map(|n| n.with_mount(&a.mount()))
+                    .and_then(|n| token::scope_for(&n)),
                 error,
             },
             _ => Challenge::Basic {
@@ -312,9 +337,12 @@ impl Auth {
     /// Stage 1: authenticates the caller and checks the rules.
     pub async fn authorize(&self, a: Attempt<'_>) -> Result<Caller, AuthError> {
         if self.mode == AuthMode::None {
-            return Ok(Caller { account: None });
+            return Ok(Caller {
+                account: None,
+                drop_mount: a.mount() == Mount::Unusable,
+            });
         }
-        let need = required(a.method, a.route, a.query)?;
+        let need = required(a.method, a.route);
         let presented = match credentials::presented(a.headers) {
             Ok(p) => p,
             Err(source) => {
@@ -328,9 +356,14 @@ impl Auth {
                 });
             }
         };
-        match self.mode {
-            AuthMode::Token => self.authorize_token(&a, need, presented),
-            AuthMode::Basic | AuthMode::None => self.authorize_basic(&a, need, presented).await,
+        match (self.mode, &presented) {
+            // Basic credentials work in token mode too (checked against the
+            // htpasswd file, same rules), so `curl -u` needs no token first;
+            // clients still get the Bearer challenge.
+            (AuthMode::Token, Presented::Basic { .. }) | (AuthMode::Basic | AuthMode::None, _) => {
+                self.authorize_basic(&a, need, presented).await
+            }
+            (AuthMode::Token, _) => self.authorize_token(&a, need, presented),
         }
     }
 
@@ -373,7 +406,21 @@ impl Auth {
             }),
         };
         match (allowed, account) {
-            (true, account) => Ok(Caller { account }),
+            (true, account) => {
+                let drop_mount = match a.mount() {
+                    Mount::None => false,
+                    Mount::Unusable => true,
+                    Mount::From(from) => !self.rules.permits(
+                        account.as_deref(),
+                        from.as_str(),
+                        ActionSet::of(&[Action::Pull]),
+                    ),
+                };
+                Ok(Caller {
+                    account,
+                    drop_mount,
+                })
+            }
             (false, None) => {
                 // A challenge can help: the client may have credentials.
                 if matches!(need, Need::Repositories(_)) {
@@ -419,9 +466,19 @@ impl Auth {
                 });
             }
         };
-        if token::covers(&verified.access, &need) {
+        if tokens.allows(&self.rules, &verified, &need) {
+            let drop_mount = match a.mount() {
+                Mount::None => false,
+                Mount::Unusable => true,
+                Mount::From(from) => !tokens.allows(
+                    &self.rules,
+                    &verified,
+                    &Need::Repositories(vec![(from, ActionSet::of(&[Action::Pull]))]),
+                ),
+            };
             return Ok(Caller {
                 account: verified.account,
+                drop_mount,
             });
         }
         self.audit_refusal(
@@ -497,6 +554,20 @@ impl Auth {
     /// Whether `_catalog` answers are filtered by the rules (auth is on).
     pub fn filters_catalog(&self) -> bool {
         self.mode != AuthMode::None
+    }
+
+    /// Whether `account` may see who deleted tags of `repo` (the list of
+    /// removed tags itself needs only `pull`): with auth off anyone, else
+    /// whoever may `delete` there or has `admin` (there, or everywhere).
+    pub fn sees_deleters(&self, account: Option<&str>, repo: &str) -> bool {
+        let rights = [Action::Delete, Action::Admin];
+        self.mode == AuthMode::None
+            || rights
+                .iter()
+                .any(|a| self.rules.allowed(account, repo).contains(*a))
+            || self
+                .rules
+                .permits(account, "*", ActionSet::of(&[Action::Admin]))
     }
 }
 

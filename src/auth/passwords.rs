@@ -100,6 +100,10 @@ impl Passwords {
         if self.cache.hit(user, password, generation) {
             return Ok(());
         }
+        let digest = self.cache.key_of(user, password);
+        if self.limiter.known_wrong((digest, generation)) {
+            return Err(LoginError::Wrong);
+        }
         if let Some(wait) = self.limiter.blocked_for(client, user) {
             return Err(LoginError::TooMany(wait));
         }
@@ -108,18 +112,30 @@ impl Passwords {
             None => (self.dummy_hash.clone(), false),
         };
         let pw = password.to_owned();
+        // Counted in the check's own task: a caller that hangs up mid-check
+        // is still charged for it.
+        let (this, account, secret) = (Arc::clone(self), user.to_owned(), password.to_owned());
         let ok = self
             .flight
-            .verify(self.cache.key_of(user, password), generation, move || {
-                bcrypt::verify(pw, &hash).unwrap_or(false)
-            })
+            .verify(
+                digest,
+                generation,
+                move || bcrypt::verify(pw, &hash).unwrap_or(false),
+                || self.limiter.begin(client),
+                move |outcome| {
+                    this.limiter.end(client);
+                    match outcome {
+                        Ok(true) if known => this.cache.store(&account, &secret, generation),
+                        Ok(_) => this.limiter.fail(client, &account, (digest, generation)),
+                        Err(_) => {}
+                    }
+                },
+            )
             .await
             .map_err(LoginError::Internal)?;
         if ok && known {
-            self.cache.store(user, password, generation);
             Ok(())
         } else {
-            self.limiter.fail(client, user);
             Err(LoginError::Wrong)
         }
     }

@@ -101,8 +101,14 @@ pub fn run() -> ExitCode {
         Command::Gc(args) => crate::admin_client::gc(args),
         Command::Maintenance(args) => crate::admin_client::maintenance(args),
         Command::CheckConfig { config } => match Settings::load(&config) {
-            Ok(_) => {
+            Ok(settings) => {
+                for w in &settings.warnings {
+                    eprintln!("{}: warning: {}: {}", config.display(), w.key, w.message);
+                }
                 println!("{}: configuration is valid", config.display());
+                for note in settings.notes() {
+                    println!("  note: {note}");
+                }
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -148,6 +154,12 @@ fn serve(config: PathBuf, ready_file: Option<PathBuf>) -> ExitCode {
         }
     };
     init_logging(&settings.log.level, settings.log.json);
+    for w in &settings.warnings {
+        tracing::warn!(file = %config.display(), key = %w.key, "{}", w.message);
+    }
+    for note in settings.notes() {
+        tracing::info!("{note}");
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::duration::{self, RawDuration};
 use super::validate::Problem;
 use crate::rules::{RuleSet, RuleText};
 
@@ -29,6 +30,9 @@ pub mod defaults {
     pub const TOKEN_TTL_SECS: u64 = 300;
     pub const TOKEN_LEEWAY_SECS: u64 = 60;
     pub const REFRESH_TTL_SECS: u64 = 30 * 24 * 3600;
+    /// The longest lifetime of an accepted access token (`exp - iat`, `exp - now`).
+    pub const TOKEN_MAX_LIFETIME_SECS: u64 = 24 * 3600;
+    pub const TRUST_EXTERNAL_ACCESS: bool = false;
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -39,9 +43,9 @@ pub struct RawAuth {
     pub htpasswd: Option<String>,
     /// The realm of Basic challenges.
     pub realm: Option<String>,
-    pub cache_ttl_secs: Option<u64>,
+    pub cache_ttl: Option<RawDuration>,
     pub max_failed_logins: Option<u32>,
-    pub failed_login_window_secs: Option<u64>,
+    pub failed_login_window: Option<RawDuration>,
     pub groups: Option<BTreeMap<String, Vec<String>>>,
     pub token: Option<RawToken>,
 }
@@ -52,18 +56,24 @@ pub struct RawToken {
     pub issuer: Option<String>,
     pub service: Option<String>,
     pub signing_key: Option<String>,
-    /// Lifetime of issued tokens, seconds.
-    pub ttl: Option<u64>,
-    /// Allowed clock skew for exp/nbf, seconds.
-    pub leeway: Option<u64>,
-    /// Lifetime of refresh tokens, seconds.
-    pub refresh_ttl: Option<u64>,
+    /// Lifetime of issued tokens.
+    pub ttl: Option<RawDuration>,
+    /// Allowed clock skew for exp/nbf.
+    pub leeway: Option<RawDuration>,
+    /// Lifetime of refresh tokens.
+    pub refresh_ttl: Option<RawDuration>,
     /// An external issuer whose tokens are also accepted.
     pub external_issuer: Option<String>,
     /// PEM public keys of the external issuer.
     pub external_keys: Option<Vec<String>>,
     /// A JWKS file of the external issuer.
     pub external_jwks: Option<String>,
+    /// Take the external issuer's `access` as it is, without intersecting
+    /// it with what `[[acl]]` grants the token's `sub`.
+    pub trust_external_access: Option<bool>,
+    /// Access tokens living longer than this (`exp - iat` or `exp - now`)
+    /// are refused.
+    pub max_lifetime: Option<RawDuration>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -122,6 +132,10 @@ pub struct TokenSettings {
     pub external_issuer: Option<String>,
     pub external_keys: Vec<PathBuf>,
     pub external_jwks: Option<PathBuf>,
+    /// The external issuer's `access` is used as it is (no intersection with
+    /// the rules for its `sub`).
+    pub trust_external_access: bool,
+    pub max_lifetime: Duration,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -169,22 +183,30 @@ pub(super) fn validate(
             ));
         }
     }
-    let secs = |problems: &mut Vec<Problem>, key: &str, v: Option<u64>, default: u64| {
-        let v = v.unwrap_or(default);
-        if v == 0 {
-            problems.push(Problem::new(key, "must be at least 1 (seconds)"));
-        }
-        Duration::from_secs(v.max(1))
+    let secs = |problems: &mut Vec<Problem>, key: &str, v: Option<RawDuration>, default: u64| {
+        duration::read(
+            key,
+            v.as_ref(),
+            Duration::from_secs(default),
+            Duration::from_secs(1),
+            problems,
+        )
     };
-    let cache_ttl = Duration::from_secs(raw.cache_ttl_secs.unwrap_or(d::CACHE_TTL_SECS));
+    let cache_ttl = duration::read(
+        "auth.cache_ttl",
+        raw.cache_ttl.as_ref(),
+        Duration::from_secs(d::CACHE_TTL_SECS),
+        Duration::ZERO,
+        problems,
+    );
     let max_failed_logins = raw.max_failed_logins.unwrap_or(d::MAX_FAILED_LOGINS);
     if max_failed_logins == 0 {
         problems.push(Problem::new("auth.max_failed_logins", "must be at least 1"));
     }
     let failed_login_window = secs(
         problems,
-        "auth.failed_login_window_secs",
-        raw.failed_login_window_secs,
+        "auth.failed_login_window",
+        raw.failed_login_window,
         d::FAILED_LOGIN_WINDOW_SECS,
     );
 
@@ -219,12 +241,35 @@ pub(super) fn validate(
             "must be at least 60 (seconds); clients expect tokens to live a minute",
         ));
     }
+    let max_lifetime = duration::read(
+        "auth.token.max_lifetime",
+        t.max_lifetime.as_ref(),
+        Duration::from_secs(d::TOKEN_MAX_LIFETIME_SECS),
+        Duration::from_secs(60),
+        problems,
+    );
+    if ttl > max_lifetime {
+        problems.push(Problem::new(
+            "auth.token.ttl",
+            format!(
+                "{} seconds is longer than auth.token.max_lifetime ({} seconds); regate would refuse its own tokens",
+                ttl.as_secs(),
+                max_lifetime.as_secs()
+            ),
+        ));
+    }
     let token = TokenSettings {
         issuer: t.issuer.unwrap_or_else(|| d::TOKEN_ISSUER.into()),
         service: t.service.unwrap_or_else(|| d::TOKEN_SERVICE.into()),
         signing_key: PathBuf::from(t.signing_key.unwrap_or_else(|| d::TOKEN_SIGNING_KEY.into())),
         ttl,
-        leeway: Duration::from_secs(t.leeway.unwrap_or(d::TOKEN_LEEWAY_SECS)),
+        leeway: duration::read(
+            "auth.token.leeway",
+            t.leeway.as_ref(),
+            Duration::from_secs(d::TOKEN_LEEWAY_SECS),
+            Duration::ZERO,
+            problems,
+        ),
         refresh_ttl: secs(
             problems,
             "auth.token.refresh_ttl",
@@ -239,6 +284,8 @@ pub(super) fn validate(
             .map(PathBuf::from)
             .collect(),
         external_jwks: t.external_jwks.map(PathBuf::from),
+        trust_external_access: t.trust_external_access.unwrap_or(d::TRUST_EXTERNAL_ACCESS),
+        max_lifetime,
     };
     if mode == AuthMode::Token {
         for (key, v) in [
@@ -358,6 +405,39 @@ mod tests {
             Err(e) => e.problems().into_iter().map(|p| p.key).collect(),
         };
         assert!(!keys.contains(&"auth.htpasswd".to_string()), "{keys:?}");
+    }
+
+    #[test]
+    fn token_lifetime_and_external_trust_have_defaults_and_checks() {
+        let key = tempfile::NamedTempFile::new().unwrap();
+        let htpasswd = tempfile::NamedTempFile::new().unwrap();
+        let base = format!(
+            "{BASE}[auth]\nmode = \"token\"\nhtpasswd = {:?}\n[auth.token]\nsigning_key = {:?}\n",
+            htpasswd.path().display().to_string(),
+            key.path().display().to_string()
+        );
+        let acl = "[[acl]]\naccount = \"*\"\nrepository = \"*\"\nactions = [\"pull\"]\n";
+        let s = Settings::from_toml(&format!("{base}{acl}"), "t", std::iter::empty()).unwrap();
+        assert_eq!(s.auth.token.max_lifetime.as_secs(), 24 * 3600);
+        assert!(!s.auth.token.trust_external_access);
+        let s = Settings::from_toml(
+            &format!("{base}max_lifetime = \"2h\"\ntrust_external_access = true\n{acl}"),
+            "t",
+            std::iter::empty(),
+        )
+        .unwrap();
+        assert_eq!(s.auth.token.max_lifetime.as_secs(), 7200);
+        assert!(s.auth.token.trust_external_access);
+        for (bad, key) in [
+            ("max_lifetime = \"30s\"", "auth.token.max_lifetime"),
+            ("max_lifetime = \"a day\"", "auth.token.max_lifetime"),
+            ("max_lifetime = \"5m\"\nttl = 600", "auth.token.ttl"),
+        ] {
+            let err = Settings::from_toml(&format!("{base}{bad}\n{acl}"), "t", std::iter::empty())
+                .unwrap_err();
+            let keys: Vec<_> = err.problems().into_iter().map(|p| p.key).collect();
+            assert_eq!(keys, [key], "{bad}: {err}");
+        }
     }
 
     #[test]

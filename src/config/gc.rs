@@ -2,8 +2,8 @@
 //! the write gate that keeps pushes safe while it runs.
 //!
 //! Owns the raw keys of the section ([`RawGc`]), their defaults and their
-//! validation into [`GcSettings`]. Durations are whole seconds (`30`) or a
-//! number with a unit (`"30s"`, `"5m"`, `"1h"`).
+//! validation into [`GcSettings`]. Durations take the syntax of
+//! `config::duration`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -23,13 +23,7 @@ pub mod defaults {
     pub const TIMEOUT_SECS: u64 = 3600;
 }
 
-/// A duration as written: seconds, or a string with a unit.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-pub enum RawDuration {
-    Secs(u64),
-    Text(String),
-}
+pub use super::duration::RawDuration;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -156,47 +150,18 @@ impl Default for GcSettings {
     }
 }
 
-/// Parses `30`, `"30s"`, `"5m"`, `"1h"`, `"250ms"`.
-pub fn parse_duration(raw: &RawDuration) -> Result<Duration, String> {
-    let text = match raw {
-        RawDuration::Secs(s) => return Ok(Duration::from_secs(*s)),
-        RawDuration::Text(t) => t.trim(),
-    };
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (num, unit) = text.split_at(split);
-    let n: u64 = num.parse().map_err(|_| {
-        format!("{text:?} is not a duration; write seconds (30) or \"30s\", \"5m\", \"1h\"")
-    })?;
-    match unit.trim() {
-        "" | "s" => Ok(Duration::from_secs(n)),
-        "ms" => Ok(Duration::from_millis(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        "h" => Ok(Duration::from_secs(n * 3600)),
-        other => Err(format!(
-            "{text:?}: unknown unit {other:?}; use ms, s, m or h"
-        )),
-    }
-}
-
 /// Validates the section; `managed` says whether regate runs the registry
 /// (which provides the GC command and the storage root).
 pub(super) fn validate(raw: RawGc, managed: bool, problems: &mut Vec<Problem>) -> GcSettings {
     let d = GcSettings::default();
-    let mut duration = |key: &str, v: Option<RawDuration>, default: Duration, min_ms: u128| {
-        let Some(v) = v else { return default };
-        match parse_duration(&v) {
-            Ok(x) if x.as_millis() >= min_ms => x,
-            Ok(_) => {
-                problems.push(Problem::new(key, "is too short; use at least 1s"));
-                default
-            }
-            Err(m) => {
-                problems.push(Problem::new(key, m));
-                default
-            }
-        }
+    let mut duration = |key: &str, v: Option<RawDuration>, default: Duration, min_ms: u64| {
+        super::duration::read(
+            key,
+            v.as_ref(),
+            default,
+            Duration::from_millis(min_ms),
+            problems,
+        )
     };
     let timeout = duration("gc.timeout", raw.timeout, d.timeout, 1000);
     let drain_timeout = duration("gc.drain_timeout", raw.drain_timeout, d.drain_timeout, 0);
@@ -321,19 +286,16 @@ mod tests {
 
     #[test]
     fn durations_take_seconds_or_units() {
-        assert_eq!(
-            parse_duration(&RawDuration::Secs(30)).unwrap(),
-            Duration::from_secs(30)
+        let (s, p) = check(
+            "timeout = 30
+drain_timeout = \"5m\"\npush_window = \"250ms\"\nhold_timeout = \"1d\"\n",
+            true,
         );
-        assert_eq!(
-            parse_duration(&RawDuration::Text("5m".into())).unwrap(),
-            Duration::from_secs(300)
-        );
-        assert_eq!(
-            parse_duration(&RawDuration::Text("250ms".into())).unwrap(),
-            Duration::from_millis(250)
-        );
-        assert!(parse_duration(&RawDuration::Text("5 days".into())).is_err());
+        assert!(p.is_empty(), "{p:?}");
+        assert_eq!(s.timeout, Duration::from_secs(30));
+        assert_eq!(s.drain_timeout, Duration::from_secs(300));
+        assert_eq!(s.push_window, Duration::from_millis(250));
+        assert_eq!(s.hold_timeout, Duration::from_secs(86400));
     }
 
     #[test]
@@ -347,7 +309,7 @@ mod tests {
     #[test]
     fn bad_values_name_their_keys() {
         let (_, p) = check(
-            "schedule = \"every day\"\nclosed_writes = \"queue\"\nhold_timeout = \"1 week\"\nuntagged = true\n",
+            "schedule = \"every day\"\nclosed_writes = \"queue\"\nhold_timeout = \"1 fortnight\"\nuntagged = true\n",
             false,
         );
         let keys: Vec<_> = p.iter().map(|p| p.key.as_str()).collect();

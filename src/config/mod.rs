@@ -8,9 +8,12 @@
 //! to do. Relative paths are relative to the working directory.
 
 pub mod auth;
+pub mod duration;
 mod env_override;
 pub mod gc;
+mod notes;
 mod raw;
+mod renamed;
 mod validate;
 
 use std::net::SocketAddr;
@@ -60,6 +63,9 @@ pub struct Settings {
     pub gc: gc::GcSettings,
     pub auth: AuthSettings,
     pub audit: AuditSettings,
+    /// Deprecated keys in use (each with its new name): logged as warnings
+    /// at start, printed by `check-config`.
+    pub warnings: Vec<Problem>,
 }
 
 #[derive(Debug, Clone)]
@@ -76,6 +82,8 @@ pub struct ServerSettings {
     pub plain_listen: Option<SocketAddr>,
     /// The URL clients use to reach regate, when it differs from their `Host`.
     pub public_url: Option<PublicUrl>,
+    /// Load balancers whose forwarding headers name the client and its scheme.
+    pub trusted_proxies: crate::forwarded::TrustedProxies,
     pub handshake_timeout: Duration,
     /// How long a client may take to send a request's headers (and, on a
     /// new connection, its first bytes).
@@ -223,14 +231,27 @@ impl Settings {
             file: source.to_owned(),
             problems,
         };
-        // First parse the text alone, so errors carry the file's line numbers.
+        // First parse the text alone, so errors carry the file's line numbers
+        // (unless it uses old key names: then the renamed document is checked).
         let mut doc: toml::Table = text
             .parse()
             .map_err(|e: toml::de::Error| invalid(vec![Problem::from_toml(&e)]))?;
-        toml::from_str::<raw::RawConfig>(text)
-            .map_err(|e| invalid(vec![Problem::from_toml(&e)]))?;
+        let (mut warnings, renamed_problems) = renamed::apply(&mut doc, false);
+        if !renamed_problems.is_empty() {
+            return Err(invalid(renamed_problems));
+        }
+        if warnings.is_empty() {
+            toml::from_str::<raw::RawConfig>(text)
+                .map_err(|e| invalid(vec![Problem::from_toml(&e)]))?;
+        } else {
+            toml::Value::Table(doc.clone())
+                .try_into::<raw::RawConfig>()
+                .map_err(|e| invalid(vec![Problem::from_toml(&e)]))?;
+        }
         let applied = env_override::apply(&mut doc, env)
             .map_err(|m| invalid(vec![Problem::new("(environment)", m)]))?;
+        // An old name set from the environment overrides the file's new one.
+        warnings.extend(renamed::apply(&mut doc, true).0);
         let raw: raw::RawConfig =
             toml::Value::Table(doc)
                 .try_into()
@@ -247,6 +268,7 @@ impl Settings {
         validate::validate(raw, source)
             .map(|mut s| {
                 s.source = source.to_owned();
+                s.warnings = warnings;
                 s
             })
             .map_err(invalid)

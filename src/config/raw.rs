@@ -4,6 +4,8 @@
 
 use serde::Deserialize;
 
+use super::duration::RawDuration;
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
@@ -38,21 +40,24 @@ pub struct RawServer {
     pub admin_listen: Option<String>,
     pub plain_listen: Option<String>,
     pub public_url: Option<String>,
-    pub handshake_timeout_secs: Option<u64>,
-    pub header_read_timeout_secs: Option<u64>,
+    /// Peers (addresses or CIDRs) whose `Forwarded`/`X-Forwarded-*` headers
+    /// say who the client is and which scheme it used.
+    pub trusted_proxies: Option<Vec<String>>,
+    pub handshake_timeout: Option<RawDuration>,
+    pub header_read_timeout: Option<RawDuration>,
     pub max_header_bytes: Option<u64>,
     pub max_connections: Option<u64>,
-    pub idle_timeout_secs: Option<u64>,
-    pub shutdown_timeout_secs: Option<u64>,
+    pub idle_timeout: Option<RawDuration>,
+    pub shutdown_timeout: Option<RawDuration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawUpstream {
     pub url: Option<String>,
-    pub connect_timeout_secs: Option<u64>,
-    pub response_timeout_secs: Option<u64>,
-    pub idle_timeout_secs: Option<u64>,
+    pub connect_timeout: Option<RawDuration>,
+    pub response_timeout: Option<RawDuration>,
+    pub idle_timeout: Option<RawDuration>,
     pub managed: Option<RawManaged>,
     /// Credentials regate sends upstream (when the registry has its own auth).
     pub username: Option<String>,

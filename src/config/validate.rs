@@ -62,13 +62,20 @@ impl Check {
         }
     }
 
-    fn secs(&mut self, key: &str, value: Option<u64>, default: u64) -> Duration {
-        let v = value.unwrap_or(default);
-        if v == 0 {
-            self.problems
-                .push(Problem::new(key, "must be at least 1 (seconds)"));
-        }
-        Duration::from_secs(v.max(1))
+    /// A duration key of at least a second (`config::duration` syntax).
+    fn secs(
+        &mut self,
+        key: &str,
+        value: Option<super::duration::RawDuration>,
+        default: u64,
+    ) -> Duration {
+        super::duration::read(
+            key,
+            value.as_ref(),
+            Duration::from_secs(default),
+            Duration::from_secs(1),
+            &mut self.problems,
+        )
     }
 }
 
@@ -113,14 +120,23 @@ pub(super) fn validate(raw: RawConfig, _source: &str) -> Result<Settings, Vec<Pr
                 None
             }
         });
+    let trusted_proxies =
+        crate::forwarded::TrustedProxies::parse(s.trusted_proxies.as_deref().unwrap_or_default())
+            .unwrap_or_else(|bad| {
+                c.problems.extend(
+                    bad.into_iter()
+                        .map(|m| Problem::new("server.trusted_proxies", m)),
+                );
+                Default::default()
+            });
     let handshake_timeout = c.secs(
-        "server.handshake_timeout_secs",
-        s.handshake_timeout_secs,
+        "server.handshake_timeout",
+        s.handshake_timeout,
         d::HANDSHAKE_TIMEOUT_SECS,
     );
     let header_read_timeout = c.secs(
-        "server.header_read_timeout_secs",
-        s.header_read_timeout_secs,
+        "server.header_read_timeout",
+        s.header_read_timeout,
         d::HEADER_READ_TIMEOUT_SECS,
     );
     let max_header_bytes = s.max_header_bytes.unwrap_or(d::MAX_HEADER_BYTES);
@@ -140,14 +156,10 @@ pub(super) fn validate(raw: RawConfig, _source: &str) -> Result<Settings, Vec<Pr
             "must be between 1 and 1000000 (connections)",
         ));
     }
-    let idle_timeout = c.secs(
-        "server.idle_timeout_secs",
-        s.idle_timeout_secs,
-        d::IDLE_TIMEOUT_SECS,
-    );
+    let idle_timeout = c.secs("server.idle_timeout", s.idle_timeout, d::IDLE_TIMEOUT_SECS);
     let shutdown_timeout = c.secs(
-        "server.shutdown_timeout_secs",
-        s.shutdown_timeout_secs,
+        "server.shutdown_timeout",
+        s.shutdown_timeout,
         d::SHUTDOWN_TIMEOUT_SECS,
     );
 
@@ -196,18 +208,18 @@ pub(super) fn validate(raw: RawConfig, _source: &str) -> Result<Settings, Vec<Pr
         }
     }
     let connect_timeout = c.secs(
-        "upstream.connect_timeout_secs",
-        u.connect_timeout_secs,
+        "upstream.connect_timeout",
+        u.connect_timeout,
         d::UPSTREAM_CONNECT_TIMEOUT_SECS,
     );
     let response_timeout = c.secs(
-        "upstream.response_timeout_secs",
-        u.response_timeout_secs,
+        "upstream.response_timeout",
+        u.response_timeout,
         d::UPSTREAM_RESPONSE_TIMEOUT_SECS,
     );
     let up_idle = c.secs(
-        "upstream.idle_timeout_secs",
-        u.idle_timeout_secs,
+        "upstream.idle_timeout",
+        u.idle_timeout,
         d::UPSTREAM_IDLE_TIMEOUT_SECS,
     );
 
@@ -248,6 +260,7 @@ pub(super) fn validate(raw: RawConfig, _source: &str) -> Result<Settings, Vec<Pr
             admin_listen,
             plain_listen,
             public_url,
+            trusted_proxies,
             handshake_timeout,
             header_read_timeout,
             max_header_bytes: max_header_bytes as usize,
@@ -273,6 +286,7 @@ pub(super) fn validate(raw: RawConfig, _source: &str) -> Result<Settings, Vec<Pr
         gc,
         auth,
         audit,
+        warnings: Vec::new(),
     })
 }
 
@@ -361,7 +375,7 @@ mod tests {
         assert_eq!(s.server.header_read_timeout.as_secs(), 30);
         assert_eq!(s.server.max_connections, 4096);
         let s = load(&format!(
-            "{base}max_header_bytes = 8192\nheader_read_timeout_secs = 5\nmax_connections = 10\n"
+            "{base}max_header_bytes = 8192\nheader_read_timeout = \"5s\"\nmax_connections = 10\n"
         ))
         .unwrap();
         assert_eq!(s.server.max_connections, 10);
@@ -370,13 +384,83 @@ mod tests {
         for bad in [
             "max_header_bytes = 10",
             "max_header_bytes = 10000000",
-            "header_read_timeout_secs = 0",
+            "header_read_timeout = 0",
             "max_connections = 0",
         ] {
             let err = load(&format!("{base}{bad}\n")).unwrap_err();
             let key = bad.split(' ').next().unwrap();
             assert!(err.to_string().contains(&format!("server.{key}")), "{err}");
         }
+    }
+
+    #[test]
+    fn every_duration_key_takes_one_syntax_in_the_file_and_the_environment() {
+        let text = "[server]\ndev_certs = true\nidle_timeout = \"15m\"\nshutdown_timeout = 90\n[upstream]\nurl = \"http://127.0.0.1:5000\"\nresponse_timeout = \"12h\"\n[auth]\ncache_ttl = \"0s\"\n[auth.token]\nrefresh_ttl = \"30d\"\nttl = \"1h 30m\"\n[gc]\ndrain_timeout = 20\n";
+        let env = vec![
+            ("REGATE_GC__TIMEOUT".to_string(), "2h".to_string()),
+            ("REGATE_AUTH__TOKEN__LEEWAY".to_string(), "90".to_string()),
+        ];
+        let s = Settings::from_toml(text, "t", env.into_iter()).unwrap();
+        assert!(s.warnings.is_empty(), "{:?}", s.warnings);
+        assert_eq!(s.server.idle_timeout.as_secs(), 900);
+        assert_eq!(s.server.shutdown_timeout.as_secs(), 90);
+        assert_eq!(s.upstream.response_timeout.as_secs(), 12 * 3600);
+        assert_eq!(s.auth.cache_ttl.as_secs(), 0);
+        assert_eq!(s.auth.token.refresh_ttl.as_secs(), 30 * 86400);
+        assert_eq!(s.auth.token.ttl.as_secs(), 5400);
+        assert_eq!(s.auth.token.leeway.as_secs(), 90);
+        assert_eq!(s.gc.drain_timeout.as_secs(), 20);
+        assert_eq!(s.gc.timeout.as_secs(), 7200);
+
+        let err = Settings::from_toml(
+            "[server]\ndev_certs = true\nidle_timeout = \"soon\"\n[upstream]\nurl = \"http://127.0.0.1:5000\"\n",
+            "t",
+            vec![("REGATE_AUTH__TOKEN__TTL".to_string(), "5 fortnights".to_string())].into_iter(),
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("server.idle_timeout: \"soon\" is not a duration"),
+            "{text}"
+        );
+        assert!(text.contains("auth.token.ttl: \"5 fortnights\""), "{text}");
+        assert!(text.contains("\"15m\""), "{text}");
+    }
+
+    #[test]
+    fn old_secs_names_are_read_with_a_warning() {
+        let base = "[upstream]\nurl = \"http://127.0.0.1:5000\"\n[server]\ndev_certs = true\n";
+        let s = load(&format!(
+            "{base}idle_timeout_secs = 5\n[auth]\ncache_ttl_secs = 7\n"
+        ))
+        .unwrap();
+        assert_eq!(s.server.idle_timeout.as_secs(), 5);
+        assert_eq!(s.auth.cache_ttl.as_secs(), 7);
+        let keys: Vec<_> = s.warnings.iter().map(|w| w.key.as_str()).collect();
+        assert_eq!(keys, ["server.idle_timeout_secs", "auth.cache_ttl_secs"]);
+        assert!(s.warnings[0].message.contains("server.idle_timeout"));
+        // An old name from the environment overrides the file's new one.
+        let s = Settings::from_toml(
+            &format!("{base}idle_timeout = 9\n"),
+            "t",
+            vec![(
+                "REGATE_SERVER__IDLE_TIMEOUT_SECS".to_string(),
+                "4".to_string(),
+            )]
+            .into_iter(),
+        )
+        .unwrap();
+        assert_eq!(s.server.idle_timeout.as_secs(), 4);
+        assert_eq!(s.warnings.len(), 1);
+        // Both names in the file: an error naming the old one.
+        let err = load(&format!("{base}idle_timeout = 9\nidle_timeout_secs = 4\n")).unwrap_err();
+        assert!(
+            err.to_string().contains("server.idle_timeout_secs"),
+            "{err}"
+        );
+        // An old name and another mistake: the mistake is still reported.
+        let err = load(&format!("{base}idle_timeout_secs = 4\nlisten_addr = 1\n")).unwrap_err();
+        assert!(err.to_string().contains("listen_addr"), "{err}");
     }
 
     #[test]

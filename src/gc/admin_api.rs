@@ -20,13 +20,13 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::json;
 
 use super::{Gc, GcRequest};
 use crate::body::{full, ProxyBody};
 use crate::error::{ErrorCode, RegistryError};
+use crate::unread_body::UnreadBody;
 
 const MAX_BODY: usize = 64 * 1024;
 const HISTORY: usize = 20;
@@ -55,7 +55,7 @@ fn bad_request(message: impl Into<String>) -> RegistryError {
     RegistryError::new(StatusCode::BAD_REQUEST, ErrorCode::Unsupported, message)
 }
 
-async fn read_json<T>(req: Request<Incoming>) -> Result<T, RegistryError>
+async fn read_json<T>(req: Request<UnreadBody>) -> Result<T, RegistryError>
 where
     T: for<'de> Deserialize<'de> + Default,
 {
@@ -84,27 +84,30 @@ struct MaintenanceBody {
 }
 
 /// Serves one request of this API.
-pub async fn handle(gc: &Arc<Gc>, req: Request<Incoming>) -> Response<ProxyBody> {
+pub async fn handle(gc: &Arc<Gc>, req: Request<UnreadBody>) -> Response<ProxyBody> {
     serve(gc, req)
         .await
         .unwrap_or_else(RegistryError::into_response)
 }
 
-async fn serve(gc: &Arc<Gc>, req: Request<Incoming>) -> Result<Response<ProxyBody>, RegistryError> {
+async fn serve(
+    gc: &Arc<Gc>,
+    req: Request<UnreadBody>,
+) -> Result<Response<ProxyBody>, RegistryError> {
     let path = req.uri().path().to_owned();
     let method = req.method().clone();
     match (method, path.as_str()) {
         (Method::POST, "/admin/gc") => {
             let wait = query_flag(req.uri().query(), "wait");
             let body: GcRequest = read_json(req).await?;
-            let id = gc.start(body, "manual")?;
+            let id = gc.start(body, "manual").await?;
             if wait {
                 let run = gc.wait(id).await?;
                 return Ok(json_response(StatusCode::OK, json!({"id": id, "run": run})));
             }
             Ok(json_response(
                 StatusCode::ACCEPTED,
-                json!({"id": id, "run": gc.run_record(id)?}),
+                json!({"id": id, "run": gc.run_record(id).await?}),
             ))
         }
         (Method::GET | Method::HEAD, "/admin/gc") => Ok(json_response(
@@ -112,14 +115,17 @@ async fn serve(gc: &Arc<Gc>, req: Request<Incoming>) -> Result<Response<ProxyBod
             json!({
                 "gate": gc.gate().status(),
                 "running": gc.current(),
-                "history": gc.history(HISTORY)?,
+                "history": gc.history(HISTORY).await?,
             }),
         )),
         (Method::GET | Method::HEAD, p) if p.starts_with("/admin/gc/") => {
             let id: i64 = p["/admin/gc/".len()..]
                 .parse()
                 .map_err(|_| bad_request("a run id is a number: /admin/gc/<id>"))?;
-            Ok(json_response(StatusCode::OK, json!(gc.run_record(id)?)))
+            Ok(json_response(
+                StatusCode::OK,
+                json!(gc.run_record(id).await?),
+            ))
         }
         (Method::PUT, "/admin/maintenance") => {
             let body: MaintenanceBody = read_json(req).await?;
@@ -134,7 +140,7 @@ async fn serve(gc: &Arc<Gc>, req: Request<Incoming>) -> Result<Response<ProxyBod
             ))
         }
         (Method::DELETE, "/admin/maintenance") => {
-            gc.maintenance_off()?;
+            gc.maintenance_off().await?;
             Ok(json_response(
                 StatusCode::OK,
                 json!({"gate": gc.gate().status()}),
@@ -142,15 +148,15 @@ async fn serve(gc: &Arc<Gc>, req: Request<Incoming>) -> Result<Response<ProxyBod
         }
         (Method::GET | Method::HEAD, "/admin/maintenance") => Ok(json_response(
             StatusCode::OK,
-            json!({"gate": gc.gate().status(), "maintenance": gc.maintenance()?}),
+            json!({"gate": gc.gate().status(), "maintenance": gc.maintenance().await?}),
         )),
         (Method::GET | Method::HEAD, "/admin/status") => {
-            let last = gc.history(1)?.into_iter().next();
+            let last = gc.history(1).await?.into_iter().next();
             Ok(json_response(
                 StatusCode::OK,
                 json!({
                     "gate": gc.gate().status(),
-                    "maintenance": gc.maintenance()?,
+                    "maintenance": gc.maintenance().await?,
                     "gc": {
                         "running": gc.current(),
                         "last": last,

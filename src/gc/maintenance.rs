@@ -1,8 +1,9 @@
 //! The gate closed by hand for other maintenance (backups, storage moves):
 //! switched on (persisted first, then drained and closed) and off, never
-//! while a GC run holds the gate.
+//! while a GC run holds the gate. State writes run off the async threads.
 
 use super::{now_ms, Gc, GcError};
+use crate::state::blocking;
 use crate::state::gc_history::Maintenance;
 
 impl Gc {
@@ -12,14 +13,14 @@ impl Gc {
         reason: &str,
     ) -> Result<crate::write_gate::DrainReport, GcError> {
         {
-            let running = self.running();
-            if let Some(r) = running.as_ref().filter(|r| !r.dry_run) {
-                return Err(GcError::GcHoldsGate { id: r.id });
-            }
-            self.state.set_maintenance(Some(&Maintenance {
+            let _switching = self.switching.lock().await;
+            self.refuse_while_gc_holds_the_gate()?;
+            let state = self.state.clone();
+            let m = Maintenance {
                 reason: reason.to_owned(),
                 since_ms: now_ms(),
-            }))?;
+            };
+            blocking(move || state.set_maintenance(Some(&m))).await?;
         }
         tracing::info!(target: "regate::gc", reason, "maintenance switched on");
         Ok(self
@@ -32,14 +33,22 @@ impl Gc {
     }
 
     /// Switches maintenance off and opens the gate.
-    pub fn maintenance_off(&self) -> Result<(), GcError> {
-        let running = self.running();
-        if let Some(r) = running.as_ref().filter(|r| !r.dry_run) {
-            return Err(GcError::GcHoldsGate { id: r.id });
-        }
-        self.state.set_maintenance(None)?;
+    pub async fn maintenance_off(&self) -> Result<(), GcError> {
+        let _switching = self.switching.lock().await;
+        self.refuse_while_gc_holds_the_gate()?;
+        let state = self.state.clone();
+        blocking(move || state.set_maintenance(None)).await?;
         self.gate.open();
         tracing::info!(target: "regate::gc", "maintenance switched off");
         Ok(())
+    }
+}
+
+impl Gc {
+    fn refuse_while_gc_holds_the_gate(&self) -> Result<(), GcError> {
+        match self.running().as_ref().filter(|r| !r.dry_run) {
+            Some(r) => Err(GcError::GcHoldsGate { id: r.id }),
+            None => Ok(()),
+        }
     }
 }

@@ -8,8 +8,11 @@
 //! while a GC command started before the restart still runs, or while
 //! maintenance was switched on by hand; open otherwise), and the schedule.
 //! A failure at any phase reopens the gate and is recorded; it never leaves
-//! writes blocked. Calls `write_gate`, `state` and `metrics`; the admin API
-//! ([`admin_api`]) is its HTTP face.
+//! writes blocked. A run that a restart cut short before its GC command
+//! started is resumed at the next start (same run, one more attempt): its
+//! untagged walk skips the repositories it finished ([`walk`]). State calls
+//! run off the async threads. Calls `write_gate`, `state` and `metrics`; the
+//! admin API ([`admin_api`]) is its HTTP face.
 
 pub mod admin_api;
 pub mod command;
@@ -21,6 +24,7 @@ mod run;
 pub mod schedule;
 pub mod storage_size;
 pub mod untagged;
+mod walk;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -34,7 +38,7 @@ use crate::config::gc::GcSettings;
 use crate::error::{ErrorCode, RegistryError};
 use crate::metrics::Metrics;
 use crate::state::gc_history::{GcRun, Maintenance};
-use crate::state::{State, StateError};
+use crate::state::{blocking, State, StateError};
 use crate::write_gate::WriteGate;
 
 /// Why a GC or maintenance request could not be carried out.
@@ -178,13 +182,17 @@ pub struct Gc {
     running: Mutex<Option<GcRun>>,
     /// The id of the last run that finished.
     finished: watch::Sender<i64>,
+    /// Held while a run is started or maintenance switched, so the checks
+    /// and the state writes of one are not interleaved with the other's.
+    switching: tokio::sync::Mutex<()>,
 }
 
 impl Gc {
     /// Keeps the history at `gc.history_keep` finished runs, removing the
     /// logs of the runs it drops. A failure here never stops a GC.
-    fn prune_history(&self) {
-        let logs = match self.state.gc_runs_prune(self.settings.history_keep) {
+    async fn prune_history(&self) {
+        let (state, keep) = (self.state.clone(), self.settings.history_keep);
+        let logs = match blocking(move || state.gc_runs_prune(keep)).await {
             Ok(logs) => logs,
             Err(e) => {
                 tracing::warn!(target: "regate::gc", error = %e, "cannot prune the GC history");
@@ -219,6 +227,7 @@ impl Gc {
             log_dir,
             running: Mutex::new(None),
             finished: watch::channel(0).0,
+            switching: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -239,38 +248,46 @@ impl Gc {
         self.running().clone()
     }
 
-    pub fn history(&self, limit: usize) -> Result<Vec<GcRun>, GcError> {
-        Ok(self.state.gc_runs_recent(limit)?)
+    pub async fn history(&self, limit: usize) -> Result<Vec<GcRun>, GcError> {
+        let state = self.state.clone();
+        Ok(blocking(move || state.gc_runs_recent(limit)).await?)
     }
 
-    pub fn run_record(&self, id: i64) -> Result<GcRun, GcError> {
+    pub async fn run_record(&self, id: i64) -> Result<GcRun, GcError> {
         if let Some(r) = self.running().as_ref().filter(|r| r.id == id) {
             return Ok(r.clone());
         }
-        self.state.gc_run(id)?.ok_or(GcError::NoSuchRun { id })
+        let state = self.state.clone();
+        blocking(move || state.gc_run(id))
+            .await?
+            .ok_or(GcError::NoSuchRun { id })
     }
 
-    pub fn maintenance(&self) -> Result<Option<Maintenance>, GcError> {
-        Ok(self.state.maintenance()?)
+    pub async fn maintenance(&self) -> Result<Option<Maintenance>, GcError> {
+        let state = self.state.clone();
+        Ok(blocking(move || state.maintenance()).await?)
     }
 
     /// Starts a run in the background and returns its id.
-    pub fn start(self: &Arc<Self>, req: GcRequest, trigger: &str) -> Result<i64, GcError> {
+    pub async fn start(self: &Arc<Self>, req: GcRequest, trigger: &str) -> Result<i64, GcError> {
         if self.target.argv.is_none() {
             return Err(GcError::NoCommand);
         }
         if req.untagged && self.target.storage_root.is_none() {
             return Err(GcError::UntaggedNeedsStorage);
         }
-        let mut running = self.running();
-        if let Some(r) = running.as_ref() {
+        let _switching = self.switching.lock().await;
+        if let Some(r) = self.running().as_ref() {
             return Err(GcError::AlreadyRunning { id: r.id });
         }
         if !req.dry_run {
-            if let Some(m) = self.state.maintenance()? {
+            if let Some(m) = self.maintenance().await? {
                 return Err(GcError::InMaintenance { reason: m.reason });
             }
         }
+        let deadline_at_ms = req
+            .deadline
+            .map(|d| now_ms() + d.saturating_duration_since(Instant::now()).as_millis() as i64);
         let mut run = GcRun {
             trigger: trigger.to_owned(),
             dry_run: req.dry_run,
@@ -278,12 +295,15 @@ impl Gc {
             status: "running".into(),
             phase: "starting".into(),
             started_at_ms: now_ms(),
+            attempts: 1,
+            deadline_at_ms,
             ..Default::default()
         };
-        run.id = self.state.gc_run_insert(&run)?;
-        self.prune_history();
-        *running = Some(run.clone());
-        drop(running);
+        let state = self.state.clone();
+        let inserted = run.clone();
+        run.id = blocking(move || state.gc_run_insert(&inserted)).await?;
+        *self.running() = Some(run.clone());
+        self.prune_history().await;
         tracing::info!(target: "regate::gc", id = run.id, trigger, dry_run = req.dry_run, untagged = req.untagged, "garbage collection started");
         let id = run.id;
         let gc = Arc::clone(self);
@@ -296,20 +316,21 @@ impl Gc {
         let mut rx = self.finished.subscribe();
         loop {
             if !matches!(self.running().as_ref(), Some(r) if r.id == id) {
-                return self.run_record(id);
+                return self.run_record(id).await;
             }
             if rx.changed().await.is_err() {
-                return self.run_record(id);
+                return self.run_record(id).await;
             }
         }
     }
 
-    /// Updates the in-memory copy and the database.
-    fn save(&self, run: &GcRun) {
+    /// Updates the in-memory copy and the database (off the async threads).
+    async fn save_async(&self, run: &GcRun) {
         if let Some(r) = self.running().as_mut().filter(|r| r.id == run.id) {
             *r = run.clone();
         }
-        if let Err(e) = self.state.gc_run_save(run) {
+        let (state, saved) = (self.state.clone(), run.clone());
+        if let Err(e) = blocking(move || state.gc_run_save(&saved)).await {
             tracing::error!(target: "regate::gc", id = run.id, error = %e, "cannot record the GC run");
         }
     }

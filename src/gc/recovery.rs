@@ -1,49 +1,133 @@
 //! After a restart: the gate comes back closed while a GC command started
 //! before the restart still runs (it is followed to its end, then the gate
-//! opens), or while maintenance is on; a run whose command is gone is marked
-//! interrupted.
+//! opens), or while maintenance is on. A run cut short before its GC command
+//! finished is resumed (same run, one more attempt: it drains and closes the
+//! gate again, its untagged walk skips the repositories it finished, and it
+//! runs the GC command); one whose command had printed its summary before it
+//! ended unseen is recorded as `finished_unobserved`. A dry run, a scheduled
+//! run past its `[gc] window`, or a run started [`MAX_ATTEMPTS`] times is
+//! marked interrupted instead.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::output::GcCounts;
-use super::{command, now_ms, Gc, GcError};
+use super::{command, now_ms, Gc, GcError, GcRequest};
+use crate::state::blocking;
 use crate::state::gc_history::GcRun;
+
+/// How many times one run is started before a restart that cuts it short
+/// marks it interrupted (a run that brings regate down must not do so forever).
+pub const MAX_ATTEMPTS: i64 = 50;
+
+/// What to do with a run found running at start-up whose command is not running.
+#[derive(Debug, PartialEq, Eq)]
+enum Cut {
+    /// Its command printed its summary: it ended, unseen.
+    FinishedUnobserved,
+    /// Started again.
+    Resume,
+    /// Given up, for this reason.
+    Interrupted(String),
+}
+
+fn decide(run: &GcRun, command_summary: bool, now_ms: i64) -> Cut {
+    if run.phase == "collecting" && command_summary {
+        return Cut::FinishedUnobserved;
+    }
+    if run.dry_run {
+        return Cut::Interrupted(format!(
+            "regate stopped during the {} phase of a dry run (dry runs are not resumed)",
+            run.phase
+        ));
+    }
+    if run.deadline_at_ms.is_some_and(|d| d <= now_ms) {
+        return Cut::Interrupted(format!(
+            "regate stopped during the {} phase and the gc.window has ended since",
+            run.phase
+        ));
+    }
+    if run.attempts >= MAX_ATTEMPTS {
+        return Cut::Interrupted(format!(
+            "regate stopped during the {} phase of the run's attempt {}; it is not resumed again (the next run starts over)",
+            run.phase, run.attempts
+        ));
+    }
+    Cut::Resume
+}
+
+/// Whether the command's log holds its summary line.
+fn log_has_summary(log: Option<&str>) -> bool {
+    let Some(text) = log.and_then(|p| std::fs::read_to_string(p).ok()) else {
+        return false;
+    };
+    let mut counts = GcCounts::default();
+    text.lines().for_each(|l| counts.observe(l));
+    counts.has_summary()
+}
 
 impl Gc {
     /// After a restart: closes the gate again for a GC command that still
-    /// runs (and follows it to its end) or for maintenance left on; marks
-    /// runs whose command is gone as interrupted.
-    pub fn recover(self: &Arc<Self>) -> Result<(), GcError> {
-        for mut run in self.state.gc_runs_running()? {
+    /// runs (and follows it to its end) or for maintenance left on; resumes
+    /// runs a restart cut short, or records how they ended.
+    pub async fn recover(self: &Arc<Self>) -> Result<(), GcError> {
+        let state = self.state.clone();
+        for mut run in blocking(move || state.gc_runs_running()).await? {
             let pid = run.pid.and_then(|p| u32::try_from(p).ok());
-            let alive = pid.is_some_and(|p| command::alive(p, run.pid_start.as_deref()));
-            match (pid, alive) {
-                (Some(pid), true) => {
-                    tracing::warn!(target: "regate::gc", id = run.id, pid, "a GC command started before the restart still runs; the gate stays closed until it ends");
-                    if !run.dry_run {
-                        self.gate.close_now(&format!(
-                            "garbage collection, run {} (resumed after a restart)",
-                            run.id
-                        ));
-                    }
+            if let Some(pid) = pid.filter(|p| command::alive(*p, run.pid_start.as_deref())) {
+                tracing::warn!(target: "regate::gc", id = run.id, pid, "a GC command started before the restart still runs; the gate stays closed until it ends");
+                if !run.dry_run {
+                    self.gate.close_now(&format!(
+                        "garbage collection, run {} (resumed after a restart)",
+                        run.id
+                    ));
+                }
+                *self.running() = Some(run.clone());
+                let gc = Arc::clone(self);
+                tokio::spawn(async move { gc.follow_resumed(run, pid).await });
+                continue;
+            }
+            let log = run.log_path.clone();
+            let summary = tokio::task::spawn_blocking(move || log_has_summary(log.as_deref()))
+                .await
+                .unwrap_or(false);
+            match decide(&run, summary, now_ms()) {
+                Cut::FinishedUnobserved => {
                     *self.running() = Some(run.clone());
                     let gc = Arc::clone(self);
+                    let pid = pid.unwrap_or(0);
                     tokio::spawn(async move { gc.follow_resumed(run, pid).await });
                 }
-                _ => {
+                Cut::Resume => {
+                    run.attempts += 1;
+                    run.phase = "starting".into();
+                    run.pid = None;
+                    run.pid_start = None;
+                    tracing::warn!(target: "regate::gc", id = run.id, attempt = run.attempts, "a GC run was cut short by a regate stop; resuming it");
+                    self.save_async(&run).await;
+                    *self.running() = Some(run.clone());
+                    let req = GcRequest {
+                        dry_run: false,
+                        untagged: run.untagged,
+                        deadline: run.deadline_at_ms.map(|d| {
+                            Instant::now()
+                                + Duration::from_millis(u64::try_from(d - now_ms()).unwrap_or(0))
+                        }),
+                    };
+                    let gc = Arc::clone(self);
+                    tokio::spawn(async move { gc.run(run, req).await });
+                }
+                Cut::Interrupted(why) => {
                     tracing::warn!(target: "regate::gc", id = run.id, phase = %run.phase, "a GC run was cut short by a regate stop; marking it interrupted");
                     run.status = "interrupted".into();
-                    run.error = Some(format!(
-                        "regate stopped during the {} phase and the GC command is not running",
-                        run.phase
-                    ));
+                    run.error = Some(why);
                     run.finished_at_ms = Some(now_ms());
-                    self.state.gc_run_save(&run)?;
+                    let state = self.state.clone();
+                    blocking(move || state.gc_run_save(&run)).await?;
                 }
             }
         }
-        if let Some(m) = self.state.maintenance()? {
+        if let Some(m) = self.maintenance().await? {
             tracing::warn!(target: "regate::gc", reason = %m.reason, "maintenance is on (switched on before the restart): writes stay stopped");
             self.gate.close_now(&format!("maintenance: {}", m.reason));
         }
@@ -76,15 +160,55 @@ impl Gc {
             "regate restarted while the GC command ran; its exit status was not seen and it printed no summary (it may have failed)".into()
         });
         run.finished_at_ms = Some(now_ms());
-        if self.state.maintenance().ok().flatten().is_none() {
+        if self.maintenance().await.ok().flatten().is_none() {
             self.gate.open();
         }
         let freed = run.bytes_freed().unwrap_or(0).max(0) as u64;
         self.metrics
             .gc_run("finished_unobserved", started.elapsed(), freed);
-        self.save(&run);
+        self.save_async(&run).await;
         *self.running() = None;
         self.finished.send_replace(run.id);
         tracing::info!(target: "regate::gc", id = run.id, "the GC command started before the restart has ended; the gate is open");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cut(phase: &str) -> GcRun {
+        GcRun {
+            status: "running".into(),
+            phase: phase.into(),
+            attempts: 1,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_run_cut_short_is_resumed_unless_it_cannot_be() {
+        for phase in ["starting", "draining", "untagged", "collecting"] {
+            assert_eq!(decide(&cut(phase), false, 0), Cut::Resume, "{phase}");
+        }
+        assert_eq!(decide(&cut("collecting"), true, 0), Cut::FinishedUnobserved);
+        let dry = GcRun {
+            dry_run: true,
+            ..cut("untagged")
+        };
+        assert!(matches!(decide(&dry, false, 0), Cut::Interrupted(m) if m.contains("dry run")));
+        let late = GcRun {
+            deadline_at_ms: Some(100),
+            ..cut("untagged")
+        };
+        assert!(
+            matches!(decide(&late, false, 100), Cut::Interrupted(m) if m.contains("gc.window"))
+        );
+        assert_eq!(decide(&late, false, 99), Cut::Resume);
+        let tired = GcRun {
+            attempts: MAX_ATTEMPTS,
+            ..cut("draining")
+        };
+        assert!(matches!(decide(&tired, false, 0), Cut::Interrupted(_)));
     }
 }

@@ -1,12 +1,14 @@
 //! One GC run, phase by phase: measure the storage, drain and close the gate,
-//! untagged cleanup, the GC command (followed line by line, with its timeout),
-//! reopen the gate (whatever happened), record the result.
+//! untagged cleanup (the resumable walk of `walk`), the GC command (followed
+//! line by line, with its timeout), reopen the gate (whatever happened),
+//! record the result. A resumed run (after a restart) goes through the same
+//! phases; its walk skips what an earlier attempt finished.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use super::output::GcCounts;
-use super::{command, keeper, now_ms, untagged, Gc, GcError, GcRequest};
+use super::{command, keeper, now_ms, Gc, GcError, GcRequest};
 use crate::state::gc_history::GcRun;
 use crate::write_gate::WriteGate;
 
@@ -45,11 +47,14 @@ impl Drop for ClosedForGc<'_> {
 impl Gc {
     pub(super) async fn run(self: Arc<Self>, mut run: GcRun, req: GcRequest) {
         let started = Instant::now();
-        let gc = Arc::clone(&self);
-        run.bytes_before = tokio::task::spawn_blocking(move || gc.storage_bytes())
-            .await
-            .ok()
-            .flatten();
+        if run.bytes_before.is_none() {
+            // A resumed run keeps the size measured by its first attempt.
+            let gc = Arc::clone(&self);
+            run.bytes_before = tokio::task::spawn_blocking(move || gc.storage_bytes())
+                .await
+                .ok()
+                .flatten();
+        }
         let result = self.phases(&mut run, req, started).await;
         let gc = Arc::clone(&self);
         run.bytes_after = tokio::task::spawn_blocking(move || gc.storage_bytes())
@@ -67,7 +72,7 @@ impl Gc {
             run.error = Some(e.to_string());
             tracing::error!(target: "regate::gc", id = run.id, error = %e, "garbage collection failed; the gate is open again");
         } else {
-            tracing::info!(target: "regate::gc", id = run.id, blobs_deleted = ?run.blobs_deleted, manifests_deleted = ?run.manifests_deleted, bytes_freed = ?run.bytes_freed(), "garbage collection finished");
+            tracing::info!(target: "regate::gc", id = run.id, attempts = run.attempts, drain_ms = ?run.drain_ms, untagged_ms = ?run.untagged_ms, gc_ms = ?run.gc_ms, repositories = ?run.repositories, tags = ?run.tags, revisions = ?run.revisions, blobs_deleted = ?run.blobs_deleted, manifests_deleted = ?run.manifests_deleted, bytes_freed = ?run.bytes_freed(), "garbage collection finished");
         }
         let freed = run.bytes_freed().unwrap_or(0).max(0) as u64;
         self.metrics.gc_run(
@@ -75,7 +80,7 @@ impl Gc {
             started.elapsed(),
             if run.dry_run { 0 } else { freed },
         );
-        self.save(&run);
+        self.save_async(&run).await;
         *self.running() = None;
         self.finished.send_replace(run.id);
     }
@@ -90,7 +95,7 @@ impl Gc {
         let mut closed = None;
         if !req.dry_run {
             run.phase = "draining".into();
-            self.save(run);
+            self.save_async(run).await;
             let report = self
                 .gate
                 .drain_and_close(
@@ -142,35 +147,19 @@ impl Gc {
         result
     }
 
-    /// Deletes the manifests no tag reaches; returns how many (or would).
+    /// Deletes the manifests no tag reaches; returns how many (or would),
+    /// earlier attempts of the run included.
     async fn untagged_cleanup(&self, run: &mut GcRun, req: GcRequest) -> Result<i64, GcError> {
         run.phase = "untagged".into();
-        self.save(run);
-        let root = self
-            .target
-            .storage_root
-            .clone()
-            .ok_or(GcError::UntaggedNeedsStorage)?;
-        let mut plan = tokio::task::spawn_blocking(move || untagged::plan(&root))
-            .await
-            .map_err(|e| GcError::CommandFailed {
-                status: "panicked".into(),
-                last_line: e.to_string(),
-            })??;
-        let manifests_deleted = if req.dry_run {
-            plan.to_delete() as i64
-        } else {
-            untagged::delete(&mut plan, &self.target.upstream_origin).await;
-            plan.deleted() as i64
-        };
+        self.save_async(run).await;
+        let plan = self.untagged_walk(run, req).await?;
         run.untagged_report = serde_json::to_value(&plan).ok();
-        run.manifests_deleted = Some(manifests_deleted);
-        self.save(run);
+        self.save_async(run).await;
         let failed: usize = plan.repositories.iter().map(|r| r.failed.len()).sum();
         if failed > 0 {
             return Err(GcError::DeletesFailed { count: failed });
         }
-        Ok(manifests_deleted)
+        Ok(run.manifests_deleted.unwrap_or(0))
     }
 
     /// The GC command, followed to its end.
@@ -181,7 +170,7 @@ impl Gc {
         manifests_deleted: i64,
     ) -> Result<(), GcError> {
         run.phase = "collecting".into();
-        self.save(run);
+        self.save_async(run).await;
         if let Some(root) = &self.target.storage_root {
             if !root.join("docker/registry/v2/blobs").is_dir() {
                 // garbage-collect fails on a storage that holds no blob yet.
@@ -197,12 +186,15 @@ impl Gc {
             req.dry_run,
         );
         let log_path = self.log_dir.join(format!("run-{}.log", run.id));
-        prune_logs(&self.log_dir, run.id);
+        {
+            let (dir, id) = (self.log_dir.clone(), run.id);
+            let _ = tokio::task::spawn_blocking(move || prune_logs(&dir, id)).await;
+        }
         let spawned = command::spawn(&argv, self.target.clean_env, &log_path)?;
         run.pid = Some(i64::from(spawned.pid));
         run.pid_start = spawned.pid_start.clone();
         run.log_path = Some(log_path.display().to_string());
-        self.save(run);
+        self.save_async(run).await;
         tracing::info!(target: "regate::gc", id = run.id, argv = ?argv, pid = spawned.pid, "GC command started");
 
         let gc_started = Instant::now();

@@ -60,14 +60,17 @@ pub async fn run(
                 }
             }
         };
-        match gc.start(
-            GcRequest {
-                dry_run: false,
-                untagged,
-                deadline,
-            },
-            "schedule",
-        ) {
+        match gc
+            .start(
+                GcRequest {
+                    dry_run: false,
+                    untagged,
+                    deadline,
+                },
+                "schedule",
+            )
+            .await
+        {
             Ok(id) => {
                 tracing::info!(target: "regate::gc", id, at = %next, "scheduled garbage collection started")
             }

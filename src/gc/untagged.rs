@@ -11,12 +11,16 @@
 //! by digest through the registry API, while the gate is closed. A manifest
 //! that cannot be read is never deleted, and a repository with an unreadable
 //! reachable manifest is left alone (its children are unknown).
+//!
+//! The functions here plan and delete one repository at a time; the run
+//! walks them in order and records each as it finishes (`gc::walk`), so a
+//! walk cut short by a restart is resumed rather than started over.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 #[derive(Debug, thiserror::Error)]
 pub enum UntaggedError {
@@ -28,9 +32,17 @@ pub enum UntaggedError {
 }
 
 /// What cleanup found (and deletes, or would delete) in one repository.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct RepoPlan {
     pub repository: String,
+    /// The attempt of the run (1, or more after a resume) that walked it.
+    pub attempt: i64,
+    /// Deletes an earlier attempt of the run made here before it was cut
+    /// short (this plan no longer lists them: they are gone).
+    pub deleted_earlier: usize,
+    /// Milliseconds this repository's plan and deletes took.
+    pub walk_ms: i64,
     pub tags: usize,
     pub revisions: usize,
     /// Unreachable manifests, by digest.
@@ -43,7 +55,7 @@ pub struct RepoPlan {
     pub failed: Vec<String>,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct UntaggedPlan {
     pub repositories: Vec<RepoPlan>,
 }
@@ -54,10 +66,14 @@ impl UntaggedPlan {
     }
 
     pub fn deleted(&self) -> usize {
-        self.repositories
-            .iter()
-            .map(|r| r.delete.len() - r.failed.len())
-            .sum()
+        self.repositories.iter().map(RepoPlan::deleted).sum()
+    }
+}
+
+impl RepoPlan {
+    /// Manifests deleted here by the run, its earlier attempts included.
+    pub fn deleted(&self) -> usize {
+        self.deleted_earlier + self.delete.len() - self.failed.len()
     }
 }
 
@@ -72,8 +88,8 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> UntaggedError + '_ {
     }
 }
 
-/// Repository names under the storage root (a folder with `_manifests`).
-fn repositories(root: &Path) -> Result<Vec<String>, UntaggedError> {
+/// Repository names under the storage root (a folder with `_manifests`), sorted.
+pub fn repositories(root: &Path) -> Result<Vec<String>, UntaggedError> {
     let base = v2(root).join("repositories");
     let mut out = Vec::new();
     let mut stack = vec![base.clone()];
@@ -177,7 +193,7 @@ fn read_manifest(root: &Path, digest: &str) -> Result<ManifestRefs, String> {
 }
 
 /// Plans one repository.
-fn plan_repo(root: &Path, name: &str) -> Result<RepoPlan, UntaggedError> {
+pub fn plan_repo(root: &Path, name: &str) -> Result<RepoPlan, UntaggedError> {
     let repo_dir = v2(root).join("repositories").join(name);
     let tags = tag_targets(&repo_dir)?;
     let revisions: BTreeSet<String> =
@@ -257,41 +273,39 @@ pub fn plan(root: &Path) -> Result<UntaggedPlan, UntaggedError> {
     })
 }
 
-/// Deletes the planned manifests through the registry API at `origin`
-/// (straight to the registry, past the closed gate). A manifest already gone
-/// (404) counts as deleted; other answers are recorded in `failed`.
-pub async fn delete(plan: &mut UntaggedPlan, origin: &str) {
-    let client = match reqwest::Client::builder()
+/// A client for [`delete_one`].
+pub fn delete_client() -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(60))
         .build()
-    {
-        Ok(c) => c,
-        Err(e) => {
-            for r in &mut plan.repositories {
-                r.failed = r.delete.iter().map(|d| format!("{d}: {e}")).collect();
-            }
-            return;
+        .map_err(|e| e.to_string())
+}
+
+/// Deletes one planned manifest through the registry API at `origin`
+/// (straight to the registry, past the closed gate). A manifest already gone
+/// (404) counts as deleted; another answer is the error.
+pub async fn delete_one(
+    client: &reqwest::Client,
+    origin: &str,
+    repository: &str,
+    digest: &str,
+) -> Result<(), String> {
+    let url = format!("{origin}/v2/{repository}/manifests/{digest}");
+    match client.delete(&url).send().await {
+        Ok(r) if r.status().is_success() || r.status() == 404 => {
+            tracing::info!(target: "regate::gc", %repository, %digest, "deleted untagged manifest");
+            Ok(())
         }
-    };
-    for repo in &mut plan.repositories {
-        for digest in &repo.delete {
-            let url = format!("{origin}/v2/{}/manifests/{digest}", repo.repository);
-            match client.delete(&url).send().await {
-                Ok(r) if r.status().is_success() || r.status() == 404 => {
-                    tracing::info!(target: "regate::gc", repository = %repo.repository, %digest, "deleted untagged manifest");
-                }
-                Ok(r) => {
-                    let status = r.status();
-                    let body = r.text().await.unwrap_or_default();
-                    repo.failed.push(format!(
-                        "{digest}: the registry answered {status}: {}",
-                        body.trim()
-                    ));
-                }
-                Err(e) => repo.failed.push(format!("{digest}: {e}")),
-            }
+        Ok(r) => {
+            let status = r.status();
+            let body = r.text().await.unwrap_or_default();
+            Err(format!(
+                "{digest}: the registry answered {status}: {}",
+                body.trim()
+            ))
         }
+        Err(e) => Err(format!("{digest}: {e}")),
     }
 }
 

@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 pub use pattern::Pattern;
-pub use required::{required, Need};
+pub use required::{mount_source, required, Mount, Need};
 
 /// The account name that means "no credentials".
 pub const ANONYMOUS: &str = "anonymous";

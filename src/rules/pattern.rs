@@ -1,7 +1,10 @@
 //! Glob patterns of the `[[acl]]` rules: `*` matches any run of characters
 //! (`/` included), `?` exactly one, and `${account}` (repository patterns
 //! only) the caller's account name taken literally, so an account named `*`
-//! gains nothing by its name. Pure string matching; calls nothing.
+//! gains nothing by its name. An account name that is not one repository
+//! path component (`alice/x`, `Bob`) never stands for `${account}`: it would
+//! reach into another namespace. Pure string matching; calls only the
+//! component grammar of [`crate::route`].
 
 use std::fmt;
 
@@ -76,9 +79,10 @@ impl Pattern {
     }
 
     /// Matches `subject`; `account` replaces `${account}` (a pattern that uses
-    /// it never matches when there is no account).
+    /// it never matches when there is no account, or when the account is not
+    /// one repository path component).
     pub fn matches(&self, subject: &str, account: Option<&str>) -> bool {
-        if self.uses_account() && account.is_none() {
+        if self.uses_account() && !account.is_some_and(crate::route::valid_path_component) {
             return false;
         }
         let account = account.unwrap_or("");
@@ -157,6 +161,22 @@ mod tests {
         // An account whose name looks like a glob matches only itself.
         assert!(!pat.matches("bob/app", Some("*")));
         assert!(!pat.matches("alice/app", None));
+    }
+
+    #[test]
+    fn an_account_that_is_not_one_path_component_gets_no_account_rule() {
+        let pat = p("${account}/*");
+        // `alice/x` would otherwise own `alice/x/*`, inside alice's namespace.
+        assert!(!pat.matches("alice/x/app", Some("alice/x")));
+        for account in ["Alice", "a@b", "", "-a", "a//b"] {
+            assert!(
+                !pat.matches(&format!("{account}/app"), Some(account)),
+                "{account}"
+            );
+        }
+        assert!(pat.matches("ci-bot/app", Some("ci-bot")));
+        // Patterns without `${account}` still match any account name.
+        assert!(p("apps/*").matches("apps/web", Some("alice/x")));
     }
 
     #[test]

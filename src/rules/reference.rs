@@ -2,7 +2,8 @@
 //! and the fuzz targets to compare [`RuleSet`](super::RuleSet) against: the
 //! first rule whose account and repository patterns match gives its actions,
 //! nothing matching gives nothing; in patterns `*` is any run, `?` one
-//! character, and `${account}` the caller's name as literal characters.
+//! character, and `${account}` the caller's name as literal characters (a
+//! name that is not one repository path component matches no such pattern).
 //! Matching is a dynamic program over (pattern, subject), unlike the
 //! production matcher. Compiled only for tests and `cfg(fuzzing)`.
 
@@ -22,7 +23,9 @@ fn tokens(pattern: &str, account: Option<&str>) -> Option<Vec<Tok>> {
     let mut out = Vec::new();
     for (i, part) in pattern.split("${account}").enumerate() {
         if i > 0 {
-            out.extend(account?.chars().map(Tok::Lit));
+            // Only a name that is one path component stands for `${account}`.
+            let a = account.filter(|a| crate::route::valid_path_component(a))?;
+            out.extend(a.chars().map(Tok::Lit));
         }
         out.extend(part.chars().map(|c| match c {
             '*' => Tok::Star,

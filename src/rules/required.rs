@@ -1,14 +1,15 @@
-//! The actions a request needs, from its method, its parsed [`Route`] and (for
-//! a cross-repository mount) its query: GET/HEAD pull; POST/PUT/PATCH pull and
-//! push; DELETE delete; a mount also needs pull on `from`. `GET /v2/` needs
-//! any valid credentials and `_catalog` an authenticated account; so do
+//! The actions a request needs, from its method and its parsed [`Route`]:
+//! GET/HEAD pull; POST/PUT/PATCH pull and push; DELETE delete. `GET /v2/`
+//! needs any valid credentials and `_catalog` an authenticated account; so do
 //! OPTIONS and unserved methods on regate's own endpoints (answered 200 with
-//! `Allow`, or 405). Calls only the route grammar.
+//! `Allow`, or 405). A cross-repository mount ([`mount_source`]) is not a
+//! need: it is done when the caller may also pull `from`, and dropped
+//! otherwise (the upload goes on as a plain one). Calls only the route grammar.
 
 use http::Method;
 
 use super::{Action, ActionSet};
-use crate::route::{RepoName, Route, RouteError};
+use crate::route::{RepoName, Route};
 
 /// What a request must be allowed to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,17 +23,17 @@ pub enum Need {
 }
 
 /// The need of one request.
-pub fn required(method: &Method, route: &Route, query: Option<&str>) -> Result<Need, RouteError> {
+pub fn required(method: &Method, route: &Route) -> Need {
     // regate's own endpoints answer OPTIONS and methods they do not serve
     // (405 with `Allow`) without touching a repository: no right is needed.
     if let Some(served) = route.own_methods() {
         if *method == Method::OPTIONS || !served.contains(&method.as_str()) {
-            return Ok(Need::Authenticated);
+            return Need::Authenticated;
         }
     }
     let name = match route {
-        Route::Base => return Ok(Need::Authenticated),
-        Route::Catalog => return Ok(Need::Catalog),
+        Route::Base => return Need::Authenticated,
+        Route::Catalog => return Need::Catalog,
         Route::Manifest { name, .. }
         | Route::Blob { name, .. }
         | Route::UploadStart { name }
@@ -45,10 +46,7 @@ pub fn required(method: &Method, route: &Route, query: Option<&str>) -> Result<N
         | Route::RestoreTag { name, .. } => name,
         // Removing many tags (POST) is a delete.
         Route::DeleteTags { name } => {
-            return Ok(Need::Repositories(vec![(
-                name.clone(),
-                ActionSet::of(&[Action::Delete]),
-            )]))
+            return Need::Repositories(vec![(name.clone(), ActionSet::of(&[Action::Delete]))])
         }
     };
     let actions = match *method {
@@ -59,36 +57,55 @@ pub fn required(method: &Method, route: &Route, query: Option<&str>) -> Result<N
         // everything gets it to the registry (which refuses it).
         _ => ActionSet::all(),
     };
-    let mut needs = vec![(name.clone(), actions)];
-    if matches!(route, Route::UploadStart { .. }) && *method == Method::POST {
-        if let Some(from) = mount_source(query)? {
-            needs.push((from, ActionSet::of(&[Action::Pull])));
-        }
-    }
-    Ok(Need::Repositories(needs))
+    Need::Repositories(vec![(name.clone(), actions)])
 }
 
-/// The `from` repository of `?mount=<digest>&from=<name>`, when both are there.
-fn mount_source(query: Option<&str>) -> Result<Option<RepoName>, RouteError> {
-    let Some(q) = query else { return Ok(None) };
+impl Need {
+    /// The need with pull on a mount's source added: what a client should
+    /// ask a token for (a mount it may not do is dropped, not refused).
+    pub fn with_mount(&self, mount: &Mount) -> Need {
+        match (self, mount) {
+            (Need::Repositories(list), Mount::From(from)) => {
+                let mut list = list.clone();
+                list.push((from.clone(), ActionSet::of(&[Action::Pull])));
+                Need::Repositories(list)
+            }
+            _ => self.clone(),
+        }
+    }
+}
+
+/// What a request says about a cross-repository mount.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mount {
+    /// Not a mount: no `mount` with a `from` in the query of an upload POST.
+    None,
+    /// `?mount=<digest>&from=<name>`: done if the caller may pull `from`.
+    From(RepoName),
+    /// A mount regate will not pass on (two `from`s, a `from` that is no
+    /// repository name): the upload goes on without it.
+    Unusable,
+}
+
+/// The mount a request asks for, from its query.
+pub fn mount_source(method: &Method, route: &Route, query: Option<&str>) -> Mount {
+    let (Route::UploadStart { .. }, &Method::POST, Some(q)) = (route, method, query) else {
+        return Mount::None;
+    };
     let mut mount = false;
-    let mut from = None;
+    let mut from = Vec::new();
     for (k, v) in form_urlencoded::parse(q.as_bytes()) {
         match &*k {
             "mount" => mount = true,
-            "from" => {
-                if from.is_some() {
-                    // Two `from`s: which one would the registry use? Refuse.
-                    return Err(RouteError::NameInvalid(v.into_owned()));
-                }
-                from = Some(v.into_owned());
-            }
+            "from" => from.push(v.into_owned()),
             _ => {}
         }
     }
-    match (mount, from) {
-        (true, Some(f)) => RepoName::parse(&f).map(Some),
-        _ => Ok(None),
+    match (mount, from.as_slice()) {
+        (false, _) | (true, []) => Mount::None,
+        (true, [one]) => RepoName::parse(one).map_or(Mount::Unusable, Mount::From),
+        // Two `from`s: which one would the registry use?
+        (true, _) => Mount::Unusable,
     }
 }
 
@@ -96,8 +113,8 @@ fn mount_source(query: Option<&str>) -> Result<Option<RepoName>, RouteError> {
 mod tests {
     use super::*;
 
-    fn need(method: Method, path: &str, query: Option<&str>) -> Need {
-        required(&method, &Route::parse(path).unwrap(), query).unwrap()
+    fn need(method: Method, path: &str) -> Need {
+        required(&method, &Route::parse(path).unwrap())
     }
 
     fn repo(n: &str) -> RepoName {
@@ -119,13 +136,13 @@ mod tests {
             (Method::OPTIONS, ActionSet::all()),
         ] {
             assert_eq!(
-                need(m.clone(), "/v2/a/b/manifests/v1", None),
+                need(m.clone(), "/v2/a/b/manifests/v1"),
                 Need::Repositories(vec![(repo("a/b"), want)]),
                 "{m}"
             );
         }
-        assert_eq!(need(Method::GET, "/v2/", None), Need::Authenticated);
-        assert_eq!(need(Method::GET, "/v2/_catalog", None), Need::Catalog);
+        assert_eq!(need(Method::GET, "/v2/"), Need::Authenticated);
+        assert_eq!(need(Method::GET, "/v2/_catalog"), Need::Catalog);
     }
 
     #[test]
@@ -146,7 +163,7 @@ mod tests {
             (Method::GET, "/v2/a/b/_regate/delete", Need::Authenticated),
             (Method::POST, "/v2/a/b/_regate/delete", rights(del)),
             (Method::GET, "/v2/a/b/_regate/deleted", rights(pull)),
-            (Method::HEAD, "/v2/a/b/_regate/deleted", rights(pull)),
+            (Method::HEAD, "/v2/a/b/_regate/deleted", Need::Authenticated),
             (
                 Method::DELETE,
                 "/v2/a/b/_regate/deleted",
@@ -178,46 +195,47 @@ mod tests {
                 rights(ActionSet::all()),
             ),
         ] {
-            assert_eq!(need(m.clone(), path, None), want, "{m} {path}");
+            assert_eq!(need(m.clone(), path), want, "{m} {path}");
         }
     }
 
     #[test]
     fn removing_many_tags_needs_delete_only() {
         assert_eq!(
-            need(Method::POST, "/v2/a/b/_regate/delete", None),
+            need(Method::POST, "/v2/a/b/_regate/delete"),
             Need::Repositories(vec![(repo("a/b"), ActionSet::of(&[Action::Delete]))])
         );
     }
 
     #[test]
-    fn mount_needs_pull_on_from() {
-        let n = need(
-            Method::POST,
-            "/v2/apps/x/blobs/uploads/",
-            Some("mount=sha256%3Aabc&from=secret%2Fy"),
-        );
+    fn a_mount_names_its_source_or_is_unusable() {
+        let upload = Route::parse("/v2/apps/x/blobs/uploads/").unwrap();
+        let m = |q| mount_source(&Method::POST, &upload, Some(q));
         assert_eq!(
-            n,
-            Need::Repositories(vec![
-                (repo("apps/x"), ActionSet::of(&[Action::Pull, Action::Push])),
-                (repo("secret/y"), ActionSet::of(&[Action::Pull])),
-            ])
+            m("mount=sha256%3Aabc&from=secret%2Fy"),
+            Mount::From(repo("secret/y"))
         );
         // `from` without `mount` is ignored by the registry, and here.
-        let n = need(Method::POST, "/v2/apps/x/blobs/uploads/", Some("from=a"));
-        assert!(matches!(n, Need::Repositories(v) if v.len() == 1));
-        let bad = required(
-            &Method::POST,
-            &Route::parse("/v2/apps/x/blobs/uploads/").unwrap(),
-            Some("mount=x&from=..%2Fetc"),
+        assert_eq!(m("from=a"), Mount::None);
+        assert_eq!(m("mount=x&from=..%2Fetc"), Mount::Unusable);
+        assert_eq!(m("mount=x&from=a&from=b"), Mount::Unusable);
+        // Only the POST that starts an upload mounts.
+        assert_eq!(
+            mount_source(&Method::PUT, &upload, Some("mount=x&from=a")),
+            Mount::None
         );
-        assert!(bad.is_err());
-        let twice = required(
-            &Method::POST,
-            &Route::parse("/v2/apps/x/blobs/uploads/").unwrap(),
-            Some("mount=x&from=a&from=b"),
+        let manifest = Route::parse("/v2/apps/x/manifests/v1").unwrap();
+        assert_eq!(
+            mount_source(&Method::POST, &manifest, Some("mount=x&from=a")),
+            Mount::None
         );
-        assert!(twice.is_err());
+        // The mount is no part of the need.
+        assert_eq!(
+            need(Method::POST, "/v2/apps/x/blobs/uploads/"),
+            Need::Repositories(vec![(
+                repo("apps/x"),
+                ActionSet::of(&[Action::Pull, Action::Push])
+            )])
+        );
     }
 }

@@ -25,7 +25,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{Request, Response};
+use http::{header, HeaderValue, Method, Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -39,10 +39,11 @@ use super::first_bytes::FirstBytes;
 use crate::app::ConnInfo;
 use crate::body::ProxyBody;
 use crate::metrics::Metrics;
+use crate::unread_body::{Disposal, UnreadBody};
 
 pub type ResponseFuture = Pin<Box<dyn Future<Output = Response<ProxyBody>> + Send>>;
 /// A request handler for one listener.
-pub type Handler = Arc<dyn Fn(Request<Incoming>, ConnInfo) -> ResponseFuture + Send + Sync>;
+pub type Handler = Arc<dyn Fn(Request<UnreadBody>, ConnInfo) -> ResponseFuture + Send + Sync>;
 
 /// The largest configurable head: hyper's buffer is twice the configured
 /// limit, and this bounds that.
@@ -152,9 +153,22 @@ pub async fn serve(
             tls: settings.tls.is_some(),
         };
         let handler = Arc::clone(&handler);
-        let svc = service_fn(move |req| {
-            let fut = handler(req, conn);
-            async move { Ok::<_, Infallible>(fut.await) }
+        let svc = service_fn(move |req: Request<Incoming>| {
+            let head = req.method() == Method::HEAD;
+            let (parts, body) = req.into_parts();
+            let (body, watch) = UnreadBody::new(body, parts.version, &parts.headers);
+            let fut = handler(Request::from_parts(parts, body), conn);
+            async move {
+                let mut resp = fut.await;
+                if watch.disposal() == Disposal::Close {
+                    resp.headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                }
+                if head {
+                    resp = super::head_response::without_body(resp);
+                }
+                Ok::<_, Infallible>(resp)
+            }
         });
         let watcher = graceful.watcher();
         let builder = builder.clone();

@@ -6,6 +6,7 @@
 
 mod fd_limit;
 mod first_bytes;
+mod head_response;
 mod listener;
 
 pub use listener::{HARD_MAX_HEADERS, HARD_MAX_HEAD_BYTES};
@@ -175,7 +176,7 @@ pub async fn start(settings: Settings) -> Result<RunningServer, StartError> {
     );
     // Before the first request: the gate comes back closed while a GC started
     // before a restart still runs, or while maintenance is on.
-    gc.recover().map_err(StartError::Gc)?;
+    gc.recover().await.map_err(StartError::Gc)?;
 
     let app = Arc::new(App {
         settings: Arc::clone(&settings),

@@ -1,9 +1,13 @@
 //! Garbage collection history and the persisted maintenance state.
 //!
 //! Owns the tables `gc_runs` (one row per run: its phases' timings, exit
-//! status, counts, bytes freed, and the pid of a running GC command so a
-//! restarted regate can find it) and `maintenance` (a gate closed by hand,
-//! with its reason). `gc` calls these typed methods; nobody else sees SQL.
+//! status, counts, bytes freed, how much storage the untagged walk read, how
+//! many times the run was started (resumed after a restart), and the pid of a
+//! running GC command so a restarted regate can find it), `gc_untagged_walk`
+//! (the untagged walk's progress, one row per repository of a run, so a
+//! resumed run skips the repositories it finished) and `maintenance` (a gate
+//! closed by hand, with its reason). `gc` calls these typed methods; nobody
+//! else sees SQL.
 
 use rusqlite::{params, OptionalExtension, Row};
 use serde::Serialize;
@@ -35,6 +39,44 @@ pub(super) const GC_RUNS_TABLE: &str = "CREATE TABLE IF NOT EXISTS gc_runs (
     untagged_report TEXT
 )";
 
+/// Columns added to `gc_runs` after its first release, with their types;
+/// [`migrate`] adds those an older database lacks.
+const GC_RUNS_ADDED: &[(&str, &str)] = &[
+    ("attempts", "INTEGER NOT NULL DEFAULT 1"),
+    ("untagged_ms", "INTEGER"),
+    ("repositories", "INTEGER"),
+    ("tags", "INTEGER"),
+    ("revisions", "INTEGER"),
+    ("deadline_at_ms", "INTEGER"),
+];
+
+/// The untagged walk's progress: a row per repository a run has started
+/// (`done` = 0: its deletes under way; `deleted` counts those the registry
+/// accepted) or finished (`done` = 1, `report` its final plan). Rows go with
+/// their run when the history is pruned.
+pub(super) const GC_UNTAGGED_WALK_TABLE: &str = "CREATE TABLE IF NOT EXISTS gc_untagged_walk (
+    run_id INTEGER NOT NULL REFERENCES gc_runs(id) ON DELETE CASCADE,
+    repository TEXT NOT NULL,
+    done INTEGER NOT NULL,
+    deleted INTEGER NOT NULL DEFAULT 0,
+    report TEXT NOT NULL,
+    PRIMARY KEY (run_id, repository)
+)";
+
+/// Adds the columns of [`GC_RUNS_ADDED`] a database made by an older regate lacks.
+pub(super) fn migrate(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
+    let have: Vec<String> = conn
+        .prepare("SELECT name FROM pragma_table_info('gc_runs')")?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    for (name, ty) in GC_RUNS_ADDED {
+        if !have.iter().any(|h| h == name) {
+            conn.execute_batch(&format!("ALTER TABLE gc_runs ADD COLUMN {name} {ty}"))?;
+        }
+    }
+    Ok(())
+}
+
 pub(super) const MAINTENANCE_TABLE: &str = "CREATE TABLE IF NOT EXISTS maintenance (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     reason TEXT NOT NULL,
@@ -49,12 +91,17 @@ pub struct GcRun {
     pub trigger: String,
     pub dry_run: bool,
     pub untagged: bool,
-    /// `running`, `succeeded`, `failed`, `interrupted` (regate stopped and
-    /// the command was gone), `finished_unobserved` (the command ended while
-    /// regate was restarting: exit status unknown).
+    /// `running` (also while resumed after a restart), `succeeded`,
+    /// `failed`, `interrupted` (regate stopped and the run could not be
+    /// resumed: a dry run, past its window, or too many attempts),
+    /// `finished_unobserved` (the command ended while regate was
+    /// restarting: exit status unknown).
     pub status: String,
     /// `starting`, `draining`, `untagged`, `collecting`, `done`.
     pub phase: String,
+    /// How many times the run was started: 1, plus one per resume after a
+    /// restart cut it short.
+    pub attempts: i64,
     pub started_at_ms: i64,
     pub finished_at_ms: Option<i64>,
     /// Time from the request to the gate closed.
@@ -62,6 +109,14 @@ pub struct GcRun {
     pub drain_timed_out: Option<bool>,
     /// Time the gate was closed.
     pub closed_ms: Option<i64>,
+    /// Time the untagged walk took (its planning and deletes), summed over
+    /// the run's attempts.
+    pub untagged_ms: Option<i64>,
+    /// Storage the untagged walk went through so far: repositories, and their
+    /// tags and manifest revisions.
+    pub repositories: Option<i64>,
+    pub tags: Option<i64>,
+    pub revisions: Option<i64>,
     /// Time the GC command ran.
     pub gc_ms: Option<i64>,
     pub exit_code: Option<i64>,
@@ -76,6 +131,20 @@ pub struct GcRun {
     pub error: Option<String>,
     /// JSON: what untagged cleanup deleted (or would delete), per repository.
     pub untagged_report: Option<serde_json::Value>,
+    /// The end of the `[gc] window` of a scheduled run (ms since the epoch):
+    /// a run cut short is not resumed past it.
+    pub deadline_at_ms: Option<i64>,
+}
+
+/// One repository of a run's untagged walk, as recorded.
+#[derive(Debug, Clone)]
+pub struct WalkedRepo {
+    pub repository: String,
+    /// Finished: its plan is final and a resumed run skips it.
+    pub done: bool,
+    /// Deletes the registry accepted so far.
+    pub deleted: i64,
+    pub report: serde_json::Value,
 }
 
 impl GcRun {
@@ -91,7 +160,7 @@ pub struct Maintenance {
     pub since_ms: i64,
 }
 
-const COLUMNS: &str = "id, trigger, dry_run, untagged, status, phase, started_at_ms, finished_at_ms, drain_ms, drain_timed_out, closed_ms, gc_ms, exit_code, blobs_deleted, manifests_deleted, bytes_before, bytes_after, pid, pid_start, log_path, error, untagged_report";
+const COLUMNS: &str = "id, trigger, dry_run, untagged, status, phase, started_at_ms, finished_at_ms, drain_ms, drain_timed_out, closed_ms, gc_ms, exit_code, blobs_deleted, manifests_deleted, bytes_before, bytes_after, pid, pid_start, log_path, error, untagged_report, attempts, untagged_ms, repositories, tags, revisions, deadline_at_ms";
 
 fn from_row(r: &Row<'_>) -> rusqlite::Result<GcRun> {
     let report: Option<String> = r.get(21)?;
@@ -118,6 +187,12 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<GcRun> {
         log_path: r.get(19)?,
         error: r.get(20)?,
         untagged_report: report.and_then(|s| serde_json::from_str(&s).ok()),
+        attempts: r.get(22)?,
+        untagged_ms: r.get(23)?,
+        repositories: r.get(24)?,
+        tags: r.get(25)?,
+        revisions: r.get(26)?,
+        deadline_at_ms: r.get(27)?,
     })
 }
 
@@ -126,8 +201,8 @@ impl State {
     pub fn gc_run_insert(&self, run: &GcRun) -> Result<i64, StateError> {
         let conn = self.conn();
         conn.execute(
-            "INSERT INTO gc_runs (trigger, dry_run, untagged, status, phase, started_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![run.trigger, run.dry_run, run.untagged, run.status, run.phase, run.started_at_ms],
+            "INSERT INTO gc_runs (trigger, dry_run, untagged, status, phase, started_at_ms, attempts, deadline_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![run.trigger, run.dry_run, run.untagged, run.status, run.phase, run.started_at_ms, run.attempts.max(1), run.deadline_at_ms],
         )
         .map_err(|e| self.sqlite_err(e))?;
         Ok(conn.last_insert_rowid())
@@ -138,7 +213,7 @@ impl State {
         let report = run.untagged_report.as_ref().map(|v| v.to_string());
         self.conn()
             .execute(
-                "UPDATE gc_runs SET status = ?2, phase = ?3, finished_at_ms = ?4, drain_ms = ?5, drain_timed_out = ?6, closed_ms = ?7, gc_ms = ?8, exit_code = ?9, blobs_deleted = ?10, manifests_deleted = ?11, bytes_before = ?12, bytes_after = ?13, pid = ?14, pid_start = ?15, log_path = ?16, error = ?17, untagged_report = ?18 WHERE id = ?1",
+                "UPDATE gc_runs SET status = ?2, phase = ?3, finished_at_ms = ?4, drain_ms = ?5, drain_timed_out = ?6, closed_ms = ?7, gc_ms = ?8, exit_code = ?9, blobs_deleted = ?10, manifests_deleted = ?11, bytes_before = ?12, bytes_after = ?13, pid = ?14, pid_start = ?15, log_path = ?16, error = ?17, untagged_report = ?18, attempts = ?19, untagged_ms = ?20, repositories = ?21, tags = ?22, revisions = ?23 WHERE id = ?1",
                 params![
                     run.id,
                     run.status,
@@ -158,6 +233,11 @@ impl State {
                     run.log_path,
                     run.error,
                     report,
+                    run.attempts.max(1),
+                    run.untagged_ms,
+                    run.repositories,
+                    run.tags,
+                    run.revisions,
                 ],
             )
             .map(|_| ())
@@ -224,6 +304,75 @@ impl State {
             .query_map([], from_row)
             .map_err(|e| self.sqlite_err(e))?;
         rows.collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.sqlite_err(e))
+    }
+
+    /// The untagged walk of run `run_id` so far, by repository name.
+    pub fn gc_walk(&self, run_id: i64) -> Result<Vec<WalkedRepo>, StateError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT repository, done, deleted, report FROM gc_untagged_walk WHERE run_id = ?1 ORDER BY repository")
+            .map_err(|e| self.sqlite_err(e))?;
+        let rows = stmt
+            .query_map([run_id], |r| {
+                let report: String = r.get(3)?;
+                Ok(WalkedRepo {
+                    repository: r.get(0)?,
+                    done: r.get(1)?,
+                    deleted: r.get(2)?,
+                    report: serde_json::from_str(&report).unwrap_or_default(),
+                })
+            })
+            .map_err(|e| self.sqlite_err(e))?;
+        rows.collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.sqlite_err(e))
+    }
+
+    /// Records that the walk of `repository` started (or started again) with
+    /// the plan `report`; the deletes counted by an earlier attempt stay. Not
+    /// fsync'd: a row lost to a crash only means the repository is planned
+    /// again.
+    pub fn gc_walk_begin(
+        &self,
+        run_id: i64,
+        repository: &str,
+        report: &serde_json::Value,
+    ) -> Result<(), StateError> {
+        self.relaxed(|c| {
+            c.execute(
+                "INSERT INTO gc_untagged_walk (run_id, repository, done, deleted, report) VALUES (?1, ?2, 0, 0, ?3) ON CONFLICT(run_id, repository) DO UPDATE SET done = 0, report = excluded.report",
+                params![run_id, repository, report.to_string()],
+            )
+        })
+        .map(|_| ())
+    }
+
+    /// Counts one delete the registry accepted in `repository` (not
+    /// fsync'd: a count lost to a crash only makes the report low by one).
+    pub fn gc_walk_deleted(&self, run_id: i64, repository: &str) -> Result<(), StateError> {
+        self.relaxed(|c| {
+            c.execute(
+                "UPDATE gc_untagged_walk SET deleted = deleted + 1 WHERE run_id = ?1 AND repository = ?2",
+                params![run_id, repository],
+            )
+        })
+        .map(|_| ())
+    }
+
+    /// Records `repository` as walked, with its final plan (durably: a
+    /// resumed run skips it).
+    pub fn gc_walk_finish(
+        &self,
+        run_id: i64,
+        repository: &str,
+        report: &serde_json::Value,
+    ) -> Result<(), StateError> {
+        self.conn()
+            .execute(
+                "INSERT INTO gc_untagged_walk (run_id, repository, done, deleted, report) VALUES (?1, ?2, 1, 0, ?3) ON CONFLICT(run_id, repository) DO UPDATE SET done = 1, report = excluded.report",
+                params![run_id, repository, report.to_string()],
+            )
+            .map(|_| ())
             .map_err(|e| self.sqlite_err(e))
     }
 
@@ -325,5 +474,39 @@ mod tests {
         s.set_maintenance(None).unwrap();
         assert!(s.maintenance().unwrap().is_none());
         assert_eq!(s.gc_runs_recent(10).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn walk_progress_survives_reopen_and_goes_with_its_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = State::open(dir.path()).unwrap();
+        let mut run = GcRun {
+            trigger: "manual".into(),
+            status: "running".into(),
+            phase: "untagged".into(),
+            ..Default::default()
+        };
+        run.id = s.gc_run_insert(&run).unwrap();
+        let plan = serde_json::json!({"repository": "a", "delete": ["x", "y"]});
+        s.gc_walk_finish(run.id, "a", &plan).unwrap();
+        s.gc_walk_begin(run.id, "b", &plan).unwrap();
+        s.gc_walk_deleted(run.id, "b").unwrap();
+        drop(s);
+        // Opening again runs the migration again: it must be a no-op.
+        let s = State::open(dir.path()).unwrap();
+        let walk = s.gc_walk(run.id).unwrap();
+        assert_eq!(walk.len(), 2);
+        assert!(walk[0].done && walk[0].report == plan);
+        assert!(!walk[1].done && walk[1].deleted == 1);
+        // A second begin (a resumed attempt) keeps the count.
+        s.gc_walk_begin(run.id, "b", &plan).unwrap();
+        assert_eq!(s.gc_walk(run.id).unwrap()[1].deleted, 1);
+        assert_eq!(s.gc_runs_running().unwrap()[0].attempts, 1);
+        run.status = "succeeded".into();
+        s.gc_run_save(&run).unwrap();
+        let mut next = run.clone();
+        next.id = s.gc_run_insert(&next).unwrap();
+        s.gc_runs_prune(1).unwrap();
+        assert!(s.gc_walk(run.id).unwrap().is_empty());
     }
 }

@@ -31,6 +31,7 @@ const SCHEMA: &[&str] = &[
     dummy_configs::SCHEMA,
     referrers::SCHEMA,
     gc_history::GC_RUNS_TABLE,
+    gc_history::GC_UNTAGGED_WALK_TABLE,
     gc_history::MAINTENANCE_TABLE,
 ];
 
@@ -48,11 +49,37 @@ pub async fn blocking<T: Send + 'static>(
 pub enum StateError {
     #[error("state.dir = {dir}: cannot create ({source}); set state.dir to a writable directory")]
     Dir { dir: String, source: std::io::Error },
+    #[error("state database {path}: cannot make it readable by regate's user only (mode 0600): {source}; check the owner of the file and of state.dir")]
+    Private {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("state database {path}: {source}")]
     Sqlite {
         path: String,
         source: rusqlite::Error,
     },
+}
+
+/// Creates `path` 0600 if missing, and narrows it and any `-wal`/`-shm`
+/// beside it to 0600 (an older regate created them 0644).
+fn private_files(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)?;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        match std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// The handle every module shares.
@@ -74,12 +101,19 @@ impl State {
             path: path.display().to_string(),
             source,
         };
+        // Private to regate's user: the history names accounts. SQLite
+        // gives the -wal and -shm files the database file's mode.
+        private_files(&path).map_err(|source| StateError::Private {
+            path: path.display().to_string(),
+            source,
+        })?;
         let conn = Connection::open(&path).map_err(err)?;
         conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;")
             .map_err(err)?;
         for stmt in SCHEMA {
             conn.execute_batch(stmt).map_err(err)?;
         }
+        gc_history::migrate(&conn).map_err(err)?;
         Ok(State {
             conn: Arc::new(Mutex::new(conn)),
             path,

@@ -286,3 +286,59 @@ pub fn absolute(base: &str, location: &str) -> String {
         format!("{base}{location}")
     }
 }
+
+impl Image {
+    /// An OCI image whose one layer is a real gzipped tar holding
+    /// `hello.txt` = `seed`, so clients that unpack layers (ctr) can.
+    pub fn oci_unpackable(seed: &str) -> Image {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("hello.txt"), seed).unwrap();
+        let tar = dir.path().join("layer.tar");
+        let ok = std::process::Command::new("tar")
+            .arg("-C")
+            .arg(dir.path())
+            .args(["--owner=0", "--group=0", "--mtime=@0", "-cf"])
+            .arg(&tar)
+            .arg("hello.txt")
+            .status()
+            .expect("run tar")
+            .success();
+        assert!(ok, "tar of the layer");
+        let content = std::fs::read(&tar).unwrap();
+        let layer = Blob::new(
+            gzip(&content),
+            "application/vnd.oci.image.layer.v1.tar+gzip",
+        );
+        // The platform clients pull by default.
+        let arch = match std::env::consts::ARCH {
+            "x86_64" => "amd64",
+            "aarch64" => "arm64",
+            other => other,
+        };
+        let config = Blob::new(
+            serde_json::to_vec(&json!({
+                "architecture": arch,
+                "os": "linux",
+                "created": "2026-11-23T00:00:00Z",
+                "config": {"Labels": {"seed": seed}},
+                "rootfs": {"type": "layers", "diff_ids": [sha256(&content)]},
+            }))
+            .unwrap(),
+            "application/vnd.oci.image.config.v1+json",
+        );
+        let manifest = serde_json::to_vec_pretty(&json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": config.descriptor(),
+            "layers": [layer.descriptor()],
+        }))
+        .unwrap();
+        Image {
+            digest: sha256(&manifest),
+            manifest,
+            media_type: OCI_MANIFEST.into(),
+            blobs: vec![config, layer],
+            children: vec![],
+        }
+    }
+}

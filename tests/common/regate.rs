@@ -19,12 +19,14 @@ pub struct TestCerts {
 
 impl TestCerts {
     pub fn new() -> Self {
+        Self::for_hosts(&["127.0.0.1", "localhost"])
+    }
+
+    /// A certificate naming `hosts` (names or IP addresses).
+    pub fn for_hosts(hosts: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let files = regate::certs::generate(
-            &dir.path().join("certs"),
-            &["127.0.0.1".into(), "localhost".into()],
-        )
-        .unwrap();
+        let hosts: Vec<String> = hosts.iter().map(|h| h.to_string()).collect();
+        let files = regate::certs::generate(&dir.path().join("certs"), &hosts).unwrap();
         let trust_dir = dir.path().join("trust");
         std::fs::create_dir_all(&trust_dir).unwrap();
         std::fs::copy(&files.ca_cert, trust_dir.join("ca.crt")).unwrap();
@@ -60,6 +62,7 @@ pub struct Regate {
     pub state_dir: tempfile::TempDir,
     upstream: String,
     extra: String,
+    env: Vec<(String, String)>,
 }
 
 impl Regate {
@@ -75,18 +78,21 @@ impl Regate {
             extra,
             TestCerts::new(),
             tempfile::tempdir().unwrap(),
+            vec![],
         )
         .await
     }
 
+    /// `env`: environment overrides of the config (`REGATE_...`).
     async fn start_in(
         upstream: &str,
         extra: &str,
         certs: TestCerts,
         state_dir: tempfile::TempDir,
+        env: Vec<(String, String)>,
     ) -> Self {
         let text = config_toml(upstream, &certs, state_dir.path(), extra);
-        let settings = Settings::from_toml(&text, "test config", std::iter::empty())
+        let settings = Settings::from_toml(&text, "test config", env.clone().into_iter())
             .expect("valid test config");
         let server = regate::server::start(settings)
             .await
@@ -102,6 +108,7 @@ impl Regate {
             state_dir,
             upstream: upstream.to_owned(),
             extra: extra.to_owned(),
+            env,
         }
     }
 
@@ -111,7 +118,14 @@ impl Regate {
         if let Some(s) = self.server.take() {
             s.shutdown().await;
         }
-        Self::start_in(&self.upstream, &self.extra, self.certs, self.state_dir).await
+        Self::start_in(
+            &self.upstream,
+            &self.extra,
+            self.certs,
+            self.state_dir,
+            self.env,
+        )
+        .await
     }
 
     /// An HTTP client that trusts only the test CA.

@@ -325,7 +325,7 @@ pub async fn killer(
 /// Collects the GC runs regate reports (id -> final status), polling the admin API.
 pub async fn gc_monitor(
     admin: String,
-    runs: Arc<Mutex<BTreeMap<i64, String>>>,
+    runs: Arc<Mutex<BTreeMap<i64, serde_json::Value>>>,
     stop: Arc<AtomicBool>,
 ) {
     let c = reqwest::Client::builder()
@@ -340,7 +340,7 @@ pub async fn gc_monitor(
                 for run in v["history"].as_array().into_iter().flatten() {
                     if let (Some(id), Some(s)) = (run["id"].as_i64(), run["status"].as_str()) {
                         if s != "running" {
-                            runs.insert(id, s.to_owned());
+                            runs.insert(id, run.clone());
                         }
                     }
                 }

@@ -7,8 +7,12 @@
 //! entry, so a password change ends them), and the verifier: an allow-list
 //! of asymmetric algorithms only (`none` and HMAC can never pass), the key
 //! chosen by `kid` among regate's own and an external issuer's, iss, aud and
-//! exp/nbf with a leeway. [`grant`] computes the intersection of what was
-//! asked and what the rules allow. The HTTP endpoint is in [`endpoint`].
+//! exp/nbf with a leeway, and a longest accepted lifetime
+//! (`auth.token.max_lifetime`, for `exp - iat` and `exp - now`). [`grant`]
+//! computes the intersection of what was asked and what the rules allow; a
+//! verified token says whether an external issuer signed it, so the auth
+//! stage can intersect its `access` with the rules too. The HTTP endpoint is
+//! in [`endpoint`].
 
 pub mod endpoint;
 pub mod keys;
@@ -62,6 +66,8 @@ pub enum TokenError {
     Claims,
     #[error("the account's password changed, or the account was removed, since the token was issued: log in again")]
     Stale,
+    #[error("the token lives longer than auth.token.max_lifetime allows")]
+    Lifetime,
     #[error("cannot sign a token: {0}")]
     Signing(String),
 }
@@ -128,6 +134,8 @@ struct VerifiedClaims {
     exp: u64,
     #[serde(default)]
     nbf: Option<u64>,
+    #[serde(default)]
+    iat: Option<u64>,
 }
 
 /// A verified access token.
@@ -136,6 +144,16 @@ pub struct Verified {
     /// `None` for an anonymous token (empty `sub`).
     pub account: Option<String>,
     pub access: Vec<AccessEntry>,
+    /// Signed by the external issuer (`auth.token.external_issuer`), not by
+    /// regate: its `access` was not computed from the rules.
+    pub external: bool,
+}
+
+/// Which issuer's key verified a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Signer {
+    Own,
+    External,
 }
 
 /// An issued access token.
@@ -152,6 +170,8 @@ pub struct Tokens {
     ttl: Duration,
     refresh_ttl: Duration,
     leeway: Duration,
+    max_lifetime: Duration,
+    trust_external_access: bool,
     verified: verified_cache::VerifiedCache,
     external_issuer: Option<String>,
     external: Vec<VerifyKey>,
@@ -186,6 +206,8 @@ impl Tokens {
             ttl: t.ttl,
             refresh_ttl: t.refresh_ttl,
             leeway: t.leeway,
+            max_lifetime: t.max_lifetime,
+            trust_external_access: t.trust_external_access,
             verified: verified_cache::VerifiedCache::new(t.leeway),
             external_issuer: t.external_issuer.clone(),
             external,
@@ -198,6 +220,26 @@ impl Tokens {
 
     pub fn kid(&self) -> &str {
         &self.signing.kid
+    }
+
+    /// What a verified token lets through: its `access` must cover the
+    /// request; the catalog needs an account (an empty `sub` is anonymous);
+    /// and the token gets no more than `rules` give its `sub`, unless the
+    /// external issuer signed it and `trust_external_access` is set. (regate's
+    /// own tokens were granted from the rules; the check costs nothing and
+    /// holds if the two ever disagree.)
+    pub fn allows(&self, rules: &RuleSet, v: &Verified, need: &Need) -> bool {
+        if !covers(&v.access, need) {
+            return false;
+        }
+        match need {
+            Need::Authenticated => true,
+            Need::Catalog => v.account.is_some(),
+            Need::Repositories(_) if v.external && self.trust_external_access => true,
+            Need::Repositories(list) => list.iter().all(|(name, actions)| {
+                rules.permits(v.account.as_deref(), name.as_str(), *actions)
+            }),
+        }
     }
 
     fn header(&self) -> Header {
@@ -261,10 +303,18 @@ impl Tokens {
         if let Some(v) = self.verified.get(token) {
             return Ok(v);
         }
-        let (claims, _) = self.verify_with::<VerifiedClaims>(token, &self.service, true)?;
+        let (claims, signer) = self.verify_with::<VerifiedClaims>(token, &self.service, true)?;
+        // `exp` far away (u64::MAX) would make a leaked token good forever.
+        let max = self.max_lifetime.as_secs();
+        let now = now_secs();
+        let too_long = |from: u64| claims.exp.saturating_sub(from) > max;
+        if too_long(now) || claims.iat.is_some_and(too_long) {
+            return Err(TokenError::Lifetime);
+        }
         let v = Verified {
             account: Some(claims.sub).filter(|s| !s.is_empty()),
             access: claims.access,
+            external: signer == Signer::External,
         };
         self.verified.put(token, &v, claims.exp, claims.nbf);
         Ok(v)
@@ -289,7 +339,7 @@ impl Tokens {
         token: &str,
         audience: &str,
         allow_external: bool,
-    ) -> Result<(T, Algorithm), TokenError> {
+    ) -> Result<(T, Signer), TokenError> {
         let header = jsonwebtoken::decode_header(token).map_err(|e| match classify(&e) {
             TokenError::Algorithm => TokenError::Algorithm,
             _ => TokenError::Malformed,
@@ -297,17 +347,21 @@ impl Tokens {
         if !ALLOWED_ALGS.contains(&header.alg) {
             return Err(TokenError::Algorithm);
         }
-        let own = std::iter::once((&self.signing.verify, self.issuer.as_str()));
+        let own = std::iter::once((&self.signing.verify, self.issuer.as_str(), Signer::Own));
         let external = self
             .external_issuer
             .as_deref()
             .filter(|_| allow_external)
             .into_iter()
-            .flat_map(|iss| self.external.iter().map(move |k| (k, iss)));
+            .flat_map(|iss| {
+                self.external
+                    .iter()
+                    .map(move |k| (k, iss, Signer::External))
+            });
         let candidates: Vec<_> = own
             .chain(external)
-            .filter(|(k, _)| k.algs.contains(&header.alg))
-            .filter(|(k, _)| match (&header.kid, &k.kid) {
+            .filter(|(k, _, _)| k.algs.contains(&header.alg))
+            .filter(|(k, _, _)| match (&header.kid, &k.kid) {
                 (Some(want), Some(have)) => want == have,
                 _ => true,
             })
@@ -316,7 +370,7 @@ impl Tokens {
             return Err(TokenError::UnknownKey);
         }
         let mut last = TokenError::UnknownKey;
-        for (key, issuer) in candidates {
+        for (key, issuer, signer) in candidates {
             let mut v = Validation::new(header.alg);
             v.algorithms = vec![header.alg];
             v.set_issuer(&[issuer]);
@@ -325,7 +379,7 @@ impl Tokens {
             v.leeway = self.leeway.as_secs();
             v.validate_nbf = true;
             match jsonwebtoken::decode::<T>(token, &key.key, &v) {
-                Ok(data) => return Ok((data.claims, header.alg)),
+                Ok(data) => return Ok((data.claims, signer)),
                 Err(e) => last = classify(&e),
             }
         }

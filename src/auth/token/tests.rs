@@ -99,6 +99,8 @@ mod mutations {
                 external_issuer: None,
                 external_keys: Vec::new(),
                 external_jwks: None,
+                trust_external_access: false,
+                max_lifetime: Duration::from_secs(24 * 3600),
             })
             .unwrap();
             let access = [AccessEntry {

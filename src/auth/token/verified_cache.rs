@@ -106,6 +106,7 @@ mod tests {
         Verified {
             account: Some(account.into()),
             access: Vec::new(),
+            external: false,
         }
     }
 
