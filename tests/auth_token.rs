@@ -1246,3 +1246,58 @@ async fn basic_credentials_work_on_the_api_in_token_mode_with_the_same_rules() {
         .starts_with("Bearer realm="));
     regate.stop().await;
 }
+
+/// Token mode: regate's own endpoints answer OPTIONS and unserved methods to
+/// any valid token, whatever its scope; without one, the Bearer challenge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn own_endpoints_answer_options_and_unserved_methods_to_any_valid_token() {
+    let files = AuthFiles::new();
+    let (_registry, regate) = start(&files).await;
+    let c = regate.client();
+    // ci's token grants nothing on alice/x.
+    let r = fetch_token(
+        &c,
+        &regate.url,
+        Some(("ci", &password("ci"))),
+        SERVICE,
+        &["repository:alice/x:pull,push,delete"],
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = r.json().await.unwrap();
+    let token = v["token"].as_str().unwrap().to_owned();
+    assert_eq!(claims_of(&token)["access"], serde_json::json!([]));
+    for (method, tail, want, allow) in [
+        (
+            reqwest::Method::OPTIONS,
+            "tags/reference/v1",
+            200,
+            "DELETE, OPTIONS",
+        ),
+        (reqwest::Method::GET, "_regate/delete", 405, "POST"),
+        (reqwest::Method::PUT, "tags/list", 405, "GET"),
+    ] {
+        let url = format!("{}/v2/alice/x/{tail}", regate.url);
+        let r = c
+            .request(method.clone(), &url)
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), want, "{method} {tail}");
+        assert_eq!(r.headers()["allow"], allow, "{method} {tail}");
+        let r = c.request(method.clone(), &url).send().await.unwrap();
+        assert_eq!(r.status(), 401, "{method} {tail} without a token");
+        let challenge = r.headers()["www-authenticate"].to_str().unwrap();
+        assert!(challenge.starts_with("Bearer "), "{challenge}");
+    }
+    // A served method still needs its scope.
+    let r = c
+        .delete(format!("{}/v2/alice/x/tags/reference/v1", regate.url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    regate.stop().await;
+}
