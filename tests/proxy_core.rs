@@ -526,3 +526,50 @@ async fn http2_clients_are_served_and_metrics_count_by_route() {
     assert_eq!(ready.status(), 200);
     regate.stop().await;
 }
+
+/// What a 502 keeps from the client goes to the operator's log: the
+/// registry's address and the cause, with the route (the binary's log).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_502_is_logged_for_the_operator_with_the_upstream_and_the_route() {
+    use common::regate::{client_trusting, config_toml, RegateProcess, TestCerts};
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let upstream = format!("127.0.0.1:{port}");
+    let certs = TestCerts::new();
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_toml(
+        &format!("http://{upstream}"),
+        &certs,
+        &dir.path().join("state"),
+        "",
+    );
+    let regate = RegateProcess::spawn(dir.path(), &config, &[]);
+    let client = client_trusting(&certs.files.ca_cert);
+    for path in ["/v2/demo/x/manifests/latest", "/v2/demo/x/tags/list"] {
+        let r = client
+            .get(format!("{}{path}", regate.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 502, "{path}");
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let log = std::fs::read_to_string(&regate.log_path).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().filter(|l| l.contains("answered 502")).collect();
+        let proxied = lines
+            .iter()
+            .any(|l| l.contains("WARN") && l.contains(&upstream) && l.contains("manifest"));
+        let own = lines
+            .iter()
+            .any(|l| l.contains("WARN") && l.contains("tags_list"));
+        if proxied && own {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{log}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

@@ -33,6 +33,22 @@ fn method_not_allowed(method: &Method, served: &[&str]) -> RegistryError {
     )
 }
 
+/// A tag delete's error as the client sees it; one the registry caused
+/// (502) is also logged for the operator, at warn.
+fn logged(route: &Route, e: crate::tag_delete::TagDeleteError) -> RegistryError {
+    let err = RegistryError::from(e);
+    if err.status == StatusCode::BAD_GATEWAY {
+        tracing::warn!(
+            target: "regate::upstream",
+            route = route.kind().as_str(),
+            repository = route.repository().map(|r| r.as_str()),
+            error = %err.message,
+            "a call to the upstream registry failed; answered 502"
+        );
+    }
+    err
+}
+
 impl App {
     pub(super) async fn endpoints(
         &self,
@@ -56,7 +72,10 @@ impl App {
                 &Method::DELETE,
             )
             | (Route::TagReference { name, tag }, &Method::DELETE) => {
-                self.tags.delete(name, tag, account).await?;
+                self.tags
+                    .delete(name, tag, account)
+                    .await
+                    .map_err(|e| logged(&route, e))?;
                 Ok(empty_response(StatusCode::ACCEPTED))
             }
             (Route::TagReference { .. }, &Method::OPTIONS) => {
@@ -84,7 +103,11 @@ impl App {
                 ))
             }
             (Route::RestoreTag { name, tag }, &Method::POST) => {
-                let restored = self.tags.restore(name, tag, account).await?;
+                let restored = self
+                    .tags
+                    .restore(name, tag, account)
+                    .await
+                    .map_err(|e| logged(&route, e))?;
                 let body = serde_json::json!({ "name": name.as_str(), "tag": tag.as_str(), "digest": restored.digest });
                 Ok(json_response(StatusCode::CREATED, &body))
             }
@@ -112,7 +135,10 @@ impl App {
                 // Taken before the check, so a tag pushed while it runs is
                 // either seen by it or waits until the delete is done.
                 let _repo = self.tags.locks.repo_exclusive(name.as_str()).await;
-                self.tags.check_digest_delete(name, digest.as_str()).await?;
+                self.tags
+                    .check_digest_delete(name, digest.as_str())
+                    .await
+                    .map_err(|e| logged(&route, e))?;
                 let resp = self.forward(req, &route, conn).await?;
                 if resp.status() == StatusCode::ACCEPTED {
                     self.referrers
