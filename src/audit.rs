@@ -4,8 +4,10 @@
 //!
 //! Owns [`Audit`] and [`Event`]. An event carries the time, the client
 //! address, the account and what was asked; it has no field that could hold
-//! a password or a token, so none can be logged by mistake. Calls the
-//! filesystem and tracing only.
+//! a password or a token, so none can be logged by mistake. The file is
+//! written by a thread of its own, so a request never waits on the disk;
+//! when its queue is full a line is written by the request itself, late
+//! rather than lost. Calls the filesystem and tracing only.
 
 use std::io::Write as _;
 use std::net::IpAddr;
@@ -61,8 +63,20 @@ struct Line<'a> {
 }
 
 pub struct Audit {
-    file: Option<Mutex<std::fs::File>>,
+    file: Option<AuditFile>,
 }
+
+/// The audit file and the thread that writes it, so a request never waits
+/// on the disk (a flood of failed logins writes a line each).
+struct AuditFile {
+    lines: std::sync::mpsc::SyncSender<String>,
+    /// Shared with the writer; used directly only when its queue is full,
+    /// so a line is late rather than lost.
+    file: std::sync::Arc<Mutex<std::fs::File>>,
+}
+
+/// Lines queued for the writer thread before a request writes its own.
+const QUEUE: usize = 4096;
 
 impl Audit {
     /// Opens `file` for appending (created owner-only), or logs to tracing only.
@@ -73,13 +87,24 @@ impl Audit {
                 if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
                     std::fs::create_dir_all(dir)?;
                 }
-                Some(Mutex::new(
+                let f = std::sync::Arc::new(Mutex::new(
                     std::fs::OpenOptions::new()
                         .create(true)
                         .append(true)
                         .mode(0o600)
                         .open(p)?,
-                ))
+                ));
+                let (lines, queue) = std::sync::mpsc::sync_channel::<String>(QUEUE);
+                let writer = std::sync::Arc::clone(&f);
+                std::thread::Builder::new()
+                    .name("regate-audit".into())
+                    .spawn(move || {
+                        // Ends when the Audit is dropped, after the last line.
+                        for line in queue {
+                            write_line(&writer, &line);
+                        }
+                    })?;
+                Some(AuditFile { lines, file: f })
             }
             None => None,
         };
@@ -92,11 +117,21 @@ impl Audit {
             .unwrap_or_default();
         let line = serde_json::to_string(&Line { time, event }).unwrap_or_default();
         tracing::info!(target: "regate::audit", "{line}");
-        if let Some(f) = &self.file {
-            let mut f = f.lock().unwrap_or_else(|e| e.into_inner());
-            if let Err(e) = f.write_all(format!("{line}\n").as_bytes()) {
-                tracing::error!("cannot write the audit log: {e}");
+        if let Some(a) = &self.file {
+            if let Err(e) = a.lines.try_send(format!("{line}\n")) {
+                let line = match e {
+                    std::sync::mpsc::TrySendError::Full(l)
+                    | std::sync::mpsc::TrySendError::Disconnected(l) => l,
+                };
+                write_line(&a.file, &line);
             }
         }
+    }
+}
+
+fn write_line(file: &Mutex<std::fs::File>, line: &str) {
+    let mut f = file.lock().unwrap_or_else(|e| e.into_inner());
+    if let Err(e) = f.write_all(line.as_bytes()) {
+        tracing::error!("cannot write the audit log: {e}");
     }
 }

@@ -453,6 +453,25 @@ pub enum RouteError {
     DigestInvalid(String),
 }
 
+impl RouteError {
+    /// The answer to a request whose path did not parse: a read of a
+    /// manifest by a reference that is no valid tag is a manifest that does
+    /// not exist (404 `MANIFEST_UNKNOWN`, as 2.8 and the OCI conformance
+    /// suite say); writes keep the 400 that names what is wrong.
+    pub fn answer_to(self, method: &http::Method) -> RegistryError {
+        match (&self, method) {
+            (RouteError::TagInvalid(t), &http::Method::GET | &http::Method::HEAD) => {
+                RegistryError::new(
+                    StatusCode::NOT_FOUND,
+                    ErrorCode::ManifestUnknown,
+                    format!("manifest unknown: {t:?} is not a valid tag"),
+                )
+            }
+            _ => RegistryError::from(self),
+        }
+    }
+}
+
 impl From<RouteError> for RegistryError {
     fn from(e: RouteError) -> Self {
         let (status, code) = match &e {

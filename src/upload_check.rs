@@ -185,6 +185,42 @@ impl UploadOffsets {
         entry.touched = Instant::now();
     }
 
+    /// The answer to a status GET: the registry's, unless it refused an
+    /// upload URL made stale by a later chunk (2.8 answers 404 or 400 for an
+    /// old `_state`) of a session regate follows: then 204 with the
+    /// session's current `Range` and `Location`, as the OCI spec wants.
+    pub fn current_status(
+        &self,
+        repo: &str,
+        session: &str,
+        upstream: http::Response<crate::body::ProxyBody>,
+    ) -> http::Response<crate::body::ProxyBody> {
+        let stale = matches!(
+            upstream.status(),
+            StatusCode::NOT_FOUND | StatusCode::BAD_REQUEST
+        );
+        let Some((offset, Some(location))) = self.get(repo, session).filter(|_| stale) else {
+            return upstream;
+        };
+        let mut resp = http::Response::new(crate::body::empty());
+        *resp.status_mut() = StatusCode::NO_CONTENT;
+        let h = resp.headers_mut();
+        h.insert(header::LOCATION, location);
+        // 2.8's own form: `0-<last byte>`, `0-0` for an empty session.
+        if let Ok(v) = HeaderValue::from_str(&format!("0-{}", offset.saturating_sub(1))) {
+            h.insert(header::RANGE, v);
+        }
+        if let Ok(v) = HeaderValue::from_str(session) {
+            h.insert("docker-upload-uuid", v);
+        }
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(0u64));
+        h.insert(
+            "docker-distribution-api-version",
+            HeaderValue::from_static("registry/2.0"),
+        );
+        resp
+    }
+
     pub fn forget(&self, repo: &str, session: &str) {
         self.sessions
             .lock()

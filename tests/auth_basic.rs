@@ -455,6 +455,11 @@ async fn htpasswd_changes_take_effect_without_restart() {
         },
     )
     .unwrap();
+    // The file is looked at once a second, not on every request.
+    tokio::time::sleep(
+        regate::auth::htpasswd::RECHECK_EVERY + std::time::Duration::from_millis(100),
+    )
+    .await;
     assert_eq!(
         get("alice", &password("alice"))
             .send()
@@ -473,6 +478,10 @@ async fn htpasswd_changes_take_effect_without_restart() {
         200
     );
     edit(&files.htpasswd, Edit::Remove { user: "dave" }).unwrap();
+    tokio::time::sleep(
+        regate::auth::htpasswd::RECHECK_EVERY + std::time::Duration::from_millis(100),
+    )
+    .await;
     assert_eq!(
         get("dave", "dave-secret").send().await.unwrap().status(),
         401

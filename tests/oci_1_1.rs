@@ -339,3 +339,58 @@ async fn reindex_rebuilds_the_same_list_into_an_empty_state() {
     assert_eq!(after, before);
     regate.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_conformance_checks_a_stale_upload_url_and_an_invalid_tag() {
+    let registry = Registry::start();
+    let regate = Regate::start(&registry.url).await;
+    let c = regate.client();
+    // A status GET on the URL a later chunk made stale: 204 with the
+    // session's current Range and Location (2.8 alone answers 404).
+    let r = c
+        .post(format!("{}/v2/conf/up/blobs/uploads/", regate.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let first = absolute(&regate.url, r.headers()["location"].to_str().unwrap());
+    let r = c
+        .patch(&first)
+        .header("content-range", "0-4")
+        .header("content-type", "application/octet-stream")
+        .body(b"hello".to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let current = r.headers()["location"].to_str().unwrap().to_owned();
+    for url in [&first, &absolute(&regate.url, &current)] {
+        let r = c.get(url).send().await.unwrap();
+        assert_eq!(r.status(), 204, "{url}");
+        assert_eq!(r.headers()["range"], "0-4", "{url}");
+        assert_eq!(
+            absolute(&regate.url, r.headers()["location"].to_str().unwrap()),
+            absolute(&regate.url, &current),
+            "{url}"
+        );
+    }
+    // A manifest read by a reference that is no valid tag: 404
+    // MANIFEST_UNKNOWN, as 2.8 and the suite say; a PUT keeps its 400.
+    let bad = format!("{}/v2/conf/up/manifests/.INVALID_MANIFEST_NAME", regate.url);
+    let r = c.get(&bad).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert!(r.text().await.unwrap().contains("MANIFEST_UNKNOWN"));
+    let r = c.head(&bad).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert!(r.bytes().await.unwrap().is_empty());
+    let r = c
+        .put(&bad)
+        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("TAG_INVALID"));
+    regate.stop().await;
+}

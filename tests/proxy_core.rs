@@ -445,7 +445,8 @@ async fn bad_paths_are_answered_by_regate_and_never_forwarded() {
         // 2.8 reads these as tags and answers 500 with its storage path.
         ("/v2/a/manifests/sha999:abc", 400, "DIGEST_INVALID"),
         ("/v2/a/manifests/sha256+b64:abc", 400, "DIGEST_INVALID"),
-        ("/v2/a/manifests/-bad", 400, "TAG_INVALID"),
+        // A read by a reference that is no tag: no such manifest.
+        ("/v2/a/manifests/-bad", 404, "MANIFEST_UNKNOWN"),
         ("/v2/a/nothing-here", 404, "UNSUPPORTED"),
         ("/etc/passwd", 404, "UNSUPPORTED"),
     ] {

@@ -186,6 +186,10 @@ impl App {
             (Route::Upload { name, session }, &Method::PATCH) => {
                 self.patch_upload(req, &route, name, session, conn).await
             }
+            (Route::Upload { name, session }, &Method::GET) => {
+                let resp = self.forward(req, &route, conn).await?;
+                Ok(self.uploads.current_status(name.as_str(), session, resp))
+            }
             (Route::Upload { name, session }, &Method::PUT | &Method::DELETE) => {
                 let resp = self.forward(req, &route, conn).await?;
                 if resp.status().is_success() {

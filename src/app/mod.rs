@@ -111,7 +111,7 @@ impl App {
                     .await
                     .map_err(RegistryError::from)
             }
-            (Ok(()), Err(e)) => Err(RegistryError::from(e)),
+            (Ok(()), Err(e)) => Err(e.answer_to(req.method())),
         }
         .unwrap_or_else(RegistryError::into_response);
 

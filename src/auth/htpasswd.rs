@@ -154,10 +154,18 @@ struct Loaded {
     generation: u64,
 }
 
+/// How often the file is looked at for changes: one `stat` a second at most,
+/// not one per request (a change takes effect within this).
+pub const RECHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The live user table.
 pub struct Htpasswd {
     path: PathBuf,
     loaded: RwLock<Loaded>,
+    opened: std::time::Instant,
+    /// When (ms after `opened`) the file is next looked at.
+    next_check_ms: std::sync::atomic::AtomicU64,
+    recheck_ms: u64,
 }
 
 impl Htpasswd {
@@ -173,13 +181,38 @@ impl Htpasswd {
                 stamp,
                 generation: 0,
             }),
+            opened: std::time::Instant::now(),
+            next_check_ms: std::sync::atomic::AtomicU64::new(RECHECK_EVERY.as_millis() as u64),
+            recheck_ms: RECHECK_EVERY.as_millis() as u64,
         })
     }
 
-    /// The users now, reloading first if the file changed, and the
-    /// generation (which grows with every reload). A file that no longer
+    /// The same table, looking at the file every `every` (zero: each time).
+    pub fn rechecked_every(mut self, every: std::time::Duration) -> Htpasswd {
+        self.recheck_ms = every.as_millis() as u64;
+        self.next_check_ms = std::sync::atomic::AtomicU64::new(self.recheck_ms);
+        self
+    }
+
+    /// The users now, reloading first if the file changed (looked at once
+    /// per [`RECHECK_EVERY`]), and the generation (which grows with every
+    /// reload). A file that no longer
     /// parses is reported once and the previous users stay.
     pub fn current(&self) -> (Arc<Users>, u64) {
+        use std::sync::atomic::Ordering;
+        let now_ms = self.opened.elapsed().as_millis() as u64;
+        let due = self.next_check_ms.load(Ordering::Relaxed);
+        let next = now_ms + self.recheck_ms;
+        // One caller a second looks at the file; the others use what is loaded.
+        if now_ms < due
+            || self
+                .next_check_ms
+                .compare_exchange(due, next, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            let l = self.loaded.read().unwrap_or_else(|e| e.into_inner());
+            return (Arc::clone(&l.users), l.generation);
+        }
         let now = stamp(&self.path);
         {
             let l = self.loaded.read().unwrap_or_else(|e| e.into_inner());
@@ -518,7 +551,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("htpasswd");
         std::fs::write(&path, format!("alice:{}\n", hash("a"))).unwrap();
-        let h = Htpasswd::open(&path).unwrap();
+        let h = Htpasswd::open(&path)
+            .unwrap()
+            .rechecked_every(std::time::Duration::ZERO);
         let (u, g0) = h.current();
         assert_eq!(u.len(), 1);
         edit(

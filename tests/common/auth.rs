@@ -92,10 +92,20 @@ impl AuthFiles {
         )
     }
 
+    /// The audit log's lines, once its writer thread has caught up (the
+    /// file stops growing).
     pub fn audit_lines(&self) -> Vec<serde_json::Value> {
-        std::fs::read_to_string(&self.audit)
-            .unwrap_or_default()
-            .lines()
+        let read = || std::fs::read_to_string(&self.audit).unwrap_or_default();
+        let mut text = read();
+        for _ in 0..40 {
+            std::thread::sleep(std::time::Duration::from_millis(25));
+            let again = read();
+            if again == text {
+                break;
+            }
+            text = again;
+        }
+        text.lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect()
     }
