@@ -4,7 +4,9 @@
 //! [`crate::gc::admin_api`] (`/admin/...`). The probes and metrics are open
 //! (for load balancers and Prometheus); `/admin/...` needs an account with the
 //! `admin` right when auth is on ([`crate::auth::admin_access`]), and every
-//! call that changes something is audited. It binds loopback by default.
+//! call that changes something is audited. An `/admin/...` call runs in its
+//! own task, to its end and audited whatever its client does. It binds
+//! loopback by default.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -46,11 +48,25 @@ impl Admin {
                 Ok(caller) => caller,
                 Err(e) => return RegistryError::from(e).into_response(),
             };
+            // Its own task: a change (maintenance drains for up to
+            // drain_timeout) runs to its end and is audited even when the
+            // client goes away meanwhile.
             let (method, path) = (req.method().clone(), req.uri().path().to_owned());
-            let resp = crate::gc::admin_api::handle(&self.gc, req).await;
-            self.auth
-                .audit_admin(&caller, peer, &method, &path, resp.status().as_u16());
-            return resp;
+            let me = Arc::clone(&self);
+            let call = tokio::spawn(async move {
+                let resp = crate::gc::admin_api::handle(&me.gc, req).await;
+                me.auth
+                    .audit_admin(&caller, peer, &method, &path, resp.status().as_u16());
+                resp
+            });
+            return call.await.unwrap_or_else(|e| {
+                RegistryError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    ErrorCode::Unknown,
+                    format!("the admin call stopped unexpectedly: {e}"),
+                )
+                .into_response()
+            });
         }
         if req.method() != Method::GET && req.method() != Method::HEAD {
             return RegistryError::new(

@@ -34,11 +34,28 @@ pub struct CertFiles {
     pub server_key: PathBuf,
 }
 
-/// Creates a CA and a server certificate for `hosts` in `dir`.
+/// The names a certificate for `hosts` carries: `hosts` in order, and for
+/// `localhost` also `127.0.0.1` and `::1` (clients reach a local registry by
+/// either), as the dev certificate does.
+pub fn with_loopback(hosts: &[String]) -> Vec<String> {
+    let mut names = hosts.to_vec();
+    if hosts.iter().any(|h| h.eq_ignore_ascii_case("localhost")) {
+        for ip in ["127.0.0.1", "::1"] {
+            if !names.iter().any(|n| n == ip) {
+                names.push(ip.to_owned());
+            }
+        }
+    }
+    names
+}
+
+/// Creates a CA and a server certificate for `hosts` (see [`with_loopback`])
+/// in `dir`.
 pub fn generate(dir: &Path, hosts: &[String]) -> Result<CertFiles, CertError> {
     if hosts.is_empty() {
         return Err(CertError::NoHosts);
     }
+    let hosts = &with_loopback(hosts)[..];
     let ca_key = KeyPair::generate()?;
     let mut ca = CertificateParams::new(Vec::<String>::new())?;
     ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
@@ -107,6 +124,16 @@ fn write(path: &Path, bytes: &[u8], mode: u32) -> Result<(), CertError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn localhost_brings_the_loopback_addresses() {
+        let names = with_loopback(&["localhost".into()]);
+        assert_eq!(names, ["localhost", "127.0.0.1", "::1"]);
+        let names = with_loopback(&["::1".into(), "localhost".into()]);
+        assert_eq!(names, ["::1", "localhost", "127.0.0.1"]);
+        let names = with_loopback(&["registry.example.com".into()]);
+        assert_eq!(names, ["registry.example.com"]);
+    }
 
     #[test]
     fn writes_a_usable_pair_with_private_key_modes() {

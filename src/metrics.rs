@@ -17,8 +17,27 @@ use crate::route::RouteKind;
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     route: &'static str,
-    method: String,
+    method: &'static str,
     status: u16,
+}
+
+/// The method as a label: the methods of HTTP (RFC 9110) and PATCH by name,
+/// anything else as `other`, so a client sending made-up methods cannot
+/// create series without bound.
+fn method_label(method: &http::Method) -> &'static str {
+    use http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "other",
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -233,7 +252,7 @@ impl Metrics {
         self.requests
             .get_or_create(&RequestLabels {
                 route: route.as_str(),
-                method: method.as_str().to_owned(),
+                method: method_label(method),
                 status,
             })
             .inc();
@@ -322,5 +341,42 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request_series(m: &Metrics) -> Vec<String> {
+        m.encode()
+            .lines()
+            .filter(|l| l.starts_with("regate_requests_total{"))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    #[test]
+    fn made_up_methods_share_one_series() {
+        let m = Metrics::new();
+        for i in 0..50 {
+            let method = http::Method::from_bytes(format!("X{i}").as_bytes()).unwrap();
+            m.request_started();
+            m.request_done(RouteKind::Other, &method, 405, 0, 0);
+        }
+        m.request_started();
+        m.request_done(RouteKind::Other, &http::Method::GET, 405, 0, 0);
+        let series = request_series(&m);
+        assert_eq!(series.len(), 2, "{series:?}");
+        assert!(
+            series
+                .iter()
+                .any(|l| l.contains("method=\"other\"") && l.ends_with(" 50")),
+            "{series:?}"
+        );
+        assert!(
+            series.iter().any(|l| l.contains("method=\"GET\"")),
+            "{series:?}"
+        );
     }
 }

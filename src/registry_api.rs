@@ -14,8 +14,10 @@ pub const ACCEPT_MANIFESTS: &str = "application/vnd.oci.image.manifest.v1+json, 
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    #[error("the upstream registry is unreachable: {0}")]
-    Transport(#[from] reqwest::Error),
+    /// Without its URL: this text may reach a client (in a 502), which must
+    /// never learn the upstream's address.
+    #[error("the upstream registry is unreachable: {}", crate::error::ErrorChain(.0))]
+    Transport(reqwest::Error),
     #[error("the upstream registry answered {status} to {what}: {body}")]
     Status {
         what: String,
@@ -57,7 +59,20 @@ pub enum NativeTagDelete {
     NotFound,
 }
 
+impl From<reqwest::Error> for ApiError {
+    fn from(e: reqwest::Error) -> Self {
+        ApiError::Transport(e.without_url())
+    }
+}
+
 impl ApiError {
+    /// A 502 for the client (this error's text names no address) and a warn
+    /// line for the operator naming what regate was doing for which request.
+    pub fn bad_gateway_for(self, route: &str, repository: &str) -> crate::error::RegistryError {
+        tracing::warn!(target: "regate::upstream", route, repository, error = %self, "a call to the upstream registry failed; answered 502");
+        crate::error::RegistryError::bad_gateway(self.to_string())
+    }
+
     /// The registry refused a manifest because a blob it references is not
     /// in the repository (`MANIFEST_BLOB_UNKNOWN`).
     pub fn is_blob_unknown(&self) -> bool {

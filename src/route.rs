@@ -137,7 +137,15 @@ impl Digest {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The part before the `:`.
+    pub fn algorithm(&self) -> &str {
+        self.0.split_once(':').map_or("", |(a, _)| a)
+    }
 }
+
+/// The digest algorithms distribution knows (go-digest's registered ones).
+const REGISTRY_ALGORITHMS: [&str; 3] = ["sha256", "sha384", "sha512"];
 
 impl fmt::Display for Digest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -184,10 +192,16 @@ pub enum Reference {
 }
 
 impl Reference {
-    /// A reference with a `:` is a digest, anything else a tag.
+    /// A reference with a `:` is a digest, anything else a tag. A digest of
+    /// an algorithm the registry does not know is refused here: 2.8 would
+    /// read it as a tag and answer 500 (naming its storage path).
     pub fn parse(s: &str) -> Result<Self, RouteError> {
         if s.contains(':') {
-            Digest::parse(s).map(Reference::Digest)
+            let d = Digest::parse(s)?;
+            if !REGISTRY_ALGORITHMS.contains(&d.algorithm()) {
+                return Err(RouteError::DigestInvalid(s.to_owned()));
+            }
+            Ok(Reference::Digest(d))
         } else {
             Tag::parse(s).map(Reference::Tag)
         }
@@ -272,6 +286,27 @@ impl RouteKind {
 }
 
 impl Route {
+    /// For an endpoint regate serves itself, the methods it answers (the
+    /// `Allow` of a 405); `None` for the registry's endpoints, which are
+    /// forwarded whatever the method. `OPTIONS` on GitLab's tag route is
+    /// GitLab's probe for tag deletes (it wants `Allow: DELETE`).
+    pub fn own_methods(&self) -> Option<&'static [&'static str]> {
+        match self {
+            Route::TagReference { .. } => Some(&["DELETE", "OPTIONS"]),
+            // As 2.8 serves its lists: GET only (a HEAD gets 405).
+            Route::TagsList { .. } | Route::Referrers { .. } | Route::DeletedTags { .. } => {
+                Some(&["GET"])
+            }
+            Route::RestoreTag { .. } | Route::DeleteTags { .. } => Some(&["POST"]),
+            Route::Base
+            | Route::Catalog
+            | Route::Manifest { .. }
+            | Route::Blob { .. }
+            | Route::UploadStart { .. }
+            | Route::Upload { .. } => None,
+        }
+    }
+
     pub fn kind(&self) -> RouteKind {
         match self {
             Route::Base => RouteKind::Base,

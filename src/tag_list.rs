@@ -73,7 +73,7 @@ pub async fn serve(
                 .insert(API_VERSION_HEADER, HeaderValue::from_static("registry/2.0"));
             return Ok(resp);
         }
-        Err(e) => return Err(RegistryError::bad_gateway(e.to_string())),
+        Err(e) => return Err(e.bad_gateway_for("tags_list", name.as_str())),
     };
     let (tags, more) = page.apply(tags);
     let body = serde_json::to_vec(&serde_json::json!({"name": name.as_str(), "tags": tags}))

@@ -8,7 +8,10 @@
 //! The offset comes from regate's own record (set when the session starts,
 //! updated from every `202`), or, for a session regate has not seen, from the
 //! registry's upload status. Sessions are forgotten when completed or
-//! cancelled, and after a day without use.
+//! cancelled, after a day without use, and, past [`MAX_SESSIONS`], the
+//! least recently used first. A forgotten session still works: its next
+//! `PATCH` with a `Content-Range` asks the registry (the authority on every
+//! session) for the offset, as for a session regate never saw.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -19,7 +22,8 @@ use http::{header, HeaderMap, HeaderValue, StatusCode};
 use crate::error::{ErrorCode, RegistryError};
 
 const FORGET_AFTER: Duration = Duration::from_secs(24 * 3600);
-const PURGE_ABOVE: usize = 10_000;
+/// Sessions remembered at most (about 200 bytes each).
+pub const MAX_SESSIONS: usize = 10_000;
 
 #[derive(Debug, Clone)]
 struct Session {
@@ -30,9 +34,16 @@ struct Session {
     touched: Instant,
 }
 
-#[derive(Default)]
 pub struct UploadOffsets {
     sessions: Mutex<HashMap<(String, String), Session>>,
+    max: usize,
+    forget_after: Duration,
+}
+
+impl Default for UploadOffsets {
+    fn default() -> Self {
+        Self::new(MAX_SESSIONS, FORGET_AFTER)
+    }
 }
 
 /// `Content-Range: <start>-<end>` (OCI) or `bytes <start>-<end>[/<total>]`.
@@ -93,6 +104,15 @@ pub fn out_of_order(expected: u64, location: Option<HeaderValue>) -> RegistryErr
 }
 
 impl UploadOffsets {
+    /// At most `max` sessions, each forgotten `forget_after` its last use.
+    pub fn new(max: usize, forget_after: Duration) -> Self {
+        UploadOffsets {
+            sessions: Mutex::new(HashMap::new()),
+            max: max.max(1),
+            forget_after,
+        }
+    }
+
     fn key(repo: &str, session: &str) -> (String, String) {
         (repo.to_owned(), session.to_owned())
     }
@@ -109,15 +129,51 @@ impl UploadOffsets {
     pub fn get(&self, repo: &str, session: &str) -> Option<(u64, Option<HeaderValue>)> {
         let map = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
         map.get(&Self::key(repo, session))
+            .filter(|s| s.touched.elapsed() < self.forget_after)
             .map(|s| (s.offset, s.location.clone()))
+    }
+
+    /// Sessions remembered now (expired ones included until the next purge).
+    pub fn len(&self) -> usize {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Makes room for one more: expired sessions go, then the least recently
+    /// used, a tenth of the bound at once so the sort is rare.
+    fn make_room(&self, map: &mut HashMap<(String, String), Session>) {
+        if map.len() < self.max {
+            return;
+        }
+        map.retain(|_, s| s.touched.elapsed() < self.forget_after);
+        if map.len() < self.max {
+            return;
+        }
+        let mut by_age: Vec<_> = map.iter().map(|(k, s)| (s.touched, k.clone())).collect();
+        by_age.sort_unstable_by_key(|(touched, _)| *touched);
+        let evict = map.len() + 1 - self.max + self.max / 10;
+        for (_, k) in by_age.into_iter().take(evict) {
+            map.remove(&k);
+        }
+        tracing::debug!(
+            evicted = evict,
+            "upload sessions over the bound: the least recently used are forgotten (the registry still knows them)"
+        );
     }
 
     pub fn set(&self, repo: &str, session: &str, offset: u64, location: Option<HeaderValue>) {
         let mut map = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
-        if map.len() > PURGE_ABOVE {
-            map.retain(|_, s| s.touched.elapsed() < FORGET_AFTER);
+        let key = Self::key(repo, session);
+        if !map.contains_key(&key) {
+            self.make_room(&mut map);
         }
-        let entry = map.entry(Self::key(repo, session)).or_insert(Session {
+        let entry = map.entry(key).or_insert(Session {
             offset,
             location: None,
             touched: Instant::now(),
@@ -219,6 +275,35 @@ mod tests {
             Some("abc-123")
         );
         assert_eq!(session_of("/v2/a/blobs/uploads/"), None);
+    }
+
+    #[test]
+    fn sessions_are_bounded_and_the_least_recently_used_go_first() {
+        let u = UploadOffsets::new(10, FORGET_AFTER);
+        for i in 0..10 {
+            u.set("r", &format!("s{i}"), i, None);
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        // s0 used again: s1 is now the oldest.
+        u.set("r", "s0", 100, None);
+        u.set("r", "new", 7, None);
+        assert!(u.len() <= 10, "{}", u.len());
+        assert_eq!(u.get("r", "s1"), None);
+        assert_eq!(u.get("r", "s0").map(|s| s.0), Some(100));
+        assert_eq!(u.get("r", "new").map(|s| s.0), Some(7));
+        for i in 0..1000 {
+            u.set("r", &format!("flood{i}"), 0, None);
+        }
+        assert!(u.len() <= 10, "{}", u.len());
+    }
+
+    #[test]
+    fn unused_sessions_expire() {
+        let u = UploadOffsets::new(10, Duration::from_millis(30));
+        u.set("r", "s", 5, None);
+        assert_eq!(u.get("r", "s").map(|s| s.0), Some(5));
+        std::thread::sleep(Duration::from_millis(40));
+        assert_eq!(u.get("r", "s"), None);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 mod common;
 
 use std::process::Command;
+use std::time::Duration;
 
 use common::auth::{basic_header, password, AuthFiles};
 use common::gc::{admin_client, gc_section};
@@ -144,5 +145,107 @@ async fn only_accounts_with_the_admin_right_use_the_admin_api() {
     );
     let text = std::fs::read_to_string(&files.audit).unwrap();
     assert!(!text.contains(&admin_pw) && !text.contains(&ci_pw));
+    regate.stop().await;
+}
+
+/// Polls `/admin/status` (as admin) until the gate is in `state`.
+async fn wait_gate_as_admin(admin: &str, state: &str, within: Duration) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let (code, _, s) = call(
+            reqwest::Method::GET,
+            &format!("{admin}/admin/status"),
+            Some(("admin", &password("admin"))),
+        )
+        .await;
+        assert_eq!(code, 200, "{s}");
+        if s["gate"]["state"] == state {
+            return s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "gate not {state} within {within:?}: {s}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// A client that goes away from `PUT /admin/maintenance` while the gate
+/// drains: the change still ends with the gate closed, and it is audited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maintenance_left_mid_drain_by_its_client_still_closes_and_is_audited() {
+    use tokio::io::AsyncWriteExt;
+    let registry = Registry::start();
+    let files = AuthFiles::new();
+    let regate = Regate::start_with(
+        &registry.url,
+        &format!(
+            "{}\n{}",
+            gc_section(&registry, "drain_timeout = \"2s\""),
+            files.basic_toml("")
+        ),
+    )
+    .await;
+    let admin_auth = basic_header("admin", &password("admin"));
+    let plain = regate.plain_url.trim_start_matches("http://").to_owned();
+
+    // A write under way: a chunk whose body is still coming.
+    let r = admin_client()
+        .post(format!("{}/v2/admin/app/blobs/uploads/", regate.plain_url))
+        .header("authorization", &admin_auth)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let location = r.headers()["location"].to_str().unwrap().to_owned();
+    let target = &location[location.find("/v2/").unwrap()..];
+    let mut write = tokio::net::TcpStream::connect(&plain).await.unwrap();
+    write
+        .write_all(
+            format!(
+                "PATCH {target} HTTP/1.1\r\nHost: {plain}\r\nAuthorization: {admin_auth}\r\nContent-Type: application/octet-stream\r\nContent-Length: 1000\r\n\r\n{}",
+                "x".repeat(10)
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    wait_gate_as_admin(&regate.admin_url, "open", Duration::from_secs(1)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // The maintenance call, then its client leaves while the gate drains.
+    let admin_addr = regate.admin_url.trim_start_matches("http://").to_owned();
+    let mut call = tokio::net::TcpStream::connect(&admin_addr).await.unwrap();
+    let body = r#"{"reason": "left mid-drain"}"#;
+    call.write_all(
+        format!(
+            "PUT /admin/maintenance HTTP/1.1\r\nHost: {admin_addr}\r\nAuthorization: {admin_auth}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    wait_gate_as_admin(&regate.admin_url, "draining", Duration::from_secs(2)).await;
+    drop(call);
+
+    // drain_timeout (2s) passes with the write still under way: closed anyway.
+    let status = wait_gate_as_admin(&regate.admin_url, "closed", Duration::from_secs(6)).await;
+    assert!(
+        status["gate"]["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("left mid-drain"),
+        "{status}"
+    );
+    let lines = files.audit_lines();
+    assert!(
+        lines.iter().any(|l| l["event"] == "admin"
+            && l["account"] == "admin"
+            && l["method"] == "PUT"
+            && l["reference"] == "/admin/maintenance"),
+        "{lines:?}"
+    );
+    drop(write);
     regate.stop().await;
 }

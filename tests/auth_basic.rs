@@ -673,6 +673,98 @@ async fn a_non_bcrypt_htpasswd_line_stops_start_up_naming_the_line() {
     assert!(err.contains(&want), "{err}");
 }
 
+/// regate's own endpoints answer OPTIONS (GitLab's probe on its tag route)
+/// and methods they do not serve (405 with `Allow`) after authentication,
+/// without asking for rights on the repository; the methods they serve still
+/// need their rights.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn own_endpoints_answer_options_and_unserved_methods_without_rights() {
+    let files = AuthFiles::new();
+    let (_registry, regate) = start(&files, "").await;
+    let ca = &regate.certs.files.ca_cert;
+    let pem = std::fs::read(ca).unwrap();
+    let h1 = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
+        .tls_built_in_root_certs(false)
+        .no_proxy()
+        .http1_only()
+        .build()
+        .unwrap();
+    let digest = format!("sha256:{}", "0".repeat(64));
+    use reqwest::Method as M;
+    // ci may pull and push apps/* only: no right at all on alice/x.
+    let cases: Vec<(M, String, u16, Option<&str>)> = vec![
+        (
+            M::OPTIONS,
+            "tags/reference/v1".into(),
+            200,
+            Some("DELETE, OPTIONS"),
+        ),
+        (
+            M::GET,
+            "tags/reference/v1".into(),
+            405,
+            Some("DELETE, OPTIONS"),
+        ),
+        (
+            M::PUT,
+            "tags/reference/v1".into(),
+            405,
+            Some("DELETE, OPTIONS"),
+        ),
+        (M::GET, "_regate/delete".into(), 405, Some("POST")),
+        (M::OPTIONS, "_regate/delete".into(), 405, Some("POST")),
+        (M::DELETE, "_regate/deleted".into(), 405, Some("GET")),
+        (M::GET, "_regate/restore/v1".into(), 405, Some("POST")),
+        (M::PUT, "tags/list".into(), 405, Some("GET")),
+        (M::PATCH, format!("referrers/{digest}"), 405, Some("GET")),
+        // Served methods still need their rights.
+        (M::DELETE, "tags/reference/v1".into(), 403, None),
+        (M::POST, "_regate/delete".into(), 403, None),
+        (M::GET, "_regate/deleted".into(), 403, None),
+        (M::GET, "tags/list".into(), 403, None),
+    ];
+    for (client, version) in [
+        (h1, reqwest::Version::HTTP_11),
+        (regate.client(), reqwest::Version::HTTP_2),
+    ] {
+        for (method, tail, want, allow) in &cases {
+            let url = format!("{}/v2/alice/x/{tail}", regate.url);
+            let what = format!("{method} {tail} over {version:?}");
+            let r = client
+                .request(method.clone(), &url)
+                .header("authorization", basic_header("ci", &password("ci")))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.version(), version, "{what}");
+            assert_eq!(r.status().as_u16(), *want, "{what}");
+            if let Some(allow) = allow {
+                assert_eq!(r.headers()["allow"], *allow, "{what}");
+            }
+            if *want == 405 {
+                let body: serde_json::Value = r.json().await.unwrap();
+                assert_eq!(body["errors"][0]["code"], "UNSUPPORTED", "{what}");
+            }
+            // Authentication still comes first.
+            let r = client.request(method.clone(), &url).send().await.unwrap();
+            assert_eq!(r.status(), 401, "{what}, anonymous");
+            assert!(r.headers().contains_key("www-authenticate"), "{what}");
+            if *method == M::OPTIONS {
+                // (Not for every case: failed logins are rate limited.)
+                let r = client
+                    .request(method.clone(), &url)
+                    .header("authorization", basic_header("ci", "wrong"))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 401, "{what}, wrong password");
+            }
+        }
+    }
+    regate.stop().await;
+}
+
 /// `regate passwd add alice/x` is refused (exit 2, the file untouched); an
 /// older htpasswd file that already holds `alice/x` logs in, but no
 /// `${account}/*` rule gives it `alice/x/*` inside alice's namespace.

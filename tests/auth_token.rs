@@ -596,6 +596,73 @@ async fn oauth2_form_refresh_tokens_and_wrong_passwords() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_token_ends_when_the_password_changes() {
+    let files = AuthFiles::new();
+    let (_registry, regate) = start(&files).await;
+    let c = regate.client();
+    let url = format!("{}/auth/token", regate.url);
+    let login = |pw: String| {
+        let c = c.clone();
+        let url = url.clone();
+        async move {
+            let form = [
+                ("grant_type", "password"),
+                ("username", "alice"),
+                ("password", pw.as_str()),
+                ("service", SERVICE),
+                ("client_id", "test"),
+                ("access_type", "offline"),
+            ];
+            let r = c.post(&url).form(&form).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            let v: serde_json::Value = r.json().await.unwrap();
+            v["refresh_token"].as_str().unwrap().to_owned()
+        }
+    };
+    let refresh = |token: String| {
+        let c = c.clone();
+        let url = url.clone();
+        async move {
+            let form = [
+                ("grant_type", "refresh_token"),
+                ("refresh_token", token.as_str()),
+                ("service", SERVICE),
+                ("client_id", "test"),
+            ];
+            let r = c.post(&url).form(&form).send().await.unwrap();
+            let status = r.status().as_u16();
+            (status, r.text().await.unwrap())
+        }
+    };
+    let old = login(password("alice")).await;
+    assert_eq!(refresh(old.clone()).await.0, 200);
+
+    // The password changes: the old refresh token is refused, with a reason.
+    regate::auth::htpasswd::edit(
+        &files.htpasswd,
+        regate::auth::htpasswd::Edit::Set {
+            user: "alice",
+            password: "alice-new-pw",
+            cost: 4,
+        },
+    )
+    .unwrap();
+    // regate looks at the file once a second at most.
+    tokio::time::sleep(
+        regate::auth::htpasswd::RECHECK_EVERY + std::time::Duration::from_millis(100),
+    )
+    .await;
+    let (status, body) = refresh(old).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("password changed"), "{body}");
+
+    // A token from a login with the new password works.
+    let new = login("alice-new-pw".into()).await;
+    assert_eq!(refresh(new).await.0, 200);
+    regate.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_keygen_token_and_passwd_work_with_a_running_regate() {
     let registry = Registry::start();
     let dir = tempfile::tempdir().unwrap();
@@ -1190,5 +1257,60 @@ async fn basic_credentials_work_on_the_api_in_token_mode_with_the_same_rules() {
         .to_str()
         .unwrap()
         .starts_with("Bearer realm="));
+    regate.stop().await;
+}
+
+/// Token mode: regate's own endpoints answer OPTIONS and unserved methods to
+/// any valid token, whatever its scope; without one, the Bearer challenge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn own_endpoints_answer_options_and_unserved_methods_to_any_valid_token() {
+    let files = AuthFiles::new();
+    let (_registry, regate) = start(&files).await;
+    let c = regate.client();
+    // ci's token grants nothing on alice/x.
+    let r = fetch_token(
+        &c,
+        &regate.url,
+        Some(("ci", &password("ci"))),
+        SERVICE,
+        &["repository:alice/x:pull,push,delete"],
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = r.json().await.unwrap();
+    let token = v["token"].as_str().unwrap().to_owned();
+    assert_eq!(claims_of(&token)["access"], serde_json::json!([]));
+    for (method, tail, want, allow) in [
+        (
+            reqwest::Method::OPTIONS,
+            "tags/reference/v1",
+            200,
+            "DELETE, OPTIONS",
+        ),
+        (reqwest::Method::GET, "_regate/delete", 405, "POST"),
+        (reqwest::Method::PUT, "tags/list", 405, "GET"),
+    ] {
+        let url = format!("{}/v2/alice/x/{tail}", regate.url);
+        let r = c
+            .request(method.clone(), &url)
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), want, "{method} {tail}");
+        assert_eq!(r.headers()["allow"], allow, "{method} {tail}");
+        let r = c.request(method.clone(), &url).send().await.unwrap();
+        assert_eq!(r.status(), 401, "{method} {tail} without a token");
+        let challenge = r.headers()["www-authenticate"].to_str().unwrap();
+        assert!(challenge.starts_with("Bearer "), "{challenge}");
+    }
+    // A served method still needs its scope.
+    let r = c
+        .delete(format!("{}/v2/alice/x/tags/reference/v1", regate.url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
     regate.stop().await;
 }

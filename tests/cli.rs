@@ -114,6 +114,27 @@ fn cert_writes_ca_and_server_files() {
 }
 
 #[test]
+fn cert_for_localhost_also_names_the_loopback_addresses() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("c");
+    let (code, out, err) = regate(&["cert", "--dir", d.to_str().unwrap(), "--host", "localhost"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let text = Command::new("openssl")
+        .args(["x509", "-noout", "-ext", "subjectAltName", "-in"])
+        .arg(d.join("server.crt"))
+        .output()
+        .expect("openssl (scripts/install-deps --test installs it)");
+    let text = String::from_utf8_lossy(&text.stdout);
+    for san in [
+        "DNS:localhost",
+        "IP Address:127.0.0.1",
+        "IP Address:0:0:0:0:0:0:0:1",
+    ] {
+        assert!(text.contains(san), "missing {san} in:\n{text}");
+    }
+}
+
+#[test]
 fn missing_registry_binary_says_how_to_fix_it() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("m.toml");

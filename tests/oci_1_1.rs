@@ -141,6 +141,64 @@ async fn referrers_api_subject_header_filter_and_delete() {
     regate.stop().await;
 }
 
+/// A session regate does not remember (evicted past its bound, expired, or
+/// started before a restart) is checked against the registry's own offset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_regate_forgot_is_still_checked_against_the_registry() {
+    let registry = Registry::start();
+    let regate = Regate::start(&registry.url).await;
+    let data = pseudo_random("forgot", 200);
+    let digest = sha256(&data);
+    let client = regate.client();
+    let r = client
+        .post(format!("{}/v2/strict/forgot/blobs/uploads/", regate.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let path = r.headers()["location"].to_str().unwrap().to_owned();
+    let r = client
+        .patch(absolute(&regate.url, &path))
+        .header("content-range", "0-99")
+        .body(data[..100].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let path = r.headers()["location"].to_str().unwrap().to_owned();
+    let path = path[path.find("/v2/").unwrap()..].to_owned();
+
+    // A new process remembers nothing of the session.
+    let regate = regate.restart().await;
+    let client = regate.client();
+    let location = format!("{}{path}", regate.url);
+    let r = client
+        .patch(&location)
+        .header("content-range", "0-99")
+        .body(data[..100].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 416, "a retried chunk");
+    assert_eq!(r.headers()["range"], "0-99");
+    let r = client
+        .patch(&location)
+        .header("content-range", "100-199")
+        .body(data[100..].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let location = absolute(&regate.url, r.headers()["location"].to_str().unwrap());
+    let r = client
+        .put(format!("{location}&digest={digest}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    regate.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn out_of_order_chunks_get_416_and_the_upload_still_completes() {
     let registry = Registry::start();

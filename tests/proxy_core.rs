@@ -345,31 +345,85 @@ async fn upload_locations_use_the_public_url_never_the_upstream() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn upstream_down_is_a_502_with_an_oci_body() {
+async fn upstream_down_is_a_502_with_an_oci_body_that_never_names_the_upstream() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let regate = Regate::start(&format!("http://127.0.0.1:{port}")).await;
-    let r = regate
-        .client()
-        .get(format!("{}/v2/demo/x/manifests/latest", regate.url))
-        .send()
-        .await
+    let upstream = format!("127.0.0.1:{port}");
+    let regate = Regate::start(&format!("http://{upstream}")).await;
+    let h1 = reqwest::Client::builder()
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(&std::fs::read(&regate.certs.files.ca_cert).unwrap())
+                .unwrap(),
+        )
+        .tls_built_in_root_certs(false)
+        .no_proxy()
+        .http1_only()
+        .build()
         .unwrap();
-    assert_eq!(r.status(), 502);
-    assert_eq!(
-        r.headers()["docker-distribution-api-version"],
-        "registry/2.0"
-    );
-    let body: serde_json::Value = r.json().await.unwrap();
-    assert_eq!(body["errors"][0]["code"], "UNAVAILABLE");
-    assert!(body["errors"][0]["message"]
-        .as_str()
-        .unwrap()
-        .contains("unreachable"));
-    // Readiness says so too.
+    // Forwarded (proxy), and regate's own calls (tag list, tag delete).
+    let requests = [
+        (
+            reqwest::Method::GET,
+            "/v2/demo/x/manifests/latest".to_owned(),
+        ),
+        (
+            reqwest::Method::HEAD,
+            "/v2/demo/x/manifests/latest".to_owned(),
+        ),
+        (reqwest::Method::GET, "/v2/demo/x/tags/list".to_owned()),
+        (
+            reqwest::Method::DELETE,
+            "/v2/demo/x/manifests/latest".to_owned(),
+        ),
+    ];
+    for (client, version) in [
+        (h1, reqwest::Version::HTTP_11),
+        (regate.client(), reqwest::Version::HTTP_2),
+    ] {
+        for (method, path) in &requests {
+            let what = format!("{method} {path} over {version:?}");
+            let r = client
+                .request(method.clone(), format!("{}{path}", regate.url))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.version(), version, "{what}");
+            assert_eq!(r.status(), 502, "{what}");
+            assert_eq!(
+                r.headers()["docker-distribution-api-version"],
+                "registry/2.0"
+            );
+            for (name, value) in r.headers() {
+                let v = value.to_str().unwrap_or_default();
+                assert!(
+                    !v.contains(&upstream) && !v.contains(&format!(":{port}")),
+                    "{what}: header {name}: {v}"
+                );
+            }
+            let body = r.text().await.unwrap();
+            if *method == reqwest::Method::HEAD {
+                assert_eq!(body, "", "{what}");
+                continue;
+            }
+            assert!(
+                !body.contains(&upstream) && !body.contains(&format!(":{port}")),
+                "{what}: {body}"
+            );
+            let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(body["errors"][0]["code"], "UNAVAILABLE", "{what}");
+            assert!(
+                body["errors"][0]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("unreachable"),
+                "{what}: {body}"
+            );
+        }
+    }
+    // Readiness (on the admin listener, for the operator) says so too.
     let r = reqwest::get(format!("{}/readyz", regate.admin_url))
         .await
         .unwrap();
@@ -388,6 +442,9 @@ async fn bad_paths_are_answered_by_regate_and_never_forwarded() {
         ("/v2/%2e%2e/manifests/latest", 400, "NAME_INVALID"),
         ("/v2/a%2fb/manifests/latest", 400, "NAME_INVALID"),
         ("/v2/a/manifests/sha256:abc", 400, "DIGEST_INVALID"),
+        // 2.8 reads these as tags and answers 500 with its storage path.
+        ("/v2/a/manifests/sha999:abc", 400, "DIGEST_INVALID"),
+        ("/v2/a/manifests/sha256+b64:abc", 400, "DIGEST_INVALID"),
         // A read by a reference that is no tag: no such manifest.
         ("/v2/a/manifests/-bad", 404, "MANIFEST_UNKNOWN"),
         ("/v2/a/nothing-here", 404, "UNSUPPORTED"),
@@ -469,4 +526,51 @@ async fn http2_clients_are_served_and_metrics_count_by_route() {
         .unwrap();
     assert_eq!(ready.status(), 200);
     regate.stop().await;
+}
+
+/// What a 502 keeps from the client goes to the operator's log: the
+/// registry's address and the cause, with the route (the binary's log).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_502_is_logged_for_the_operator_with_the_upstream_and_the_route() {
+    use common::regate::{client_trusting, config_toml, RegateProcess, TestCerts};
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let upstream = format!("127.0.0.1:{port}");
+    let certs = TestCerts::new();
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_toml(
+        &format!("http://{upstream}"),
+        &certs,
+        &dir.path().join("state"),
+        "",
+    );
+    let regate = RegateProcess::spawn(dir.path(), &config, &[]);
+    let client = client_trusting(&certs.files.ca_cert);
+    for path in ["/v2/demo/x/manifests/latest", "/v2/demo/x/tags/list"] {
+        let r = client
+            .get(format!("{}{path}", regate.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 502, "{path}");
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let log = std::fs::read_to_string(&regate.log_path).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().filter(|l| l.contains("answered 502")).collect();
+        let proxied = lines
+            .iter()
+            .any(|l| l.contains("WARN") && l.contains(&upstream) && l.contains("manifest"));
+        let own = lines
+            .iter()
+            .any(|l| l.contains("WARN") && l.contains("tags_list"));
+        if proxied && own {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{log}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }

@@ -176,3 +176,83 @@ async fn a_crash_in_a_batch_ends_removed_or_original_never_a_dummy() {
         drop(regate);
     }
 }
+
+/// On a registry with its own tag delete (distribution 3.x, stubbed in front
+/// of 2.8), a batch journals every tag before its native delete is tried:
+/// regate killed right after the registry removed the first tag finds the
+/// removal at the next start (kept for undo), and the other tags untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_after_a_native_delete_in_a_batch_is_recovered_and_kept_for_undo() {
+    let registry = Registry::start();
+    let native = common::native_delete::NativeTagDelete::start(&registry).await;
+    let direct = reqwest::Client::new();
+    let repo = "native/app";
+    let img = Image::oci("native-batch", 1500);
+    img.push(&direct, &registry.url, repo, "n1").await;
+    put_manifest(&direct, &registry.url, repo, "n2", &img).await;
+
+    let certs = TestCerts::new();
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_toml(&native.url, &certs, &dir.path().join("state"), "");
+    let client = client_trusting(&certs.files.ca_cert);
+
+    // The stub works: regate deletes a tag natively.
+    put_manifest(&direct, &registry.url, repo, "warmup", &img).await;
+    {
+        let regate = RegateProcess::spawn(dir.path(), &config, &[]);
+        let (status, v) = batch(&client, &regate.url, repo, &["warmup"]).await;
+        assert_eq!(status, 200, "{v}");
+        assert!(
+            !storage::tags(&registry.storage, repo)
+                .iter()
+                .any(|(t, _)| t == "warmup"),
+            "{v}"
+        );
+    }
+
+    RegateProcess::crash_during(dir.path(), &config, "tag_delete:after_native", |url| {
+        client
+            .post(format!("{url}/v2/{repo}/_regate/delete"))
+            .json(&serde_json::json!({ "tags": ["n1", "n2"] }))
+            .send()
+    })
+    .await;
+    // The registry removed n1 (the probe) before regate died; n2 untouched.
+    let tags: Vec<String> = storage::tags(&registry.storage, repo)
+        .into_iter()
+        .map(|(t, _)| t)
+        .collect();
+    assert_eq!(tags, ["n2"]);
+
+    let regate = RegateProcess::spawn(dir.path(), &config, &[]);
+    let v: serde_json::Value = client
+        .get(format!("{}/v2/{repo}/_regate/deleted", regate.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let deleted: Vec<&str> = v["deleted"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|d| d["tag"].as_str())
+        .collect();
+    assert!(deleted.contains(&"n1"), "the removal of n1 was lost: {v}");
+    assert!(!deleted.contains(&"n2"), "{v}");
+    let r = client
+        .head(format!("{}/v2/{repo}/manifests/n2", regate.url))
+        .header("accept", ACCEPT_ALL)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // And it can be undone.
+    let r = client
+        .post(format!("{}/v2/{repo}/_regate/restore/n1", regate.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{:?}", r.text().await);
+}

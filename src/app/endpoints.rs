@@ -3,6 +3,8 @@
 //! list, the referrers API, manifest PUTs (read once, for `OCI-Subject` and
 //! the referrers index), digest deletes, strict chunked uploads, and the tag
 //! locks around manifest reads and writes. Everything else is forwarded as is.
+//! A method one of regate's own endpoints does not serve ([`Route::own_methods`])
+//! gets 405 with `Allow`.
 
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
@@ -17,13 +19,34 @@ use crate::upload_check;
 /// The largest manifest accepted (distribution's own limit).
 const MAX_MANIFEST: usize = 4 * 1024 * 1024;
 
-fn method_not_allowed(allow: &'static str, message: &str) -> RegistryError {
+/// 405 for a method one of regate's own endpoints does not serve.
+fn method_not_allowed(method: &Method, served: &[&str]) -> RegistryError {
+    let allow = served.join(", ");
     RegistryError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         ErrorCode::Unsupported,
-        message,
+        format!("{method} is not served here; use {allow}"),
     )
-    .with_header(header::ALLOW, HeaderValue::from_static(allow))
+    .with_header(
+        header::ALLOW,
+        HeaderValue::from_str(&allow).expect("method names are header-safe"),
+    )
+}
+
+/// A tag delete's error as the client sees it; one the registry caused
+/// (502) is also logged for the operator, at warn.
+fn logged(route: &Route, e: crate::tag_delete::TagDeleteError) -> RegistryError {
+    let err = RegistryError::from(e);
+    if err.status == StatusCode::BAD_GATEWAY {
+        tracing::warn!(
+            target: "regate::upstream",
+            route = route.kind().as_str(),
+            repository = route.repository().map(|r| r.as_str()),
+            error = %err.message,
+            "a call to the upstream registry failed; answered 502"
+        );
+    }
+    err
 }
 
 impl App {
@@ -35,6 +58,11 @@ impl App {
         account: &str,
     ) -> Result<Response<ProxyBody>, RegistryError> {
         let method = req.method().clone();
+        if let Some(served) = route.own_methods() {
+            if !served.contains(&method.as_str()) {
+                return Err(method_not_allowed(&method, served));
+            }
+        }
         match (&route, &method) {
             (
                 Route::Manifest {
@@ -44,7 +72,10 @@ impl App {
                 &Method::DELETE,
             )
             | (Route::TagReference { name, tag }, &Method::DELETE) => {
-                self.tags.delete(name, tag, account).await?;
+                self.tags
+                    .delete(name, tag, account)
+                    .await
+                    .map_err(|e| logged(&route, e))?;
                 Ok(empty_response(StatusCode::ACCEPTED))
             }
             (Route::TagReference { .. }, &Method::OPTIONS) => {
@@ -53,10 +84,6 @@ impl App {
                     .insert(header::ALLOW, HeaderValue::from_static("DELETE, OPTIONS"));
                 Ok(resp)
             }
-            (Route::TagReference { .. }, _) => Err(method_not_allowed(
-                "DELETE, OPTIONS",
-                "only DELETE and OPTIONS are served on /tags/reference/",
-            )),
             (Route::DeletedTags { name }, &Method::GET) => {
                 let (state, repo) = (self.state.clone(), name.to_string());
                 let list = crate::state::blocking(move || state.deletions(Some(&repo), 1000))
@@ -75,18 +102,19 @@ impl App {
                     &serde_json::json!({ "name": name.as_str(), "deleted": list }),
                 ))
             }
-            (Route::DeletedTags { .. }, _) => Err(method_not_allowed("GET", "use GET")),
             (Route::RestoreTag { name, tag }, &Method::POST) => {
-                let restored = self.tags.restore(name, tag, account).await?;
+                let restored = self
+                    .tags
+                    .restore(name, tag, account)
+                    .await
+                    .map_err(|e| logged(&route, e))?;
                 let body = serde_json::json!({ "name": name.as_str(), "tag": tag.as_str(), "digest": restored.digest });
                 Ok(json_response(StatusCode::CREATED, &body))
             }
-            (Route::RestoreTag { .. }, _) => Err(method_not_allowed("POST", "use POST")),
             (Route::DeleteTags { name }, &Method::POST) => {
                 self.delete_tags(name, req.into_body(), account, conn.peer)
                     .await
             }
-            (Route::DeleteTags { .. }, _) => Err(method_not_allowed("POST", "use POST")),
             (Route::TagsList { name }, &Method::GET) => {
                 crate::tag_list::serve(&self.api, name, req.uri().query()).await
             }
@@ -107,7 +135,10 @@ impl App {
                 // Taken before the check, so a tag pushed while it runs is
                 // either seen by it or waits until the delete is done.
                 let _repo = self.tags.locks.repo_exclusive(name.as_str()).await;
-                self.tags.check_digest_delete(name, digest.as_str()).await?;
+                self.tags
+                    .check_digest_delete(name, digest.as_str())
+                    .await
+                    .map_err(|e| logged(&route, e))?;
                 let resp = self.forward(req, &route, conn).await?;
                 if resp.status() == StatusCode::ACCEPTED {
                     self.referrers
@@ -261,7 +292,7 @@ impl App {
                         Ok(Some(offset)) => (offset, None),
                         // Unknown to the registry too: let it answer.
                         Ok(None) => (start, None),
-                        Err(e) => return Err(RegistryError::bad_gateway(e.to_string())),
+                        Err(e) => return Err(e.bad_gateway_for("upload", repo)),
                     }
                 }
             };

@@ -514,8 +514,10 @@ impl Auth {
         r
     }
 
-    fn user_exists(&self, user: &str) -> bool {
-        self.passwords.as_ref().is_some_and(|p| p.exists(user))
+    /// What binds a refresh token to `user`'s htpasswd entry; `None` when
+    /// the user is not in the file.
+    fn password_binding(&self, user: &str) -> Option<String> {
+        self.passwords.as_ref()?.binding(user)
     }
 
     pub fn tokens(&self) -> Option<&Tokens> {

@@ -75,6 +75,20 @@ impl Passwords {
         self.htpasswd.current().0.contains_key(user)
     }
 
+    /// A digest of `user`'s entry (its bcrypt hash, salt included): it
+    /// changes with the password. `None` when the user is not in the file.
+    /// Refresh tokens carry it; the hash itself never leaves regate.
+    pub fn binding(&self, user: &str) -> Option<String> {
+        use sha2::Digest as _;
+        let users = self.htpasswd.current().0;
+        let hash = users.get(user)?;
+        let d = sha2::Sha256::new()
+            .chain_update(b"regate refresh binding\0")
+            .chain_update(hash.as_bytes())
+            .finalize();
+        Some(hex::encode(&d[..16]))
+    }
+
     /// Checks `user:password` from `client`.
     pub async fn check(
         self: &Arc<Self>,

@@ -59,6 +59,7 @@ pub enum Command {
         #[arg(long, default_value = "certs")]
         dir: PathBuf,
         /// A DNS name or IP address for the certificate; repeat for more.
+        /// `localhost` also brings 127.0.0.1 and ::1.
         #[arg(long = "host", required = true)]
         hosts: Vec<String>,
     },

@@ -306,6 +306,12 @@ pub(super) fn validate(
                 ),
             ));
         }
+        if htpasswd.is_none() && token.external_issuer.is_none() {
+            problems.push(Problem::new(
+                "auth.htpasswd",
+                "missing; token mode checks every login (at /auth/token, and Basic credentials) against an htpasswd file, so without one (and without auth.token.external_issuer) nobody can log in; create one with `regate passwd add USER --file config/htpasswd`",
+            ));
+        }
         let has_keys = !token.external_keys.is_empty() || token.external_jwks.is_some();
         if token.external_issuer.is_some() != has_keys {
             problems.push(Problem::new(
@@ -367,16 +373,47 @@ mod tests {
                 "acl[0].account",
                 "acl[0].actions",
                 "auth.token.ttl",
-                "auth.token.signing_key"
+                "auth.token.signing_key",
+                "auth.htpasswd"
             ]
         );
     }
 
     #[test]
+    fn token_mode_needs_htpasswd_unless_an_external_issuer_signs_the_tokens() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("token.key");
+        crate::auth::token::keys::generate(crate::auth::token::keys::KeyKind::Es256, &key).unwrap();
+        let acl = "[[acl]]\naccount = \"*\"\nrepository = \"*\"\nactions = [\"pull\"]\n";
+        let text = format!(
+            "{BASE}[auth]\nmode = \"token\"\n[auth.token]\nsigning_key = {:?}\n{acl}",
+            key.display().to_string()
+        );
+        let err = Settings::from_toml(&text, "t", std::iter::empty()).unwrap_err();
+        let problems = err.problems();
+        assert_eq!(problems.len(), 1, "{err}");
+        assert_eq!(problems[0].key, "auth.htpasswd");
+        assert!(problems[0].message.contains("token mode"), "{err}");
+
+        let text = format!(
+            "{BASE}[auth]\nmode = \"token\"\n[auth.token]\nsigning_key = {:?}\nexternal_issuer = \"gitlab\"\nexternal_keys = [{:?}]\n{acl}",
+            key.display().to_string(),
+            key.display().to_string()
+        );
+        let keys: Vec<_> = match Settings::from_toml(&text, "t", std::iter::empty()) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.problems().into_iter().map(|p| p.key).collect(),
+        };
+        assert!(!keys.contains(&"auth.htpasswd".to_string()), "{keys:?}");
+    }
+
+    #[test]
     fn token_lifetime_and_external_trust_have_defaults_and_checks() {
         let key = tempfile::NamedTempFile::new().unwrap();
+        let htpasswd = tempfile::NamedTempFile::new().unwrap();
         let base = format!(
-            "{BASE}[auth]\nmode = \"token\"\n[auth.token]\nsigning_key = {:?}\n",
+            "{BASE}[auth]\nmode = \"token\"\nhtpasswd = {:?}\n[auth.token]\nsigning_key = {:?}\n",
+            htpasswd.path().display().to_string(),
             key.path().display().to_string()
         );
         let acl = "[[acl]]\naccount = \"*\"\nrepository = \"*\"\nactions = [\"pull\"]\n";

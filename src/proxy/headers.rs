@@ -71,8 +71,9 @@ pub fn set_forwarding(headers: &mut HeaderMap, peer: SocketAddr, public: &Public
         ip.clone()
     };
     let forwarded = format!(
-        "for={for_value};proto={};host=\"{}\"",
-        public.scheme, public.authority
+        "for={for_value};proto={};host={}",
+        public.scheme,
+        quoted_string(&public.authority)
     );
     let pairs = [
         ("x-forwarded-for", ip),
@@ -85,6 +86,21 @@ pub fn set_forwarding(headers: &mut HeaderMap, peer: SocketAddr, public: &Public
             headers.insert(HeaderName::from_static(name), v);
         }
     }
+}
+
+/// `s` as an RFC 7239 (RFC 9110 5.6.4) quoted-string: `"` and `\` escaped,
+/// so a client's `Host` cannot end the value and add parameters of its own.
+fn quoted_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        if c == '"' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+    out
 }
 
 /// Rewrites an absolute `Location` that starts with `upstream_origin` to
@@ -150,6 +166,20 @@ mod tests {
         assert_eq!(
             h["forwarded"],
             "for=10.1.2.3;proto=https;host=\"reg.example:5443\""
+        );
+    }
+
+    #[test]
+    fn a_host_with_quotes_stays_inside_the_forwarded_host_value() {
+        let mut h = HeaderMap::new();
+        let sneaky = PublicOrigin {
+            scheme: "https".into(),
+            authority: r#"a.example";proto=http;host="evil.example\"#.into(),
+        };
+        set_forwarding(&mut h, "10.1.2.3:999".parse().unwrap(), &sneaky);
+        assert_eq!(
+            h["forwarded"],
+            r#"for=10.1.2.3;proto=https;host="a.example\";proto=http;host=\"evil.example\\""#
         );
     }
 

@@ -5,7 +5,9 @@
 //! (path and query untouched), applies the header rules of [`headers`], times
 //! the wait for response headers (counted from the end of the request body, so
 //! a slow upload is never cut), and maps transport failures to 502/504 OCI
-//! errors. It never looks at a body's content.
+//! errors. Those never name the upstream's address (anyone may cause one):
+//! the address and the cause go to the operator's log, at warn, with the
+//! request's route, method and path. It never looks at a body's content.
 
 pub mod headers;
 
@@ -114,6 +116,8 @@ impl Upstream {
                 RegistryError::bad_gateway(format!("cannot build the upstream URI: {e}"))
             })?;
         parts.version = Version::HTTP_11;
+        // For the operator's log, should the request fail (no query: `_state`).
+        let (method, path) = (parts.method.clone(), parts.uri.path().to_owned());
 
         let mut body = MeteredBody::uncounted(body);
         let body_sent = body.notify_end();
@@ -127,12 +131,37 @@ impl Upstream {
                 let _ = body_sent.await;
                 tokio::time::sleep(response_timeout).await;
             } => {
+                tracing::warn!(
+                    target: "regate::upstream",
+                    upstream = %self.origin,
+                    route = side.route.as_str(),
+                    %method,
+                    path,
+                    peer = %side.peer,
+                    "the upstream registry sent no response within {}s; answered 504",
+                    response_timeout.as_secs()
+                );
                 return Err(RegistryError::gateway_timeout(format!(
                     "the upstream registry sent no response within {}s", response_timeout.as_secs()
                 )));
             }
         };
-        let resp = result.map_err(|e| self.transport_error(e))?;
+        let resp = result.map_err(|e| {
+            let err = self.transport_error(&e);
+            if err.status == http::StatusCode::BAD_GATEWAY {
+                tracing::warn!(
+                    target: "regate::upstream",
+                    upstream = %self.origin,
+                    route = side.route.as_str(),
+                    %method,
+                    path,
+                    peer = %side.peer,
+                    error = %crate::error::ErrorChain(&e),
+                    "upstream request failed; answered 502"
+                );
+            }
+            err
+        })?;
         side.metrics.upstream_latency(side.route, started.elapsed());
 
         let (mut parts, body) = resp.into_parts();
@@ -144,9 +173,10 @@ impl Upstream {
         Ok(Response::from_parts(parts, body))
     }
 
-    fn transport_error(&self, e: hyper_util::client::legacy::Error) -> RegistryError {
+    /// What the client is told: never the upstream's address, nor a cause
+    /// that could carry it (the caller logs those).
+    fn transport_error(&self, e: &hyper_util::client::legacy::Error) -> RegistryError {
         use std::error::Error as _;
-        let mut cause = String::new();
         let mut src = e.source();
         while let Some(s) = src {
             if s.downcast_ref::<crate::body::IdleTimeout>().is_some() {
@@ -156,23 +186,17 @@ impl Upstream {
                     "the request body stalled: idle timeout",
                 );
             }
-            cause = s.to_string();
             src = s.source();
         }
         if e.is_connect() {
-            RegistryError::bad_gateway(format!(
-                "the upstream registry at {} is unreachable: {cause}",
-                self.origin
-            ))
+            RegistryError::bad_gateway("the upstream registry is unreachable")
         } else {
-            RegistryError::bad_gateway(format!(
-                "the upstream registry at {} failed: {e}: {cause}",
-                self.origin
-            ))
+            RegistryError::bad_gateway("the upstream registry failed to answer")
         }
     }
 
-    /// A plain GET to the registry, for readiness checks.
+    /// A plain GET to the registry, for readiness checks (on the admin
+    /// listener: its answer may name the upstream).
     pub async fn probe(&self, timeout: Duration) -> Result<http::StatusCode, String> {
         let req = Request::get(format!("{}/v2/", self.origin))
             .body(crate::body::empty())

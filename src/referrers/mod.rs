@@ -143,7 +143,7 @@ impl ReferrersIndex {
             match check {
                 Ok(Some(_)) => present.push(r),
                 Ok(None) => self.record_delete(repository, &r.digest).await,
-                Err(e) => return Err(RegistryError::bad_gateway(e.to_string())),
+                Err(e) => return Err(e.bad_gateway_for("referrers", repository)),
             }
         }
         let filter = query_value(query, "artifactType");

@@ -37,6 +37,7 @@ fn parses_endpoints(#[case] path: &str, #[case] want: Route) {
 #[case::short_digest("/v2/a/manifests/sha256:abc", RouteError::DigestInvalid("sha256:abc".into()))]
 #[case::uppercase_hex("/v2/a/blobs/sha256:0123456789ABCDEF0123456789abcdef0123456789abcdef0123456789abcdef", RouteError::DigestInvalid("sha256:0123456789ABCDEF0123456789abcdef0123456789abcdef0123456789abcdef".into()))]
 #[case::no_name("/v2/manifests/x", RouteError::NotFound)]
+#[case::manifest_digest_of_an_algorithm_the_registry_lacks("/v2/a/manifests/sha999:abc", RouteError::DigestInvalid("sha999:abc".into()))]
 fn refuses_bad_paths(#[case] path: &str, #[case] want: RouteError) {
     assert_eq!(Route::parse(path).unwrap_err(), want);
 }

@@ -1,9 +1,10 @@
 //! The actions a request needs, from its method and its parsed [`Route`]:
 //! GET/HEAD pull; POST/PUT/PATCH pull and push; DELETE delete. `GET /v2/`
-//! needs any valid credentials and `_catalog` an authenticated account. A
-//! cross-repository mount ([`mount_source`]) is not a need: it is done when
-//! the caller may also pull `from`, and dropped otherwise (the upload goes on
-//! as a plain one). Calls only the route grammar.
+//! needs any valid credentials and `_catalog` an authenticated account; so do
+//! OPTIONS and unserved methods on regate's own endpoints (answered 200 with
+//! `Allow`, or 405). A cross-repository mount ([`mount_source`]) is not a
+//! need: it is done when the caller may also pull `from`, and dropped
+//! otherwise (the upload goes on as a plain one). Calls only the route grammar.
 
 use http::Method;
 
@@ -23,6 +24,13 @@ pub enum Need {
 
 /// The need of one request.
 pub fn required(method: &Method, route: &Route) -> Need {
+    // regate's own endpoints answer OPTIONS and methods they do not serve
+    // (405 with `Allow`) without touching a repository: no right is needed.
+    if let Some(served) = route.own_methods() {
+        if *method == Method::OPTIONS || !served.contains(&method.as_str()) {
+            return Need::Authenticated;
+        }
+    }
     let name = match route {
         Route::Base => return Need::Authenticated,
         Route::Catalog => return Need::Catalog,
@@ -36,7 +44,7 @@ pub fn required(method: &Method, route: &Route) -> Need {
         // regate's own: listing deleted tags reads (pull), restoring writes (push).
         | Route::DeletedTags { name }
         | Route::RestoreTag { name, .. } => name,
-        // Removing many tags is a delete, whatever the method.
+        // Removing many tags (POST) is a delete.
         Route::DeleteTags { name } => {
             return Need::Repositories(vec![(name.clone(), ActionSet::of(&[Action::Delete]))])
         }
@@ -135,6 +143,60 @@ mod tests {
         }
         assert_eq!(need(Method::GET, "/v2/"), Need::Authenticated);
         assert_eq!(need(Method::GET, "/v2/_catalog"), Need::Catalog);
+    }
+
+    #[test]
+    fn own_endpoints_need_no_right_for_options_or_methods_they_do_not_serve() {
+        let pull = ActionSet::of(&[Action::Pull]);
+        let push = ActionSet::of(&[Action::Pull, Action::Push]);
+        let del = ActionSet::of(&[Action::Delete]);
+        let rights = |a| Need::Repositories(vec![(repo("a/b"), a)]);
+        for (m, path, want) in [
+            (
+                Method::OPTIONS,
+                "/v2/a/b/tags/reference/t",
+                Need::Authenticated,
+            ),
+            (Method::DELETE, "/v2/a/b/tags/reference/t", rights(del)),
+            (Method::GET, "/v2/a/b/tags/reference/t", Need::Authenticated),
+            (Method::PUT, "/v2/a/b/tags/reference/t", Need::Authenticated),
+            (Method::GET, "/v2/a/b/_regate/delete", Need::Authenticated),
+            (Method::POST, "/v2/a/b/_regate/delete", rights(del)),
+            (Method::GET, "/v2/a/b/_regate/deleted", rights(pull)),
+            (Method::HEAD, "/v2/a/b/_regate/deleted", Need::Authenticated),
+            (
+                Method::DELETE,
+                "/v2/a/b/_regate/deleted",
+                Need::Authenticated,
+            ),
+            (Method::POST, "/v2/a/b/_regate/restore/t", rights(push)),
+            (
+                Method::DELETE,
+                "/v2/a/b/_regate/restore/t",
+                Need::Authenticated,
+            ),
+            (Method::GET, "/v2/a/b/tags/list", rights(pull)),
+            (Method::PUT, "/v2/a/b/tags/list", Need::Authenticated),
+            (Method::OPTIONS, "/v2/a/b/tags/list", Need::Authenticated),
+            (
+                Method::GET,
+                &format!("/v2/a/b/referrers/sha256:{}", "0".repeat(64)),
+                rights(pull),
+            ),
+            (
+                Method::DELETE,
+                &format!("/v2/a/b/referrers/sha256:{}", "0".repeat(64)),
+                Need::Authenticated,
+            ),
+            // The registry's endpoints: an unknown method needs every right.
+            (
+                Method::OPTIONS,
+                "/v2/a/b/manifests/t",
+                rights(ActionSet::all()),
+            ),
+        ] {
+            assert_eq!(need(m.clone(), path), want, "{m} {path}");
+        }
     }
 
     #[test]

@@ -144,6 +144,20 @@ impl State {
             .map_err(|e| self.sqlite_err(e))
     }
 
+    /// Closes several entries with the same final step, in one transaction.
+    pub fn journal_close_many(&self, ids: &[i64], step: &str) -> Result<(), StateError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(|e| self.sqlite_err(e))?;
+        for id in ids {
+            tx.execute(
+                "UPDATE tag_delete_journal SET step = ?2, open = 0, updated_at = ?3 WHERE id = ?1",
+                params![id, step, now()],
+            )
+            .map_err(|e| self.sqlite_err(e))?;
+        }
+        tx.commit().map_err(|e| self.sqlite_err(e))
+    }
+
     pub fn journal_open_entries(&self) -> Result<Vec<JournalEntry>, StateError> {
         let conn = self.conn();
         let mut stmt = conn

@@ -8,9 +8,11 @@
 //! family and deletes each dummy once, so N tags cost about 2N + 8 registry
 //! calls instead of about 10N, one journal fsync and one scan of the
 //! repository's tags by the registry per dummy. Every tag has its own journal
-//! entry (naming the shared dummy), so a crash at any step is finished or
-//! rolled back per tag by the ordinary recovery: deleting the shared dummy
-//! only removes tags that were all meant to go.
+//! entry (naming the shared dummy), written while the registry's own tag
+//! delete is tried on the first tag (as a single delete does), so a crash at
+//! any step, that one included, is finished or rolled back per tag by the
+//! ordinary recovery: deleting the shared dummy only removes tags that were
+//! all meant to go.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -104,65 +106,140 @@ impl TagDeleter {
                 Err(e) => out.push((t.to_owned(), Err(e.into()))),
             }
         }
-        let Some((probe, _)) = originals.first() else {
+        if originals.is_empty() {
             out.sort_by(|a, b| a.0.cmp(&b.0));
             return out;
-        };
-        // The registry's own tag delete, tried on one tag, decides for all.
-        match self.api.delete_tag_native(repo, probe).await {
+        }
+        // One dummy per manifest family, and every tag's intent journalled
+        // (one fsync) while the registry's own tag delete is tried on one
+        // tag, as a single delete does: a crash at any point after is
+        // finished or rolled back per tag by the recovery.
+        let made_for = format!("({} tags)", originals.len());
+        let mut dummies: BTreeMap<bool, Dummy> = BTreeMap::new();
+        for (_, m) in &originals {
+            let family = Family::of(&m.media_type);
+            dummies
+                .entry(family == Family::Oci)
+                .or_insert_with(|| Dummy::new(family, repo, &made_for));
+        }
+        let mut entries: Vec<JournalEntry> = originals
+            .iter()
+            .map(|(t, m)| {
+                let dummy = &dummies[&(Family::of(&m.media_type) == Family::Oci)];
+                JournalEntry {
+                    id: 0,
+                    repository: repo.to_owned(),
+                    tag: (*t).to_owned(),
+                    original_digest: m.digest.clone(),
+                    original_media_type: m.media_type.clone(),
+                    dummy_digest: dummy.digest.clone(),
+                    dummy_config_digest: dummy.config_digest.clone(),
+                    step: "intent".into(),
+                    account: account.to_owned(),
+                }
+            })
+            .collect();
+        let probe = originals[0].0;
+        let (state, to_write) = (self.state.clone(), entries.clone());
+        let (ids, native) = tokio::join!(
+            blocking(move || state.journal_begin_many(&to_write)),
+            self.api.delete_tag_native(repo, probe),
+        );
+        match ids {
+            Ok(ids) => entries.iter_mut().zip(ids).for_each(|(e, id)| e.id = id),
+            Err(e) => {
+                let msg = e.to_string();
+                let mut rest = originals.iter();
+                if let Ok(NativeTagDelete::Deleted) = native {
+                    // Gone all the same: keep it for undo if the state can.
+                    let (t, m) = rest.next().expect("not empty");
+                    out.push(self.record_native(repo, t, m, account, None).await);
+                }
+                out.extend(rest.map(|(t, _)| {
+                    let err = TagDeleteError::Verify(format!("nothing was changed: {msg}"));
+                    ((*t).to_owned(), Err(err))
+                }));
+                out.sort_by(|a, b| a.0.cmp(&b.0));
+                return out;
+            }
+        }
+        self.faults.at("after_native");
+        let mut work: Vec<(&str, Manifest, JournalEntry)> = originals
+            .into_iter()
+            .zip(entries)
+            .map(|((t, m), e)| (t, m, e))
+            .collect();
+        match native {
             Ok(NativeTagDelete::NotImplemented) => {
                 out.extend(
-                    self.overwrite_and_delete_many(repo, originals, account, &mut locks)
+                    self.overwrite_and_delete_many(repo, work, dummies, account, &mut locks)
                         .await,
                 );
             }
             Ok(NativeTagDelete::Deleted) => {
-                let (first, rest) = originals.split_at(1);
-                out.push(
-                    self.record_native(repo, first[0].0, &first[0].1, account)
-                        .await,
-                );
-                let rest: Vec<&(&str, Manifest)> = rest.iter().collect();
-                let natives = in_parallel(&rest, |(t, m)| async move {
-                    match self.api.delete_tag_native(repo, t).await {
-                        Ok(NativeTagDelete::Deleted) => {
-                            self.record_native(repo, t, m, account).await
-                        }
-                        Ok(NativeTagDelete::NotFound) => (
-                            (*t).to_owned(),
-                            Err(TagDeleteError::NotFound(format!("{repo}:{t}"))),
-                        ),
-                        Ok(_) => ((*t).to_owned(), Err(TagDeleteError::DeletesDisabled)),
-                        Err(e) => ((*t).to_owned(), Err(e.into())),
-                    }
+                let (t, m, e) = work.remove(0);
+                out.push(self.record_native(repo, t, &m, account, Some(e.id)).await);
+                let rest: Vec<&(&str, Manifest, JournalEntry)> = work.iter().collect();
+                let natives = in_parallel(&rest, |(t, m, e)| async move {
+                    self.native_one(repo, t, m, e, account).await
                 })
                 .await;
-                out.extend(natives);
+                for (outcome, later) in natives {
+                    if let Some(e) = later {
+                        if let Some(guard) = locks.remove(e.tag.as_str()) {
+                            self.recover_later(e, guard);
+                        }
+                    }
+                    out.push(outcome);
+                }
             }
             Ok(NativeTagDelete::Disabled) => {
+                let ids: Vec<i64> = work.iter().map(|(_, _, e)| e.id).collect();
                 out.extend(
-                    originals
-                        .iter()
-                        .map(|(t, _)| ((*t).to_owned(), Err(TagDeleteError::DeletesDisabled))),
+                    self.close_all(&ids, "refused", work.iter().map(|(t, _, _)| *t), || {
+                        TagDeleteError::DeletesDisabled
+                    })
+                    .await,
                 );
             }
             Ok(NativeTagDelete::NotFound) => {
-                let first = originals.remove(0).0;
-                out.push((
-                    first.to_owned(),
-                    Err(TagDeleteError::NotFound(format!("{repo}:{first}"))),
-                ));
+                let (first, _, e) = work.remove(0);
                 out.extend(
-                    self.overwrite_and_delete_many(repo, originals, account, &mut locks)
+                    self.close_all(&[e.id], "not_found", [first], || {
+                        TagDeleteError::NotFound(format!("{repo}:{first}"))
+                    })
+                    .await,
+                );
+                out.extend(
+                    self.overwrite_and_delete_many(repo, work, dummies, account, &mut locks)
                         .await,
                 );
             }
-            Err(e) => {
-                let msg = e.to_string();
-                out.extend(
-                    originals.iter().map(|(t, _)| {
-                        ((*t).to_owned(), Err(TagDeleteError::Upstream(msg.clone())))
+            Err(err) => {
+                // What did the registry do with the probe? Ask it (no dummy
+                // was sent); the other tags were not touched.
+                let (t, m, e) = work.remove(0);
+                let msg = err.to_string();
+                let r = match self.recover_entry(&e, false).await {
+                    Ok(super::Recovered::Removed) => Ok(Removed {
+                        digest: m.digest.clone(),
+                        native: true,
                     }),
+                    Ok(_) => Err(TagDeleteError::Upstream(msg.clone())),
+                    Err(_) => {
+                        if let Some(guard) = locks.remove(t) {
+                            self.recover_later(e.clone(), guard);
+                        }
+                        Err(TagDeleteError::Upstream(msg.clone()))
+                    }
+                };
+                out.push((t.to_owned(), r));
+                let ids: Vec<i64> = work.iter().map(|(_, _, e)| e.id).collect();
+                out.extend(
+                    self.close_all(&ids, "rolled_back", work.iter().map(|(t, _, _)| *t), || {
+                        TagDeleteError::Upstream(msg.clone())
+                    })
+                    .await,
                 );
             }
         }
@@ -176,29 +253,101 @@ impl TagDeleter {
         tag: &str,
         m: &Manifest,
         account: &str,
+        close_journal: Option<i64>,
     ) -> TagOutcome {
-        let r = self.record_removed(repo, tag, m, account, None, true).await;
+        let r = self
+            .record_removed(repo, tag, m, account, close_journal, true)
+            .await;
         (tag.to_owned(), r)
     }
 
-    /// The fallback for a whole batch: one dummy per manifest family.
+    /// One more tag of a batch whose probe the registry deleted itself; with
+    /// the entry to recover in the background when the registry cannot say
+    /// what became of the tag.
+    async fn native_one(
+        &self,
+        repo: &str,
+        tag: &str,
+        m: &Manifest,
+        e: &JournalEntry,
+        account: &str,
+    ) -> (TagOutcome, Option<JournalEntry>) {
+        let closed = |step: &'static str, err: TagDeleteError| async move {
+            self.close_entries(&[e.id], step).await;
+            ((tag.to_owned(), Err(err)), None)
+        };
+        match self.api.delete_tag_native(repo, tag).await {
+            Ok(NativeTagDelete::Deleted) => (
+                self.record_native(repo, tag, m, account, Some(e.id)).await,
+                None,
+            ),
+            Ok(NativeTagDelete::NotFound) => {
+                closed(
+                    "not_found",
+                    TagDeleteError::NotFound(format!("{repo}:{tag}")),
+                )
+                .await
+            }
+            Ok(_) => closed("refused", TagDeleteError::DeletesDisabled).await,
+            Err(err) => match self.recover_entry(e, false).await {
+                Ok(super::Recovered::Removed) => {
+                    let removed = Removed {
+                        digest: m.digest.clone(),
+                        native: true,
+                    };
+                    ((tag.to_owned(), Ok(removed)), None)
+                }
+                Ok(_) => ((tag.to_owned(), Err(err.into())), None),
+                Err(_) => ((tag.to_owned(), Err(err.into())), Some(e.clone())),
+            },
+        }
+    }
+
+    /// Closes journal entries of tags left as they were (one transaction).
+    /// A close that fails leaves the entry to the next start's recovery,
+    /// which finds the tag at its original.
+    async fn close_entries(&self, ids: &[i64], step: &'static str) {
+        let (state, ids) = (self.state.clone(), ids.to_vec());
+        if let Err(e) = blocking(move || state.journal_close_many(&ids, step)).await {
+            tracing::warn!(error = %e, step, "cannot close tag delete journal entries yet; the next start will");
+        }
+    }
+
+    /// Closes the entries `ids` with `step`; every tag of `tags` fails with `err`.
+    async fn close_all<'t>(
+        &self,
+        ids: &[i64],
+        step: &'static str,
+        tags: impl IntoIterator<Item = &'t str>,
+        err: impl Fn() -> TagDeleteError,
+    ) -> Vec<TagOutcome> {
+        self.close_entries(ids, step).await;
+        tags.into_iter()
+            .map(|t| (t.to_owned(), Err(err())))
+            .collect()
+    }
+
+    /// The fallback for a whole batch: one dummy per manifest family (the
+    /// one its tags' journal entries name).
     async fn overwrite_and_delete_many<'t>(
         self: &Arc<Self>,
         repo: &str,
-        originals: Vec<(&'t str, Manifest)>,
+        work: Vec<(&'t str, Manifest, JournalEntry)>,
+        mut dummies: BTreeMap<bool, Dummy>,
         account: &str,
         locks: &mut HashMap<&'t str, TagGuard>,
     ) -> Vec<TagOutcome> {
-        let mut families: BTreeMap<bool, Vec<(&'t str, Manifest)>> = BTreeMap::new();
-        for (t, m) in originals {
+        let mut families: BTreeMap<bool, Vec<(&'t str, Manifest, JournalEntry)>> = BTreeMap::new();
+        for w in work {
             families
-                .entry(Family::of(&m.media_type) == Family::Oci)
+                .entry(Family::of(&w.1.media_type) == Family::Oci)
                 .or_default()
-                .push((t, m));
+                .push(w);
         }
         let mut out = Vec::new();
-        for (_, group) in families {
-            out.extend(self.one_dummy_for(repo, group, account, locks).await);
+        for (oci, group) in families {
+            let dummy = dummies.remove(&oci).expect("a dummy for every family");
+            out.extend(self.one_dummy_for(repo, group, dummy, account, locks).await);
         }
         out
     }
@@ -208,45 +357,13 @@ impl TagDeleter {
     async fn one_dummy_for<'t>(
         self: &Arc<Self>,
         repo: &str,
-        group: Vec<(&'t str, Manifest)>,
+        work: Vec<(&'t str, Manifest, JournalEntry)>,
+        dummy: Dummy,
         account: &str,
         locks: &mut HashMap<&'t str, TagGuard>,
     ) -> Vec<TagOutcome> {
-        let family = Family::of(&group[0].1.media_type);
-        let dummy = Dummy::new(family, repo, &format!("({} tags)", group.len()));
-        let mut entries: Vec<JournalEntry> = group
-            .iter()
-            .map(|(t, m)| JournalEntry {
-                id: 0,
-                repository: repo.to_owned(),
-                tag: (*t).to_owned(),
-                original_digest: m.digest.clone(),
-                original_media_type: m.media_type.clone(),
-                dummy_digest: dummy.digest.clone(),
-                dummy_config_digest: dummy.config_digest.clone(),
-                step: "intent".into(),
-                account: account.to_owned(),
-            })
-            .collect();
-        let state = self.state.clone();
-        let to_write = entries.clone();
-        match blocking(move || state.journal_begin_many(&to_write)).await {
-            Ok(ids) => entries.iter_mut().zip(ids).for_each(|(e, id)| e.id = id),
-            Err(e) => {
-                let msg = e.to_string();
-                return group
-                    .iter()
-                    .map(|(t, _)| {
-                        (
-                            (*t).to_owned(),
-                            Err(TagDeleteError::Verify(format!(
-                                "nothing was changed: {msg}"
-                            ))),
-                        )
-                    })
-                    .collect();
-            }
-        }
+        let (group, entries): (Vec<(&'t str, Manifest)>, Vec<JournalEntry>) =
+            work.into_iter().map(|(t, m, e)| ((t, m), e)).unzip();
         self.faults.at("after_intent");
         let tags: Vec<&str> = group.iter().map(|(t, _)| *t).collect();
         let originals: Vec<&str> = group.iter().map(|(_, m)| m.digest.as_str()).collect();

@@ -2,7 +2,9 @@
 //! in the environment, the process aborts (no cleanup, like a crash or
 //! SIGKILL) when a tag delete reaches that step. Read once at start-up.
 
-/// The steps at which a delete can be made to crash.
+/// The steps at which a delete can be made to crash (on any registry; a
+/// batch also has `after_native`, reached only on a registry with its own
+/// tag delete).
 pub const STEPS: [&str; 4] = [
     "after_intent",
     "after_config",

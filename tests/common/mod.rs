@@ -11,6 +11,7 @@ pub mod dockerd;
 pub mod gc;
 pub mod hostile;
 pub mod images;
+pub mod native_delete;
 pub mod raw_http;
 pub mod regate;
 pub mod registry;

@@ -159,11 +159,11 @@ pub async fn serve(
             let rt = p.refresh_token.as_deref().ok_or_else(|| {
                 EndpointError::BadRequest("grant_type=refresh_token needs refresh_token".into())
             })?;
-            let user = tokens.verify_refresh(rt).map_err(EndpointError::Refresh)?;
-            if !auth.user_exists(&user) {
-                return Err(EndpointError::Refresh(TokenError::Claims));
+            let grant = tokens.verify_refresh(rt).map_err(EndpointError::Refresh)?;
+            if auth.password_binding(&grant.account).as_deref() != Some(grant.binding.as_str()) {
+                return Err(EndpointError::Refresh(TokenError::Stale));
             }
-            (Some(user), true)
+            (Some(grant.account), true)
         }
         (true, other) => {
             return Err(EndpointError::BadRequest(format!(
@@ -195,9 +195,10 @@ pub async fn serve(
         .issue(account.as_deref(), &access)
         .map_err(EndpointError::Sign)?;
     let refresh = match &account {
-        Some(a) if p.offline || from_refresh => {
-            Some(tokens.issue_refresh(a).map_err(EndpointError::Sign)?)
-        }
+        Some(a) if p.offline || from_refresh => match auth.password_binding(a) {
+            Some(b) => Some(tokens.issue_refresh(a, &b).map_err(EndpointError::Sign)?),
+            None => None,
+        },
         _ => None,
     };
     let issued_at = time::OffsetDateTime::from(issued.issued_at)

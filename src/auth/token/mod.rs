@@ -3,7 +3,8 @@
 //!
 //! Owns [`Tokens`]: signing with the configured key (with `kid`), claims
 //! iss/sub/aud/exp/nbf/iat/jti/access, refresh tokens (a separate audience,
-//! so one can never pass as an access token), and the verifier: an allow-list
+//! so one can never pass as an access token; bound to the account's htpasswd
+//! entry, so a password change ends them), and the verifier: an allow-list
 //! of asymmetric algorithms only (`none` and HMAC can never pass), the key
 //! chosen by `kid` among regate's own and an external issuer's, iss, aud and
 //! exp/nbf with a leeway, and a longest accepted lifetime
@@ -63,6 +64,8 @@ pub enum TokenError {
     Audience,
     #[error("the token lacks a required claim or has a bad one")]
     Claims,
+    #[error("the account's password changed, or the account was removed, since the token was issued: log in again")]
+    Stale,
     #[error("the token lives longer than auth.token.max_lifetime allows")]
     Lifetime,
     #[error("cannot sign a token: {0}")]
@@ -105,6 +108,20 @@ struct RefreshClaims {
     nbf: u64,
     iat: u64,
     jti: String,
+    /// The account's password binding when issued (see
+    /// [`RefreshGrant::binding`]); missing in tokens of older versions.
+    #[serde(default)]
+    pwb: String,
+}
+
+/// What a valid refresh token says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshGrant {
+    pub account: String,
+    /// A digest of the account's htpasswd entry when the token was issued:
+    /// the token is good only while the entry is unchanged, so a password
+    /// change (or a removal) ends every refresh token of the account.
+    pub binding: String,
 }
 
 #[derive(Deserialize)]
@@ -262,8 +279,9 @@ impl Tokens {
         format!("{}#refresh", self.service)
     }
 
-    /// Signs a refresh token for `account`.
-    pub fn issue_refresh(&self, account: &str) -> Result<String, TokenError> {
+    /// Signs a refresh token for `account`, good while its htpasswd entry
+    /// keeps the password `binding` (see [`RefreshGrant::binding`]).
+    pub fn issue_refresh(&self, account: &str, binding: &str) -> Result<String, TokenError> {
         let now = now_secs();
         let claims = RefreshClaims {
             iss: self.issuer.clone(),
@@ -273,6 +291,7 @@ impl Tokens {
             nbf: now,
             iat: now,
             jti: jti(),
+            pwb: binding.to_owned(),
         };
         jsonwebtoken::encode(&self.header(), &claims, &self.signing.encoding)
             .map_err(|e| TokenError::Signing(e.to_string()))
@@ -301,14 +320,18 @@ impl Tokens {
         Ok(v)
     }
 
-    /// Verifies a refresh token (regate's own only); returns the account.
-    pub fn verify_refresh(&self, token: &str) -> Result<String, TokenError> {
+    /// Verifies a refresh token (regate's own only); the caller checks the
+    /// binding against the account's entry now.
+    pub fn verify_refresh(&self, token: &str) -> Result<RefreshGrant, TokenError> {
         let (claims, _) =
             self.verify_with::<RefreshClaims>(token, &self.refresh_audience(), false)?;
         if claims.sub.is_empty() {
             return Err(TokenError::Claims);
         }
-        Ok(claims.sub)
+        Ok(RefreshGrant {
+            account: claims.sub,
+            binding: claims.pwb,
+        })
     }
 
     fn verify_with<T: serde::de::DeserializeOwned>(
