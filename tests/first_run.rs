@@ -12,7 +12,7 @@ use common::auth::{basic_header, password, AuthFiles};
 use common::regate::{config_toml, RegateProcess, TestCerts};
 use common::{Regate, Registry};
 
-fn regate(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+fn regate_cli(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_regate"));
     cmd.args(args);
     for (k, v) in env {
@@ -62,7 +62,7 @@ fn check_config_names_every_unknown_key_with_its_path_and_a_did_you_mean() {
         "[server]\ndev_cert = true\nlisten = \"127.0.0.1:5443\"\n[upstream]\nurl = \"http://127.0.0.1:5000\"\nconect_timeout = \"5s\"\n[state]\ndirectory = \"x\"\n[[acl]]\naccount = \"a\"\nrepository = \"*\"\nactoins = [\"pull\"]\n",
     )
     .unwrap();
-    let (code, _, err) = regate(&["check-config", "--config", cfg.to_str().unwrap()], &[]);
+    let (code, _, err) = regate_cli(&["check-config", "--config", cfg.to_str().unwrap()], &[]);
     assert_eq!(code, 2, "{err}");
     for (key, near, line) in [
         ("server.dev_cert", "server.dev_certs", 2),
@@ -90,7 +90,7 @@ fn check_config_names_every_unknown_key_with_its_path_and_a_did_you_mean() {
         "[server]\ndev_certs = true\n[upstream]\nurl = \"http://127.0.0.1:5000\"\n",
     )
     .unwrap();
-    let (code, _, err) = regate(
+    let (code, _, err) = regate_cli(
         &["check-config", "--config", cfg.to_str().unwrap()],
         &[("REGATE_SERVER__LISTN", "127.0.0.1:1")],
     );
@@ -119,7 +119,7 @@ fn check_config_checks_the_managed_registry_binary() {
             format!("[server]\ndev_certs = true\n[upstream.managed]\nbinary = {binary:?}\n"),
         )
         .unwrap();
-        let (code, _, err) = regate(&["check-config", "--config", cfg.to_str().unwrap()], &[]);
+        let (code, _, err) = regate_cli(&["check-config", "--config", cfg.to_str().unwrap()], &[]);
         assert_eq!(code, 2, "{err}");
         let line = err
             .lines()
@@ -137,7 +137,7 @@ fn check_config_checks_the_managed_registry_binary() {
         "[server]\ndev_certs = true\n[upstream.managed]\nbinary = \"/usr/bin/docker-registry\"\n",
     )
     .unwrap();
-    let (code, out, err) = regate(&["check-config", "--config", cfg.to_str().unwrap()], &[]);
+    let (code, out, err) = regate_cli(&["check-config", "--config", cfg.to_str().unwrap()], &[]);
     assert_eq!(code, 0, "{out}{err}");
 }
 
@@ -392,6 +392,9 @@ async fn tags_reads_the_podman_auth_file_and_says_where_it_looked_on_a_401() {
     common::Image::oci("first-run", 100)
         .push(&alice, &regate.url, "alice/app", "v1")
         .await;
+    common::Image::oci("first-run-big", 200_000)
+        .push(&alice, &regate.url, "alice/app", "v2")
+        .await;
     let home = tempfile::tempdir().unwrap();
     let auth_file = home.path().join("podman-auth.json");
     let target = format!("{}/alice/app", regate.host);
@@ -443,7 +446,17 @@ async fn tags_reads_the_podman_auth_file_and_says_where_it_looked_on_a_401() {
     .unwrap();
     let (code, out, err) = run(true).await.unwrap();
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("v1"), "{out}");
+    // `tags ls`: the SIZE column is right-aligned under its header.
+    let lines: Vec<&str> = out.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert!(
+        lines[0].starts_with("TAG") && lines[0].ends_with("SIZE"),
+        "{out}"
+    );
+    assert!(
+        lines.iter().all(|l| l.len() == lines[0].len()),
+        "columns not aligned:\n{out}"
+    );
 
     // Refused credentials say where they came from.
     let wrong = base64::engine::general_purpose::STANDARD.encode("alice:wrong");
@@ -458,5 +471,23 @@ async fn tags_reads_the_podman_auth_file_and_says_where_it_looked_on_a_401() {
         err.contains("were refused") && err.contains(&auth_file.display().to_string()),
         "{err}"
     );
+    regate.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gc_status_prints_a_summary_not_json() {
+    let registry = Registry::start();
+    let regate = Regate::start(&registry.url).await;
+    let admin = regate.admin_url.clone();
+    let (code, out, err) =
+        tokio::task::spawn_blocking(move || regate_cli(&["gc", "status", "--admin", &admin], &[]))
+            .await
+            .unwrap();
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.starts_with("write gate: open") && out.contains("no GC running"),
+        "{out}"
+    );
+    assert!(!out.contains('{') && !out.contains("\"since\""), "{out}");
     regate.stop().await;
 }

@@ -371,12 +371,23 @@ async fn ls(reference: &str, connect: &Connect) -> ExitCode {
         .collect()
         .await;
     let width = rows.iter().map(|(t, _)| t.len()).max().unwrap_or(3).max(3);
-    println!("{:width$}  {:71}  {:24}  SIZE", "TAG", "DIGEST", "CREATED");
+    // Sizes right-aligned, so their digits line up.
+    let size_width = rows
+        .iter()
+        .filter_map(|(_, d)| d.as_ref().ok().map(|(_, _, size)| size.to_string().len()))
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    println!(
+        "{:width$}  {:71}  {:24}  {:>size_width$}",
+        "TAG", "DIGEST", "CREATED", "SIZE"
+    );
     let mut failed = false;
     for (tag, d) in rows {
         match d {
             Ok((digest, created, size)) => {
-                println!("{tag:width$}  {digest:71}  {created:24}  {size}")
+                let size = size.to_string();
+                println!("{tag:width$}  {digest:71}  {created:24}  {size:>size_width$}")
             }
             Err(e) => {
                 failed = true;
