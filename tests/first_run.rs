@@ -295,6 +295,30 @@ async fn a_refusal_names_action_and_repository_and_sighup_reloads_the_rules() {
         &files.basic_toml(""),
     );
     let process = RegateProcess::spawn(dir.path(), &base_config, &[]);
+    // Once ready: the next steps, with the real host:port; a log file gets
+    // no colour codes.
+    let port = process.host.rsplit(':').next().unwrap().to_owned();
+    let host = format!("localhost:{port}");
+    let ready_by = Instant::now() + Duration::from_secs(10);
+    let log = loop {
+        // Printed right after the ready file is written.
+        let log = std::fs::read_to_string(&process.log_path).unwrap();
+        if log.contains("\nAdd a user:") || Instant::now() > ready_by {
+            break log;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    for needle in [
+        format!("regate is ready: https://{host}/v2/"),
+        format!("/etc/docker/certs.d/{host}/ca.crt"),
+        format!("/etc/containers/certs.d/{host}/ca.crt"),
+        certs.files.ca_cert.display().to_string(),
+        "regate passwd add NAME".to_owned(),
+        process.admin_url.clone().unwrap(),
+    ] {
+        assert!(log.contains(&needle), "{needle:?} missing in:\n{log}");
+    }
+    assert!(!log.contains('\x1b'), "colour codes in a log file:\n{log}");
     let upload = format!("{}/v2/team/app/blobs/uploads/", process.url);
     let manifest = format!("{}/v2/team/app/manifests/v1", process.url);
 
