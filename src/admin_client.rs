@@ -259,6 +259,40 @@ fn describe_run(run: &Value) -> String {
     )
 }
 
+/// `GET /admin/gc` for a person: the gate, the run under way and the last
+/// runs, one line each (the JSON itself is `curl ADMIN/admin/gc`).
+fn describe_status(v: &Value) -> String {
+    let gate = &v["gate"];
+    let since = gate["since"]
+        .as_i64()
+        .and_then(|s| chrono::DateTime::from_timestamp(s, 0))
+        .map(|t| format!(" since {}", t.format("%Y-%m-%d %H:%M:%S UTC")))
+        .unwrap_or_default();
+    let mut s = format!(
+        "write gate: {}{since}{} (closed writes: {}; writes in flight {}, held {})",
+        gate["state"].as_str().unwrap_or("-"),
+        gate["reason"]
+            .as_str()
+            .map(|r| format!(", {r}"))
+            .unwrap_or_default(),
+        gate["closed_writes"].as_str().unwrap_or("-"),
+        gate["writes_in_flight"],
+        gate["writes_held"],
+    );
+    match v["running"].as_object() {
+        Some(_) => s.push_str(&format!("\nrunning: {}", describe_run(&v["running"]))),
+        None => s.push_str("\nno GC running"),
+    }
+    let history = v["history"].as_array().cloned().unwrap_or_default();
+    if !history.is_empty() {
+        s.push_str(&format!("\nlast {} runs:", history.len().min(10)));
+        for run in history.iter().take(10) {
+            s.push_str(&format!("\n  {}", describe_run(run)));
+        }
+    }
+    s
+}
+
 /// `regate gc ...`
 pub fn gc(args: GcArgs) -> ExitCode {
     exit((|| {
@@ -267,7 +301,7 @@ pub fn gc(args: GcArgs) -> ExitCode {
             match args.action {
                 GcAction::Status => {
                     let v = api.call(reqwest::Method::GET, "/admin/gc", None).await?;
-                    println!("{}", pretty(&v));
+                    println!("{}", describe_status(&v));
                     Ok(true)
                 }
                 GcAction::Run {

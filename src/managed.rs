@@ -24,7 +24,7 @@ use crate::metrics::Metrics;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ManagedError {
-    #[error("upstream.managed.binary = {binary:?}: not found on PATH. Install it (Debian/Ubuntu: `apt-get install docker-registry`), set upstream.managed.binary to its path, or remove [upstream.managed] and point upstream.url at an existing registry")]
+    #[error("upstream.managed.binary = {binary:?}: {}", missing_binary(.binary))]
     BinaryNotFound { binary: String },
     #[error("upstream.managed.data_dir = {dir}: {source}")]
     DataDir { dir: String, source: std::io::Error },
@@ -33,16 +33,29 @@ pub enum ManagedError {
         binary: String,
         source: std::io::Error,
     },
-    #[error("the managed registry did not become ready on {url} within {secs}s: {last}")]
+    #[error("the managed registry did not become ready on {url} within {secs}s: {last}. Its configuration, written by regate, is {config}; `{binary} serve {config}` shows why")]
     NotReady {
         url: String,
         secs: u64,
         last: String,
+        binary: String,
+        config: String,
     },
 }
 
+/// What to say when [`resolve_binary`] finds nothing: a path that is not
+/// there, or a name not on PATH, and what to do.
+pub fn missing_binary(binary: &str) -> String {
+    let what = if binary.contains('/') {
+        "no such file".to_owned()
+    } else {
+        "not found on PATH".to_owned()
+    };
+    format!("{what}. Install it (Debian/Ubuntu: `apt-get install docker-registry`), set upstream.managed.binary to its path, or remove [upstream.managed] and point upstream.url at an existing registry")
+}
+
 /// Finds `binary` as a path or on PATH.
-fn resolve_binary(binary: &str) -> Option<PathBuf> {
+pub fn resolve_binary(binary: &str) -> Option<PathBuf> {
     if binary.contains('/') {
         let p = PathBuf::from(binary);
         return p.is_file().then_some(p);
@@ -128,7 +141,14 @@ impl ManagedRegistry {
             .map_err(dir_err)?;
             let url = UpstreamUrl { authority };
             let mut child = spawn(&binary, &paths.config)?;
-            match wait_ready(&url, &mut child, Duration::from_secs(15)).await {
+            match wait_ready(
+                &url,
+                &mut child,
+                Duration::from_secs(15),
+                (&binary, &paths.config),
+            )
+            .await
+            {
                 Ok(()) => {
                     tracing::info!(url = %url.origin(), storage = %paths.storage.display(), "managed registry is ready");
                     let (stop, stop_rx) = watch::channel(false);
@@ -314,10 +334,7 @@ fn spawn(binary: &Path, config: &Path) -> Result<Child, ManagedError> {
             let mut lines = BufReader::new(out).lines();
             while let Ok(Some(line)) = lines.next_line().await {
                 let line = redact(&line);
-                if line.contains("level=error")
-                    || line.contains("level=fatal")
-                    || line.contains("level=panic")
-                {
+                if is_problem(&line) {
                     tracing::warn!(target: "regate::registry", "{line}");
                 } else {
                     tracing::debug!(target: "regate::registry", "{line}");
@@ -328,10 +345,25 @@ fn spawn(binary: &Path, config: &Path) -> Result<Child, ManagedError> {
     Ok(child)
 }
 
+/// A registry log line worth a WARN: an error, but not the routine misses
+/// (a client asking for a blob or manifest that is not there, as every push
+/// does before uploading).
+fn is_problem(line: &str) -> bool {
+    let routine = ["blob unknown", "manifest unknown", "name unknown"]
+        .iter()
+        .any(|code| line.contains(&format!("err.code=\"{code}\"")));
+    !routine
+        && (line.contains("level=error")
+            || line.contains("level=fatal")
+            || line.contains("level=panic"))
+}
+
+/// `run` is the binary and its config, for the message of a failure.
 async fn wait_ready(
     url: &UpstreamUrl,
     child: &mut Child,
     within: Duration,
+    run: (&Path, &Path),
 ) -> Result<(), ManagedError> {
     let deadline = Instant::now() + within;
     let client = reqwest::Client::builder()
@@ -343,13 +375,12 @@ async fn wait_ready(
     let mut last = String::from("no answer yet");
     while Instant::now() < deadline {
         if let Ok(Some(status)) = child.try_wait() {
-            return Err(ManagedError::NotReady {
-                url: url.origin(),
-                secs: within.as_secs(),
-                last: format!(
-                    "the registry exited ({status}); run it by hand with its config to see why"
-                ),
-            });
+            return Err(not_ready(
+                url,
+                within,
+                format!("the registry exited ({status})"),
+                run,
+            ));
         }
         match client.get(&probe).send().await {
             Ok(r) if r.status().is_success() => return Ok(()),
@@ -358,11 +389,22 @@ async fn wait_ready(
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    Err(ManagedError::NotReady {
+    Err(not_ready(url, within, last, run))
+}
+
+fn not_ready(
+    url: &UpstreamUrl,
+    within: Duration,
+    last: String,
+    (binary, config): (&Path, &Path),
+) -> ManagedError {
+    ManagedError::NotReady {
         url: url.origin(),
         secs: within.as_secs(),
         last,
-    })
+        binary: binary.display().to_string(),
+        config: config.display().to_string(),
+    }
 }
 
 async fn terminate(child: &mut Child) {
@@ -403,7 +445,10 @@ async fn supervise(
                 backoff = (backoff * 2).min(Duration::from_secs(30));
                 match spawn(&binary, &config) {
                     Ok(mut c) => {
-                        if wait_ready(&url, &mut c, Duration::from_secs(15)).await.is_ok() {
+                        if wait_ready(&url, &mut c, Duration::from_secs(15), (&binary, &config))
+                            .await
+                            .is_ok()
+                        {
                             tracing::info!(url = %url.origin(), "managed registry restarted");
                             backoff = Duration::from_millis(500);
                         }
@@ -422,7 +467,7 @@ async fn supervise(
 
 #[cfg(test)]
 mod tests {
-    use super::redact;
+    use super::{is_problem, redact};
 
     #[test]
     fn upload_state_and_credentials_are_redacted_from_registry_lines() {
@@ -446,5 +491,19 @@ mod tests {
         ] {
             assert_eq!(redact(plain), plain);
         }
+    }
+
+    #[test]
+    fn routine_misses_are_not_problems() {
+        // As registry 2.8 writes them (fields abridged).
+        let miss = r#"time="2026-12-04T18:00:00Z" level=error msg="response completed with error" err.code="blob unknown" err.message="blob unknown to registry" http.request.method=HEAD"#;
+        let manifest = miss.replace("blob unknown", "manifest unknown");
+        let broken = r#"time="2026-12-04T18:00:00Z" level=error msg="response completed with error" err.code=unknown err.message="filesystem: permission denied""#;
+        assert!(!is_problem(miss));
+        assert!(!is_problem(&manifest));
+        assert!(is_problem(broken));
+        assert!(!is_problem(
+            r#"level=info msg="listening on 127.0.0.1:5000""#
+        ));
     }
 }

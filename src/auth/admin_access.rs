@@ -76,7 +76,7 @@ impl Auth {
                 source,
                 challenge: self.admin_challenge(),
             })?;
-        if self.rules.permits(
+        if self.rules().permits(
             Some(&user),
             EVERY_REPOSITORY,
             ActionSet::of(&[Action::Admin]),
@@ -89,7 +89,11 @@ impl Auth {
             Some(&user),
             "no rule grants admin on every repository (\"*\")",
         );
-        Err(AuthError::Denied { account: user })
+        Err(AuthError::Denied {
+            account: user,
+            action: Action::Admin,
+            repository: EVERY_REPOSITORY.to_owned(),
+        })
     }
 
     /// Records an admin call that changes something (GC run, gate change).

@@ -77,8 +77,14 @@ pub enum AuthError {
     },
     #[error("the token does not grant this")]
     InsufficientScope { challenge: Challenge },
-    #[error("{account:?} may not do this")]
-    Denied { account: String },
+    #[error("{account} may not {}", denied_text(*.action, .repository))]
+    Denied {
+        account: String,
+        /// The action no rule grants (of those the request needs, the most
+        /// specific: push over pull).
+        action: crate::rules::Action,
+        repository: String,
+    },
     #[error(transparent)]
     Route(#[from] RouteError),
 }
@@ -149,6 +155,22 @@ impl From<AuthError> for RegistryError {
     }
 }
 
+/// `push to team/app`, for the refusal message and the audit reason.
+pub fn denied_text(action: crate::rules::Action, repository: &str) -> String {
+    use crate::rules::Action;
+    let verb = match action {
+        Action::Pull => "pull from",
+        Action::Push => "push to",
+        Action::Delete => "delete from",
+        Action::Admin => "administer",
+    };
+    if repository == "*" {
+        format!("{verb} every repository (\"*\")")
+    } else {
+        format!("{verb} {repository}")
+    }
+}
+
 /// Who passed stage 1.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
@@ -191,7 +213,8 @@ impl Attempt<'_> {
 pub struct Auth {
     mode: AuthMode,
     realm: String,
-    rules: RuleSet,
+    /// Swapped whole by [`Auth::replace_rules`] (SIGHUP).
+    rules: std::sync::RwLock<Arc<RuleSet>>,
     passwords: Option<Arc<Passwords>>,
     tokens: Option<Tokens>,
     upstream_authorization: Option<HeaderValue>,
@@ -260,7 +283,7 @@ impl Auth {
         Ok(Auth {
             mode: a.mode,
             realm: a.realm.clone(),
-            rules: a.rules.clone(),
+            rules: std::sync::RwLock::new(Arc::new(a.rules.clone())),
             passwords,
             tokens,
             upstream_authorization,
@@ -272,8 +295,14 @@ impl Auth {
         self.mode
     }
 
-    pub fn rules(&self) -> &RuleSet {
-        &self.rules
+    /// The rules in force (a snapshot: a reload does not change it).
+    pub fn rules(&self) -> Arc<RuleSet> {
+        Arc::clone(&self.rules.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Puts new `[[acl]]` rules (and groups) in force for the next request.
+    pub fn replace_rules(&self, rules: RuleSet) {
+        *self.rules.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(rules);
     }
 
     /// regate's own credentials for the registry, if configured.
@@ -398,19 +427,19 @@ impl Auth {
                 Some(user)
             }
         };
+        let rules = self.rules();
         let allowed = match &need {
             Need::Authenticated | Need::Catalog => account.is_some(),
-            Need::Repositories(list) => list.iter().all(|(name, actions)| {
-                self.rules
-                    .permits(account.as_deref(), name.as_str(), *actions)
-            }),
+            Need::Repositories(list) => list
+                .iter()
+                .all(|(name, actions)| rules.permits(account.as_deref(), name.as_str(), *actions)),
         };
         match (allowed, account) {
             (true, account) => {
                 let drop_mount = match a.mount() {
                     Mount::None => false,
                     Mount::Unusable => true,
-                    Mount::From(from) => !self.rules.permits(
+                    Mount::From(from) => !self.rules().permits(
                         account.as_deref(),
                         from.as_str(),
                         ActionSet::of(&[Action::Pull]),
@@ -432,7 +461,26 @@ impl Auth {
             }
             (false, Some(account)) => {
                 self.audit_refusal(a, "denied", Some(&account), "no rule allows it");
-                Err(AuthError::Denied { account })
+                // The first repository and action no rule grants.
+                let (repository, action) = match &need {
+                    Need::Repositories(list) => list
+                        .iter()
+                        .find_map(|(name, actions)| {
+                            let allowed = rules.allowed(Some(&account), name.as_str());
+                            actions
+                                .iter()
+                                .filter(|x| !allowed.contains(*x))
+                                .max()
+                                .map(|x| (name.as_str().to_owned(), x))
+                        })
+                        .unwrap_or_else(|| ("*".into(), crate::rules::Action::Admin)),
+                    Need::Authenticated | Need::Catalog => ("*".into(), crate::rules::Action::Pull),
+                };
+                Err(AuthError::Denied {
+                    account,
+                    action,
+                    repository,
+                })
             }
         }
     }
@@ -466,12 +514,12 @@ impl Auth {
                 });
             }
         };
-        if tokens.allows(&self.rules, &verified, &need) {
+        if tokens.allows(&self.rules(), &verified, &need) {
             let drop_mount = match a.mount() {
                 Mount::None => false,
                 Mount::Unusable => true,
                 Mount::From(from) => !tokens.allows(
-                    &self.rules,
+                    &self.rules(),
                     &verified,
                     &Need::Repositories(vec![(from, ActionSet::of(&[Action::Pull]))]),
                 ),
@@ -564,9 +612,9 @@ impl Auth {
         self.mode == AuthMode::None
             || rights
                 .iter()
-                .any(|a| self.rules.allowed(account, repo).contains(*a))
+                .any(|a| self.rules().allowed(account, repo).contains(*a))
             || self
-                .rules
+                .rules()
                 .permits(account, "*", ActionSet::of(&[Action::Admin]))
     }
 }

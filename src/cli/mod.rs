@@ -12,6 +12,7 @@ use crate::config::{defaults, Settings};
 
 mod connect;
 mod fsck;
+mod next_steps;
 mod reindex;
 mod tags;
 
@@ -78,14 +79,17 @@ pub enum Command {
     Token(crate::auth::cli::TokenArgs),
 }
 
-/// Sets up `tracing`: `REGATE_LOG` wins over `log.level`.
+/// Sets up `tracing`: `REGATE_LOG` wins over `log.level`. Colours only
+/// when stderr is a terminal (never in a file or a journal).
 pub fn init_logging(level: &str, json: bool) {
+    use std::io::IsTerminal as _;
     let filter = std::env::var("REGATE_LOG")
         .ok()
         .and_then(|f| tracing_subscriber::EnvFilter::try_new(f).ok())
         .unwrap_or_else(|| tracing_subscriber::EnvFilter::new(level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let _ = if json {
         builder.json().try_init()
@@ -171,6 +175,7 @@ fn serve(config: PathBuf, ready_file: Option<PathBuf>) -> ExitCode {
         }
     };
     rt.block_on(async move {
+        let shown = settings.clone();
         let running = match crate::server::start(settings).await {
             Ok(r) => r,
             Err(e) => {
@@ -186,6 +191,7 @@ fn serve(config: PathBuf, ready_file: Option<PathBuf>) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         }
+        println!("{}", next_steps::text(&shown, &running));
         wait_for_signal().await;
         tracing::info!("shutting down: no new connections, letting requests finish");
         running.shutdown().await;

@@ -9,7 +9,7 @@ use futures_util::StreamExt;
 use reqwest::Method;
 
 use super::connect::Connect;
-use crate::client::{error_text, ImageRef, RegistryClient, Scheme};
+use crate::client::{ImageRef, RegistryClient, Scheme};
 use crate::registry_api::ACCEPT_MANIFESTS;
 
 #[derive(Subcommand, Debug)]
@@ -177,7 +177,7 @@ async fn remove_tags(
                 .await
             {
                 Ok(resp) if resp.status().as_u16() == 202 => Ok(()),
-                Ok(resp) => Err(error_text(resp).await),
+                Ok(resp) => Err(client.error_text(resp).await),
                 Err(e) => Err(e.to_string()),
             };
             bar.inc(1);
@@ -214,7 +214,7 @@ async fn remove_batch(
         200 => {}
         404 | 405 => return None,
         _ => {
-            let msg = error_text(resp).await;
+            let msg = client.error_text(resp).await;
             return Some(tags.iter().map(|t| (t.clone(), Err(msg.clone()))).collect());
         }
     }
@@ -261,7 +261,7 @@ async fn get_json(
         .await
         .map_err(|e| e.to_string())?;
     if !resp.status().is_success() {
-        return Err(error_text(resp).await);
+        return Err(client.error_text(resp).await);
     }
     let h = |n: &str| {
         resp.headers()
@@ -371,12 +371,23 @@ async fn ls(reference: &str, connect: &Connect) -> ExitCode {
         .collect()
         .await;
     let width = rows.iter().map(|(t, _)| t.len()).max().unwrap_or(3).max(3);
-    println!("{:width$}  {:71}  {:24}  SIZE", "TAG", "DIGEST", "CREATED");
+    // Sizes right-aligned, so their digits line up.
+    let size_width = rows
+        .iter()
+        .filter_map(|(_, d)| d.as_ref().ok().map(|(_, _, size)| size.to_string().len()))
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    println!(
+        "{:width$}  {:71}  {:24}  {:>size_width$}",
+        "TAG", "DIGEST", "CREATED", "SIZE"
+    );
     let mut failed = false;
     for (tag, d) in rows {
         match d {
             Ok((digest, created, size)) => {
-                println!("{tag:width$}  {digest:71}  {created:24}  {size}")
+                let size = size.to_string();
+                println!("{tag:width$}  {digest:71}  {created:24}  {size:>size_width$}")
             }
             Err(e) => {
                 failed = true;
@@ -423,7 +434,7 @@ async fn restore(reference: &str, connect: &Connect) -> ExitCode {
             ExitCode::SUCCESS
         }
         Ok(resp) => {
-            eprintln!("regate tags restore: {}", error_text(resp).await);
+            eprintln!("regate tags restore: {}", client.error_text(resp).await);
             ExitCode::FAILURE
         }
         Err(e) => {

@@ -1,8 +1,11 @@
 //! Where the command-line tools find credentials for a registry: explicit
 //! flags, then `REGATE_USERNAME`/`REGATE_PASSWORD`, then the auth files
 //! docker and podman write (`~/.docker/config.json`,
-//! `$XDG_RUNTIME_DIR/containers/auth.json`, `~/.config/containers/auth.json`,
-//! or `$REGISTRY_AUTH_FILE`). Credential helpers (`credsStore`) are not read.
+//! `$XDG_RUNTIME_DIR/containers/auth.json`, `/run/containers/$UID/auth.json`
+//! (podman's when `XDG_RUNTIME_DIR` is unset, as for root on Debian),
+//! `~/.config/containers/auth.json`, or `$REGISTRY_AUTH_FILE`). Credential
+//! helpers (`credsStore`) are not read. [`searched`] says where it looked,
+//! for the message of a 401.
 
 use std::path::PathBuf;
 
@@ -13,6 +16,8 @@ use base64::Engine as _;
 pub struct Credentials {
     pub username: String,
     pub password: String,
+    /// Where they came from (`--user`, an environment variable, a file).
+    pub source: String,
 }
 
 impl std::fmt::Debug for Credentials {
@@ -20,17 +25,23 @@ impl std::fmt::Debug for Credentials {
         f.debug_struct("Credentials")
             .field("username", &self.username)
             .field("password", &"<redacted>")
+            .field("source", &self.source)
             .finish()
     }
 }
 
-fn auth_files() -> Vec<PathBuf> {
+/// The auth files read, in order (podman's, skopeo's and docker's).
+pub fn auth_files() -> Vec<PathBuf> {
     let mut files = Vec::new();
     if let Some(f) = std::env::var_os("REGISTRY_AUTH_FILE") {
         files.push(PathBuf::from(f));
     }
-    if let Some(d) = std::env::var_os("XDG_RUNTIME_DIR") {
-        files.push(PathBuf::from(d).join("containers/auth.json"));
+    match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(d) => files.push(PathBuf::from(d).join("containers/auth.json")),
+        None => files.push(PathBuf::from(format!(
+            "/run/containers/{}/auth.json",
+            nix::unistd::getuid()
+        ))),
     }
     if let Some(home) = std::env::var_os("HOME") {
         let home = PathBuf::from(home);
@@ -59,7 +70,21 @@ pub fn from_auth_file(text: &str, host: &str) -> Option<Credentials> {
     Some(Credentials {
         username: username.to_owned(),
         password: password.to_owned(),
+        source: String::new(),
     })
+}
+
+/// Where [`lookup`] looks, for an operator: the flags, the variables and
+/// each auth file.
+pub fn searched() -> String {
+    let files: Vec<String> = auth_files()
+        .iter()
+        .map(|f| f.display().to_string())
+        .collect();
+    format!(
+        "--user with --password-stdin, REGATE_USERNAME and REGATE_PASSWORD, then the auth files {}",
+        files.join(", ")
+    )
 }
 
 /// Finds credentials for `host` (`name:port`).
@@ -69,7 +94,11 @@ pub fn lookup(
     password: Option<String>,
 ) -> Option<Credentials> {
     if let (Some(username), Some(password)) = (username.clone(), password) {
-        return Some(Credentials { username, password });
+        return Some(Credentials {
+            username,
+            password,
+            source: "--user".into(),
+        });
     }
     if let (Ok(u), Ok(p)) = (
         std::env::var("REGATE_USERNAME"),
@@ -78,12 +107,18 @@ pub fn lookup(
         return Some(Credentials {
             username: u,
             password: p,
+            source: "REGATE_USERNAME and REGATE_PASSWORD".into(),
         });
     }
     auth_files()
         .into_iter()
-        .filter_map(|f| std::fs::read_to_string(f).ok())
-        .find_map(|text| from_auth_file(&text, host))
+        .filter_map(|f| Some((std::fs::read_to_string(&f).ok()?, f)))
+        .find_map(|(text, f)| {
+            from_auth_file(&text, host).map(|c| Credentials {
+                source: f.display().to_string(),
+                ..c
+            })
+        })
         .filter(|c| username.as_ref().is_none_or(|u| *u == c.username))
 }
 
@@ -100,5 +135,23 @@ mod tests {
         assert_eq!(c.password, "s3cr:et");
         assert!(from_auth_file(&text, "other:5443").is_none());
         assert!(!format!("{c:?}").contains("s3cr"));
+    }
+
+    #[test]
+    fn podman_runtime_file_is_searched_without_xdg_runtime_dir() {
+        // Decided by the environment; both cases say where they looked.
+        let uid = nix::unistd::getuid();
+        let text = searched();
+        match std::env::var_os("XDG_RUNTIME_DIR") {
+            None => assert!(
+                text.contains(&format!("/run/containers/{uid}/auth.json")),
+                "{text}"
+            ),
+            Some(d) => assert!(
+                text.contains(&format!("{}/containers/auth.json", d.to_string_lossy())),
+                "{text}"
+            ),
+        }
+        assert!(text.contains(".docker/config.json") || std::env::var_os("HOME").is_none());
     }
 }

@@ -210,6 +210,34 @@ impl RegistryClient {
         self.creds.is_some()
     }
 
+    /// What to do about a 401: which credentials were refused, or where
+    /// none were found and how to pass them.
+    pub fn credentials_hint(&self) -> String {
+        let host = self.base.split("://").nth(1).unwrap_or(&self.base);
+        match &self.creds {
+            Some(c) => format!(
+                "the credentials of {:?} (from {}) were refused; check them, or pass others with --user NAME --password-stdin",
+                c.username, c.source
+            ),
+            None => format!(
+                "no credentials found for {host}; looked at {}. Pass --user NAME --password-stdin, set REGATE_USERNAME and REGATE_PASSWORD, or log in with `podman login {host}` (or docker login)",
+                credentials::searched()
+            ),
+        }
+    }
+
+    /// [`error_text`], with [`credentials_hint`](Self::credentials_hint)
+    /// on a 401.
+    pub async fn error_text(&self, resp: Response) -> String {
+        let unauthorized = resp.status() == StatusCode::UNAUTHORIZED;
+        let text = error_text(resp).await;
+        if unauthorized {
+            format!("{text}: {}", self.credentials_hint())
+        } else {
+            text
+        }
+    }
+
     fn basic(&self) -> Option<String> {
         self.creds.as_ref().map(|c| {
             let raw = format!("{}:{}", c.username, c.password);

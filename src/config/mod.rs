@@ -2,7 +2,8 @@
 //! validation into typed [`Settings`].
 //!
 //! Owns every key name and every default (in [`defaults`]). Loading happens in
-//! three steps: parse the file into `raw` structs (unknown keys are errors),
+//! three steps: parse the file into `raw` structs (every unknown or mistyped
+//! key is an error, all reported at once by `schema`),
 //! apply `REGATE_<SECTION>__<KEY>` overrides, then validate everything at once
 //! so an operator sees every problem, each naming the file, the key and what
 //! to do. Relative paths are relative to the working directory.
@@ -14,6 +15,7 @@ pub mod gc;
 mod notes;
 mod raw;
 mod renamed;
+mod schema;
 mod validate;
 
 use std::net::SocketAddr;
@@ -22,6 +24,16 @@ use std::time::Duration;
 
 pub use auth::{AuditSettings, AuthMode, AuthSettings, TokenSettings};
 pub use validate::Problem;
+
+/// The environment variable that overrides `key` (`server.listen` ->
+/// `REGATE_SERVER__LISTEN`), for messages that tell an operator where to look.
+pub fn env_var(key: &str) -> String {
+    format!(
+        "{}{}",
+        env_override::PREFIX,
+        key.to_ascii_uppercase().replace('.', "__")
+    )
+}
 
 /// Every default value, in one place.
 pub mod defaults {
@@ -240,18 +252,34 @@ impl Settings {
         if !renamed_problems.is_empty() {
             return Err(invalid(renamed_problems));
         }
-        if warnings.is_empty() {
-            toml::from_str::<raw::RawConfig>(text)
-                .map_err(|e| invalid(vec![Problem::from_toml(&e)]))?;
-        } else {
-            toml::Value::Table(doc.clone())
-                .try_into::<raw::RawConfig>()
-                .map_err(|e| invalid(vec![Problem::from_toml(&e)]))?;
+        // Then its shape: every unknown key and wrongly typed value at once
+        // (lines are found for keys written with their current names).
+        let shape = schema::problems(&doc, text);
+        if !shape.is_empty() {
+            return Err(invalid(shape));
         }
         let applied = env_override::apply(&mut doc, env)
             .map_err(|m| invalid(vec![Problem::new("(environment)", m)]))?;
         // An old name set from the environment overrides the file's new one.
         warnings.extend(renamed::apply(&mut doc, true).0);
+        let shape = schema::problems(&doc, "");
+        if !shape.is_empty() {
+            let from_env = |key: &str| {
+                applied
+                    .iter()
+                    .find(|a| a.key == key)
+                    .map(|a| format!(" (set by the environment variable {})", a.var))
+                    .unwrap_or_default()
+            };
+            return Err(invalid(
+                shape
+                    .into_iter()
+                    .map(|p| {
+                        Problem::new(p.key.clone(), format!("{}{}", p.message, from_env(&p.key)))
+                    })
+                    .collect(),
+            ));
+        }
         let raw: raw::RawConfig =
             toml::Value::Table(doc)
                 .try_into()

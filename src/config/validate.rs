@@ -192,7 +192,7 @@ pub(super) fn validate(raw: RawConfig, _source: &str) -> Result<Settings, Vec<Pr
             "missing; set it to your registry (e.g. \"http://127.0.0.1:5000\") or add an [upstream.managed] section so regate runs one",
         ));
     }
-    if let (Some(m), Some(url)) = (&managed, &url) {
+    if let (Some(_), Some(url)) = (&managed, &url) {
         if !matches!(
             url.authority.host(),
             "127.0.0.1" | "localhost" | "[::1]" | "::1"
@@ -202,9 +202,20 @@ pub(super) fn validate(raw: RawConfig, _source: &str) -> Result<Settings, Vec<Pr
                 format!("with [upstream.managed] the registry listens on loopback only; use 127.0.0.1 (got {})", url.authority),
             ));
         }
+    }
+    if let Some(m) = &managed {
         if m.binary.trim().is_empty() {
             c.problems
                 .push(Problem::new("upstream.managed.binary", "must not be empty"));
+        } else if crate::managed::resolve_binary(&m.binary).is_none() {
+            c.problems.push(Problem::new(
+                "upstream.managed.binary",
+                format!(
+                    "{:?}: {}",
+                    m.binary,
+                    crate::managed::missing_binary(&m.binary)
+                ),
+            ));
         }
     }
     let connect_timeout = c.secs(

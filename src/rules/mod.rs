@@ -241,6 +241,10 @@ impl RuleSet {
         self.rules.is_empty()
     }
 
+    pub fn len(&self) -> usize {
+        self.rules.len()
+    }
+
     /// What `account` (`None` = anonymous) may do to `repository`: the
     /// actions of the first rule that matches both, or nothing.
     pub fn allowed(&self, account: Option<&str>, repository: &str) -> ActionSet {

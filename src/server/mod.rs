@@ -1,12 +1,16 @@
-//! Starting and stopping regate: certificates, the managed registry, the
-//! listeners (TLS, optional plain HTTP, admin) and graceful shutdown.
+//! Starting and stopping regate: the state-directory lock, the listeners
+//! (TLS, optional plain HTTP, admin; bound before anything else starts),
+//! certificates, the managed registry, SIGHUP rule reloads and graceful
+//! shutdown.
 //!
 //! Owns [`start`] and [`RunningServer`]. `main` and the tests share this
 //! path; tests pass `127.0.0.1:0` addresses and read the bound ones back.
 
+mod config_reload;
 mod fd_limit;
 mod first_bytes;
 mod head_response;
+pub mod instance_lock;
 mod listener;
 
 pub use listener::{HARD_MAX_HEADERS, HARD_MAX_HEAD_BYTES};
@@ -29,7 +33,7 @@ use listener::{Handler, LoopSettings};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("{key} = {addr}: cannot listen ({source}); pick a free address or stop what uses it")]
+    #[error("{key} = {addr}: cannot listen ({source}); pick a free address (in the configuration file or with the environment variable {}) or stop what uses it", crate::config::env_var(.key))]
     Bind {
         key: &'static str,
         addr: SocketAddr,
@@ -47,6 +51,10 @@ pub enum StartError {
     Gc(crate::gc::GcError),
     #[error(transparent)]
     Auth(#[from] crate::auth::AuthSetupError),
+    #[error(transparent)]
+    Locked(#[from] instance_lock::LockError),
+    #[error("server.dev_certs: {0}")]
+    DevCerts(String),
 }
 
 /// A started regate; stop it with [`RunningServer::shutdown`].
@@ -60,6 +68,8 @@ pub struct RunningServer {
     loops: Vec<JoinHandle<()>>,
     reloader: JoinHandle<()>,
     managed: Option<ManagedRegistry>,
+    /// Held until shutdown is complete: one regate per state directory.
+    _locks: Vec<instance_lock::InstanceLock>,
 }
 
 async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
@@ -68,7 +78,9 @@ async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, StartE
         .map_err(|source| StartError::Bind { key, addr, source })
 }
 
-/// Creates development certificates when configured and missing.
+/// Creates development certificates when configured and none exist yet.
+/// Never overwrites a file: with any of the key, certificate or CA files
+/// already there, a missing one is an error that names it.
 fn ensure_dev_certs(settings: &Settings) -> Result<(), StartError> {
     let s = &settings.server;
     if !s.dev_certs || (s.tls_cert.is_file() && s.tls_key.is_file()) {
@@ -79,6 +91,36 @@ fn ensure_dev_certs(settings: &Settings) -> Result<(), StartError> {
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(std::path::Path::new("."));
+    let missing: Vec<_> = [
+        ("server.tls_cert", &s.tls_cert),
+        ("server.tls_key", &s.tls_key),
+    ]
+    .into_iter()
+    .filter(|(_, p)| !p.exists())
+    .map(|(key, p)| format!("{key} {}", p.display()))
+    .collect();
+    let present: Vec<_> = [
+        s.tls_cert.clone(),
+        s.tls_key.clone(),
+        dir.join("ca.crt"),
+        dir.join("ca.key"),
+        dir.join("server.crt"),
+        dir.join("server.key"),
+    ]
+    .into_iter()
+    .filter(|p| p.exists())
+    .map(|p| p.display().to_string())
+    .collect::<std::collections::BTreeSet<_>>()
+    .into_iter()
+    .collect();
+    if !present.is_empty() {
+        return Err(StartError::DevCerts(format!(
+            "{} missing, but {} exist{}: regate creates development certificates only where none exist and never overwrites a key or a CA. Restore the missing file, or move the existing ones away to get new ones (clients must then trust the new CA), or point server.tls_cert and server.tls_key at your own",
+            missing.join(" and "),
+            present.join(", "),
+            if present.len() == 1 { "s" } else { "" },
+        )));
+    }
     let hosts = ["localhost", "127.0.0.1", "::1"].map(String::from);
     let files = crate::certs::generate(dir, &hosts)?;
     for (made, wanted) in [
@@ -103,6 +145,35 @@ fn ensure_dev_certs(settings: &Settings) -> Result<(), StartError> {
 pub async fn start(settings: Settings) -> Result<RunningServer, StartError> {
     let settings = Arc::new(settings);
     let metrics = Arc::new(Metrics::new());
+    // First what a second instance or a taken port would fail on, before
+    // anything is written or started.
+    let mut locks = vec![instance_lock::InstanceLock::acquire(
+        "state.dir",
+        &settings.state.dir,
+    )?];
+    let same_dir = |a: &std::path::Path, b: &std::path::Path| {
+        a == b || matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y)
+    };
+    if let Some(m) = settings
+        .upstream
+        .managed
+        .as_ref()
+        .filter(|m| !same_dir(&m.data_dir, &settings.state.dir))
+    {
+        locks.push(instance_lock::InstanceLock::acquire(
+            "upstream.managed.data_dir",
+            &m.data_dir,
+        )?);
+    }
+    let tls_listener = bind("server.listen", settings.server.listen).await?;
+    let plain_listener = match settings.server.plain_listen {
+        Some(a) => Some(bind("server.plain_listen", a).await?),
+        None => None,
+    };
+    let admin_listener = match settings.server.admin_listen {
+        Some(a) => Some(bind("server.admin_listen", a).await?),
+        None => None,
+    };
     ensure_dev_certs(&settings)?;
     let state = crate::state::State::open(&settings.state.dir)?;
     let auth = Arc::new(crate::auth::Auth::from_settings(&settings)?);
@@ -127,16 +198,6 @@ pub async fn start(settings: Settings) -> Result<RunningServer, StartError> {
         up.response_timeout,
         up.idle_timeout,
     );
-
-    let tls_listener = bind("server.listen", settings.server.listen).await?;
-    let plain_listener = match settings.server.plain_listen {
-        Some(a) => Some(bind("server.plain_listen", a).await?),
-        None => None,
-    };
-    let admin_listener = match settings.server.admin_listen {
-        Some(a) => Some(bind("server.admin_listen", a).await?),
-        None => None,
-    };
 
     let api = crate::registry_api::RegistryApi::with_authorization(
         upstream.origin(),
@@ -266,6 +327,14 @@ pub async fn start(settings: Settings) -> Result<RunningServer, StartError> {
             stop_rx.clone(),
         )));
     }
+    // Tests build settings from text (their source is a label, not a file).
+    if std::path::Path::new(&settings.source).is_file() {
+        loops.push(tokio::spawn(config_reload::run(
+            std::path::PathBuf::from(&settings.source),
+            Arc::clone(&app.auth),
+            stop_rx.clone(),
+        )));
+    }
     let reloader = certs.spawn_reloader();
     tracing::info!(
         tls = %tls_addr,
@@ -284,6 +353,7 @@ pub async fn start(settings: Settings) -> Result<RunningServer, StartError> {
         loops,
         reloader,
         managed,
+        _locks: locks,
     })
 }
 

@@ -190,7 +190,7 @@ pub async fn serve(
         }
     }
 
-    let access = grant(auth.rules(), account.as_deref(), &scopes);
+    let access = grant(&auth.rules(), account.as_deref(), &scopes);
     let issued = tokens
         .issue(account.as_deref(), &access)
         .map_err(EndpointError::Sign)?;
