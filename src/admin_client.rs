@@ -56,7 +56,11 @@ pub enum GcAction {
         wait: bool,
     },
     /// The gate, the run in progress and the recent history.
-    Status,
+    Status {
+        /// Print the admin API's JSON as it is (for scripts).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -299,9 +303,13 @@ pub fn gc(args: GcArgs) -> ExitCode {
         let api = Api::new(&args.target)?;
         runtime()?.block_on(async {
             match args.action {
-                GcAction::Status => {
+                GcAction::Status { json } => {
                     let v = api.call(reqwest::Method::GET, "/admin/gc", None).await?;
-                    println!("{}", describe_status(&v));
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+                    } else {
+                        println!("{}", describe_status(&v));
+                    }
                     Ok(true)
                 }
                 GcAction::Run {

@@ -457,6 +457,7 @@ async fn maintenance_by_hand_closes_and_opens_the_gate_with_a_reason() {
     let (code, out, _) = cli(vec![
         "gc".into(),
         "status".into(),
+        "--json".into(),
         "--admin".into(),
         admin.clone(),
     ])

@@ -6,7 +6,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use regate::route::{Digest, Reference, RepoName, Route, Tag, MAX_NAME_LEN};
-use regate::rules::{required, Need};
+use regate::rules::{mount_source, required, Mount, Need};
 
 const METHODS: [http::Method; 7] = [
     http::Method::GET,
@@ -55,12 +55,15 @@ fuzz_target!(|input: (&str, &str, u8)| {
     assert!(!path.contains(['%', '\\']), "{path:?} parsed as {route:?}");
     let method = &METHODS[usize::from(m) % METHODS.len()];
     let query = (!query.is_empty()).then_some(query);
-    if let Ok(Need::Repositories(list)) = required(method, &route, query) {
-        assert!(!list.is_empty() && list.len() <= 2);
+    if let Need::Repositories(list) = required(method, &route) {
+        assert_eq!(list.len(), 1);
         assert_eq!(Some(&list[0].0), route.repository());
         for (name, actions) in &list {
             assert!(safe_name(name.as_str()));
             assert!(!actions.is_empty());
         }
+    }
+    if let Mount::From(from) = mount_source(method, &route, query) {
+        assert!(safe_name(from.as_str()));
     }
 });
