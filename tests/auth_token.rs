@@ -1204,19 +1204,8 @@ async fn basic_credentials_work_on_the_api_in_token_mode_with_the_same_rules() {
     let c = regate.client();
     let image = Image::oci("token-basic", 2000);
     for tag in ["v1", "v2"] {
-        let mut h = reqwest::header::HeaderMap::new();
-        h.insert("authorization", format!("Bearer {alice}").parse().unwrap());
-        let pusher = reqwest::Client::builder()
-            .add_root_certificate(
-                reqwest::Certificate::from_pem(
-                    &std::fs::read(&regate.certs.files.ca_cert).unwrap(),
-                )
-                .unwrap(),
-            )
-            .default_headers(h)
-            .no_proxy()
-            .build()
-            .unwrap();
+        let pusher =
+            common::regate::client_sending(&regate.certs.files.ca_cert, &format!("Bearer {alice}"));
         image.push(&pusher, &regate.url, "alice/app", tag).await;
     }
     let curl = |user: &str, pw: &str, method: &str, tag: &str| {

@@ -83,17 +83,7 @@ async fn regates_own_answers_to_head_have_the_get_headers_and_no_body_on_both_pr
     let alice = basic_header("alice", &password("alice"));
     let bob = basic_header("bob", &password("bob"));
     let image = Image::oci("own-answers", 3000);
-    let pusher = {
-        let mut h = reqwest::header::HeaderMap::new();
-        h.insert("authorization", alice.parse().unwrap());
-        let pem = std::fs::read(&ca).unwrap();
-        reqwest::Client::builder()
-            .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
-            .default_headers(h)
-            .no_proxy()
-            .build()
-            .unwrap()
-    };
+    let pusher = common::regate::client_sending(&ca, &alice);
     image.push(&pusher, &regate.url, "alice/app", "v1").await;
 
     let u = |p: &str| format!("{}{p}", regate.url);

@@ -140,6 +140,20 @@ impl Regate {
     }
 }
 
+/// A client trusting only `ca` that sends `authorization` with every request.
+pub fn client_sending(ca: &Path, authorization: &str) -> reqwest::Client {
+    let pem = std::fs::read(ca).unwrap();
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert("authorization", authorization.parse().unwrap());
+    reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
+        .tls_built_in_root_certs(false)
+        .default_headers(headers)
+        .no_proxy()
+        .build()
+        .unwrap()
+}
+
 pub fn client_trusting(ca: &Path) -> reqwest::Client {
     let pem = std::fs::read(ca).unwrap();
     reqwest::Client::builder()
