@@ -46,6 +46,15 @@ pub struct RegistryApi {
     origin: String,
 }
 
+/// The origin only: never the credentials.
+impl std::fmt::Debug for RegistryApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryApi")
+            .field("origin", &self.origin)
+            .finish_non_exhaustive()
+    }
+}
+
 /// What a DELETE by tag got from the registry itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NativeTagDelete {
@@ -245,6 +254,25 @@ impl RegistryApi {
             StatusCode::ACCEPTED | StatusCode::OK => Ok(true),
             StatusCode::NOT_FOUND => Ok(false),
             _ => Err(status_error(format!("DELETE manifest {repo}@{digest}"), resp).await),
+        }
+    }
+
+    /// HEAD a blob in a repository: its size, or `None` when the repository
+    /// does not hold it.
+    pub async fn blob_size(&self, repo: &str, digest: &str) -> Result<Option<u64>, ApiError> {
+        let resp = self
+            .http
+            .head(self.url(&format!("/v2/{repo}/blobs/{digest}")))
+            .send()
+            .await?;
+        match resp.status() {
+            StatusCode::NOT_FOUND => Ok(None),
+            s if s.is_success() => Ok(Some(
+                header(&resp, "content-length")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0),
+            )),
+            _ => Err(status_error(format!("HEAD blob {repo}@{digest}"), resp).await),
         }
     }
 

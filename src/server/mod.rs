@@ -228,7 +228,7 @@ pub async fn start(settings: Settings) -> Result<RunningServer, StartError> {
                 .as_ref()
                 .zip(settings.upstream.managed.as_ref())
                 .map(|(m, s)| (s.binary.as_str(), m.paths())),
-            upstream.origin(),
+            api.clone(),
         ),
         Arc::clone(&gate),
         state.clone(),
