@@ -24,8 +24,11 @@ pub enum ApiError {
     #[error("the upstream registry is unreachable: {}", crate::error::ErrorChain(.0.as_ref()))]
     Transport(crate::body::BoxError),
     /// No answer (or its body) within `upstream.response_timeout`.
-    #[error("the upstream registry sent no answer to {what} within {}s", .secs)]
-    Timeout { what: String, secs: u64 },
+    #[error("the upstream registry sent no answer to {what} within {after:?}")]
+    Timeout {
+        what: String,
+        after: std::time::Duration,
+    },
     #[error("the upstream registry answered {status} to {what}: {body}")]
     Status {
         what: String,
@@ -162,7 +165,7 @@ impl RegistryApi {
         let limit = self.client.response_timeout();
         let timeout = || ApiError::Timeout {
             what: what(),
-            secs: limit.as_secs(),
+            after: limit,
         };
         let resp = tokio::time::timeout(limit, self.client.request(req))
             .await
@@ -488,5 +491,65 @@ impl RegistryApi {
             );
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use tokio::io::AsyncReadExt;
+
+    use super::*;
+
+    /// A stub registry that reads one request head, hands it over, and
+    /// never answers.
+    async fn silent_registry() -> (String, tokio::sync::oneshot::Receiver<String>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let origin = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = conn.read(&mut buf).await.unwrap();
+                assert!(n > 0, "the client closed before its request head");
+                head.extend_from_slice(&buf[..n]);
+            }
+            let _ = tx.send(String::from_utf8_lossy(&head).into_owned());
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            drop(conn);
+        });
+        (origin, rx)
+    }
+
+    #[tokio::test]
+    async fn calls_carry_the_upstream_credentials_and_stop_at_the_response_timeout() {
+        let (origin, head) = silent_registry().await;
+        let mut credentials = http::HeaderValue::from_static("Basic cmVnYXRlOnB3");
+        credentials.set_sensitive(true);
+        let client = UpstreamClient::new(
+            Duration::from_secs(1),
+            Duration::from_millis(300),
+            Some(credentials),
+        );
+        let api = RegistryApi::new(client, &origin);
+        let started = Instant::now();
+        let result = tokio::time::timeout(Duration::from_secs(10), api.resolve("a/b", "v1"))
+            .await
+            .expect("the configured response timeout was not applied");
+        assert!(
+            matches!(&result, Err(ApiError::Timeout { after, .. }) if after.as_millis() == 300),
+            "{result:?}"
+        );
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        let head = head.await.unwrap().to_ascii_lowercase();
+        assert!(head.starts_with("head /v2/a/b/manifests/v1 "), "{head}");
+        assert!(
+            head.contains("authorization: basic cmvnyxrlonb3\r\n"),
+            "{head}"
+        );
+        assert!(head.contains("accept: application/vnd.oci.image.manifest.v1+json"));
     }
 }
