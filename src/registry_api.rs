@@ -80,9 +80,15 @@ pub enum NativeTagDelete {
 }
 
 impl ApiError {
-    /// A 502 for the client (this error's text names no address) and a warn
-    /// line for the operator naming what regate was doing for which request.
+    /// A 502 for the client, or a 504 when the registry did not answer in
+    /// time (as a forwarded request gets; this error's text names no
+    /// address), and a warn line for the operator naming what regate was
+    /// doing for which request.
     pub fn bad_gateway_for(self, route: &str, repository: &str) -> crate::error::RegistryError {
+        if let ApiError::Timeout { .. } = self {
+            tracing::warn!(target: "regate::upstream", route, repository, error = %self, "a call to the upstream registry timed out; answered 504");
+            return crate::error::RegistryError::gateway_timeout(self.to_string());
+        }
         tracing::warn!(target: "regate::upstream", route, repository, error = %self, "a call to the upstream registry failed; answered 502");
         crate::error::RegistryError::bad_gateway(self.to_string())
     }
