@@ -4,7 +4,7 @@
 //!
 //! Owns the subcommands' arguments, the HTTP calls and what they print; exit
 //! codes follow `cli`: 0 done, 1 failed (a GC run that failed included), 2
-//! usage or configuration.
+//! usage or configuration. Its HTTP client comes from `client::http_client`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -143,9 +143,7 @@ struct Api {
 
 impl Api {
     fn new(target: &AdminTarget) -> Result<Self, ClientError> {
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .build()
+        let client = crate::client::http_client(Vec::new())
             .map_err(|e| ClientError::Failed(e.to_string()))?;
         Ok(Api {
             base: target.base()?,

@@ -21,6 +21,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::{ManagedSettings, UpstreamUrl};
 use crate::metrics::Metrics;
+use crate::proxy::UpstreamClient;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ManagedError {
@@ -103,6 +104,7 @@ impl ManagedRegistry {
     pub async fn start(
         settings: &ManagedSettings,
         url: Option<&UpstreamUrl>,
+        client: &UpstreamClient,
         metrics: Arc<Metrics>,
     ) -> Result<Self, ManagedError> {
         let binary =
@@ -143,6 +145,7 @@ impl ManagedRegistry {
             let mut child = spawn(&binary, &paths.config)?;
             match wait_ready(
                 &url,
+                client,
                 &mut child,
                 Duration::from_secs(15),
                 (&binary, &paths.config),
@@ -156,6 +159,7 @@ impl ManagedRegistry {
                         binary,
                         paths.config.clone(),
                         url.clone(),
+                        client.clone(),
                         child,
                         stop_rx,
                         metrics,
@@ -361,17 +365,13 @@ fn is_problem(line: &str) -> bool {
 /// `run` is the binary and its config, for the message of a failure.
 async fn wait_ready(
     url: &UpstreamUrl,
+    client: &UpstreamClient,
     child: &mut Child,
     within: Duration,
     run: (&Path, &Path),
 ) -> Result<(), ManagedError> {
     let deadline = Instant::now() + within;
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(1))
-        .no_proxy()
-        .build()
-        .expect("client");
-    let probe = format!("{}/v2/", url.origin());
+    let origin = url.origin();
     let mut last = String::from("no answer yet");
     while Instant::now() < deadline {
         if let Ok(Some(status)) = child.try_wait() {
@@ -382,10 +382,10 @@ async fn wait_ready(
                 run,
             ));
         }
-        match client.get(&probe).send().await {
-            Ok(r) if r.status().is_success() => return Ok(()),
-            Ok(r) => last = format!("answered {}", r.status()),
-            Err(e) => last = e.to_string(),
+        match client.probe(&origin, Duration::from_secs(1)).await {
+            Ok(status) if status.is_success() => return Ok(()),
+            Ok(status) => last = format!("answered {status}"),
+            Err(e) => last = e,
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
@@ -428,6 +428,7 @@ async fn supervise(
     binary: PathBuf,
     config: PathBuf,
     url: UpstreamUrl,
+    client: UpstreamClient,
     mut child: Child,
     mut stop: watch::Receiver<bool>,
     metrics: Arc<Metrics>,
@@ -445,7 +446,8 @@ async fn supervise(
                 backoff = (backoff * 2).min(Duration::from_secs(30));
                 match spawn(&binary, &config) {
                     Ok(mut c) => {
-                        if wait_ready(&url, &mut c, Duration::from_secs(15), (&binary, &config))
+                        let run = (binary.as_path(), config.as_path());
+                        if wait_ready(&url, &client, &mut c, Duration::from_secs(15), run)
                             .await
                             .is_ok()
                         {

@@ -656,3 +656,64 @@ async fn a_held_upload_that_waits_for_100_continue_goes_on_after_the_hold() {
     assert!(blob_on_disk(&registry.storage, &digest));
     server.shutdown().await;
 }
+
+/// Against a registry with its own htpasswd, regate sends its
+/// `[upstream] username` credentials on its own GC calls too: the keeper
+/// that holds a cut push's blobs through GC, and untagged cleanup's deletes
+/// (without them both got 401: GC deleted the push's blobs, and the cleanup
+/// failed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gc_keeper_and_untagged_cleanup_use_the_upstream_credentials() {
+    use common::auth::{password, GuardedRegistry};
+    let registry = GuardedRegistry::start(&["regate-upstream"]);
+    let dir = tempfile::tempdir().unwrap();
+    let pw_file = dir.path().join("upstream-password");
+    std::fs::write(&pw_file, format!("{}\n", password("regate-upstream"))).unwrap();
+    let gc = format!(
+        "[gc]\ncommand = [\"docker-registry\", \"garbage-collect\", {:?}]\nstorage_root = {:?}\ndrain_timeout = \"1s\"\n",
+        registry.config.display().to_string(),
+        registry.storage.display().to_string(),
+    );
+    let env = vec![
+        ("REGATE_UPSTREAM__USERNAME".into(), "regate-upstream".into()),
+        (
+            "REGATE_UPSTREAM__PASSWORD_FILE".into(),
+            pw_file.display().to_string(),
+        ),
+    ];
+    let regate = Regate::start_with_env(&registry.url, &gc, env).await;
+    let client = regate.client();
+
+    // A push cut by the drain: its blobs are kept through GC by a keeper.
+    let img = Image::oci("guarded-cut", 50_000);
+    let repo = "guarded/cut";
+    for b in &img.blobs {
+        push_blob(&client, &regate.url, repo, &b.bytes).await;
+    }
+    let run = start_gc(&regate.admin_url, false, false, true).await["run"].clone();
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(run["drain_timed_out"], true, "{run}");
+    for b in &img.blobs {
+        assert!(
+            blob_on_disk(&registry.storage, &b.digest),
+            "GC deleted a blob of the push under way: the keeper was not stored"
+        );
+    }
+    assert_eq!(revision_links(&registry.storage, repo), 0, "keeper left");
+    put_manifest(&client, &regate.url, repo, "v1", &img).await;
+
+    // A tag moved to another image: untagged cleanup deletes the old one.
+    let old = Image::oci("guarded-old", 1_000);
+    let new = Image::oci("guarded-new", 1_000);
+    old.push(&client, &regate.url, "guarded/app", "v1").await;
+    new.push(&client, &regate.url, "guarded/app", "v1").await;
+    assert_eq!(revision_links(&registry.storage, "guarded/app"), 2);
+    let run = start_gc(&regate.admin_url, false, true, true).await["run"].clone();
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(run["manifests_deleted"], 1, "{run}");
+    assert_eq!(revision_links(&registry.storage, "guarded/app"), 1);
+    assert!(!blob_on_disk(&registry.storage, &old.blobs[1].digest));
+    pull_and_check(&regate, "guarded/app", "v1", &new).await;
+    pull_and_check(&regate, repo, "v1", &img).await;
+    regate.stop().await;
+}

@@ -340,6 +340,63 @@ async fn reindex_rebuilds_the_same_list_into_an_empty_state() {
     regate.stop().await;
 }
 
+/// `regate reindex` through the registry API (no storage visible) uses the
+/// server's upstream client: against a registry with its own auth it sends
+/// the `[upstream] username` credentials (it used to get 401).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reindex_through_the_api_sends_the_upstream_credentials() {
+    use common::auth::{password, GuardedRegistry};
+    let registry = GuardedRegistry::start(&["regate-upstream"]);
+    let dir = tempfile::tempdir().unwrap();
+    let pw_file = dir.path().join("upstream-password");
+    std::fs::write(&pw_file, format!("{}\n", password("regate-upstream"))).unwrap();
+    let creds = format!(
+        "username = \"regate-upstream\"\npassword_file = {:?}\n",
+        pw_file.display().to_string()
+    );
+    let env = vec![
+        ("REGATE_UPSTREAM__USERNAME".into(), "regate-upstream".into()),
+        (
+            "REGATE_UPSTREAM__PASSWORD_FILE".into(),
+            pw_file.display().to_string(),
+        ),
+    ];
+    let regate = Regate::start_with_env(&registry.url, "", env).await;
+    let image = Image::oci("reindex-guarded", 1_000);
+    image
+        .push(&regate.client(), &regate.url, "ri/guarded", "v1")
+        .await;
+    // Tagged: the API walk finds manifests through their tags.
+    Image::artifact_for("g", &image, SIG)
+        .push(&regate.client(), &regate.url, "ri/guarded", "sig")
+        .await;
+    regate.stop().await;
+    let (state, certs) = (
+        tempfile::tempdir().unwrap(),
+        common::regate::TestCerts::new(),
+    );
+    let config = common::regate::config_toml(&registry.url, &certs, state.path(), "")
+        .replace("[upstream]\n", &format!("[upstream]\n{creds}"));
+    let cfg = dir.path().join("reindex.toml");
+    std::fs::write(&cfg, config).unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_regate"))
+            .arg("reindex")
+            .arg("--config")
+            .arg(&cfg)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("1 referrers indexed"), "{stdout}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_last_conformance_checks_a_stale_upload_url_and_an_invalid_tag() {
     let registry = Registry::start();

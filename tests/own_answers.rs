@@ -337,3 +337,61 @@ async fn a_refused_small_body_keeps_the_connection_and_a_large_one_is_read_then_
     assert!(close, "an 8 MB refused body left the connection open");
     regate.stop().await;
 }
+
+/// A registry that accepts connections and never answers: regate's own
+/// calls (tag delete, tag list) stop at `upstream.response_timeout` with a
+/// 504 OCI error, as forwarded requests do, over HTTP/1.1 and HTTP/2 (HEAD
+/// of a tag list is refused before any call: 405).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regates_own_calls_to_a_silent_registry_get_504_at_the_response_timeout() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        loop {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                while matches!(conn.read(&mut buf).await, Ok(n) if n > 0) {}
+            });
+        }
+    });
+    let regate = Regate::start_with_env(
+        &upstream,
+        "",
+        vec![("REGATE_UPSTREAM__RESPONSE_TIMEOUT".into(), "1s".into())],
+    )
+    .await;
+    let ca = regate.certs.files.ca_cert.clone();
+    let started = std::time::Instant::now();
+    let mut calls = Vec::new();
+    for http1 in [true, false] {
+        let version = if http1 {
+            reqwest::Version::HTTP_11
+        } else {
+            reqwest::Version::HTTP_2
+        };
+        for (method, path) in [
+            (reqwest::Method::DELETE, "/v2/silent/app/manifests/v1"),
+            (reqwest::Method::GET, "/v2/silent/app/tags/list"),
+        ] {
+            let (c, url) = (client(&ca, http1), format!("{}{path}", regate.url));
+            calls.push(tokio::spawn(async move {
+                let (status, headers, body) = answer(&c, method.clone(), &url, None, version).await;
+                (method, version, status, headers, body)
+            }));
+        }
+    }
+    for call in calls {
+        let (method, version, status, headers, body) = call.await.unwrap();
+        assert_eq!(status, 504, "{method} {version:?}");
+        assert_eq!(headers["docker-distribution-api-version"], "registry/2.0");
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["errors"][0]["code"], "UNAVAILABLE", "{v}");
+        let message = v["errors"][0]["message"].as_str().unwrap();
+        assert!(message.contains("no answer"), "{message}");
+        assert!(!message.contains("127.0.0.1"), "{message}");
+    }
+    // Concurrently, each after about the 1 s timeout (not a fixed 120 s).
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+    regate.stop().await;
+}

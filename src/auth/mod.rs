@@ -1,8 +1,9 @@
 //! Stage 1 of the pipeline: who is calling, and may they do this?
 //!
 //! Owns [`Auth`] (built once from the settings: mode, htpasswd, token keys,
-//! rules, upstream credentials), [`AuthError`] and its one conversion into a
-//! [`RegistryError`] with the right challenge. It reads the request's
+//! rules), reading regate's upstream credentials ([`upstream_authorization`]),
+//! [`AuthError`] and its one conversion into a [`RegistryError`] with the
+//! right challenge. It reads the request's
 //! headers, method, route and query; it calls [`crate::rules`] for decisions,
 //! its own submodules for passwords and tokens, and [`crate::audit`]. It
 //! never sees a body except the token endpoint's small form.
@@ -210,6 +211,35 @@ impl Attempt<'_> {
     }
 }
 
+/// regate's own credentials for the registry (`[upstream] username` and
+/// `password_file`) as a sensitive `Authorization` value, if configured.
+/// The upstream client ([`crate::proxy::UpstreamClient`]) sends them.
+pub fn upstream_authorization(
+    a: &crate::config::AuthSettings,
+) -> Result<Option<HeaderValue>, AuthSetupError> {
+    match (&a.upstream_username, &a.upstream_password_file) {
+        (Some(user), Some(path)) => {
+            let pw = std::fs::read_to_string(path).map_err(|source| {
+                AuthSetupError::UpstreamPassword {
+                    path: path.display().to_string(),
+                    source,
+                }
+            })?;
+            let pw = pw.trim_end_matches(['\r', '\n']);
+            let b64 = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pw}"));
+            let mut v = HeaderValue::from_str(&format!("Basic {b64}")).map_err(|_| {
+                AuthSetupError::UpstreamPassword {
+                    path: path.display().to_string(),
+                    source: std::io::Error::other("the password is not header-safe text"),
+                }
+            })?;
+            v.set_sensitive(true);
+            Ok(Some(v))
+        }
+        _ => Ok(None),
+    }
+}
+
 pub struct Auth {
     mode: AuthMode,
     realm: String,
@@ -217,7 +247,9 @@ pub struct Auth {
     rules: std::sync::RwLock<Arc<RuleSet>>,
     passwords: Option<Arc<Passwords>>,
     tokens: Option<Tokens>,
-    upstream_authorization: Option<HeaderValue>,
+    /// `[upstream] username` is set: the client's `Authorization` is
+    /// replaced by regate's even with `auth.mode = "none"`.
+    upstream_authorization: bool,
     audit: Audit,
 }
 
@@ -248,27 +280,6 @@ impl Auth {
             AuthMode::Token => Some(Tokens::load(&a.token)?),
             AuthMode::None | AuthMode::Basic => None,
         };
-        let upstream_authorization = match (&a.upstream_username, &a.upstream_password_file) {
-            (Some(user), Some(path)) => {
-                let pw = std::fs::read_to_string(path).map_err(|source| {
-                    AuthSetupError::UpstreamPassword {
-                        path: path.display().to_string(),
-                        source,
-                    }
-                })?;
-                let pw = pw.trim_end_matches(['\r', '\n']);
-                let b64 = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pw}"));
-                let mut v = HeaderValue::from_str(&format!("Basic {b64}")).map_err(|_| {
-                    AuthSetupError::UpstreamPassword {
-                        path: path.display().to_string(),
-                        source: std::io::Error::other("the password is not header-safe text"),
-                    }
-                })?;
-                v.set_sensitive(true);
-                Some(v)
-            }
-            _ => None,
-        };
         match a.mode {
             AuthMode::None => tracing::warn!(
                 "\n\n    *** auth.mode = \"none\": ANYONE who reaches {} can pull, push and delete. ***\n    *** Use this only for local trials; set [auth] mode = \"basic\" or \"token\". ***\n",
@@ -286,7 +297,7 @@ impl Auth {
             rules: std::sync::RwLock::new(Arc::new(a.rules.clone())),
             passwords,
             tokens,
-            upstream_authorization,
+            upstream_authorization: a.upstream_username.is_some(),
             audit,
         })
     }
@@ -305,23 +316,16 @@ impl Auth {
         *self.rules.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(rules);
     }
 
-    /// regate's own credentials for the registry, if configured.
-    pub fn upstream_authorization(&self) -> Option<HeaderValue> {
-        self.upstream_authorization.clone()
-    }
-
     pub fn audit(&self) -> &Audit {
         &self.audit
     }
 
-    /// The headers that go upstream: the client's credentials never do;
-    /// regate's own (`[upstream] username`) do when configured.
+    /// The headers that go upstream: the client's credentials never do
+    /// (regate's own, `[upstream] username`, take their place in
+    /// [`crate::proxy::UpstreamClient`]).
     pub fn prepare_upstream(&self, headers: &mut HeaderMap) {
-        if self.mode != AuthMode::None || self.upstream_authorization.is_some() {
+        if self.mode != AuthMode::None || self.upstream_authorization {
             headers.remove(header::AUTHORIZATION);
-        }
-        if let Some(v) = &self.upstream_authorization {
-            headers.insert(header::AUTHORIZATION, v.clone());
         }
     }
 

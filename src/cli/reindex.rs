@@ -35,12 +35,28 @@ pub fn run(config: &Path) -> ExitCode {
         }
         (None, Some(url)) => {
             println!("walking the registry API at {} (referrers pushed by digest only cannot be found this way; set gc.storage_root to read the storage)", url.origin());
-            let api = crate::registry_api::RegistryApi::new(&url.origin());
+            let authorization = match crate::auth::upstream_authorization(&settings.auth) {
+                Ok(a) => a,
+                Err(e) => {
+                    eprintln!("regate reindex: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let up = &settings.upstream;
             match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
             {
-                Ok(rt) => rt.block_on(reindex::from_api(&state, &api)),
+                Ok(rt) => rt.block_on(async {
+                    // The server's client: its timeouts and credentials.
+                    let client = crate::proxy::UpstreamClient::new(
+                        up.connect_timeout,
+                        up.response_timeout,
+                        authorization,
+                    );
+                    let api = crate::registry_api::RegistryApi::new(client, &url.origin());
+                    reindex::from_api(&state, &api).await
+                }),
                 Err(e) => {
                     eprintln!("regate reindex: cannot start the runtime: {e}");
                     return ExitCode::FAILURE;

@@ -3,6 +3,8 @@
 //! registry, answering Basic and Bearer
 //! challenges with the credentials found by [`credentials`], trusting the
 //! system roots plus `--cacert` and docker's `certs.d/<host>/ca.crt`.
+//! Owns [`http_client`], the one HTTP client builder of the command line
+//! (the admin client's too); the server's is `proxy::UpstreamClient`.
 
 pub mod credentials;
 
@@ -145,6 +147,18 @@ impl Scheme {
     }
 }
 
+/// The command line's HTTP client: no proxy from the environment, a 10 s
+/// connect timeout, and `roots` trusted besides the system's.
+pub fn http_client(roots: Vec<reqwest::Certificate>) -> Result<reqwest::Client, reqwest::Error> {
+    let mut builder = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .no_proxy();
+    for cert in roots {
+        builder = builder.add_root_certificate(cert);
+    }
+    builder.build()
+}
+
 pub struct RegistryClient {
     http: reqwest::Client,
     pub base: String,
@@ -170,9 +184,7 @@ impl RegistryClient {
         cacert: Option<&Path>,
         creds: Option<Credentials>,
     ) -> Result<Self, ClientError> {
-        let mut builder = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .no_proxy();
+        let mut roots = Vec::new();
         let mut cas: Vec<PathBuf> = cacert.map(Path::to_path_buf).into_iter().collect();
         for dir in ["/etc/docker/certs.d", "/etc/containers/certs.d"] {
             let p = Path::new(dir).join(registry).join("ca.crt");
@@ -190,9 +202,9 @@ impl RegistryClient {
                     path: ca.display().to_string(),
                     source,
                 })?;
-            builder = builder.add_root_certificate(cert);
+            roots.push(cert);
         }
-        let http = builder.build().map_err(|source| ClientError::Transport {
+        let http = http_client(roots).map_err(|source| ClientError::Transport {
             url: registry.to_owned(),
             source,
         })?;

@@ -11,7 +11,8 @@
 //! writes blocked. A run that a restart cut short before its GC command
 //! started is resumed at the next start (same run, one more attempt): its
 //! untagged walk skips the repositories it finished ([`walk`]). State calls
-//! run off the async threads. Calls `write_gate`, `state` and `metrics`; the
+//! run off the async threads. Calls `write_gate`, `state`, `metrics` and
+//! `registry_api` (keepers, untagged deletes, with the upstream credentials); the
 //! admin API ([`admin_api`]) is its HTTP face.
 
 pub mod admin_api;
@@ -37,6 +38,7 @@ use tokio::sync::watch;
 use crate::config::gc::GcSettings;
 use crate::error::{ErrorCode, RegistryError};
 use crate::metrics::Metrics;
+use crate::registry_api::RegistryApi;
 use crate::state::gc_history::{GcRun, Maintenance};
 use crate::state::{blocking, State, StateError};
 use crate::write_gate::WriteGate;
@@ -126,8 +128,9 @@ pub struct GcTarget {
     /// Start the command with only `PATH` (the managed registry's binary).
     pub clean_env: bool,
     pub storage_root: Option<PathBuf>,
-    /// The registry's origin, for deleting untagged manifests past the gate.
-    pub upstream_origin: String,
+    /// The registry's API (with regate's upstream credentials), for keepers
+    /// and deleting untagged manifests past the gate.
+    pub api: RegistryApi,
 }
 
 impl GcTarget {
@@ -136,7 +139,7 @@ impl GcTarget {
     pub fn new(
         settings: &GcSettings,
         managed: Option<(&str, &crate::managed::ManagedPaths)>,
-        upstream_origin: &str,
+        api: RegistryApi,
     ) -> Self {
         match managed {
             Some((binary, paths)) => GcTarget {
@@ -152,13 +155,13 @@ impl GcTarget {
                         .clone()
                         .unwrap_or(paths.storage.clone()),
                 ),
-                upstream_origin: upstream_origin.to_owned(),
+                api,
             },
             None => GcTarget {
                 argv: settings.command.clone(),
                 clean_env: false,
                 storage_root: settings.storage_root.clone(),
-                upstream_origin: upstream_origin.to_owned(),
+                api,
             },
         }
     }

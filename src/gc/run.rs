@@ -136,14 +136,14 @@ impl Gc {
         } else {
             0
         };
-        let origin = &self.target.upstream_origin;
+        let api = &self.target.api;
         let keepers = if keep_pushes {
-            keeper::protect(self.gate.pending_blobs(), origin, run.id).await
+            keeper::protect(self.gate.pending_blobs(), api, run.id).await
         } else {
             Vec::new()
         };
         let result = self.gc_command(run, req, manifests_deleted).await;
-        keeper::release(&keepers, origin).await;
+        keeper::release(&keepers, api).await;
         result
     }
 

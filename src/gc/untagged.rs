@@ -18,7 +18,6 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -273,37 +272,18 @@ pub fn plan(root: &Path) -> Result<UntaggedPlan, UntaggedError> {
     })
 }
 
-/// A client for [`delete_one`].
-pub fn delete_client() -> Result<reqwest::Client, String> {
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .map_err(|e| e.to_string())
-}
-
-/// Deletes one planned manifest through the registry API at `origin`
-/// (straight to the registry, past the closed gate). A manifest already gone
-/// (404) counts as deleted; another answer is the error.
+/// Deletes one planned manifest through the registry API (straight to the
+/// registry, past the closed gate). A manifest already gone (404) counts as
+/// deleted; another answer is the error.
 pub async fn delete_one(
-    client: &reqwest::Client,
-    origin: &str,
+    api: &crate::registry_api::RegistryApi,
     repository: &str,
     digest: &str,
 ) -> Result<(), String> {
-    let url = format!("{origin}/v2/{repository}/manifests/{digest}");
-    match client.delete(&url).send().await {
-        Ok(r) if r.status().is_success() || r.status() == 404 => {
+    match api.delete_manifest(repository, digest).await {
+        Ok(_) => {
             tracing::info!(target: "regate::gc", %repository, %digest, "deleted untagged manifest");
             Ok(())
-        }
-        Ok(r) => {
-            let status = r.status();
-            let body = r.text().await.unwrap_or_default();
-            Err(format!(
-                "{digest}: the registry answered {status}: {}",
-                body.trim()
-            ))
         }
         Err(e) => Err(format!("{digest}: {e}")),
     }

@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use super::untagged::{self, RepoPlan, UntaggedPlan};
 use super::{Gc, GcError, GcRequest};
+use crate::registry_api::RegistryApi;
 use crate::state::gc_history::{GcRun, WalkedRepo};
 use crate::state::{blocking, StateError};
 
@@ -69,16 +70,7 @@ impl Gc {
         if !earlier.is_empty() {
             tracing::info!(target: "regate::gc", id, attempt = run.attempts, finished, repositories = names.len(), "untagged walk resumed: repositories finished by an earlier attempt are skipped");
         }
-        let client = if req.dry_run {
-            None
-        } else {
-            Some(
-                untagged::delete_client().map_err(|e| GcError::CommandFailed {
-                    status: "no HTTP client".into(),
-                    last_line: e,
-                })?,
-            )
-        };
+        let api = (!req.dry_run).then_some(&self.target.api);
         let spent_before = run.untagged_ms.unwrap_or(0);
         let started = Instant::now();
         run.repositories = Some(0);
@@ -93,7 +85,7 @@ impl Gc {
                 Some(repo) => repo,
                 None => {
                     let deleted_earlier = earlier.get(&name).map_or(0, |w| w.deleted as usize);
-                    self.walk_repo(run, &root, &name, deleted_earlier, client.as_ref())
+                    self.walk_repo(run, &root, &name, deleted_earlier, api)
                         .await?
                 }
             };
@@ -105,15 +97,15 @@ impl Gc {
         Ok(plan)
     }
 
-    /// Plans one repository, deletes what it found (unless `client` is
-    /// None: a dry run), records it finished.
+    /// Plans one repository, deletes what it found (unless `api` is None: a
+    /// dry run), records it finished.
     async fn walk_repo(
         &self,
         run: &GcRun,
         root: &std::path::Path,
         name: &str,
         deleted_earlier: usize,
-        client: Option<&reqwest::Client>,
+        api: Option<&RegistryApi>,
     ) -> Result<RepoPlan, GcError> {
         let started = Instant::now();
         let mut repo = {
@@ -125,13 +117,12 @@ impl Gc {
         repo.attempt = run.attempts;
         repo.deleted_earlier = deleted_earlier;
         let id = run.id;
-        if let Some(client) = client {
+        if let Some(api) = api {
             if !repo.delete.is_empty() {
                 self.walk_record(id, &repo, false).await?;
             }
-            let origin = &self.target.upstream_origin;
             for digest in repo.delete.clone() {
-                match untagged::delete_one(client, origin, name, &digest).await {
+                match untagged::delete_one(api, name, &digest).await {
                     Ok(()) => {
                         let (state, name) = (self.state.clone(), name.to_owned());
                         if let Err(e) = blocking(move || state.gc_walk_deleted(id, &name)).await {

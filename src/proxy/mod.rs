@@ -1,5 +1,5 @@
-//! Forwarding to the upstream registry: one pooled HTTP/1.1 client, bodies
-//! streamed both ways.
+//! Forwarding to the upstream registry: one pooled HTTP/1.1 client
+//! ([`client`], shared with regate's own calls), bodies streamed both ways.
 //!
 //! Owns [`Upstream`]. It rewrites the request URI to the upstream origin
 //! (path and query untouched), applies the header rules of [`headers`], times
@@ -9,6 +9,7 @@
 //! the address and the cause go to the operator's log, at warn, with the
 //! request's route, method and path. It never looks at a body's content.
 
+pub mod client;
 pub mod headers;
 
 use std::net::SocketAddr;
@@ -16,32 +17,21 @@ use std::time::{Duration, Instant};
 
 use http::{header, HeaderValue, Request, Response, Uri, Version};
 use http_body_util::BodyExt;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::body::{MeteredBody, ProxyBody};
 use crate::config::UpstreamUrl;
 use crate::error::RegistryError;
 use crate::metrics::Metrics;
 use crate::route::RouteKind;
+pub use client::{UpstreamClient, UPSTREAM_READ_MAX};
 pub use headers::PublicOrigin;
-
-/// The largest read from a registry connection, so the largest body chunk.
-/// A download to a client slower than the registry pins about two chunks (one
-/// queued for the client, one read ahead by hyper into the body channel); with
-/// hyper's default (adaptive up to about 400 KiB) 200 rate-limited TLS downloads
-/// peaked at 68-127 MiB resident; with 64 KiB reads (and the 64 KiB write queue of
-/// `server::listener`) at 50-53 MiB, idle being 12 MiB.
-pub const UPSTREAM_READ_MAX: usize = 64 * 1024;
 
 /// The upstream registry and the pooled client that reaches it.
 #[derive(Clone)]
 pub struct Upstream {
-    client: Client<HttpConnector, ProxyBody>,
+    client: UpstreamClient,
     origin: String,
     authority: http::uri::Authority,
-    response_timeout: Duration,
     idle_timeout: Duration,
 }
 
@@ -54,28 +44,13 @@ pub struct ClientSide<'a> {
 }
 
 impl Upstream {
-    pub fn new(
-        url: &UpstreamUrl,
-        connect_timeout: Duration,
-        response_timeout: Duration,
-        idle_timeout: Duration,
-    ) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(connect_timeout));
-        connector.enforce_http(true);
-        let client = Client::builder(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(128)
-            .http1_max_buf_size(UPSTREAM_READ_MAX)
-            .build(connector);
+    /// The registry at `url`, reached through `client`; a body (either way)
+    /// may stall `idle_timeout`.
+    pub fn new(client: UpstreamClient, url: &UpstreamUrl, idle_timeout: Duration) -> Self {
         Upstream {
             client,
             origin: url.origin(),
             authority: url.authority.clone(),
-            response_timeout,
             idle_timeout,
         }
     }
@@ -83,6 +58,11 @@ impl Upstream {
     /// `http://host:port` of the registry.
     pub fn origin(&self) -> &str {
         &self.origin
+    }
+
+    /// The client (with regate's credentials) for regate's own calls.
+    pub fn client(&self) -> &UpstreamClient {
+        &self.client
     }
 
     /// Sends `req` upstream and returns its response, streaming.
@@ -124,7 +104,7 @@ impl Upstream {
         let req = Request::from_parts(parts, body.boxed_unsync());
 
         let started = Instant::now();
-        let response_timeout = self.response_timeout;
+        let response_timeout = self.client.response_timeout();
         let result = tokio::select! {
             r = self.client.request(req) => r,
             _ = async {
@@ -198,13 +178,6 @@ impl Upstream {
     /// A plain GET to the registry, for readiness checks (on the admin
     /// listener: its answer may name the upstream).
     pub async fn probe(&self, timeout: Duration) -> Result<http::StatusCode, String> {
-        let req = Request::get(format!("{}/v2/", self.origin))
-            .body(crate::body::empty())
-            .map_err(|e| e.to_string())?;
-        match tokio::time::timeout(timeout, self.client.request(req)).await {
-            Ok(Ok(resp)) => Ok(resp.status()),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err(format!("no answer within {timeout:?}")),
-        }
+        self.client.probe(&self.origin, timeout).await
     }
 }

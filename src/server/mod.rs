@@ -180,9 +180,21 @@ pub async fn start(settings: Settings) -> Result<RunningServer, StartError> {
     let certs = CertStore::load(&settings.server.tls_cert, &settings.server.tls_key)?;
     let tls_config = crate::tls::server_config(Arc::clone(&certs))?;
 
+    // The one client to the registry: forwarding, regate's own calls, probes.
+    let client = crate::proxy::UpstreamClient::new(
+        settings.upstream.connect_timeout,
+        settings.upstream.response_timeout,
+        crate::auth::upstream_authorization(&settings.auth)?,
+    );
     let managed = match &settings.upstream.managed {
         Some(m) => Some(
-            ManagedRegistry::start(m, settings.upstream.url.as_ref(), Arc::clone(&metrics)).await?,
+            ManagedRegistry::start(
+                m,
+                settings.upstream.url.as_ref(),
+                &client,
+                Arc::clone(&metrics),
+            )
+            .await?,
         ),
         None => None,
     };
@@ -191,18 +203,8 @@ pub async fn start(settings: Settings) -> Result<RunningServer, StartError> {
         (None, Some(u)) => u.clone(),
         (None, None) => unreachable!("validation requires upstream.url or [upstream.managed]"),
     };
-    let up = &settings.upstream;
-    let upstream = Upstream::new(
-        &upstream_url,
-        up.connect_timeout,
-        up.response_timeout,
-        up.idle_timeout,
-    );
-
-    let api = crate::registry_api::RegistryApi::with_authorization(
-        upstream.origin(),
-        auth.upstream_authorization(),
-    );
+    let upstream = Upstream::new(client, &upstream_url, settings.upstream.idle_timeout);
+    let api = crate::registry_api::RegistryApi::new(upstream.client().clone(), upstream.origin());
     let gate = crate::write_gate::WriteGate::new(
         crate::write_gate::GatePolicy::from_settings(&settings.gc),
         Arc::clone(&metrics),
@@ -228,7 +230,7 @@ pub async fn start(settings: Settings) -> Result<RunningServer, StartError> {
                 .as_ref()
                 .zip(settings.upstream.managed.as_ref())
                 .map(|(m, s)| (s.binary.as_str(), m.paths())),
-            upstream.origin(),
+            api.clone(),
         ),
         Arc::clone(&gate),
         state.clone(),

@@ -95,6 +95,7 @@ impl From<TagDeleteError> for RegistryError {
             TagDeleteError::Api(ApiError::Transport(_)) | TagDeleteError::Upstream(_) => {
                 RegistryError::bad_gateway(msg)
             }
+            TagDeleteError::Api(ApiError::Timeout { .. }) => RegistryError::gateway_timeout(msg),
             TagDeleteError::Api(ApiError::Status { .. })
             | TagDeleteError::Api(ApiError::DigestMismatch { .. }) => {
                 RegistryError::bad_gateway(msg)

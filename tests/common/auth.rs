@@ -201,6 +201,9 @@ pub fn claims_of(token: &str) -> serde_json::Value {
 /// A real registry that demands its own Basic credentials (its `auth.htpasswd`).
 pub struct GuardedRegistry {
     pub url: String,
+    /// Its config file (for `garbage-collect`) and storage root.
+    pub config: PathBuf,
+    pub storage: PathBuf,
     child: std::process::Child,
     _dir: tempfile::TempDir,
 }
@@ -213,6 +216,7 @@ impl GuardedRegistry {
         let htpasswd = dir.path().join("htpasswd");
         write_htpasswd(&htpasswd, users);
         let storage = dir.path().join("storage");
+        std::fs::create_dir_all(&storage).unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -250,6 +254,8 @@ impl GuardedRegistry {
         }
         GuardedRegistry {
             url,
+            config,
+            storage,
             child,
             _dir: dir,
         }

@@ -83,6 +83,18 @@ impl Regate {
         .await
     }
 
+    /// Like [`Regate::start_with`], with environment overrides (`REGATE_...`).
+    pub async fn start_with_env(upstream: &str, extra: &str, env: Vec<(String, String)>) -> Self {
+        Self::start_in(
+            upstream,
+            extra,
+            TestCerts::new(),
+            tempfile::tempdir().unwrap(),
+            env,
+        )
+        .await
+    }
+
     /// `env`: environment overrides of the config (`REGATE_...`).
     async fn start_in(
         upstream: &str,
