@@ -31,6 +31,7 @@ pub mod registry_api;
 pub mod registry_params;
 pub mod request_limits;
 pub mod route;
+pub mod route_kind;
 pub mod rules;
 pub mod server;
 pub mod state;

@@ -12,6 +12,7 @@ use std::fmt;
 use http::StatusCode;
 
 use crate::error::{ErrorCode, RegistryError};
+use crate::route_kind::RouteKind;
 
 /// Longest repository name accepted (distribution's limit).
 pub const MAX_NAME_LEN: usize = 255;
@@ -245,44 +246,6 @@ pub enum Route {
     RestoreTag { name: RepoName, tag: Tag },
     /// `/v2/<name>/_regate/delete`: remove many tags at once (POST, JSON).
     DeleteTags { name: RepoName },
-}
-
-/// A short, fixed label for metrics and logs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum RouteKind {
-    Base,
-    Catalog,
-    Manifest,
-    Blob,
-    UploadStart,
-    Upload,
-    TagsList,
-    Referrers,
-    TagReference,
-    DeletedTags,
-    RestoreTag,
-    DeleteTags,
-    Other,
-}
-
-impl RouteKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RouteKind::Base => "base",
-            RouteKind::Catalog => "catalog",
-            RouteKind::Manifest => "manifest",
-            RouteKind::Blob => "blob",
-            RouteKind::UploadStart => "upload_start",
-            RouteKind::Upload => "upload",
-            RouteKind::TagsList => "tags_list",
-            RouteKind::Referrers => "referrers",
-            RouteKind::TagReference => "tag_reference",
-            RouteKind::DeletedTags => "deleted_tags",
-            RouteKind::RestoreTag => "restore_tag",
-            RouteKind::DeleteTags => "delete_tags",
-            RouteKind::Other => "other",
-        }
-    }
 }
 
 impl Route {

@@ -24,7 +24,7 @@ use crate::body::{MeteredBody, ProxyBody};
 use crate::config::UpstreamUrl;
 use crate::error::RegistryError;
 use crate::metrics::Metrics;
-use crate::route::RouteKind;
+use crate::route_kind::RouteKind;
 pub use headers::PublicOrigin;
 
 /// The largest read from a registry connection, so the largest body chunk.
