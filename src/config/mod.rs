@@ -25,6 +25,10 @@ use std::time::Duration;
 pub use auth::{AuditSettings, AuthMode, AuthSettings, TokenSettings};
 pub use validate::Problem;
 
+/// The bound of hyper's head buffer, which the server sets to twice
+/// `server.max_header_bytes`: so that key may be at most half of this.
+pub const HARD_MAX_HEAD_BYTES: usize = 1024 * 1024;
+
 /// The environment variable that overrides `key` (`server.listen` ->
 /// `REGATE_SERVER__LISTEN`), for messages that tell an operator where to look.
 pub fn env_var(key: &str) -> String {
