@@ -207,14 +207,10 @@ pub(super) fn validate(raw: RawConfig, _source: &str) -> Result<Settings, Vec<Pr
         if m.binary.trim().is_empty() {
             c.problems
                 .push(Problem::new("upstream.managed.binary", "must not be empty"));
-        } else if crate::managed::resolve_binary(&m.binary).is_none() {
+        } else if super::resolve_binary(&m.binary).is_none() {
             c.problems.push(Problem::new(
                 "upstream.managed.binary",
-                format!(
-                    "{:?}: {}",
-                    m.binary,
-                    crate::managed::missing_binary(&m.binary)
-                ),
+                format!("{:?}: {}", m.binary, super::missing_binary(&m.binary)),
             ));
         }
     }
