@@ -395,6 +395,17 @@ impl Route {
     }
 }
 
+/// The upload session a `Location` points to (`/v2/<name>/blobs/uploads/<id>?...`,
+/// a path or an absolute URL): the session the route of the requests that
+/// follow will carry. `None` for anything else.
+pub fn upload_session_of(location: &str) -> Option<String> {
+    let uri: http::Uri = location.parse().ok()?;
+    match Route::parse(uri.path()).ok()? {
+        Route::Upload { session, .. } => Some(session),
+        _ => None,
+    }
+}
+
 /// Upload session ids are opaque to clients, but distribution makes UUIDs;
 /// accept the URL-safe characters any registry would use.
 fn valid_session(s: &str) -> bool {
