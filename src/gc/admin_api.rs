@@ -19,12 +19,11 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
 use serde::Deserialize;
 use serde_json::json;
 
 use super::{Gc, GcRequest};
-use crate::body::{full, ProxyBody};
+use crate::body::{full, read_capped, ProxyBody};
 use crate::error::{ErrorCode, RegistryError};
 use crate::unread_body::UnreadBody;
 
@@ -59,11 +58,9 @@ async fn read_json<T>(req: Request<UnreadBody>) -> Result<T, RegistryError>
 where
     T: for<'de> Deserialize<'de> + Default,
 {
-    let bytes = Limited::new(req.into_body(), MAX_BODY)
-        .collect()
+    let bytes = read_capped(req.into_body(), MAX_BODY)
         .await
-        .map_err(|e| bad_request(format!("cannot read the body: {e}")))?
-        .to_bytes();
+        .map_err(|e| bad_request(format!("cannot read the body: {e}")))?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
