@@ -67,11 +67,10 @@ where
     serde_json::from_slice(&bytes).map_err(|e| bad_request(format!("invalid JSON body: {e}")))
 }
 
+/// Whether the query sets the flag `name` (`name`, `name=true` or `name=1`).
 fn query_flag(req_query: Option<&str>, name: &str) -> bool {
-    req_query
-        .unwrap_or("")
-        .split('&')
-        .any(|kv| kv == name || kv == format!("{name}=true") || kv == format!("{name}=1"))
+    form_urlencoded::parse(req_query.unwrap_or("").as_bytes())
+        .any(|(k, v)| k == name && matches!(&*v, "" | "true" | "1"))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -168,5 +167,21 @@ async fn serve(
             ErrorCode::Unsupported,
             format!("{m} is not allowed on {p}"),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::query_flag;
+
+    #[test]
+    fn a_flag_is_its_name_or_true_or_1() {
+        for q in ["wait", "wait=true", "wait=1", "a=b&wait", "w%61it=1"] {
+            assert!(query_flag(Some(q), "wait"), "{q}");
+        }
+        for q in ["wait=false", "wait=0", "waiting=1", "a=wait", ""] {
+            assert!(!query_flag(Some(q), "wait"), "{q}");
+        }
+        assert!(!query_flag(None, "wait"));
     }
 }
