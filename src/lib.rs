@@ -25,6 +25,7 @@ pub mod gc;
 pub mod managed;
 pub mod manifest_check;
 pub mod metrics;
+pub mod pages;
 pub mod proxy;
 pub mod referrers;
 pub mod registry_api;
