@@ -14,7 +14,7 @@ use std::time::Instant;
 use http::Method;
 
 use crate::metrics::Metrics;
-use crate::route::RouteKind;
+use crate::route_kind::RouteKind;
 
 /// Which way a body flows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,7 +4,8 @@
 //! which passes frames through untouched while counting bytes into the
 //! request's [`RequestRecord`], enforcing an idle timeout (time without a frame,
 //! never a total time, so a slow multi-GiB upload is not cut) and telling a
-//! waiter when the stream has ended. Nothing here buffers a body.
+//! waiter when the stream has ended. Nothing here buffers a body but
+//! [`read_capped`], for the small bodies regate reads itself.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -14,7 +15,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Empty, Full};
+use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Empty, Full, LengthLimitError, Limited};
 use pin_project_lite::pin_project;
 use tokio::sync::oneshot;
 use tokio::time::{Instant, Sleep};
@@ -36,6 +37,39 @@ pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
 /// An empty body.
 pub fn empty() -> ProxyBody {
     Empty::new().map_err(|never| match never {}).boxed_unsync()
+}
+
+/// Why [`read_capped`] returned no body.
+#[derive(Debug, thiserror::Error)]
+pub enum CappedReadError {
+    /// The body holds more than the cap (in bytes).
+    #[error("the body is over {0} bytes")]
+    TooLarge(usize),
+    /// The body failed before its end.
+    #[error("{0}")]
+    Read(BoxError),
+}
+
+/// Reads a whole small body (a form, a JSON request, a manifest) into memory,
+/// refusing one of more than `limit` bytes as soon as it passes the limit.
+/// The one capped reader: `http_body_util::Limited`. (The future is boxed so
+/// that callers' futures stay `Send`: a generic `Into<BoxError>` bound in an
+/// unboxed one trips rustc's "not general enough" on `Box<dyn Error>`.)
+pub fn read_capped<B>(
+    body: B,
+    limit: usize,
+) -> Pin<Box<dyn Future<Output = Result<Bytes, CappedReadError>> + Send>>
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    Box::pin(async move {
+        match Limited::new(body, limit).collect().await {
+            Ok(collected) => Ok(collected.to_bytes()),
+            Err(e) if e.is::<LengthLimitError>() => Err(CappedReadError::TooLarge(limit)),
+            Err(e) => Err(CappedReadError::Read(e)),
+        }
+    })
 }
 
 /// A stream stalled for longer than the configured idle timeout.
@@ -148,5 +182,43 @@ where
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frames(chunks: &[&'static [u8]], fail: bool) -> ProxyBody {
+        let mut items: Vec<Result<Frame<Bytes>, BoxError>> = chunks
+            .iter()
+            .map(|c| Ok(Frame::data(Bytes::from_static(c))))
+            .collect();
+        if fail {
+            items.push(Err("connection reset".into()));
+        }
+        http_body_util::StreamBody::new(futures_util::stream::iter(items)).boxed_unsync()
+    }
+
+    #[tokio::test]
+    async fn a_capped_read_takes_up_to_the_limit_over_frames() {
+        let got = read_capped(frames(&[b"abc", b"de"], false), 5)
+            .await
+            .unwrap();
+        assert_eq!(&got[..], b"abcde");
+        let got = read_capped(empty(), 0).await.unwrap();
+        assert!(got.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_capped_read_refuses_one_byte_more_and_passes_read_errors_on() {
+        let e = read_capped(frames(&[b"abc", b"def"], false), 5)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, CappedReadError::TooLarge(5)), "{e:?}");
+        assert_eq!(e.to_string(), "the body is over 5 bytes");
+        let e = read_capped(frames(&[b"ab"], true), 5).await.unwrap_err();
+        assert!(matches!(e, CappedReadError::Read(_)), "{e:?}");
+        assert_eq!(e.to_string(), "connection reset");
     }
 }

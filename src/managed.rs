@@ -19,7 +19,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::config::{ManagedSettings, UpstreamUrl};
+use crate::config::{missing_binary, resolve_binary, ManagedSettings, UpstreamUrl};
 use crate::metrics::Metrics;
 use crate::proxy::UpstreamClient;
 
@@ -42,30 +42,6 @@ pub enum ManagedError {
         binary: String,
         config: String,
     },
-}
-
-/// What to say when [`resolve_binary`] finds nothing: a path that is not
-/// there, or a name not on PATH, and what to do.
-pub fn missing_binary(binary: &str) -> String {
-    let what = if binary.contains('/') {
-        "no such file".to_owned()
-    } else {
-        "not found on PATH".to_owned()
-    };
-    format!("{what}. Install it (Debian/Ubuntu: `apt-get install docker-registry`), set upstream.managed.binary to its path, or remove [upstream.managed] and point upstream.url at an existing registry")
-}
-
-/// Finds `binary` as a path or on PATH.
-pub fn resolve_binary(binary: &str) -> Option<PathBuf> {
-    if binary.contains('/') {
-        let p = PathBuf::from(binary);
-        return p.is_file().then_some(p);
-    }
-    std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .map(|dir| dir.join(binary))
-        .find(|p| p.is_file())
 }
 
 fn free_loopback_port() -> std::io::Result<u16> {

@@ -2,7 +2,7 @@
 //! the target and headers (`server.max_header_bytes`) and the number of
 //! headers ([`MAX_HEADERS`]). A request over either gets 431 with an OCI error
 //! body before anything else looks at it. hyper's larger limits
-//! ([`crate::server::HARD_MAX_HEAD_BYTES`]) stay as a backstop. Pure; calls
+//! ([`crate::config::HARD_MAX_HEAD_BYTES`]) stay as a backstop. Pure; calls
 //! only the error type.
 
 use http::{Request, StatusCode};

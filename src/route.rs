@@ -12,6 +12,7 @@ use std::fmt;
 use http::StatusCode;
 
 use crate::error::{ErrorCode, RegistryError};
+use crate::route_kind::RouteKind;
 
 /// Longest repository name accepted (distribution's limit).
 pub const MAX_NAME_LEN: usize = 255;
@@ -247,44 +248,6 @@ pub enum Route {
     DeleteTags { name: RepoName },
 }
 
-/// A short, fixed label for metrics and logs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum RouteKind {
-    Base,
-    Catalog,
-    Manifest,
-    Blob,
-    UploadStart,
-    Upload,
-    TagsList,
-    Referrers,
-    TagReference,
-    DeletedTags,
-    RestoreTag,
-    DeleteTags,
-    Other,
-}
-
-impl RouteKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RouteKind::Base => "base",
-            RouteKind::Catalog => "catalog",
-            RouteKind::Manifest => "manifest",
-            RouteKind::Blob => "blob",
-            RouteKind::UploadStart => "upload_start",
-            RouteKind::Upload => "upload",
-            RouteKind::TagsList => "tags_list",
-            RouteKind::Referrers => "referrers",
-            RouteKind::TagReference => "tag_reference",
-            RouteKind::DeletedTags => "deleted_tags",
-            RouteKind::RestoreTag => "restore_tag",
-            RouteKind::DeleteTags => "delete_tags",
-            RouteKind::Other => "other",
-        }
-    }
-}
-
 impl Route {
     /// For an endpoint regate serves itself, the methods it answers (the
     /// `Allow` of a 405); `None` for the registry's endpoints, which are
@@ -429,6 +392,17 @@ impl Route {
             });
         }
         Err(RouteError::NotFound)
+    }
+}
+
+/// The upload session a `Location` points to (`/v2/<name>/blobs/uploads/<id>?...`,
+/// a path or an absolute URL): the session the route of the requests that
+/// follow will carry. `None` for anything else.
+pub fn upload_session_of(location: &str) -> Option<String> {
+    let uri: http::Uri = location.parse().ok()?;
+    match Route::parse(uri.path()).ok()? {
+        Route::Upload { session, .. } => Some(session),
+        _ => None,
     }
 }
 

@@ -20,9 +20,8 @@ pub struct Page {
 impl Page {
     pub fn from_query(query: Option<&str>) -> Result<Page, RegistryError> {
         let mut page = Page::default();
-        for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            match k {
+        for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+            match &*k {
                 "n" => {
                     page.n = Some(v.parse().map_err(|_| {
                         RegistryError::new(
@@ -32,7 +31,7 @@ impl Page {
                         )
                     })?)
                 }
-                "last" => page.last = Some(v.to_owned()),
+                "last" => page.last = Some(v.into_owned()),
                 _ => {}
             }
         }
@@ -142,6 +141,13 @@ mod tests {
             }
         );
         assert_eq!(Page::from_query(None).unwrap(), Page::default());
+        assert_eq!(
+            Page::from_query(Some("last=v1%2E0&n=%32&")).unwrap(),
+            Page {
+                n: Some(2),
+                last: Some("v1.0".into())
+            }
+        );
         assert_eq!(
             Page::from_query(Some("n=abc")).unwrap_err().status,
             StatusCode::BAD_REQUEST

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use http::{header, HeaderMap, HeaderValue, StatusCode};
 
 use crate::error::{ErrorCode, RegistryError};
+use crate::route::upload_session_of;
 
 const FORGET_AFTER: Duration = Duration::from_secs(24 * 3600);
 /// Sessions remembered at most (about 200 bytes each).
@@ -119,7 +120,10 @@ impl UploadOffsets {
 
     /// A session started (202 to POST): it is at 0 (or at the registry's Range).
     pub fn started(&self, repo: &str, location: Option<&HeaderValue>, headers: &HeaderMap) {
-        let Some(session) = location.and_then(|l| l.to_str().ok()).and_then(session_of) else {
+        let Some(session) = location
+            .and_then(|l| l.to_str().ok())
+            .and_then(upload_session_of)
+        else {
             return;
         };
         let offset = next_offset(headers, Some(0)).unwrap_or(0);
@@ -229,13 +233,6 @@ impl UploadOffsets {
     }
 }
 
-/// The session id of an upload URL (`.../blobs/uploads/<id>?...`).
-pub fn session_of(location: &str) -> Option<String> {
-    let path = location.split('?').next()?;
-    let id = path.rsplit_once("/blobs/uploads/")?.1;
-    (!id.is_empty() && !id.contains('/')).then(|| id.to_owned())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -266,15 +263,6 @@ mod tests {
         assert_eq!(next_offset(&h("range", "0-99"), None), Some(100));
         assert_eq!(next_offset(&h("range", "0-0"), Some(0)), Some(0));
         assert_eq!(next_offset(&h("range", "0-0"), Some(1)), Some(1));
-    }
-
-    #[test]
-    fn sessions_from_locations() {
-        assert_eq!(
-            session_of("https://r/v2/a/b/blobs/uploads/abc-123?_state=x").as_deref(),
-            Some("abc-123")
-        );
-        assert_eq!(session_of("/v2/a/blobs/uploads/"), None);
     }
 
     #[test]

@@ -9,13 +9,12 @@
 use std::net::SocketAddr;
 
 use http::{Response, StatusCode};
-use http_body_util::BodyExt;
 use serde::Deserialize;
 
 use super::responses::json_response;
 use super::App;
 use crate::audit::Event;
-use crate::body::ProxyBody;
+use crate::body::{read_capped, CappedReadError, ProxyBody};
 use crate::error::{ErrorCode, RegistryError};
 use crate::route::{RepoName, Tag};
 use crate::tag_delete::MAX_BATCH;
@@ -33,21 +32,16 @@ fn bad(code: ErrorCode, message: impl Into<String>) -> RegistryError {
     RegistryError::new(StatusCode::BAD_REQUEST, code, message)
 }
 
-async fn read_tags(mut body: ProxyBody) -> Result<Vec<Tag>, RegistryError> {
-    let mut bytes = bytes::BytesMut::new();
-    while let Some(frame) = body.frame().await {
-        let frame =
-            frame.map_err(|e| bad(ErrorCode::Unsupported, format!("reading the request: {e}")))?;
-        if let Ok(data) = frame.into_data() {
-            if bytes.len() + data.len() > MAX_BODY {
-                return Err(bad(
-                    ErrorCode::SizeInvalid,
-                    format!("the request is over {MAX_BODY} bytes"),
-                ));
-            }
-            bytes.extend_from_slice(&data);
+async fn read_tags(body: ProxyBody) -> Result<Vec<Tag>, RegistryError> {
+    let bytes = read_capped(body, MAX_BODY).await.map_err(|e| match e {
+        CappedReadError::TooLarge(_) => bad(
+            ErrorCode::SizeInvalid,
+            format!("the request is over {MAX_BODY} bytes"),
+        ),
+        CappedReadError::Read(e) => {
+            bad(ErrorCode::Unsupported, format!("reading the request: {e}"))
         }
-    }
+    })?;
     let req: Request = serde_json::from_slice(&bytes).map_err(|e| {
         bad(
             ErrorCode::Unsupported,

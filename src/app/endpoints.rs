@@ -7,11 +7,10 @@
 //! gets 405 with `Allow`.
 
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::BodyExt;
 
 use super::responses::{empty_response, json_response};
 use super::{App, ConnInfo};
-use crate::body::{full, ProxyBody};
+use crate::body::{full, read_capped, CappedReadError, ProxyBody};
 use crate::error::{ErrorCode, RegistryError};
 use crate::route::{Reference, RepoName, Route};
 use crate::upload_check;
@@ -226,24 +225,14 @@ impl App {
         {
             return Err(too_big());
         }
-        let mut body = body;
-        let mut buf = bytes::BytesMut::new();
-        while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| {
-                RegistryError::new(
-                    StatusCode::BAD_REQUEST,
-                    ErrorCode::ManifestInvalid,
-                    format!("reading the manifest: {e}"),
-                )
-            })?;
-            if let Ok(data) = frame.into_data() {
-                if buf.len() + data.len() > MAX_MANIFEST {
-                    return Err(too_big());
-                }
-                buf.extend_from_slice(&data);
-            }
-        }
-        let bytes = buf.freeze();
+        let bytes = read_capped(body, MAX_MANIFEST).await.map_err(|e| match e {
+            CappedReadError::TooLarge(_) => too_big(),
+            CappedReadError::Read(e) => RegistryError::new(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::ManifestInvalid,
+                format!("reading the manifest: {e}"),
+            ),
+        })?;
         let content_type = parts
             .headers
             .get(header::CONTENT_TYPE)

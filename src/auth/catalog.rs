@@ -3,7 +3,8 @@
 //! itself, keeps what the rules allow, and answers `n` entries with a `Link`
 //! to the next page (`last` = the last name returned) only when at least one
 //! more allowed name exists. Without `n` a page holds 100 names, as on the
-//! registry. Calls the upstream through [`Upstream::forward`].
+//! registry. Calls the upstream through [`Upstream::forward`], page by page
+//! as its `Link` headers lead ([`crate::pages`]).
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
@@ -11,6 +12,7 @@ use http_body_util::BodyExt;
 
 use crate::body::ProxyBody;
 use crate::error::{ErrorCode, RegistryError, API_VERSION_HEADER};
+use crate::pages::Pages;
 use crate::proxy::{ClientSide, Upstream};
 
 /// Page size when the client gives no `n`, and the largest accepted.
@@ -48,15 +50,19 @@ pub async fn filtered(
     side: ClientSide<'_>,
     may_pull: impl Fn(&str) -> bool,
 ) -> Result<Response<ProxyBody>, RegistryError> {
-    let (n, mut cursor) = query_params(query)?;
+    let (n, cursor) = query_params(query)?;
+    let mut first = format!("/v2/_catalog?n={UPSTREAM_PAGE}");
+    if let Some(c) = &cursor {
+        first.push_str("&last=");
+        first.extend(form_urlencoded::byte_serialize(c.as_bytes()));
+    }
+    let mut pages = Pages::starting_at(first);
     let mut names: Vec<String> = Vec::new();
     // One more than asked tells whether a next page exists.
     while names.len() <= n {
-        let mut pq = format!("/v2/_catalog?n={UPSTREAM_PAGE}");
-        if let Some(c) = &cursor {
-            pq.push_str("&last=");
-            pq.extend(form_urlencoded::byte_serialize(c.as_bytes()));
-        }
+        let Some(pq) = pages.next_path() else {
+            break;
+        };
         let mut req = Request::builder()
             .method(Method::GET)
             .uri(pq)
@@ -72,7 +78,7 @@ pub async fn filtered(
         };
         let resp = upstream.forward(req, side).await?;
         let status = resp.status();
-        let more_upstream = resp.headers().contains_key(header::LINK);
+        pages.follow(resp.headers());
         let body = resp
             .into_body()
             .collect()
@@ -94,7 +100,6 @@ pub async fn filtered(
         })?;
         let got = page.repositories.len();
         for name in page.repositories {
-            cursor = Some(name.clone());
             if may_pull(&name) {
                 names.push(name);
                 if names.len() > n {
@@ -102,7 +107,7 @@ pub async fn filtered(
                 }
             }
         }
-        if !more_upstream || got == 0 {
+        if got == 0 {
             break;
         }
     }

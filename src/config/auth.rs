@@ -383,7 +383,8 @@ mod tests {
     fn token_mode_needs_htpasswd_unless_an_external_issuer_signs_the_tokens() {
         let dir = tempfile::tempdir().unwrap();
         let key = dir.path().join("token.key");
-        crate::auth::token::keys::generate(crate::auth::token::keys::KeyKind::Es256, &key).unwrap();
+        // Validation checks that the key file exists; `auth` reads the key.
+        std::fs::write(&key, "a key file").unwrap();
         let acl = "[[acl]]\naccount = \"*\"\nrepository = \"*\"\nactions = [\"pull\"]\n";
         let text = format!(
             "{BASE}[auth]\nmode = \"token\"\n[auth.token]\nsigning_key = {:?}\n{acl}",

@@ -25,6 +25,10 @@ use std::time::Duration;
 pub use auth::{AuditSettings, AuthMode, AuthSettings, TokenSettings};
 pub use validate::Problem;
 
+/// The bound of hyper's head buffer, which the server sets to twice
+/// `server.max_header_bytes`: so that key may be at most half of this.
+pub const HARD_MAX_HEAD_BYTES: usize = 1024 * 1024;
+
 /// The environment variable that overrides `key` (`server.listen` ->
 /// `REGATE_SERVER__LISTEN`), for messages that tell an operator where to look.
 pub fn env_var(key: &str) -> String {
@@ -168,6 +172,31 @@ impl UpstreamUrl {
 pub struct ManagedSettings {
     pub binary: String,
     pub data_dir: PathBuf,
+}
+
+/// What to say when [`resolve_binary`] finds nothing: a path that is not
+/// there, or a name not on PATH, and what to do.
+pub fn missing_binary(binary: &str) -> String {
+    let what = if binary.contains('/') {
+        "no such file".to_owned()
+    } else {
+        "not found on PATH".to_owned()
+    };
+    format!("{what}. Install it (Debian/Ubuntu: `apt-get install docker-registry`), set upstream.managed.binary to its path, or remove [upstream.managed] and point upstream.url at an existing registry")
+}
+
+/// Finds `binary` (`upstream.managed.binary`) as a path or on PATH: checked
+/// by validation, and again by `managed` when it starts the registry.
+pub fn resolve_binary(binary: &str) -> Option<PathBuf> {
+    if binary.contains('/') {
+        let p = PathBuf::from(binary);
+        return p.is_file().then_some(p);
+    }
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|dir| dir.join(binary))
+        .find(|p| p.is_file())
 }
 
 #[derive(Debug, Clone)]

@@ -140,12 +140,12 @@ pub(super) fn validate(raw: RawConfig, _source: &str) -> Result<Settings, Vec<Pr
         d::HEADER_READ_TIMEOUT_SECS,
     );
     let max_header_bytes = s.max_header_bytes.unwrap_or(d::MAX_HEADER_BYTES);
-    if !(1024..=crate::server::HARD_MAX_HEAD_BYTES as u64 / 2).contains(&max_header_bytes) {
+    if !(1024..=super::HARD_MAX_HEAD_BYTES as u64 / 2).contains(&max_header_bytes) {
         c.problems.push(Problem::new(
             "server.max_header_bytes",
             format!(
                 "must be between 1024 and {} (bytes)",
-                crate::server::HARD_MAX_HEAD_BYTES / 2
+                super::HARD_MAX_HEAD_BYTES / 2
             ),
         ));
     }
@@ -207,14 +207,10 @@ pub(super) fn validate(raw: RawConfig, _source: &str) -> Result<Settings, Vec<Pr
         if m.binary.trim().is_empty() {
             c.problems
                 .push(Problem::new("upstream.managed.binary", "must not be empty"));
-        } else if crate::managed::resolve_binary(&m.binary).is_none() {
+        } else if super::resolve_binary(&m.binary).is_none() {
             c.problems.push(Problem::new(
                 "upstream.managed.binary",
-                format!(
-                    "{:?}: {}",
-                    m.binary,
-                    crate::managed::missing_binary(&m.binary)
-                ),
+                format!("{:?}: {}", m.binary, super::missing_binary(&m.binary)),
             ));
         }
     }

@@ -19,12 +19,11 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
 use serde::Deserialize;
 use serde_json::json;
 
 use super::{Gc, GcRequest};
-use crate::body::{full, ProxyBody};
+use crate::body::{full, read_capped, ProxyBody};
 use crate::error::{ErrorCode, RegistryError};
 use crate::unread_body::UnreadBody;
 
@@ -59,22 +58,19 @@ async fn read_json<T>(req: Request<UnreadBody>) -> Result<T, RegistryError>
 where
     T: for<'de> Deserialize<'de> + Default,
 {
-    let bytes = Limited::new(req.into_body(), MAX_BODY)
-        .collect()
+    let bytes = read_capped(req.into_body(), MAX_BODY)
         .await
-        .map_err(|e| bad_request(format!("cannot read the body: {e}")))?
-        .to_bytes();
+        .map_err(|e| bad_request(format!("cannot read the body: {e}")))?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
     serde_json::from_slice(&bytes).map_err(|e| bad_request(format!("invalid JSON body: {e}")))
 }
 
+/// Whether the query sets the flag `name` (`name`, `name=true` or `name=1`).
 fn query_flag(req_query: Option<&str>, name: &str) -> bool {
-    req_query
-        .unwrap_or("")
-        .split('&')
-        .any(|kv| kv == name || kv == format!("{name}=true") || kv == format!("{name}=1"))
+    form_urlencoded::parse(req_query.unwrap_or("").as_bytes())
+        .any(|(k, v)| k == name && matches!(&*v, "" | "true" | "1"))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -171,5 +167,21 @@ async fn serve(
             ErrorCode::Unsupported,
             format!("{m} is not allowed on {p}"),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::query_flag;
+
+    #[test]
+    fn a_flag_is_its_name_or_true_or_1() {
+        for q in ["wait", "wait=true", "wait=1", "a=b&wait", "w%61it=1"] {
+            assert!(query_flag(Some(q), "wait"), "{q}");
+        }
+        for q in ["wait=false", "wait=0", "waiting=1", "a=wait", ""] {
+            assert!(!query_flag(Some(q), "wait"), "{q}");
+        }
+        assert!(!query_flag(None, "wait"));
     }
 }

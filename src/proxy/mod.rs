@@ -22,7 +22,7 @@ use crate::body::{MeteredBody, ProxyBody};
 use crate::config::UpstreamUrl;
 use crate::error::RegistryError;
 use crate::metrics::Metrics;
-use crate::route::RouteKind;
+use crate::route_kind::RouteKind;
 pub use client::{UpstreamClient, UPSTREAM_READ_MAX};
 pub use headers::PublicOrigin;
 

@@ -60,28 +60,14 @@ pub fn describe(
     })
 }
 
-/// A query value with `%XX` escapes decoded (a literal `+` stays a `+`:
-/// media types contain it and clients do not always encode it).
+/// The first value of `key` in the query, decoded by the one query parser
+/// (`form_urlencoded`), except that a literal `+` stays a `+`: media types
+/// contain it and clients do not always encode it.
 fn query_value(query: Option<&str>, key: &str) -> Option<String> {
-    let raw = query?
-        .split('&')
-        .find_map(|p| p.strip_prefix(key)?.strip_prefix('='))?;
-    let bytes = raw.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
-            if let Some(b) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                out.push(b);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8(out).ok()
+    let query = query?.replace('+', "%2B");
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.into_owned())
 }
 
 #[derive(Clone)]
@@ -225,6 +211,14 @@ mod tests {
             Some("application/vnd.x+json")
         );
         assert_eq!(query_value(Some("n=1"), "artifactType"), None);
+        assert_eq!(
+            query_value(
+                Some("n=1&artifactType=application/vnd.x+json"),
+                "artifactType"
+            )
+            .as_deref(),
+            Some("application/vnd.x+json")
+        );
         assert_eq!(
             query_value(Some("artifactType=a%2"), "artifactType").as_deref(),
             Some("a%2")

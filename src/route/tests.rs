@@ -104,6 +104,21 @@ fn grammar_component(c: &str) -> bool {
             .all(|s| s == "." || s == "_" || s == "__" || s.chars().all(|ch| ch == '-'))
 }
 
+#[test]
+fn upload_sessions_from_locations() {
+    assert_eq!(
+        upload_session_of("https://r/v2/a/b/blobs/uploads/abc-123?_state=x").as_deref(),
+        Some("abc-123")
+    );
+    assert_eq!(
+        upload_session_of("/v2/a/blobs/uploads/7c4e0f3a-1b2c?_state=x").as_deref(),
+        Some("7c4e0f3a-1b2c")
+    );
+    assert_eq!(upload_session_of("/v2/a/blobs/uploads/"), None);
+    assert_eq!(upload_session_of("/v2/a/blobs/sha256:ab"), None);
+    assert_eq!(upload_session_of("not a url"), None);
+}
+
 proptest! {
     #[test]
     fn parser_never_panics(path in "/v2/[a-zA-Z0-9._/:%-]{0,80}") {

@@ -262,4 +262,4 @@ impl RuleSet {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

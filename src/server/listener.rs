@@ -41,6 +41,7 @@ use tokio_rustls::TlsAcceptor;
 use super::first_bytes::FirstBytes;
 use crate::app::ConnInfo;
 use crate::body::ProxyBody;
+use crate::config::HARD_MAX_HEAD_BYTES;
 use crate::metrics::Metrics;
 use crate::unread_body::{Disposal, UnreadBody};
 
@@ -48,9 +49,6 @@ pub type ResponseFuture = Pin<Box<dyn Future<Output = Response<ProxyBody>> + Sen
 /// A request handler for one listener.
 pub type Handler = Arc<dyn Fn(Request<UnreadBody>, ConnInfo) -> ResponseFuture + Send + Sync>;
 
-/// The largest configurable head: hyper's buffer is twice the configured
-/// limit, and this bounds that.
-pub const HARD_MAX_HEAD_BYTES: usize = 1024 * 1024;
 /// The number of HTTP/1.1 headers hyper itself refuses (bare 431) beyond.
 pub const HARD_MAX_HEADERS: usize = 1000;
 

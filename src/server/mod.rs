@@ -13,7 +13,7 @@ mod head_response;
 pub mod instance_lock;
 mod listener;
 
-pub use listener::{HARD_MAX_HEADERS, HARD_MAX_HEAD_BYTES};
+pub use listener::HARD_MAX_HEADERS;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -28,7 +28,7 @@ impl State {
     /// takes it. Not fsync'd: a lost row only leaves an unreferenced blob for
     /// the next GC.
     pub fn note_dummy_config(&self, repository: &str, digest: &str) -> Result<(), StateError> {
-        let now = super::tag_journal::now();
+        let now = super::now();
         self.relaxed(|conn| {
             conn.execute(
                 "INSERT OR REPLACE INTO dummy_configs (digest, repository, noted_at) VALUES (?1, ?2, ?3)",

@@ -24,6 +24,14 @@ mod tag_journal;
 pub use referrers::Referrer;
 pub use tag_journal::{Deletion, JournalEntry};
 
+/// Seconds since the Unix epoch, as every table stores its times.
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
 /// Each subsystem's tables; every statement is idempotent.
 const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",

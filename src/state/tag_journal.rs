@@ -4,7 +4,7 @@
 
 use rusqlite::{params, OptionalExtension, Row};
 
-use super::{State, StateError};
+use super::{now, State, StateError};
 
 pub(super) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS tag_delete_journal (
@@ -63,13 +63,6 @@ pub struct Deletion {
     pub account: String,
     pub deleted_at: i64,
     pub restored_at: Option<i64>,
-}
-
-pub(super) fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 fn entry(r: &Row<'_>) -> rusqlite::Result<JournalEntry> {

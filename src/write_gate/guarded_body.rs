@@ -1,5 +1,7 @@
-//! A response body that holds a write's [`WriteGuard`] until it has been sent
-//! completely (or dropped), so a draining gate waits for the whole response.
+//! A response body that holds a guard until it has been sent completely (or
+//! dropped): `pass` puts a write's [`WriteGuard`](super::WriteGuard) in it, so
+//! a draining gate waits for the whole response. Generic over the guard, so it
+//! needs nothing of `pass`.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -8,19 +10,18 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
-use super::pass::WriteGuard;
 use crate::body::BoxError;
 
 pin_project! {
-    pub struct GuardedBody<B> {
+    pub struct GuardedBody<B, G> {
         #[pin]
         inner: B,
-        guard: Option<WriteGuard>,
+        guard: Option<G>,
     }
 }
 
-impl<B> GuardedBody<B> {
-    pub fn new(inner: B, guard: WriteGuard) -> Self {
+impl<B, G> GuardedBody<B, G> {
+    pub fn new(inner: B, guard: G) -> Self {
         GuardedBody {
             inner,
             guard: Some(guard),
@@ -28,7 +29,7 @@ impl<B> GuardedBody<B> {
     }
 }
 
-impl<B> Body for GuardedBody<B>
+impl<B, G> Body for GuardedBody<B, G>
 where
     B: Body<Data = Bytes, Error = BoxError>,
 {

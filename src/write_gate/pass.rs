@@ -13,7 +13,7 @@ use super::guarded_body::GuardedBody;
 use super::write_kind::WriteKind;
 use super::WriteGate;
 use crate::body::ProxyBody;
-use crate::route::Route;
+use crate::route::upload_session_of;
 
 /// A write in flight; dropping it tells a draining gate.
 pub struct WriteGuard {
@@ -93,14 +93,10 @@ fn content_digest(resp: &Response<ProxyBody>) -> Option<&str> {
         .filter(|d| crate::route::Digest::parse(d).is_ok())
 }
 
-/// The session id in an upload's `Location` (`/v2/<name>/blobs/uploads/<id>?...`).
+/// The session id in an upload's `Location`.
 fn upload_session(resp: &Response<ProxyBody>) -> Option<String> {
     let loc = resp.headers().get(http::header::LOCATION)?.to_str().ok()?;
-    let uri: http::Uri = loc.parse().ok()?;
-    match Route::parse(uri.path()).ok()? {
-        Route::Upload { session, .. } => Some(session),
-        _ => None,
-    }
+    upload_session_of(loc)
 }
 
 /// A write waiting at the gate, registered in `Inner::held`; dropping it

@@ -11,13 +11,12 @@ use std::net::SocketAddr;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::BodyExt;
 
 use super::{grant, Scope, TokenError};
 use crate::auth::credentials::{self, MalformedAuth, Presented};
 use crate::auth::passwords::LoginError;
 use crate::auth::{retry_after_secs, Auth};
-use crate::body::ProxyBody;
+use crate::body::{read_capped, CappedReadError, ProxyBody};
 use crate::error::{ErrorCode, RegistryError, API_VERSION_HEADER};
 
 /// Where the issuer is served.
@@ -227,19 +226,11 @@ pub async fn serve(
 }
 
 /// Reads a small request body, refusing more than [`MAX_FORM`] bytes.
-async fn read_form(mut body: ProxyBody) -> Result<Vec<u8>, EndpointError> {
-    let mut out = Vec::new();
-    while let Some(frame) = body.frame().await {
-        let frame =
-            frame.map_err(|e| EndpointError::BadRequest(format!("reading the form: {e}")))?;
-        if let Ok(data) = frame.into_data() {
-            if out.len() + data.len() > MAX_FORM {
-                return Err(EndpointError::BadRequest(format!(
-                    "the form must be under {MAX_FORM} bytes"
-                )));
-            }
-            out.extend_from_slice(&data);
+async fn read_form(body: ProxyBody) -> Result<Bytes, EndpointError> {
+    read_capped(body, MAX_FORM).await.map_err(|e| match e {
+        CappedReadError::TooLarge(_) => {
+            EndpointError::BadRequest(format!("the form must be under {MAX_FORM} bytes"))
         }
-    }
-    Ok(out)
+        CappedReadError::Read(e) => EndpointError::BadRequest(format!("reading the form: {e}")),
+    })
 }

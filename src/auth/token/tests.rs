@@ -205,3 +205,40 @@ mod mutations {
         }
     }
 }
+
+mod properties {
+    //! A grant against the rules it comes from, on the rules' own strategies.
+
+    use proptest::prelude::*;
+
+    use super::super::{grant, Scope};
+    use crate::rules::tests::properties::{action, groups, rule};
+    use crate::rules::{Action, ActionSet, RuleSet};
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        #[test]
+        fn a_grant_never_exceeds_the_rules_or_the_request(
+            rules in proptest::collection::vec(rule(), 0..5),
+            account in proptest::option::of("[ab]{1,2}"),
+            asked in proptest::collection::vec(("[ab]{1,2}(/[ab]{1,2})?", proptest::collection::vec(action(), 0..3)), 0..4),
+        ) {
+            let set = RuleSet::compile(&rules, &groups()).unwrap();
+            let scopes: Vec<Scope> = asked
+                .iter()
+                .map(|(name, actions)| Scope::parse(&format!("repository:{name}:{}", actions.join(","))).unwrap())
+                .collect();
+            for e in grant(&set, account.as_deref(), &scopes) {
+                let got: ActionSet = e.actions.iter().filter_map(|a| Action::parse(a)).collect();
+                prop_assert_eq!(got.iter().count(), e.actions.len());
+                prop_assert!(!got.is_empty());
+                prop_assert!(set.allowed(account.as_deref(), &e.name).covers(got), "{:?}", e);
+                let requested = asked.iter().filter(|(n, _)| *n == e.name).fold(ActionSet::NONE, |acc, (_, a)| {
+                    if a.iter().any(|x| x == "*") { ActionSet::all() } else { acc.union(a.iter().filter_map(|x| Action::parse(x)).collect()) }
+                });
+                prop_assert!(requested.covers(got), "{:?} was not asked", e);
+            }
+        }
+    }
+}
