@@ -472,16 +472,14 @@ impl RegistryApi {
     /// Every repository, following the catalog's `Link` pages.
     pub async fn catalog(&self) -> Result<Vec<String>, ApiError> {
         let mut out = Vec::new();
-        let mut next = Some("/v2/_catalog?n=1000".to_owned());
+        let mut pages = crate::pages::Pages::starting_at("/v2/_catalog?n=1000");
         let what = || "GET _catalog".to_owned();
-        while let Some(path) = next.take() {
+        while let Some(path) = pages.next_path() {
             let resp = self.call(Method::GET, &path, &[], None, what).await?;
             if !resp.status.is_success() {
                 return Err(resp.error(what()));
             }
-            next = resp
-                .header("link")
-                .and_then(|l| Some(l.trim_start_matches('<').split('>').next()?.to_owned()));
+            pages.follow(&resp.headers);
             let v: serde_json::Value =
                 serde_json::from_slice(&resp.body).map_err(|e| ApiError::Status {
                     what: what(),
