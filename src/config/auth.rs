@@ -15,7 +15,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::duration::{self, RawDuration};
-use super::validate::Problem;
+use super::problem::Problem;
 use crate::rules::{RuleSet, RuleText};
 
 /// Defaults of the auth keys.

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::validate::Problem;
+use super::problem::Problem;
 
 /// The accepted forms, for error messages.
 pub const FORMS: &str = "write whole seconds (90) or a number with a unit: \"250ms\", \"90s\", \"15m\", \"12h\", \"30d\" (units may be combined: \"1h 30m\")";

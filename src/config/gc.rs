@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::validate::Problem;
+use super::problem::Problem;
 
 /// Defaults of the `[gc]` section.
 pub mod defaults {

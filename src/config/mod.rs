@@ -13,6 +13,7 @@ pub mod duration;
 mod env_override;
 pub mod gc;
 mod notes;
+mod problem;
 mod raw;
 mod renamed;
 mod schema;
@@ -23,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use auth::{AuditSettings, AuthMode, AuthSettings, TokenSettings};
-pub use validate::Problem;
+pub use problem::Problem;
 
 /// The bound of hyper's head buffer, which the server sets to twice
 /// `server.max_header_bytes`: so that key may be at most half of this.

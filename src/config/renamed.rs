@@ -6,7 +6,7 @@
 //!
 //! Owns the table of renames ([`RENAMED`]) and that rewrite.
 
-use super::validate::Problem;
+use super::problem::Problem;
 
 /// `(section path, old key, new key)`.
 pub const RENAMED: &[(&str, &str, &str)] = &[

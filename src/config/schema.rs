@@ -11,8 +11,8 @@
 use serde_path_to_error::Segment;
 use toml::Value;
 
+use super::problem::Problem;
 use super::raw::RawConfig;
-use super::validate::Problem;
 
 /// More than this many problems in one file: the rest are not worth listing.
 const MAX_PROBLEMS: usize = 50;
