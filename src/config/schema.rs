@@ -189,24 +189,22 @@ fn fill(doc: &mut Value, path: &[Step]) -> bool {
     false
 }
 
+/// The value at `path`, if every step of it is there.
+fn value_at<'a>(doc: &'a mut Value, path: &[Step]) -> Option<&'a mut Value> {
+    path.iter().try_fold(doc, |cur, step| match (step, cur) {
+        (Step::Key(k), Value::Table(t)) => t.get_mut(k),
+        (Step::Index(i), Value::Array(a)) => a.get_mut(*i),
+        _ => None,
+    })
+}
+
 fn insert(doc: &mut Value, path: &[Step], v: Value) -> bool {
     let Some((Step::Key(last), parents)) = path.split_last() else {
         return false;
     };
-    let mut cur = doc;
-    for step in parents {
-        cur = match (step, cur) {
-            (Step::Key(k), Value::Table(t)) => match t.get_mut(k) {
-                Some(x) => x,
-                None => return false,
-            },
-            (Step::Index(i), Value::Array(a)) => match a.get_mut(*i) {
-                Some(x) => x,
-                None => return false,
-            },
-            _ => return false,
-        };
-    }
+    let Some(cur) = value_at(doc, parents) else {
+        return false;
+    };
     match cur {
         Value::Table(t) => {
             t.insert(last.clone(), v);
@@ -221,20 +219,9 @@ fn remove(doc: &mut Value, path: &[Step]) -> bool {
     let Some((last, parents)) = path.split_last() else {
         return false;
     };
-    let mut v = doc;
-    for step in parents {
-        v = match (step, v) {
-            (Step::Key(k), Value::Table(t)) => match t.get_mut(k) {
-                Some(x) => x,
-                None => return false,
-            },
-            (Step::Index(i), Value::Array(a)) => match a.get_mut(*i) {
-                Some(x) => x,
-                None => return false,
-            },
-            _ => return false,
-        };
-    }
+    let Some(v) = value_at(doc, parents) else {
+        return false;
+    };
     match (last, v) {
         (Step::Key(k), Value::Table(t)) => t.remove(k).is_some(),
         (Step::Index(i), Value::Array(a)) if *i < a.len() => {
