@@ -456,10 +456,7 @@ async fn htpasswd_changes_take_effect_without_restart() {
     )
     .unwrap();
     // The file is looked at once a second, not on every request.
-    tokio::time::sleep(
-        regate::auth::htpasswd::RECHECK_EVERY + std::time::Duration::from_millis(100),
-    )
-    .await;
+    common::auth::htpasswd_seen().await;
     assert_eq!(
         get("alice", &password("alice"))
             .send()
@@ -478,10 +475,7 @@ async fn htpasswd_changes_take_effect_without_restart() {
         200
     );
     edit(&files.htpasswd, Edit::Remove { user: "dave" }).unwrap();
-    tokio::time::sleep(
-        regate::auth::htpasswd::RECHECK_EVERY + std::time::Duration::from_millis(100),
-    )
-    .await;
+    common::auth::htpasswd_seen().await;
     assert_eq!(
         get("dave", "dave-secret").send().await.unwrap().status(),
         401

@@ -582,10 +582,7 @@ async fn oauth2_form_refresh_tokens_and_wrong_passwords() {
         regate::auth::htpasswd::Edit::Remove { user: "alice" },
     )
     .unwrap();
-    tokio::time::sleep(
-        regate::auth::htpasswd::RECHECK_EVERY + std::time::Duration::from_millis(100),
-    )
-    .await;
+    common::auth::htpasswd_seen().await;
     let form = [
         ("grant_type", "refresh_token"),
         ("refresh_token", refresh.as_str()),
@@ -648,10 +645,7 @@ async fn a_refresh_token_ends_when_the_password_changes() {
     )
     .unwrap();
     // regate looks at the file once a second at most.
-    tokio::time::sleep(
-        regate::auth::htpasswd::RECHECK_EVERY + std::time::Duration::from_millis(100),
-    )
-    .await;
+    common::auth::htpasswd_seen().await;
     let (status, body) = refresh(old).await;
     assert_eq!(status, 401, "{body}");
     assert!(body.contains("password changed"), "{body}");
@@ -781,10 +775,7 @@ async fn cli_keygen_token_and_passwd_work_with_a_running_regate() {
         None,
     );
     assert_eq!(code, 0);
-    tokio::time::sleep(
-        regate::auth::htpasswd::RECHECK_EVERY + std::time::Duration::from_millis(100),
-    )
-    .await;
+    common::auth::htpasswd_seen().await;
     let r = fetch_token(&c, &regate.url, Some(("alice", "s3cret")), SERVICE, &[]).await;
     assert_eq!(r.status(), 401);
     regate.stop().await;

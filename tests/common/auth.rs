@@ -111,6 +111,15 @@ impl AuthFiles {
     }
 }
 
+/// Waits until a running regate has looked at its htpasswd file again (once
+/// a second at most), so an edit made before this call is in force.
+pub async fn htpasswd_seen() {
+    tokio::time::sleep(
+        regate::auth::htpasswd::RECHECK_EVERY + std::time::Duration::from_millis(100),
+    )
+    .await;
+}
+
 pub fn basic_header(user: &str, pw: &str) -> String {
     format!(
         "Basic {}",
