@@ -219,7 +219,7 @@ impl UploadOffsets {
         }
         h.insert(header::CONTENT_LENGTH, HeaderValue::from(0u64));
         h.insert(
-            "docker-distribution-api-version",
+            crate::error::API_VERSION_HEADER,
             HeaderValue::from_static("registry/2.0"),
         );
         resp

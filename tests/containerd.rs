@@ -186,10 +186,9 @@ async fn ctr_mounts_a_layer_from_a_repository_the_pusher_may_pull() {
     );
 }
 
-/// Needs the mount fix of issue 17 (main 7cbd3e4, "a mount from a repository
-/// the caller may not pull ... answered as a plain upload (202)"): before it
-/// regate refused the mount from bob/base (basic: 403; token: 401
-/// insufficient_scope) and containerd 1.6 aborted the whole push.
+/// regate answers a mount from a repository the caller may not pull as a
+/// plain upload (202); when it refused it (basic: 403; token: 401
+/// insufficient_scope), containerd 1.6 aborted the whole push.
 async fn push_of_a_layer_pulled_from_a_repository_the_pusher_may_not_pull(mode: Mode) {
     let requests = run_mount(mode, "bob", "bob/base").await;
     let mounts = mounts_from(&requests);
