@@ -17,6 +17,7 @@ mod problem;
 mod raw;
 mod renamed;
 mod schema;
+mod state_url;
 mod validate;
 
 use std::net::SocketAddr;
@@ -25,6 +26,7 @@ use std::time::Duration;
 
 pub use auth::{AuditSettings, AuthMode, AuthSettings, TokenSettings};
 pub use problem::Problem;
+pub use state_url::StateUrl;
 
 /// The bound of hyper's head buffer, which the server sets to twice
 /// `server.max_header_bytes`: so that key may be at most half of this.
@@ -203,6 +205,8 @@ pub fn resolve_binary(binary: &str) -> Option<PathBuf> {
 #[derive(Debug, Clone)]
 pub struct StateSettings {
     pub dir: PathBuf,
+    /// PostgreSQL shared by several replicas; `None`: SQLite in `dir`.
+    pub url: Option<StateUrl>,
 }
 
 #[derive(Debug, Clone)]

@@ -175,7 +175,14 @@ pub async fn start(settings: Settings) -> Result<RunningServer, StartError> {
         None => None,
     };
     ensure_dev_certs(&settings)?;
-    let state = crate::state::State::open(&settings.state.dir)?;
+    // Off the async threads: PostgreSQL's client blocks (and connects,
+    // migrates, takes this replica's lease here).
+    let state_settings = settings.state.clone();
+    let state =
+        crate::state::blocking(move || crate::state::State::from_settings(&state_settings)).await?;
+    if state.is_shared() {
+        tracing::info!(replica = state.replica(), url = %state.describe(), "state in PostgreSQL, shared with other replicas");
+    }
     let auth = Arc::new(crate::auth::Auth::from_settings(&settings)?);
     let certs = CertStore::load(&settings.server.tls_cert, &settings.server.tls_key)?;
     let tls_config = crate::tls::server_config(Arc::clone(&certs))?;
@@ -221,6 +228,9 @@ pub async fn start(settings: Settings) -> Result<RunningServer, StartError> {
         Ok(0) => {}
         Ok(n) => tracing::info!(entries = n, "recovered interrupted tag deletes"),
         Err(e) => tracing::error!(error = %e, "cannot read the tag-delete journal"),
+    }
+    if state.is_shared() {
+        spawn_orphan_recovery(Arc::clone(&tags), state.clone());
     }
     let gc = crate::gc::Gc::new(
         settings.gc.clone(),
@@ -372,4 +382,36 @@ impl RunningServer {
             m.stop().await;
         }
     }
+}
+
+/// How often a replica on shared state checks its liveness lease and claims
+/// what dead replicas left (the bound, with the settle time of the
+/// recovery, on how long a dead replica's delete stays unresolved).
+const ORPHAN_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// With state shared in PostgreSQL: keeps this replica's liveness lease and
+/// finishes or rolls back the tag deletes of replicas that died.
+fn spawn_orphan_recovery(tags: Arc<crate::tag_delete::TagDeleter>, state: crate::state::State) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(ORPHAN_CHECK_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let s = state.clone();
+            match crate::state::blocking(move || s.keep_lease()).await {
+                Ok(true) => {}
+                Ok(false) => tracing::warn!("this replica's liveness lease is taken; trying again"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot reach the state database to keep this replica's lease");
+                    continue;
+                }
+            }
+            match tags.recover().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(entries = n, "recovered tag deletes a dead replica left"),
+                Err(e) => tracing::warn!(error = %e, "cannot claim what dead replicas left"),
+            }
+        }
+    });
 }
