@@ -158,6 +158,7 @@ fn the_sequence(s: &State) {
     assert_eq!(got.bytes_freed(), Some(600));
     assert_eq!(got.deadline_at_ms, Some(1_700_000_100_000));
     assert_eq!(got.attempts, 1);
+    assert_eq!(got.replica.as_deref(), Some(s.replica()));
     assert_eq!(
         got.untagged_report.as_ref().unwrap()["repos"],
         serde_json::json!([])
@@ -343,4 +344,27 @@ fn sqlite_claims_what_an_earlier_process_left() {
         vec![("a/b".to_owned(), "sha256:staged".to_owned())]
     );
     assert!(next.claim_orphans().unwrap().entries.is_empty());
+}
+
+#[test]
+fn after_a_postgresql_restart_calls_reconnect_and_the_lease_is_taken_again() {
+    let mut pg = Postgres::start();
+    let url = pg.create_database("restart");
+    let s = pg_state(&url);
+    s.set_meta("k", "1").unwrap();
+    pg.stop();
+    pg.start_again();
+    // The pooled connection died with the server: the call runs on a new one.
+    assert_eq!(s.get_meta("k").unwrap().as_deref(), Some("1"));
+    assert!(s.keep_lease().unwrap(), "the lease is taken again");
+    assert_eq!(s.replicas().unwrap(), vec![(s.replica().to_owned(), true)]);
+    // While the server is away, calls fail naming the database, no password.
+    pg.stop();
+    let e = s.get_meta("k").unwrap_err().to_string();
+    assert!(
+        e.contains("127.0.0.1") && !e.contains(common::postgres::PASSWORD),
+        "{e}"
+    );
+    pg.start_again();
+    assert_eq!(s.get_meta("k").unwrap().as_deref(), Some("1"));
 }

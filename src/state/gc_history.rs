@@ -48,6 +48,7 @@ pub(super) const GC_RUNS_ADDED: &[(&str, &str)] = &[
     ("tags", "INTEGER"),
     ("revisions", "INTEGER"),
     ("deadline_at_ms", "INTEGER"),
+    ("replica", "TEXT"),
 ];
 
 /// The untagged walk's progress: a row per repository a run has started
@@ -120,6 +121,9 @@ pub struct GcRun {
     /// The end of the `[gc] window` of a scheduled run (ms since the epoch):
     /// a run cut short is not resumed past it.
     pub deadline_at_ms: Option<i64>,
+    /// The replica that started the run (its id: host, pid, suffix), so any
+    /// replica sharing the state can say who runs it.
+    pub replica: Option<String>,
 }
 
 /// One repository of a run's untagged walk, as recorded.
@@ -146,7 +150,7 @@ pub struct Maintenance {
     pub since_ms: i64,
 }
 
-const COLUMNS: &str = "id, trigger, dry_run, untagged, status, phase, started_at_ms, finished_at_ms, drain_ms, drain_timed_out, closed_ms, gc_ms, exit_code, blobs_deleted, manifests_deleted, bytes_before, bytes_after, pid, pid_start, log_path, error, untagged_report, attempts, untagged_ms, repositories, tags, revisions, deadline_at_ms";
+const COLUMNS: &str = "id, trigger, dry_run, untagged, status, phase, started_at_ms, finished_at_ms, drain_ms, drain_timed_out, closed_ms, gc_ms, exit_code, blobs_deleted, manifests_deleted, bytes_before, bytes_after, pid, pid_start, log_path, error, untagged_report, attempts, untagged_ms, repositories, tags, revisions, deadline_at_ms, replica";
 
 fn from_row(r: &Row) -> Result<GcRun, StateError> {
     let report: Option<String> = r.get(21)?;
@@ -179,6 +183,7 @@ fn from_row(r: &Row) -> Result<GcRun, StateError> {
         tags: r.get(25)?,
         revisions: r.get(26)?,
         deadline_at_ms: r.get(27)?,
+        replica: r.get(28)?,
     })
 }
 
@@ -187,12 +192,14 @@ const PRUNED: &str =
     "status != 'running' AND id NOT IN (SELECT id FROM gc_runs ORDER BY id DESC LIMIT ?1)";
 
 impl State {
-    /// Records a new run (its `id` is ignored) and returns its id.
+    /// Records a new run (its `id` and `replica` are ignored: this
+    /// replica's) and returns its id.
     pub fn gc_run_insert(&self, run: &GcRun) -> Result<i64, StateError> {
+        let replica = self.replica().to_owned();
         self.tx(|db| {
             match db.query_opt(
-                "INSERT INTO gc_runs (trigger, dry_run, untagged, status, phase, started_at_ms, attempts, deadline_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) RETURNING id",
-                vals![&run.trigger, run.dry_run, run.untagged, &run.status, &run.phase, run.started_at_ms, run.attempts.max(1), run.deadline_at_ms],
+                "INSERT INTO gc_runs (trigger, dry_run, untagged, status, phase, started_at_ms, attempts, deadline_at_ms, replica) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) RETURNING id",
+                vals![&run.trigger, run.dry_run, run.untagged, &run.status, &run.phase, run.started_at_ms, run.attempts.max(1), run.deadline_at_ms, &replica],
             )? {
                 Some(r) => r.get(0),
                 None => Err(StateError::Decode { column: 0, found: "no row".into(), wanted: "id" }),

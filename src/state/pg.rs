@@ -371,35 +371,33 @@ impl Pg {
     }
 
     /// Runs `f` in one transaction on a pooled connection; `relaxed`: the
-    /// commit does not wait for the WAL flush (synchronous_commit off).
+    /// commit does not wait for the WAL flush (synchronous_commit off). An
+    /// idle connection the server closed since (a restart) fails at BEGIN,
+    /// with nothing done: the call then runs on a new connection.
     pub(super) fn tx<T>(
         &self,
         relaxed: bool,
         f: impl FnOnce(&mut dyn Db) -> Result<T, StateError>,
     ) -> Result<T, StateError> {
         let pooled = lock(&self.idle).pop();
-        let mut conn = match pooled {
-            Some(c) if !c.client.is_closed() => c,
-            _ => self.connect().map_err(|e| pg_err(&self.url, e))?,
+        let (mut conn, mut reused) = match pooled {
+            Some(c) if !c.client.is_closed() => (c, true),
+            _ => (self.connect().map_err(|e| pg_err(&self.url, e))?, false),
         };
-        let result = (|| {
-            let mut tx = conn
-                .client
-                .transaction()
-                .map_err(|e| pg_err(&self.url, e))?;
-            if relaxed {
-                tx.batch_execute("SET LOCAL synchronous_commit = off")
-                    .map_err(|e| pg_err(&self.url, e))?;
-            }
-            let mut db = PgDb {
-                tx,
-                stmts: &mut conn.stmts,
-                url: &self.url,
+        let mut f = Some(f);
+        let result = loop {
+            let e = match conn.client.transaction() {
+                Ok(tx) => break self.run_in(tx, &mut conn.stmts, relaxed, f.take()),
+                Err(e) => e,
             };
-            let value = f(&mut db)?;
-            db.tx.commit().map_err(|e| pg_err(&self.url, e))?;
-            Ok(value)
-        })();
+            if !reused {
+                break Err(pg_err(&self.url, e));
+            }
+            tracing::debug!(error = %e, "a pooled state connection was closed; connecting again");
+            lock(&self.idle).clear();
+            conn = self.connect().map_err(|e| pg_err(&self.url, e))?;
+            reused = false;
+        };
         if conn.client.is_closed() {
             // The server went away: the others idle since are as dead.
             lock(&self.idle).clear();
@@ -410,6 +408,28 @@ impl Pg {
             }
         }
         result
+    }
+
+    fn run_in<T>(
+        &self,
+        mut tx: postgres::Transaction<'_>,
+        stmts: &mut HashMap<String, Statement>,
+        relaxed: bool,
+        f: Option<impl FnOnce(&mut dyn Db) -> Result<T, StateError>>,
+    ) -> Result<T, StateError> {
+        let f = f.expect("a transaction runs its closure once");
+        if relaxed {
+            tx.batch_execute("SET LOCAL synchronous_commit = off")
+                .map_err(|e| pg_err(&self.url, e))?;
+        }
+        let mut db = PgDb {
+            tx,
+            stmts,
+            url: &self.url,
+        };
+        let value = f(&mut db)?;
+        db.tx.commit().map_err(|e| pg_err(&self.url, e))?;
+        Ok(value)
     }
 
     /// The lock key of this replica's lease.
