@@ -368,3 +368,43 @@ fn after_a_postgresql_restart_calls_reconnect_and_the_lease_is_taken_again() {
     pg.start_again();
     assert_eq!(s.get_meta("k").unwrap().as_deref(), Some("1"));
 }
+
+#[test]
+fn a_running_gc_is_taken_over_only_from_a_dead_replica_and_once() {
+    let pg = Postgres::start();
+    let url = pg.create_database("gcrun");
+    let runner = pg_state(&url);
+    let run = GcRun {
+        trigger: "manual".into(),
+        status: "running".into(),
+        phase: "collecting".into(),
+        ..Default::default()
+    };
+    let id = runner.gc_run_insert(&run).unwrap();
+    let (b, c) = (pg_state(&url), pg_state(&url));
+    assert!(
+        b.gc_runs_running().unwrap().is_empty(),
+        "a live replica's run is its own"
+    );
+    assert_eq!(runner.gc_runs_running().unwrap()[0].id, id);
+    drop(runner);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let (from_b, from_c) = loop {
+        let (fb, fc) = std::thread::scope(|scope| {
+            let tb = scope.spawn(|| b.gc_runs_running().unwrap());
+            let tc = scope.spawn(|| c.gc_runs_running().unwrap());
+            (tb.join().unwrap(), tc.join().unwrap())
+        });
+        if !fb.is_empty() || !fc.is_empty() || std::time::Instant::now() > deadline {
+            break (fb, fc);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let ids: Vec<i64> = from_b.iter().chain(&from_c).map(|r| r.id).collect();
+    assert_eq!(ids, vec![id], "taken over exactly once");
+    let winner = if from_b.is_empty() { &c } else { &b };
+    assert_eq!(
+        winner.gc_run(id).unwrap().unwrap().replica.as_deref(),
+        Some(winner.replica())
+    );
+}

@@ -292,12 +292,18 @@ impl State {
         })
     }
 
-    /// Runs recorded as running (at most one, unless regate died).
+    /// Runs recorded as running that this replica answers for (at most one,
+    /// unless regate died): its own, and those of dead replicas, which it
+    /// takes over here (once: another replica calling this gets none of
+    /// them). With shared state, a run of a live replica stays that
+    /// replica's and is not listed.
     pub fn gc_runs_running(&self) -> Result<Vec<GcRun>, StateError> {
+        self.claim_gc_runs()?;
+        let me = self.replica().to_owned();
         self.tx(|db| {
             db.query(
-                &format!("SELECT {COLUMNS} FROM gc_runs WHERE status = 'running' ORDER BY id"),
-                &[],
+                &format!("SELECT {COLUMNS} FROM gc_runs WHERE status = 'running' AND replica = ?1 ORDER BY id"),
+                vals![&me],
             )?
             .iter()
             .map(from_row)

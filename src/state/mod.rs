@@ -190,6 +190,8 @@ impl State {
         let conn = Connection::open(&path).map_err(err)?;
         conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;")
             .map_err(err)?;
+        // Every query of the table files stays prepared.
+        conn.set_prepared_statement_cache_capacity(128);
         for stmt in SCHEMA {
             conn.execute_batch(stmt).map_err(err)?;
         }

@@ -70,7 +70,74 @@ fn take(
     Ok(())
 }
 
+/// Whether replica `owner` is dead, on PostgreSQL, inside `db`'s
+/// transaction (which then holds its lock, so a second claimer waits for
+/// this one's commit). No row: an owner from before replicas were recorded,
+/// or one already found dead: dead. A lock taken since PostgreSQL last
+/// started and now free: dead. Locks older than that were all freed by the
+/// restart: their owners get 30 s to take them again.
+fn owner_is_dead(db: &mut dyn Db, owner: &str) -> Result<bool, StateError> {
+    let dead: Option<bool> = db
+        .query_opt(
+            "SELECT pg_try_advisory_xact_lock(?1, CAST(lock_key AS INTEGER))
+               AND (registered > pg_postmaster_start_time()
+                    OR now() - pg_postmaster_start_time() > interval '30 seconds')
+             FROM replicas WHERE id = ?2",
+            vals![i64::from(super::pg::LOCK_CLASS), owner],
+        )?
+        .map(|r| r.get(0))
+        .transpose()?;
+    Ok(dead != Some(false))
+}
+
 impl State {
+    /// Takes over the GC runs recorded as running by dead replicas (on
+    /// SQLite: by earlier processes), once, for the start-up recovery of
+    /// GC; runs of live replicas stay theirs.
+    pub(super) fn claim_gc_runs(&self) -> Result<(), StateError> {
+        let me = self.replica.to_string();
+        match &*self.engine {
+            Engine::Sqlite { .. } => self.tx(|db| {
+                db.exec(
+                    "UPDATE gc_runs SET replica = ?1 WHERE status = 'running'",
+                    vals![&me],
+                )
+                .map(|_| ())
+            }),
+            Engine::Postgres(_) => {
+                let owners: Vec<Option<String>> = self.tx(|db| {
+                    db.query(
+                        "SELECT DISTINCT replica FROM gc_runs WHERE status = 'running' AND (replica IS NULL OR replica <> ?1)",
+                        vals![&me],
+                    )?
+                    .iter()
+                    .map(|r| r.get(0))
+                    .collect()
+                })?;
+                for owner in owners {
+                    self.tx(|db| {
+                        match &owner {
+                            Some(o) if !owner_is_dead(db, o)? => Ok(()),
+                            Some(o) => db
+                                .exec(
+                                    "UPDATE gc_runs SET replica = ?1 WHERE status = 'running' AND replica = ?2",
+                                    vals![&me, o],
+                                )
+                                .map(|_| ()),
+                            None => db
+                                .exec(
+                                    "UPDATE gc_runs SET replica = ?1 WHERE status = 'running' AND replica IS NULL",
+                                    vals![&me],
+                                )
+                                .map(|_| ()),
+                        }
+                    })?;
+                }
+                Ok(())
+            }
+        }
+    }
+
     /// Claims the open journal entries and the dummy configs of dead
     /// replicas (see the module doc); each is returned to one caller only.
     pub fn claim_orphans(&self) -> Result<Orphans, StateError> {
@@ -91,22 +158,7 @@ impl State {
                 })?;
                 for owner in owners {
                     self.tx(|db| {
-                        // No row: an owner from before replicas were
-                        // recorded, dead. A lock taken since PostgreSQL
-                        // last started and now free: dead. Locks older
-                        // than that were all freed by the restart: their
-                        // owners get 30 s to take them again.
-                        let dead: Option<bool> = db
-                            .query_opt(
-                                "SELECT pg_try_advisory_xact_lock(?1, CAST(lock_key AS INTEGER))
-                                   AND (registered > pg_postmaster_start_time()
-                                        OR now() - pg_postmaster_start_time() > interval '30 seconds')
-                                 FROM replicas WHERE id = ?2",
-                                vals![i64::from(super::pg::LOCK_CLASS), &owner],
-                            )?
-                            .map(|r| r.get(0))
-                            .transpose()?;
-                        if dead == Some(false) {
+                        if !owner_is_dead(db, &owner)? {
                             return Ok(());
                         }
                         take(db, &me, Some(&owner), &mut got)?;
