@@ -320,6 +320,22 @@ fn a_dead_replicas_entries_are_claimed_once_and_a_live_ones_never() {
     );
     assert!(b.claim_orphans().unwrap().entries.is_empty());
     assert!(c.claim_orphans().unwrap().entries.is_empty());
+    // A replica that dies leaving nothing has its row removed too.
+    let idle = pg_state(&url);
+    let idle_id = idle.replica().to_owned();
+    drop(idle);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        b.claim_orphans().unwrap();
+        if !b.replicas().unwrap().iter().any(|(id, _)| *id == idle_id) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the idle dead replica's row stays"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     // The dead replica's row is gone; the live ones are listed alive.
     let listed = alive.replicas().unwrap();
     assert_eq!(listed.len(), 3, "{listed:?}");

@@ -166,6 +166,20 @@ impl State {
                         Ok(())
                     })?;
                 }
+                // The rows of dead replicas that left nothing (every start
+                // of every replica, and `regate reindex`, adds one).
+                self.tx(|db| {
+                    db.exec(
+                        "DELETE FROM replicas r WHERE id <> ?2
+                           AND registered > pg_postmaster_start_time()
+                           AND NOT EXISTS (SELECT 1 FROM tag_delete_journal j WHERE j.open = 1 AND j.owner = r.id)
+                           AND NOT EXISTS (SELECT 1 FROM dummy_configs d WHERE d.owner = r.id)
+                           AND NOT EXISTS (SELECT 1 FROM gc_runs g WHERE g.status = 'running' AND g.replica = r.id)
+                           AND pg_try_advisory_xact_lock(?1, CAST(lock_key AS INTEGER))",
+                        vals![i64::from(super::pg::LOCK_CLASS), &me],
+                    )
+                    .map(|_| ())
+                })?;
             }
         }
         got.entries.sort_by_key(|e| e.id);
