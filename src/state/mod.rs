@@ -94,7 +94,9 @@ pub enum StateError {
         #[source]
         source: postgres::Error,
     },
-    #[error("state database {url}: {}", chain(.source))]
+    /// A call that failed after start-up. Its message leaves the server's
+    /// address out: some answers to clients carry it.
+    #[error("state database (PostgreSQL, state.url): {}", chain(.source))]
     Postgres {
         url: String,
         #[source]
