@@ -119,6 +119,7 @@ fn a_bad_state_url_stops_the_start_naming_the_key_never_the_password() {
         "postgres://regate:{PASSWORD}@127.0.0.1:{}/regate",
         free_port()
     );
+    let unknown_db = format!("postgres://regate:{PASSWORD}@127.0.0.1:{}/nope", pg.port);
     for (url, says, secret) in [
         (
             &wrong,
@@ -126,6 +127,11 @@ fn a_bad_state_url_stops_the_start_naming_the_key_never_the_password() {
             format!("not-{PASSWORD}"),
         ),
         (&closed, "refused", PASSWORD.to_owned()),
+        (
+            &unknown_db,
+            "database \"nope\" does not exist",
+            PASSWORD.to_owned(),
+        ),
     ] {
         std::fs::write(&cfg, format!("{base}url = {url:?}\n")).unwrap();
         let (code, out) = run_regate(&["serve", "--config", &cfg_arg], &[]);
