@@ -79,14 +79,9 @@ struct MaintenanceBody {
     reason: Option<String>,
 }
 
-/// Serves one request of this API.
-pub async fn handle(gc: &Arc<Gc>, req: Request<UnreadBody>) -> Response<ProxyBody> {
-    serve(gc, req)
-        .await
-        .unwrap_or_else(RegistryError::into_response)
-}
-
-async fn serve(
+/// Serves one request of this API (its errors become responses at the top
+/// of the admin listener's stack).
+pub async fn serve(
     gc: &Arc<Gc>,
     req: Request<UnreadBody>,
 ) -> Result<Response<ProxyBody>, RegistryError> {

@@ -29,7 +29,7 @@ use crate::managed::ManagedRegistry;
 use crate::metrics::Metrics;
 use crate::proxy::Upstream;
 use crate::tls::CertStore;
-use listener::{Handler, LoopSettings};
+use listener::LoopSettings;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -254,10 +254,7 @@ pub async fn start(settings: Settings) -> Result<RunningServer, StartError> {
         auth,
     });
     let (stop, stop_rx) = watch::channel(false);
-    let handler: Handler = {
-        let app = Arc::clone(&app);
-        Arc::new(move |req, conn| Box::pin(Arc::clone(&app).handle(req, conn)))
-    };
+    let service = app.service();
     fd_limit::ensure_for(settings.server.max_connections);
     let registry_connections =
         Arc::new(tokio::sync::Semaphore::new(settings.server.max_connections));
@@ -282,7 +279,7 @@ pub async fn start(settings: Settings) -> Result<RunningServer, StartError> {
     let mut loops = vec![tokio::spawn(listener::serve(
         tls_listener,
         loop_settings("tls", Some(tokio_rustls::TlsAcceptor::from(tls_config))),
-        Arc::clone(&handler),
+        service.clone(),
         Arc::clone(&metrics),
         stop_rx.clone(),
     ))];
@@ -291,7 +288,7 @@ pub async fn start(settings: Settings) -> Result<RunningServer, StartError> {
         loops.push(tokio::spawn(listener::serve(
             l,
             loop_settings("plain", None),
-            Arc::clone(&handler),
+            service,
             Arc::clone(&metrics),
             stop_rx.clone(),
         )));
@@ -304,8 +301,6 @@ pub async fn start(settings: Settings) -> Result<RunningServer, StartError> {
             gc: Arc::clone(&gc),
             auth: Arc::clone(&app.auth),
         });
-        let admin_handler: Handler =
-            Arc::new(move |req, conn| Box::pin(Arc::clone(&admin).handle(req, conn.peer)));
         loops.push(tokio::spawn(listener::serve(
             l,
             LoopSettings {
@@ -315,7 +310,7 @@ pub async fn start(settings: Settings) -> Result<RunningServer, StartError> {
                 connections_key: "the admin listener's own 64",
                 ..loop_settings("admin", None)
             },
-            admin_handler,
+            admin.service(),
             Arc::clone(&metrics),
             stop_rx.clone(),
         )));

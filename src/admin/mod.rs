@@ -4,21 +4,27 @@
 //! [`crate::gc::admin_api`] (`/admin/...`). The probes and metrics are open
 //! (for load balancers and Prometheus); `/admin/...` needs an account with the
 //! `admin` right when auth is on ([`crate::auth::admin_access`]), and every
-//! call that changes something is audited. An `/admin/...` call runs in its
-//! own task, to its end and audited whatever its client does. It binds
-//! loopback by default.
+//! call that changes something is audited ([`require_admin`]). An
+//! `/admin/...` call runs in its own task, to its end and audited whatever
+//! its client does. It binds loopback by default.
+//!
+//! Owns the admin listener's [`tower`] stack ([`Admin::service`]): version
+//! header -> errors become responses -> [`require_admin`] -> the endpoints.
 
-use std::net::SocketAddr;
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::{header, Method, Request, Response, StatusCode};
+use tower::{Service, ServiceBuilder};
 
 use crate::body::{full, ProxyBody};
 use crate::error::{ErrorCode, RegistryError};
 use crate::metrics::Metrics;
 use crate::proxy::Upstream;
 use crate::unread_body::UnreadBody;
+
+pub mod require_admin;
 
 pub struct Admin {
     pub upstream: Upstream,
@@ -38,45 +44,43 @@ fn text(status: StatusCode, content_type: &'static str, body: String) -> Respons
 }
 
 impl Admin {
-    pub async fn handle(
+    /// The admin listener's service, read top to bottom.
+    pub fn service(
+        self: &Arc<Self>,
+    ) -> impl Service<
+        Request<UnreadBody>,
+        Response = Response<ProxyBody>,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + Clone
+           + Send
+           + 'static {
+        let admin = Arc::clone(self);
+        ServiceBuilder::new()
+            .layer(crate::app::layers::api_version::layer())
+            .layer(crate::app::layers::answer_errors::AnswerErrorsLayer)
+            .layer(require_admin::RequireAdminLayer {
+                auth: Arc::clone(&self.auth),
+            })
+            .service(tower::service_fn(move |req| Arc::clone(&admin).serve(req)))
+    }
+
+    /// Serves one request that [`require_admin`] let through.
+    async fn serve(
         self: Arc<Self>,
         req: Request<UnreadBody>,
-        peer: SocketAddr,
-    ) -> Response<ProxyBody> {
+    ) -> Result<Response<ProxyBody>, RegistryError> {
         if crate::gc::admin_api::owns(req.uri().path()) {
-            let caller = match self.auth.authorize_admin(req.headers(), peer).await {
-                Ok(caller) => caller,
-                Err(e) => return RegistryError::from(e).into_response(),
-            };
-            // Its own task: a change (maintenance drains for up to
-            // drain_timeout) runs to its end and is audited even when the
-            // client goes away meanwhile.
-            let (method, path) = (req.method().clone(), req.uri().path().to_owned());
-            let me = Arc::clone(&self);
-            let call = tokio::spawn(async move {
-                let resp = crate::gc::admin_api::handle(&me.gc, req).await;
-                me.auth
-                    .audit_admin(&caller, peer, &method, &path, resp.status().as_u16());
-                resp
-            });
-            return call.await.unwrap_or_else(|e| {
-                RegistryError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    ErrorCode::Unknown,
-                    format!("the admin call stopped unexpectedly: {e}"),
-                )
-                .into_response()
-            });
+            return crate::gc::admin_api::serve(&self.gc, req).await;
         }
         if req.method() != Method::GET && req.method() != Method::HEAD {
-            return RegistryError::new(
+            return Err(RegistryError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
                 ErrorCode::Unsupported,
                 "use GET",
-            )
-            .into_response();
+            ));
         }
-        match req.uri().path() {
+        Ok(match req.uri().path() {
             "/healthz" => text(StatusCode::OK, "text/plain", "ok\n".into()),
             "/readyz" => match self.upstream.probe(Duration::from_secs(2)).await {
                 // Any HTTP answer (200, or 401 from a registry with its own auth) means it is up.
@@ -99,12 +103,13 @@ impl Admin {
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
                 self.metrics.encode(),
             ),
-            _ => RegistryError::new(
-                StatusCode::NOT_FOUND,
-                ErrorCode::Unsupported,
-                "not an admin endpoint",
-            )
-            .into_response(),
-        }
+            _ => {
+                return Err(RegistryError::new(
+                    StatusCode::NOT_FOUND,
+                    ErrorCode::Unsupported,
+                    "not an admin endpoint",
+                ))
+            }
+        })
     }
 }
