@@ -6,7 +6,7 @@
 //!
 //! Owns [`App`], the shared state every request sees, and the order of the
 //! stack; each layer is a file of [`layers`], and what regate answers itself
-//! is [`App::endpoints`]. What a layer decides travels inward in the
+//! is `App::endpoints`. What a layer decides travels inward in the
 //! request's extensions ([`ConnInfo`], the access-log record, the route, the
 //! caller).
 
@@ -77,7 +77,7 @@ pub struct App {
 
 impl App {
     /// The registry listeners' service: the stack of [`layers`] around
-    /// [`App::endpoints`].
+    /// `App::endpoints`.
     pub fn service(
         self: &Arc<Self>,
     ) -> impl Service<
@@ -94,7 +94,7 @@ impl App {
     }
 
     /// The stack around `endpoints`, read top to bottom (tests put a stub
-    /// where [`App::endpoints`] goes).
+    /// where `App::endpoints` goes).
     pub(crate) fn stack<B, E>(
         self: &Arc<Self>,
         endpoints: E,

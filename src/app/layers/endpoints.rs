@@ -1,4 +1,4 @@
-//! The innermost service: [`App::endpoints`] (what regate answers itself, or
+//! The innermost service: `App::endpoints` (what regate answers itself, or
 //! forwards) with the route, connection and caller the outer layers put in
 //! the request's extensions; deletes are audited with their outcome.
 

@@ -12,7 +12,7 @@
 //! - [`authorize`]: the [`crate::auth::Caller`] in the extensions, client
 //!   credentials and refused mounts stripped, the filtered catalog;
 //! - [`write_gate`]: writes wait or are refused while GC runs;
-//! - [`endpoints`]: the innermost service, [`super::App::endpoints`].
+//! - [`endpoints`]: the innermost service, `App::endpoints`.
 //!
 //! What a layer passes inward travels in the request's extensions:
 //! [`super::ConnInfo`] (set by the listener, replaced by the access-log layer
