@@ -137,7 +137,7 @@ mod tests {
             "[[acl]]\naccount = \"alice\"\nrepository = \"*\"\nactions = [\"pull\", \"admin\"]\n\
             [[acl]]\naccount = \"bob\"\nrepository = \"*\"\nactions = [\"pull\"]\n";
         let t = app(|dir| htpasswd_toml(dir, "basic", acl));
-        let a = &t.app;
+        let a = &t.parts;
         let gc = crate::gc::Gc::new(
             a.settings.gc.clone(),
             crate::gc::GcTarget::new(&a.settings.gc, None, a.api.clone()),

@@ -62,20 +62,61 @@ impl ConnInfo {
 
 /// Everything a request may need, shared by all connections.
 pub struct App {
+    settings: Arc<Settings>,
+    upstream: Upstream,
+    metrics: Arc<Metrics>,
+    state: State,
+    /// regate's own calls to the registry.
+    api: RegistryApi,
+    /// Public for the tests that look at the tag locks.
+    pub tags: Arc<TagDeleter>,
+    referrers: ReferrersIndex,
+    uploads: UploadOffsets,
+    gate: Arc<WriteGate>,
+    auth: Arc<crate::auth::Auth>,
+}
+
+/// What [`App::new`] is made of: the components `server::start` opens.
+#[derive(Clone)]
+pub struct AppParts {
     pub settings: Arc<Settings>,
     pub upstream: Upstream,
     pub metrics: Arc<Metrics>,
     pub state: State,
-    /// regate's own calls to the registry.
     pub api: RegistryApi,
     pub tags: Arc<TagDeleter>,
-    pub referrers: ReferrersIndex,
-    pub uploads: UploadOffsets,
     pub gate: Arc<WriteGate>,
     pub auth: Arc<crate::auth::Auth>,
 }
 
 impl App {
+    /// The app over `parts`, with an empty referrers cache and no upload
+    /// sessions known yet.
+    pub fn new(parts: AppParts) -> Arc<App> {
+        let AppParts {
+            settings,
+            upstream,
+            metrics,
+            state,
+            api,
+            tags,
+            gate,
+            auth,
+        } = parts;
+        Arc::new(App {
+            settings,
+            upstream,
+            metrics,
+            referrers: ReferrersIndex::new(state.clone(), api.clone()),
+            state,
+            uploads: UploadOffsets::default(),
+            api,
+            tags,
+            gate,
+            auth,
+        })
+    }
+
     /// The registry listeners' service: the stack of [`layers`] around
     /// `App::endpoints`.
     pub fn service(

@@ -8,13 +8,15 @@ use std::sync::Arc;
 
 use http::{Request, Response};
 
-use crate::app::{App, ConnInfo};
+use crate::app::{App, AppParts, ConnInfo};
 use crate::body::ProxyBody;
 use crate::config::Settings;
 use crate::metrics::Metrics;
 
 pub(crate) struct TestApp {
     pub app: Arc<App>,
+    /// What the app is made of, for tests that build more around it.
+    pub parts: AppParts,
     /// Removed when the test ends.
     pub _dir: tempfile::TempDir,
 }
@@ -70,19 +72,22 @@ pub(crate) fn app(extra: impl FnOnce(&std::path::Path) -> String) -> TestApp {
         Arc::clone(&metrics),
         false,
     ));
-    let app = Arc::new(App {
+    let parts = AppParts {
         settings,
         upstream,
         metrics,
-        referrers: crate::referrers::ReferrersIndex::new(state.clone(), api.clone()),
         state,
-        uploads: crate::upload_check::UploadOffsets::default(),
         api,
         tags,
         gate,
         auth,
-    });
-    TestApp { app, _dir: dir }
+    };
+    let app = App::new(parts.clone());
+    TestApp {
+        app,
+        parts,
+        _dir: dir,
+    }
 }
 
 /// A request as the listener hands it on: its connection in the extensions.
