@@ -34,7 +34,7 @@ use crate::write_gate::WriteGate;
 
 mod delete_tags;
 mod endpoints;
-pub mod layers;
+pub(crate) mod layers;
 mod responses;
 
 /// Which listener a connection arrived on.

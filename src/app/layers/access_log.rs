@@ -93,3 +93,78 @@ where
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::sync::Mutex;
+
+    use http::StatusCode;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::error::RegistryError;
+
+    /// What the inner service got: the connection and the record.
+    type Seen = (ConnInfo, Arc<RequestRecord>);
+
+    fn layer(metrics: &Arc<Metrics>, trusted: &str) -> AccessLogLayer {
+        AccessLogLayer {
+            metrics: Arc::clone(metrics),
+            trusted_proxies: TrustedProxies::parse(&[trusted.to_owned()]).unwrap(),
+            idle_timeout: Duration::from_secs(60),
+        }
+    }
+
+    /// The record goes inward with the client a trusted proxy names; the
+    /// route and account the inner layers set, and the status, end up in
+    /// the request metrics once the response is done.
+    #[tokio::test]
+    async fn the_record_goes_inward_and_counts_the_answer() {
+        let metrics = Arc::new(Metrics::new());
+        let seen: Arc<Mutex<Option<Seen>>> = Arc::default();
+        let inner = {
+            let seen = Arc::clone(&seen);
+            tower::service_fn(move |req: Request<ProxyBody>| {
+                let conn = *req.extensions().get::<ConnInfo>().unwrap();
+                let record = Arc::clone(req.extensions().get::<Arc<RequestRecord>>().unwrap());
+                record.set_route(
+                    crate::route_kind::RouteKind::Manifest,
+                    Some("team/app".into()),
+                );
+                record.set_account("alice");
+                *seen.lock().unwrap() = Some((conn, record));
+                async {
+                    let mut resp = Response::new(crate::body::full("{}"));
+                    *resp.status_mut() = StatusCode::CREATED;
+                    Ok::<_, RegistryError>(resp)
+                }
+            })
+        };
+        let svc = layer(&metrics, "10.0.0.0/8").layer(inner);
+        let mut req = Request::put("/v2/team/app/manifests/v1")
+            .header("x-forwarded-for", "203.0.113.9")
+            .header("x-forwarded-proto", "http")
+            .body(crate::body::empty())
+            .unwrap();
+        let balancer: SocketAddr = "10.1.2.3:5000".parse().unwrap();
+        req.extensions_mut().insert(ConnInfo {
+            peer: balancer,
+            local: "127.0.0.1:5443".parse().unwrap(),
+            tls: true,
+        });
+        let resp = svc.oneshot(req).await.unwrap();
+        let (conn, record) = seen.lock().unwrap().take().unwrap();
+        assert_eq!(conn.peer.ip().to_string(), "203.0.113.9");
+        assert!(!conn.tls, "the proxy said the client spoke plain HTTP");
+        drop(record);
+        drop(resp);
+        let text = metrics.encode();
+        assert!(
+            text.contains(
+                "regate_requests_total{route=\"manifest\",method=\"PUT\",status=\"201\"} 1"
+            ),
+            "{text}"
+        );
+    }
+}

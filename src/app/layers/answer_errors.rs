@@ -54,3 +54,33 @@ where
         Box::pin(async move { Ok(answer.await.unwrap_or_else(RegistryError::into_response)) })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use http::StatusCode;
+
+    use super::*;
+    use crate::error::ErrorCode;
+
+    #[tokio::test]
+    async fn an_error_below_becomes_the_oci_error_response() {
+        let svc = AnswerErrorsLayer.layer(tower::service_fn(|_req: Request<()>| async {
+            Err::<Response<ProxyBody>, _>(RegistryError::new(
+                StatusCode::NOT_FOUND,
+                ErrorCode::ManifestUnknown,
+                "no such tag",
+            ))
+        }));
+        let resp = svc
+            .oneshot(Request::get("/v2/a/manifests/v1").body(()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+        let body = http_body_util::BodyExt::collect(resp.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["errors"][0]["code"], "MANIFEST_UNKNOWN");
+    }
+}
