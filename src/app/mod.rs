@@ -5,7 +5,7 @@
 //! -> endpoints (tag delete, tag list, referrers, manifest PUT, forward).
 //!
 //! Owns [`App`], the shared state every request sees, and the order of the
-//! stack; each layer is a file of [`layers`], and what regate answers itself
+//! stack; each layer is a file of `layers`, and what regate answers itself
 //! is `App::endpoints`. What a layer decides travels inward in the
 //! request's extensions ([`ConnInfo`], the access-log record, the route, the
 //! caller).
@@ -117,7 +117,7 @@ impl App {
         })
     }
 
-    /// The registry listeners' service: the stack of [`layers`] around
+    /// The registry listeners' service: the stack of `layers` around
     /// `App::endpoints`.
     pub fn service(
         self: &Arc<Self>,
