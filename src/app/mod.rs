@@ -68,6 +68,8 @@ pub struct App {
     pub uploads: UploadOffsets,
     pub gate: Arc<WriteGate>,
     pub auth: Arc<crate::auth::Auth>,
+    /// Manifest and blob reads answered from the storage (`[storage] fast_reads`).
+    pub fast_reads: Option<crate::fast_reads::FastReads>,
 }
 
 impl App {

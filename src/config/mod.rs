@@ -17,6 +17,7 @@ mod problem;
 mod raw;
 mod renamed;
 mod schema;
+pub mod storage;
 mod validate;
 
 use std::net::SocketAddr;
@@ -78,6 +79,7 @@ pub struct Settings {
     pub log: LogSettings,
     pub delete: DeleteSettings,
     pub gc: gc::GcSettings,
+    pub storage: storage::StorageSettings,
     pub auth: AuthSettings,
     pub audit: AuditSettings,
     /// Deprecated keys in use (each with its new name): logged as warnings

@@ -252,6 +252,10 @@ pub async fn start(settings: Settings) -> Result<RunningServer, StartError> {
         tags,
         gate,
         auth,
+        fast_reads: settings.storage.fast_reads.as_deref().map(|root| {
+            tracing::info!(storage = %root.display(), "manifest and blob reads are answered from the storage ([storage] fast_reads)");
+            crate::fast_reads::FastReads::new(root)
+        }),
     });
     let (stop, stop_rx) = watch::channel(false);
     let handler: Handler = {
