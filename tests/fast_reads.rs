@@ -668,3 +668,33 @@ async fn a_blob_removed_by_gc_while_served_arrives_whole() {
     let r = c.get(&url).send().await.unwrap();
     assert_eq!(r.status(), 404);
 }
+
+/// curl fails an HTTP/2 HEAD answer that carries DATA (exit 92): the
+/// storage's HEAD answers carry none, on either protocol.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_takes_the_head_answers_over_both_protocols() {
+    common::require_tool("curl");
+    let s = setup(true, "").await;
+    let image = Image::oci("fr-curl", 5000);
+    image
+        .push(&reqwest::Client::new(), &s.registry.url, "fr/curl", "v1")
+        .await;
+    let ca = s.regate.certs.files.ca_cert.display().to_string();
+    for path in [
+        "/v2/fr/curl/manifests/v1".to_owned(),
+        format!("/v2/fr/curl/blobs/{}", image.blobs[1].digest),
+    ] {
+        for proto in ["--http1.1", "--http2"] {
+            s.relay.clear();
+            let mut cmd = std::process::Command::new("curl");
+            cmd.args(["-sS", "-I", proto, "--cacert", &ca, "-H"])
+                .arg(format!("accept: {ACCEPT_ALL}"))
+                .arg(format!("{}{path}", s.regate.url));
+            let (code, out, err) = common::run_captured(cmd, None);
+            assert_eq!(code, 0, "curl -I {proto} {path}: {out}{err}");
+            assert!(out.starts_with("HTTP/"), "{out}");
+            assert!(out.contains(" 200"), "{out}");
+            assert!(s.relay.requests().is_empty(), "{:?}", s.relay.requests());
+        }
+    }
+}

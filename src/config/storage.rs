@@ -60,3 +60,50 @@ pub(super) fn validate(
         (_, root) => StorageSettings { fast_reads: root },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::Settings;
+
+    fn load(extra: &str) -> Result<Settings, super::super::ConfigError> {
+        let text = format!(
+            "[server]\ndev_certs = true\n[upstream]\nurl = \"http://127.0.0.1:5000\"\n{extra}"
+        );
+        Settings::from_toml(&text, "test.toml", std::iter::empty())
+    }
+
+    #[test]
+    fn fast_reads_follow_the_known_storage_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().display().to_string();
+        assert_eq!(load("").unwrap().storage.fast_reads, None);
+        let from_gc = load(&format!("[gc]\nstorage_root = {root:?}\n")).unwrap();
+        assert_eq!(from_gc.storage.fast_reads.as_deref(), Some(dir.path()));
+        let own = load(&format!("[storage]\nroot = {root:?}\n")).unwrap();
+        assert_eq!(own.storage.fast_reads.as_deref(), Some(dir.path()));
+        let off = load(&format!("[storage]\nroot = {root:?}\nfast_reads = false\n")).unwrap();
+        assert_eq!(off.storage.fast_reads, None);
+    }
+
+    #[test]
+    fn fast_reads_without_a_storage_root_name_the_key_and_what_to_do() {
+        let err = load("[storage]\nfast_reads = true\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("storage.fast_reads: needs to read the registry's storage"),
+            "{err}"
+        );
+        let err = load("[storage]\nroot = \"/nonexistent/registry\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("storage.root: /nonexistent/registry is not a directory"),
+            "{err}"
+        );
+        let err = load("[storage]\nfast_read = true\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("did you mean `storage.fast_reads`?"), "{err}");
+    }
+}

@@ -243,6 +243,14 @@ impl RegateProcess {
         cmd.stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);
+        // REGATE_TEST_FAST_READS=off turns fast reads off here too (a managed
+        // registry's storage is read by default); `on` changes nothing for a
+        // child: it reads the storage whenever its configuration names one.
+        let own = config_text.contains("[storage]")
+            || env.iter().any(|(k, _)| k.starts_with("REGATE_STORAGE__"));
+        if !own && matches!(std::env::var(FAST_READS_VAR).as_deref(), Ok("off" | "0")) {
+            cmd.env("REGATE_STORAGE__FAST_READS", "false");
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }
