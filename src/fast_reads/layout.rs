@@ -30,6 +30,9 @@ pub const MAX_MANIFEST: u64 = 4 * 1024 * 1024;
 pub enum Miss {
     #[error("{0} is not in the storage")]
     NotFound(PathBuf),
+    /// A digest of another algorithm than sha256: not read here.
+    #[error("{0}: only sha256 digests are read from the storage")]
+    OtherAlgorithm(String),
     #[error("{path}: {why}")]
     Unexpected { path: PathBuf, why: &'static str },
     #[error("{path}: {source}")]
@@ -42,7 +45,7 @@ pub enum Miss {
 impl Miss {
     /// A miss worth an operator's attention (not a plain "not there").
     pub fn is_fault(&self) -> bool {
-        !matches!(self, Miss::NotFound(_))
+        !matches!(self, Miss::NotFound(_) | Miss::OtherAlgorithm(_))
     }
 }
 
@@ -91,10 +94,7 @@ impl Layout {
     fn sha256_hex(digest: &Digest) -> Result<&str, Miss> {
         match digest.as_str().split_once(':') {
             Some(("sha256", hex)) => Ok(hex),
-            _ => Err(unexpected(
-                Path::new(digest.as_str()),
-                "not a sha256 digest",
-            )),
+            _ => Err(Miss::OtherAlgorithm(digest.to_string())),
         }
     }
 
@@ -225,6 +225,8 @@ mod tests {
         );
         assert_eq!(layout.blob(&name, &digest()).unwrap().size, 5);
         // A manifest needs its own revision link.
+        let sha512 = Digest::parse(&format!("sha512:{HEX}{HEX}")).unwrap();
+        assert!(!layout.blob(&name, &sha512).unwrap_err().is_fault());
         assert!(matches!(
             layout.manifest(&name, &digest()),
             Err(Miss::NotFound(_))
