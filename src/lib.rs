@@ -20,6 +20,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod error;
+pub mod fast_reads;
 pub mod forwarded;
 pub mod fsck;
 pub mod gc;

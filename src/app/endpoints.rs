@@ -2,7 +2,8 @@
 //! forward, by route and method. Tag deletes (one, or many at once) and restores, the sorted tag
 //! list, the referrers API, manifest PUTs (read once, for `OCI-Subject` and
 //! the referrers index), digest deletes, strict chunked uploads, and the tag
-//! locks around manifest reads and writes. Everything else is forwarded as is.
+//! locks around manifest reads and writes; manifest and blob reads go to
+//! `fast_reads` first when it is on. Everything else is forwarded as is.
 //! A method one of regate's own endpoints does not serve ([`Route::own_methods`])
 //! gets 405 with `Allow`.
 
@@ -157,6 +158,22 @@ impl App {
                 // them off until the registry has answered: nobody ever sees
                 // the dummy.
                 let _reading = self.tags.locks.read(name.as_str(), tag.as_str()).await;
+                if let Some(resp) = self.answer_from_storage(&req, &route).await {
+                    return Ok(resp);
+                }
+                self.forward(req, &route, conn).await
+            }
+            (
+                Route::Manifest {
+                    reference: Reference::Digest(_),
+                    ..
+                }
+                | Route::Blob { .. },
+                &Method::GET | &Method::HEAD,
+            ) => {
+                if let Some(resp) = self.answer_from_storage(&req, &route).await {
+                    return Ok(resp);
+                }
                 self.forward(req, &route, conn).await
             }
             (Route::Manifest { name, reference }, &Method::PUT) => {
@@ -197,6 +214,23 @@ impl App {
                 Ok(resp)
             }
             _ => self.forward(req, &route, conn).await,
+        }
+    }
+
+    /// The read answered from the storage (`fast_reads`), or `None`: forward
+    /// it. (The future holds no reference to the request, whose body is not `Sync`.)
+    fn answer_from_storage<'a>(
+        &'a self,
+        req: &Request<ProxyBody>,
+        route: &'a Route,
+    ) -> impl std::future::Future<Output = Option<Response<ProxyBody>>> + Send + 'a {
+        let asked = self
+            .fast_reads
+            .as_ref()
+            .map(|f| (f, req.method().clone(), req.headers().clone()));
+        async move {
+            let (fast, method, headers) = asked?;
+            fast.answer(&method, &headers, route).await
         }
     }
 

@@ -74,6 +74,8 @@ pub struct App {
     uploads: UploadOffsets,
     gate: Arc<WriteGate>,
     auth: Arc<crate::auth::Auth>,
+    /// Manifest and blob reads answered from the storage (`[storage] fast_reads`).
+    fast_reads: Option<crate::fast_reads::FastReads>,
 }
 
 /// What [`App::new`] is made of: the components `server::start` opens.
@@ -87,6 +89,8 @@ pub struct AppParts {
     pub tags: Arc<TagDeleter>,
     pub gate: Arc<WriteGate>,
     pub auth: Arc<crate::auth::Auth>,
+    /// Manifest and blob reads answered from the storage (`[storage] fast_reads`).
+    pub fast_reads: Option<crate::fast_reads::FastReads>,
 }
 
 impl App {
@@ -102,6 +106,7 @@ impl App {
             tags,
             gate,
             auth,
+            fast_reads,
         } = parts;
         Arc::new(App {
             settings,
@@ -114,6 +119,7 @@ impl App {
             tags,
             gate,
             auth,
+            fast_reads,
         })
     }
 

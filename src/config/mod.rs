@@ -18,6 +18,7 @@ mod raw;
 mod renamed;
 mod schema;
 mod state_url;
+pub mod storage;
 mod validate;
 
 use std::net::SocketAddr;
@@ -80,6 +81,7 @@ pub struct Settings {
     pub log: LogSettings,
     pub delete: DeleteSettings,
     pub gc: gc::GcSettings,
+    pub storage: storage::StorageSettings,
     pub auth: AuthSettings,
     pub audit: AuditSettings,
     /// Deprecated keys in use (each with its new name): logged as warnings

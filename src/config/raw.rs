@@ -22,6 +22,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub gc: super::gc::RawGc,
     #[serde(default)]
+    pub storage: super::storage::RawStorage,
+    #[serde(default)]
     pub auth: super::auth::RawAuth,
     #[serde(default)]
     pub acl: Vec<super::auth::RawAclRule>,

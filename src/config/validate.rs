@@ -237,6 +237,12 @@ pub(super) fn validate(raw: RawConfig, _source: &str) -> Result<Settings, Vec<Pr
     };
 
     let gc = super::gc::validate(raw.gc, managed.is_some(), &mut c.problems);
+    let storage = super::storage::validate(
+        raw.storage,
+        gc.storage_root.as_deref(),
+        managed.as_ref().map(|m| m.data_dir.join("storage")),
+        &mut c.problems,
+    );
 
     if !c.problems.is_empty() {
         return Err(c.problems);
@@ -275,6 +281,7 @@ pub(super) fn validate(raw: RawConfig, _source: &str) -> Result<Settings, Vec<Pr
                 .unwrap_or(d::PROTECT_SHARED_DIGESTS),
         },
         gc,
+        storage,
         auth,
         audit,
         warnings: Vec::new(),

@@ -326,6 +326,10 @@ async fn open_components(
         tags,
         gate,
         auth: Arc::clone(&auth),
+        fast_reads: settings.storage.fast_reads.as_deref().map(|root| {
+            tracing::info!(storage = %root.display(), "manifest and blob reads are answered from the storage ([storage] fast_reads)");
+            crate::fast_reads::FastReads::new(root)
+        }),
     });
     let admin = Arc::new(Admin {
         upstream: upstream.clone(),

@@ -50,6 +50,37 @@ pub fn config_toml(upstream: &str, certs: &TestCerts, state_dir: &Path, extra: &
     )
 }
 
+/// The variable that runs the suite with fast reads on or off.
+pub const FAST_READS_VAR: &str = "REGATE_TEST_FAST_READS";
+
+/// Overrides that follow `REGATE_TEST_FAST_READS` (`on`/`1` or `off`/`0`;
+/// unset: the configuration's own default): `on` points `storage.root` at
+/// the storage of a registry this process started and turns fast reads on;
+/// `off` turns them off, managed mode included. A test that sets
+/// `[storage]` itself (in its TOML or its environment) is left alone.
+pub fn fast_reads_env(
+    upstream: &str,
+    extra: &str,
+    env: &[(String, String)],
+) -> Vec<(String, String)> {
+    let own =
+        extra.contains("[storage]") || env.iter().any(|(k, _)| k.starts_with("REGATE_STORAGE__"));
+    let wanted = std::env::var(FAST_READS_VAR).ok();
+    match wanted.as_deref() {
+        _ if own => vec![],
+        None | Some("") => vec![],
+        Some("on" | "1") => match super::registry::storage_of(upstream) {
+            Some(root) => vec![
+                ("REGATE_STORAGE__ROOT".into(), root.display().to_string()),
+                ("REGATE_STORAGE__FAST_READS".into(), "true".into()),
+            ],
+            None => vec![],
+        },
+        Some("off" | "0") => vec![("REGATE_STORAGE__FAST_READS".into(), "false".into())],
+        Some(other) => panic!("{FAST_READS_VAR}={other:?}: use on, off, 1 or 0"),
+    }
+}
+
 pub struct Regate {
     pub server: Option<RunningServer>,
     pub certs: TestCerts,
@@ -104,7 +135,9 @@ impl Regate {
         env: Vec<(String, String)>,
     ) -> Self {
         let text = config_toml(upstream, &certs, state_dir.path(), extra);
-        let settings = Settings::from_toml(&text, "test config", env.clone().into_iter())
+        let mut env_all = env.clone();
+        env_all.extend(fast_reads_env(upstream, extra, &env));
+        let settings = Settings::from_toml(&text, "test config", env_all.into_iter())
             .expect("valid test config");
         let server = regate::server::start(settings)
             .await
@@ -210,6 +243,14 @@ impl RegateProcess {
         cmd.stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);
+        // REGATE_TEST_FAST_READS=off turns fast reads off here too (a managed
+        // registry's storage is read by default); `on` changes nothing for a
+        // child: it reads the storage whenever its configuration names one.
+        let own = config_text.contains("[storage]")
+            || env.iter().any(|(k, _)| k.starts_with("REGATE_STORAGE__"));
+        if !own && matches!(std::env::var(FAST_READS_VAR).as_deref(), Ok("off" | "0")) {
+            cmd.env("REGATE_STORAGE__FAST_READS", "false");
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }

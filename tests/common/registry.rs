@@ -1,8 +1,19 @@
 //! A real distribution registry (`docker-registry serve`) on 127.0.0.1.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+/// The storage of every registry this process runs, by URL: how the regate
+/// fixture finds the storage root for fast reads (`REGATE_TEST_FAST_READS`).
+static STORAGES: Mutex<Option<HashMap<String, PathBuf>>> = Mutex::new(None);
+
+/// The storage root of the registry at `url`, if this process started it.
+pub fn storage_of(url: &str) -> Option<PathBuf> {
+    STORAGES.lock().unwrap().as_ref()?.get(url).cloned()
+}
 
 pub struct Registry {
     pub url: String,
@@ -66,6 +77,11 @@ impl Registry {
                 .expect("start docker-registry");
             let url = format!("http://127.0.0.1:{port}");
             if wait_up(&url, &mut child) {
+                STORAGES
+                    .lock()
+                    .unwrap()
+                    .get_or_insert_with(HashMap::new)
+                    .insert(url.clone(), storage.clone());
                 return Registry {
                     url,
                     port,
@@ -104,6 +120,9 @@ fn wait_up(url: &str, child: &mut Child) -> bool {
 
 impl Drop for Registry {
     fn drop(&mut self) {
+        if let Some(m) = STORAGES.lock().unwrap().as_mut() {
+            m.remove(&self.url);
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -81,6 +81,7 @@ pub(crate) fn app(extra: impl FnOnce(&std::path::Path) -> String) -> TestApp {
         tags,
         gate,
         auth,
+        fast_reads: None,
     };
     let app = App::new(parts.clone());
     TestApp {
