@@ -552,6 +552,20 @@ async fn a_tag_deleted_through_regate_is_never_served_afterwards() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["docker-content-digest"], image.digest.as_str());
+
+    // Deleted by digest through regate: neither the digest nor its last tag
+    // is served from the storage again.
+    let r = c.delete(url(&image.digest)).send().await.unwrap();
+    assert_eq!(r.status(), 202);
+    for reference in [image.digest.as_str(), "keep"] {
+        let r = c
+            .get(url(reference))
+            .header("accept", ACCEPT_ALL)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404, "{reference} after the digest delete");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,14 +4,18 @@
 //! range 206 with `Content-Range`), and [`FileBody`], which streams the open
 //! file in [`CHUNK`]-byte reads off the async threads.
 //!
-//! Memory per download is bounded by one chunk in flight (plus what the
-//! listener buffers); the file stays open until the body ends, so a blob that
+//! Memory is bounded over all downloads ([`InFlight`]): a chunk counts from
+//! its read until the listener has written it and dropped it; while the
+//! chunks in flight exceed [`BIG_BUDGET`], reads are [`SMALL_CHUNK`] bytes
+//! (many slow downloads do not each hold large buffers, a few fast ones get
+//! large reads). The file stays open until the body ends, so a blob that
 //! garbage collection removes meanwhile is still sent whole.
 
 use std::fs::File;
 use std::future::Future;
 use std::os::unix::fs::FileExt;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
@@ -24,8 +28,76 @@ use super::range::Ranged;
 use crate::body::BoxError;
 use crate::route::Digest;
 
-/// Bytes read from the file at once.
+/// Bytes read from the file at once, while the budget allows.
 pub const CHUNK: usize = 256 * 1024;
+
+/// Bytes read at once past the budget.
+pub const SMALL_CHUNK: usize = 16 * 1024;
+
+/// Bytes of chunks in flight, over all downloads, up to which reads are
+/// [`CHUNK`] bytes.
+pub const BIG_BUDGET: usize = 8 * 1024 * 1024;
+
+/// The bytes of blob chunks read and not yet dropped, over all downloads.
+#[derive(Debug, Clone)]
+pub struct InFlight {
+    used: Arc<AtomicUsize>,
+    budget: usize,
+}
+
+impl Default for InFlight {
+    fn default() -> Self {
+        InFlight::with_budget(BIG_BUDGET)
+    }
+}
+
+impl InFlight {
+    pub fn with_budget(budget: usize) -> Self {
+        InFlight {
+            used: Arc::new(AtomicUsize::new(0)),
+            budget,
+        }
+    }
+
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    /// A buffer for the next read of at most `left` bytes, counted in
+    /// flight until it is dropped.
+    fn reserve(&self, left: u64) -> Counted {
+        let big = self.used() + CHUNK <= self.budget;
+        let len = (if big { CHUNK } else { SMALL_CHUNK } as u64).min(left) as usize;
+        self.used.fetch_add(len, Ordering::Relaxed);
+        Counted {
+            buf: vec![0u8; len],
+            counted: len,
+            in_flight: self.clone(),
+        }
+    }
+}
+
+/// A chunk's buffer, counted in [`InFlight`] until it is dropped (the
+/// owner of the `Bytes` handed to the listener).
+struct Counted {
+    buf: Vec<u8>,
+    counted: usize,
+    in_flight: InFlight,
+}
+
+impl AsRef<[u8]> for Counted {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.in_flight
+            .used
+            .fetch_sub(self.counted, Ordering::Relaxed);
+    }
+}
 
 /// `max-age` of 2.8's blob answers (365 days).
 const CACHE_CONTROL: &str = "max-age=31536000";
@@ -68,28 +140,31 @@ pub fn head(
     (status, headers, start, end)
 }
 
-/// Bytes `pos..end` of an open file, read [`CHUNK`] at a time on the
+/// Bytes `pos..end` of an open file, read a chunk at a time on the
 /// blocking pool (positional reads: no shared cursor).
 pub struct FileBody {
     file: Arc<File>,
     pos: u64,
     end: u64,
+    in_flight: InFlight,
     reading: Option<JoinHandle<std::io::Result<Bytes>>>,
 }
 
 impl FileBody {
-    pub fn new(file: File, start: u64, end: u64) -> Self {
+    pub fn new(file: File, start: u64, end: u64, in_flight: InFlight) -> Self {
         FileBody {
             file: Arc::new(file),
             pos: start,
             end,
+            in_flight,
             reading: None,
         }
     }
 }
 
-fn read_chunk(file: &File, pos: u64, len: usize) -> std::io::Result<Bytes> {
-    let mut buf = vec![0u8; len];
+fn read_chunk(file: &File, pos: u64, mut chunk: Counted) -> std::io::Result<Bytes> {
+    let buf = &mut chunk.buf;
+    let len = buf.len();
     let mut filled = 0;
     while filled < len {
         match file.read_at(&mut buf[filled..], pos + filled as u64) {
@@ -104,7 +179,7 @@ fn read_chunk(file: &File, pos: u64, len: usize) -> std::io::Result<Bytes> {
             Err(e) => return Err(e),
         }
     }
-    Ok(Bytes::from(buf))
+    Ok(Bytes::from_owner(chunk))
 }
 
 impl Body for FileBody {
@@ -120,10 +195,10 @@ impl Body for FileBody {
             if this.pos >= this.end {
                 return Poll::Ready(None);
             }
-            let len = (this.end - this.pos).min(CHUNK as u64) as usize;
+            let chunk = this.in_flight.reserve(this.end - this.pos);
             let (file, pos) = (Arc::clone(&this.file), this.pos);
             this.reading = Some(tokio::task::spawn_blocking(move || {
-                read_chunk(&file, pos, len)
+                read_chunk(&file, pos, chunk)
             }));
         }
         let reading = this.reading.as_mut().expect("set above");
@@ -162,7 +237,7 @@ mod tests {
         let file = File::open(&path).unwrap();
         // Garbage collection removes the blob while it is served.
         std::fs::remove_file(&path).unwrap();
-        let body = FileBody::new(file, 10, bytes.len() as u64 - 5);
+        let body = FileBody::new(file, 10, bytes.len() as u64 - 5, InFlight::default());
         assert_eq!(body.size_hint().exact(), Some(bytes.len() as u64 - 15));
         let got = body.collect().await.unwrap().to_bytes();
         assert_eq!(&got[..], &bytes[10..bytes.len() - 5]);
@@ -173,7 +248,35 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("data");
         std::fs::write(&path, b"0123456789").unwrap();
-        let body = FileBody::new(File::open(&path).unwrap(), 0, 20);
+        let body = FileBody::new(File::open(&path).unwrap(), 0, 20, InFlight::default());
         assert!(body.collect().await.is_err());
+    }
+
+    #[tokio::test]
+    async fn past_the_budget_reads_are_small_and_every_chunk_is_counted_until_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data");
+        std::fs::write(&path, vec![7u8; CHUNK * 3]).unwrap();
+        let in_flight = InFlight::with_budget(CHUNK * 2);
+        let mut body = FileBody::new(
+            File::open(&path).unwrap(),
+            0,
+            (CHUNK * 3) as u64,
+            in_flight.clone(),
+        );
+        let mut held = Vec::new();
+        while let Some(frame) = body.frame().await {
+            held.push(frame.unwrap().into_data().unwrap());
+        }
+        let sizes: Vec<usize> = held.iter().map(Bytes::len).take(3).collect();
+        assert_eq!(
+            sizes,
+            [CHUNK, CHUNK, SMALL_CHUNK],
+            "held chunks count against the budget"
+        );
+        assert_eq!(held.iter().map(Bytes::len).sum::<usize>(), CHUNK * 3);
+        assert_eq!(in_flight.used(), CHUNK * 3);
+        drop(held);
+        assert_eq!(in_flight.used(), 0);
     }
 }

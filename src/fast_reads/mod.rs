@@ -47,6 +47,8 @@ const CONDITIONAL: [HeaderName; 5] = [
 #[derive(Debug, Clone)]
 pub struct FastReads {
     layout: Layout,
+    /// Blob chunks in flight over all downloads (the memory bound).
+    in_flight: blob::InFlight,
 }
 
 fn response(
@@ -79,6 +81,7 @@ impl FastReads {
     pub fn new(root: &Path) -> Self {
         FastReads {
             layout: Layout::new(root),
+            in_flight: blob::InFlight::default(),
         }
     }
 
@@ -141,7 +144,7 @@ impl FastReads {
                 let body = if head {
                     empty()
                 } else {
-                    blob::FileBody::new(blob.file, start, end)
+                    blob::FileBody::new(blob.file, start, end, self.in_flight.clone())
                         .map_err(|e: BoxError| e)
                         .boxed_unsync()
                 };
