@@ -17,6 +17,7 @@ pub mod body;
 pub mod certs;
 pub mod cli;
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod forwarded;

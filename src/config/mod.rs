@@ -203,6 +203,9 @@ pub fn resolve_binary(binary: &str) -> Option<PathBuf> {
 #[derive(Debug, Clone)]
 pub struct StateSettings {
     pub dir: PathBuf,
+    /// `[state] url`: the PostgreSQL the replicas of a cluster share
+    /// (`crate::cluster`); None: one instance. Holds a password: never logged.
+    pub url: Option<String>,
 }
 
 #[derive(Debug, Clone)]

@@ -202,8 +202,14 @@ pub(super) fn validate(raw: RawConfig, _source: &str) -> Result<Settings, Vec<Pr
         d::UPSTREAM_IDLE_TIMEOUT_SECS,
     );
 
+    if let Some(url) = &raw.state.url {
+        if let Err(e) = crate::cluster::parse_url(url) {
+            c.problems.push(Problem::new("state.url", e.to_string()));
+        }
+    }
     let state = StateSettings {
         dir: PathBuf::from(raw.state.dir.unwrap_or_else(|| d::STATE_DIR.into())),
+        url: raw.state.url,
     };
     let level = raw.log.level.unwrap_or_else(|| d::LOG_LEVEL.into());
     if tracing_subscriber::EnvFilter::try_new(&level).is_err() {

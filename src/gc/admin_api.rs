@@ -2,7 +2,9 @@
 //!
 //! - `POST /admin/gc` with `{"dry_run": bool, "untagged": bool}` starts a run
 //!   (202 with its id); `?wait=true` answers when it has finished.
-//! - `GET /admin/gc`: the gate, the run in progress, the history;
+//! - `GET /admin/gc`: the gate, the run in progress, the history; in a
+//!   cluster `.gate.state` is the cluster's gate and `.cluster` tells which
+//!   replica closed it and which runs the GC;
 //!   `GET /admin/gc/<id>`: one run.
 //! - `PUT /admin/maintenance` with `{"reason": "..."}` drains and closes the
 //!   gate; `DELETE /admin/maintenance` opens it; `GET` tells.
@@ -79,6 +81,20 @@ struct MaintenanceBody {
     reason: Option<String>,
 }
 
+/// This replica's gate; in a cluster, `state` is the cluster's gate
+/// (`unknown` while PostgreSQL cannot be reached), `local_state` this
+/// replica's, and `cluster` the details.
+fn gate_json(gc: &Gc) -> serde_json::Value {
+    let mut v = json!(gc.gate().status());
+    if let Some(cluster) = gc.cluster() {
+        let status = cluster.status();
+        v["local_state"] = v["state"].clone();
+        v["state"] = json!(status.state);
+        v["cluster"] = json!(status);
+    }
+    v
+}
+
 /// Serves one request of this API.
 pub async fn handle(gc: &Arc<Gc>, req: Request<UnreadBody>) -> Response<ProxyBody> {
     serve(gc, req)
@@ -109,7 +125,7 @@ async fn serve(
         (Method::GET | Method::HEAD, "/admin/gc") => Ok(json_response(
             StatusCode::OK,
             json!({
-                "gate": gc.gate().status(),
+                "gate": gate_json(gc),
                 "running": gc.current(),
                 "history": gc.history(HISTORY).await?,
             }),
@@ -132,26 +148,26 @@ async fn serve(
             let drain = gc.maintenance_on(&reason).await?;
             Ok(json_response(
                 StatusCode::OK,
-                json!({"gate": gc.gate().status(), "drain": drain}),
+                json!({"gate": gate_json(gc), "drain": drain}),
             ))
         }
         (Method::DELETE, "/admin/maintenance") => {
             gc.maintenance_off().await?;
             Ok(json_response(
                 StatusCode::OK,
-                json!({"gate": gc.gate().status()}),
+                json!({"gate": gate_json(gc)}),
             ))
         }
         (Method::GET | Method::HEAD, "/admin/maintenance") => Ok(json_response(
             StatusCode::OK,
-            json!({"gate": gc.gate().status(), "maintenance": gc.maintenance().await?}),
+            json!({"gate": gate_json(gc), "maintenance": gc.maintenance().await?}),
         )),
         (Method::GET | Method::HEAD, "/admin/status") => {
             let last = gc.history(1).await?.into_iter().next();
             Ok(json_response(
                 StatusCode::OK,
                 json!({
-                    "gate": gc.gate().status(),
+                    "gate": gate_json(gc),
                     "maintenance": gc.maintenance().await?,
                     "gc": {
                         "running": gc.current(),

@@ -35,6 +35,7 @@ use http::StatusCode;
 use serde::Deserialize;
 use tokio::sync::watch;
 
+use crate::cluster::{Cluster, ClusterError};
 use crate::config::gc::GcSettings;
 use crate::error::{ErrorCode, RegistryError};
 use crate::metrics::Metrics;
@@ -52,6 +53,8 @@ pub enum GcError {
     UntaggedNeedsStorage,
     #[error("GC run {id} is already running")]
     AlreadyRunning { id: i64 },
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
     #[error("the gate is closed by hand for maintenance ({reason}); switch maintenance off first")]
     InMaintenance { reason: String },
     #[error("GC run {id} holds the gate; it reopens it when done")]
@@ -90,6 +93,20 @@ impl From<GcError> for RegistryError {
             GcError::AlreadyRunning { .. }
             | GcError::InMaintenance { .. }
             | GcError::GcHoldsGate { .. } => (StatusCode::CONFLICT, ErrorCode::Denied),
+            GcError::Cluster(c) => match c {
+                ClusterError::InMaintenance { .. }
+                | ClusterError::GcHoldsGate { .. }
+                | ClusterError::GcRunningElsewhere { .. } => {
+                    (StatusCode::CONFLICT, ErrorCode::Denied)
+                }
+                ClusterError::Url(_)
+                | ClusterError::Connect(_)
+                | ClusterError::Sql(_)
+                | ClusterError::NotDrained(_)
+                | ClusterError::LeaseLost => {
+                    (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable)
+                }
+            },
             GcError::NoSuchRun { .. } => (StatusCode::NOT_FOUND, ErrorCode::Unknown),
             GcError::State(_)
             | GcError::Command(_)
@@ -188,6 +205,10 @@ pub struct Gc {
     /// Held while a run is started or maintenance switched, so the checks
     /// and the state writes of one are not interleaved with the other's.
     switching: tokio::sync::Mutex<()>,
+    /// Set with `[state] url`: the gate and the GC lease are the cluster's.
+    cluster: std::sync::OnceLock<Arc<Cluster>>,
+    /// The cluster's GC lease, held by the run in progress.
+    lease: Mutex<Option<crate::cluster::gc_lease::GcLease>>,
 }
 
 impl Gc {
@@ -231,11 +252,26 @@ impl Gc {
             running: Mutex::new(None),
             finished: watch::channel(0).0,
             switching: tokio::sync::Mutex::new(()),
+            cluster: std::sync::OnceLock::new(),
+            lease: Mutex::new(None),
         })
     }
 
     fn running(&self) -> MutexGuard<'_, Option<GcRun>> {
         self.running.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Makes the gate and the GC lease the cluster's (before `recover`).
+    pub fn join_cluster(&self, cluster: Arc<Cluster>) {
+        let _ = self.cluster.set(cluster);
+    }
+
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.get()
+    }
+
+    fn lease_slot(&self) -> MutexGuard<'_, Option<crate::cluster::gc_lease::GcLease>> {
+        self.lease.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn gate(&self) -> &Arc<WriteGate> {
@@ -302,9 +338,19 @@ impl Gc {
             deadline_at_ms,
             ..Default::default()
         };
+        // One GC at a time in the cluster: the lease first (409 naming the
+        // run that holds it), then the record.
+        let lease = match self.cluster.get() {
+            Some(cluster) => Some(cluster.gc_lease().await?),
+            None => None,
+        };
         let state = self.state.clone();
         let inserted = run.clone();
         run.id = blocking(move || state.gc_run_insert(&inserted)).await?;
+        if let (Some(cluster), Some(lease)) = (self.cluster.get(), lease) {
+            cluster.gc_lease_names_run(run.id).await?;
+            *self.lease_slot() = Some(lease);
+        }
         *self.running() = Some(run.clone());
         self.prune_history().await;
         tracing::info!(target: "regate::gc", id = run.id, trigger, dry_run = req.dry_run, untagged = req.untagged, "garbage collection started");

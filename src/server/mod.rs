@@ -49,6 +49,8 @@ pub enum StartError {
     State(#[from] crate::state::StateError),
     #[error("recovering the GC state: {0}")]
     Gc(crate::gc::GcError),
+    #[error("joining the cluster: {0}")]
+    Cluster(crate::cluster::ClusterError),
     #[error(transparent)]
     Auth(#[from] crate::auth::AuthSetupError),
     #[error(transparent)]
@@ -237,6 +239,19 @@ pub async fn start(settings: Settings) -> Result<RunningServer, StartError> {
         Arc::clone(&metrics),
         settings.state.dir.join("gc"),
     );
+    // With [state] url: the gate and the GC lease are the cluster's; the
+    // cluster's gate is applied before the first request.
+    let cluster = match &settings.state.url {
+        Some(url) => {
+            let c =
+                crate::cluster::Cluster::start(url, Arc::clone(&gate), settings.gc.drain_timeout)
+                    .await
+                    .map_err(StartError::Cluster)?;
+            gc.join_cluster(Arc::clone(&c));
+            Some(c)
+        }
+        None => None,
+    };
     // Before the first request: the gate comes back closed while a GC started
     // before a restart still runs, or while maintenance is on.
     gc.recover().await.map_err(StartError::Gc)?;
@@ -319,6 +334,9 @@ pub async fn start(settings: Settings) -> Result<RunningServer, StartError> {
             Arc::clone(&metrics),
             stop_rx.clone(),
         )));
+    }
+    if let Some(c) = cluster {
+        loops.push(tokio::spawn(c.follow(stop_rx.clone())));
     }
     if let Some(schedule) = settings.gc.schedule.clone() {
         loops.push(tokio::spawn(crate::gc::schedule::run(

@@ -1,0 +1,354 @@
+//! Several replicas on one `[state] url`: a PostgreSQL of the test's own, two
+//! real `docker-registry` processes over ONE storage directory (one
+//! `http.secret`), and two regate replicas, one in front of each. The write
+//! gate and the GC lease are the cluster's (`regate::cluster`).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::gc::{
+    admin_client, gc_section, get_json, slow_gc_section, start_gc, wait_gate, wait_run,
+};
+use common::images::ACCEPT_ALL;
+use common::postgres::Postgres;
+use common::regate::{config_toml, RegateProcess, TestCerts};
+use common::{Image, Regate, Registry};
+
+/// `extra` for a replica: the `[state] url` (the config's `[state]` section
+/// ends the fixture's text), then more sections.
+fn replica_extra(url: &str, more: &str) -> String {
+    format!("url = {url:?}\n{more}")
+}
+
+async fn gc_json(admin: &str) -> serde_json::Value {
+    get_json(&format!("{admin}/admin/gc")).await
+}
+
+/// The image behind `repo:tag` through `base` is `img`, byte for byte.
+async fn check_image(client: &reqwest::Client, base: &str, repo: &str, tag: &str, img: &Image) {
+    let r = client
+        .get(format!("{base}/v2/{repo}/manifests/{tag}"))
+        .header("accept", ACCEPT_ALL)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{repo}:{tag}");
+    assert_eq!(r.headers()["docker-content-digest"], img.digest.as_str());
+    for b in img.all_blobs() {
+        let r = client
+            .get(format!("{base}/v2/{repo}/blobs/{}", b.digest))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "blob {}", b.digest);
+        assert_eq!(r.bytes().await.unwrap().as_ref(), b.bytes.as_slice());
+    }
+}
+
+/// Polls until the gate of `admin` is `state`; how long it took.
+async fn gate_becomes(admin: &str, state: &str, within: Duration) -> Duration {
+    let t = Instant::now();
+    wait_gate(admin, state, within).await;
+    t.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn gc_and_maintenance_through_a_hold_pushes_through_b() {
+    let pg = Postgres::start();
+    let url = pg.create_database("gate");
+    let ra = Registry::start();
+    let rb = Registry::start_sharing_storage_of(&ra);
+    let a = Regate::start_with(
+        &ra.url,
+        &replica_extra(&url, &slow_gc_section(&ra, 3, "hold_timeout = \"60s\"")),
+    )
+    .await;
+    let b = Regate::start_with(
+        &rb.url,
+        &replica_extra(&url, &gc_section(&rb, "hold_timeout = \"60s\"")),
+    )
+    .await;
+    let first = Image::oci("replicas-first", 2048);
+    first.push(&b.client(), &b.url, "app", "v1").await;
+
+    // GC through A closes B's gate too.
+    let id = start_gc(&a.admin_url, false, false, false).await["id"]
+        .as_i64()
+        .unwrap();
+    let seen = gate_becomes(&b.admin_url, "closed", Duration::from_secs(5)).await;
+    let a_replica = gc_json(&a.admin_url).await["gate"]["cluster"]["replica"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let view = gc_json(&b.admin_url).await;
+    assert_eq!(
+        view["gate"]["cluster"]["gate"]["holder_replica"],
+        a_replica.as_str(),
+        "{view}"
+    );
+    assert_eq!(
+        view["gate"]["cluster"]["gc"]["replica"],
+        a_replica.as_str(),
+        "{view}"
+    );
+    assert_eq!(view["gate"]["cluster"]["gc"]["run_id"], id, "{view}");
+
+    // One GC at a time: B answers 409 naming A's run.
+    let r = admin_client()
+        .post(format!("{}/admin/gc", b.admin_url))
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    let body = r.text().await.unwrap();
+    assert!(
+        body.contains(&a_replica) && body.contains(&format!("run {id}")),
+        "{body}"
+    );
+
+    // A push through B is held while A's GC runs, then completes whole.
+    let img = Image::oci("replicas-during-gc", 4096);
+    let (client, base, pushed) = (b.client(), b.url.clone(), img.clone());
+    let push = tokio::spawn(async move { pushed.push(&client, &base, "app", "v2").await });
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert!(
+        !push.is_finished(),
+        "a push through B went on during A's GC"
+    );
+    let run = wait_run(&a.admin_url, id, Duration::from_secs(60)).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    tokio::time::timeout(Duration::from_secs(20), push)
+        .await
+        .expect("the held push completes after the GC")
+        .unwrap();
+    check_image(&a.client(), &a.url, "app", "v2", &img).await;
+    check_image(&b.client(), &b.url, "app", "v1", &first).await;
+    eprintln!("B saw A's gate close after {seen:?} (polling B's admin API)");
+
+    // Maintenance through A holds B's pushes; switching it off through B opens A's gate.
+    let r = admin_client()
+        .put(format!("{}/admin/maintenance", a.admin_url))
+        .json(&serde_json::json!({"reason": "backup"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    gate_becomes(&b.admin_url, "closed", Duration::from_secs(2)).await;
+    let img3 = Image::oci("replicas-during-maintenance", 1024);
+    let (client, base, pushed) = (b.client(), b.url.clone(), img3.clone());
+    let push = tokio::spawn(async move { pushed.push(&client, &base, "app", "v3").await });
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(
+        !push.is_finished(),
+        "a push through B went on during maintenance"
+    );
+    let r = admin_client()
+        .delete(format!("{}/admin/maintenance", b.admin_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    gate_becomes(&a.admin_url, "open", Duration::from_secs(2)).await;
+    tokio::time::timeout(Duration::from_secs(10), push)
+        .await
+        .expect("the held push completes after maintenance")
+        .unwrap();
+    check_image(&a.client(), &a.url, "app", "v3", &img3).await;
+}
+
+/// Whether `pid` is gone (or a zombie nobody reaped yet).
+fn process_gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => {
+            let state = stat[stat.rfind(')').unwrap() + 2..]
+                .split_whitespace()
+                .next()
+                .unwrap_or("")
+                .to_owned();
+            state == "Z" || state == "X"
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkill_of_a_mid_gc_kills_its_command_and_b_reopens_the_gate() {
+    let pg = Postgres::start();
+    let url = pg.create_database("sigkill");
+    let ra = Registry::start();
+    let rb = Registry::start_sharing_storage_of(&ra);
+    let b = Regate::start_with(&rb.url, &replica_extra(&url, "")).await;
+    Image::oci("sigkill-first", 1024)
+        .push(&b.client(), &b.url, "app", "v1")
+        .await;
+    // A: the binary, so it can be killed; its GC command sleeps (a stand-in
+    // for a long garbage-collect).
+    let dir = tempfile::tempdir().unwrap();
+    let certs = TestCerts::new();
+    let gc = format!(
+        "[gc]\ncommand = [\"sleep\", \"120\"]\nstorage_root = {:?}\n",
+        ra.storage.display().to_string()
+    );
+    let config = config_toml(
+        &ra.url,
+        &certs,
+        &dir.path().join("state"),
+        &replica_extra(&url, &gc),
+    );
+    let mut a = RegateProcess::spawn(dir.path(), &config, &[]);
+    let a_admin = a.admin_url.clone().unwrap();
+    let id = start_gc(&a_admin, false, false, false).await["id"]
+        .as_i64()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let pid = loop {
+        let v = gc_json(&a_admin).await;
+        if let Some(pid) = v["running"]["pid"].as_u64() {
+            break pid as u32;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the GC command did not start: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(!process_gone(pid));
+    gate_becomes(&b.admin_url, "closed", Duration::from_secs(2)).await;
+
+    a.kill(); // SIGKILL
+    let killed = Instant::now();
+    while !process_gone(pid) {
+        assert!(
+            killed.elapsed() < Duration::from_secs(2),
+            "the GC command {pid} of run {id} outlived its replica"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Still closed right after (the command might have been running)...
+    assert_eq!(gc_json(&b.admin_url).await["gate"]["state"], "closed");
+    // ...and reopened within the bound.
+    let reopened = gate_becomes(&b.admin_url, "open", Duration::from_secs(30)).await;
+    eprintln!("B reopened the gate {reopened:?} after A was killed");
+    assert!(
+        reopened >= Duration::from_secs(5),
+        "reopened too early: {reopened:?}"
+    );
+    Image::oci("sigkill-after", 1024)
+        .push(&b.client(), &b.url, "app", "v2")
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_stopped_mid_run_stops_writes_until_it_is_back() {
+    let mut pg = Postgres::start();
+    let url = pg.create_database("outage");
+    let ra = Registry::start();
+    let rb = Registry::start_sharing_storage_of(&ra);
+    let a = Regate::start_with(&ra.url, &replica_extra(&url, &slow_gc_section(&ra, 30, ""))).await;
+    let b = Regate::start_with(
+        &rb.url,
+        &replica_extra(
+            &url,
+            "[gc]\nclosed_writes = \"reject\"\nretry_after = \"7s\"\n",
+        ),
+    )
+    .await;
+    let img = Image::oci("outage-first", 1024);
+    img.push(&b.client(), &b.url, "app", "v1").await;
+    let id = start_gc(&a.admin_url, false, false, false).await["id"]
+        .as_i64()
+        .unwrap();
+    gate_becomes(&b.admin_url, "closed", Duration::from_secs(3)).await;
+    let pid = loop {
+        if let Some(pid) = gc_json(&a.admin_url).await["running"]["pid"].as_u64() {
+            break pid as u32;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+
+    let stopped = Instant::now();
+    pg.stop();
+    // A lost its lease: its GC command is killed, the run fails.
+    let run = wait_run(&a.admin_url, id, Duration::from_secs(10)).await;
+    assert_eq!(run["status"], "failed", "{run}");
+    assert!(run["error"].as_str().unwrap().contains("lease"), "{run}");
+    assert!(process_gone(pid), "the GC command outlived the lease");
+    // B cannot confirm the gate: unknown, not ready, writes refused, reads served.
+    wait_gate(&b.admin_url, "unknown", Duration::from_secs(6)).await;
+    eprintln!(
+        "B says unknown {:?} after PostgreSQL stopped",
+        stopped.elapsed()
+    );
+    let r = admin_client()
+        .get(format!("{}/readyz", b.admin_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(r.text().await.unwrap().contains("state.url"));
+    let r = b
+        .client()
+        .post(format!("{}/v2/app/blobs/uploads/", b.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["retry-after"], "7");
+    assert!(r.text().await.unwrap().contains("UNAVAILABLE"));
+    check_image(&b.client(), &b.url, "app", "v1", &img).await;
+    // A too, through its own gate.
+    let r = a
+        .client()
+        .post(format!("{}/v2/app/blobs/uploads/", a.url))
+        .timeout(Duration::from_secs(3))
+        .send()
+        .await;
+    assert!(
+        r.map(|r| r.status() != 202).unwrap_or(true),
+        "A admitted a write"
+    );
+
+    pg.start_again();
+    let back = gate_becomes(&b.admin_url, "open", Duration::from_secs(10)).await;
+    eprintln!("B open again {back:?} after PostgreSQL came back");
+    Image::oci("outage-after", 1024)
+        .push(&b.client(), &b.url, "app", "v2")
+        .await;
+    Image::oci("outage-after-a", 1024)
+        .push(&a.client(), &a.url, "app", "v3")
+        .await;
+    drop(pg);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicas_start_at_once_on_an_empty_database() {
+    let pg = Postgres::start();
+    let url = pg.create_database("empty");
+    let r = Registry::start();
+    let extra = replica_extra(&url, "");
+    let (a, b, c) = tokio::join!(
+        Regate::start_with(&r.url, &extra),
+        Regate::start_with(&r.url, &extra),
+        Regate::start_with(&r.url, &extra),
+    );
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let v = gc_json(&b.admin_url).await;
+        if v["gate"]["cluster"]["live_replicas"]
+            .as_array()
+            .map(Vec::len)
+            == Some(3)
+        {
+            assert_eq!(v["gate"]["state"], "open");
+            break;
+        }
+        assert!(Instant::now() < deadline, "not three live replicas: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Image::oci("at-once", 512)
+        .push(&c.client(), &c.url, "app", "v1")
+        .await;
+    drop((a, b, c));
+}
