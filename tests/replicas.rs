@@ -5,12 +5,14 @@
 
 mod common;
 
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::gc::{
     admin_client, gc_section, get_json, slow_gc_section, start_gc, wait_gate, wait_run,
 };
-use common::images::ACCEPT_ALL;
+use common::images::{put_manifest, ACCEPT_ALL};
 use common::postgres::Postgres;
 use common::regate::{config_toml, RegateProcess, TestCerts};
 use common::{Image, Regate, Registry};
@@ -351,4 +353,118 @@ async fn replicas_start_at_once_on_an_empty_database() {
         .push(&c.client(), &c.url, "app", "v1")
         .await;
     drop((a, b, c));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_tag_delete_through_a_is_ordered_with_reads_and_pushes_through_b() {
+    let pg = Postgres::start();
+    let url = pg.create_database("tags");
+    let ra = Registry::start();
+    let rb = Registry::start_sharing_storage_of(&ra);
+    // A's registry answers slowly: the dummy stays on the tag for a while.
+    let relay = common::relay::Relay::start_with_delay(
+        &format!("127.0.0.1:{}", ra.port),
+        Duration::from_millis(40),
+    )
+    .await;
+    let a = Regate::start_with(&relay.url, &replica_extra(&url, "")).await;
+    let b = Regate::start_with(&rb.url, &replica_extra(&url, "")).await;
+    let repo = "race/app";
+    let one = Image::oci("cluster-race-one", 1000);
+    let two = Image::docker("cluster-race-two", 1000);
+    one.push(&b.client(), &b.url, repo, "base-one").await;
+    two.push(&b.client(), &b.url, repo, "base-two").await;
+    let allowed = [one.digest.clone(), two.digest.clone()];
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let seen = Arc::new(AtomicUsize::new(0));
+    let reader = {
+        let (client, url, stop, seen, allowed) = (
+            b.client(),
+            b.url.clone(),
+            stop.clone(),
+            seen.clone(),
+            allowed.clone(),
+        );
+        tokio::spawn(async move {
+            let mut foreign = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let r = client
+                    .get(format!("{url}/v2/{repo}/manifests/x"))
+                    .header("accept", ACCEPT_ALL)
+                    .send()
+                    .await
+                    .unwrap();
+                match r.status().as_u16() {
+                    200 => {
+                        let d = r.headers()["docker-content-digest"]
+                            .to_str()
+                            .unwrap()
+                            .to_owned();
+                        if !allowed.contains(&d) {
+                            foreign.push(d);
+                        }
+                        seen.fetch_add(1, Ordering::Relaxed);
+                    }
+                    404 => {}
+                    s => panic!("reader got {s}: {}", r.text().await.unwrap()),
+                }
+            }
+            foreign
+        })
+    };
+    let mut removed = 0;
+    let rounds = 15;
+    for round in 0..rounds {
+        put_manifest(&b.client(), &b.url, repo, "x", &one).await;
+        let (bc, ac) = (b.client(), a.client());
+        let push = async {
+            // Half the rounds push through B while A deletes.
+            if round % 2 == 1 {
+                put_manifest(&bc, &b.url, repo, "x", &two).await;
+            }
+        };
+        let delete = ac.delete(format!("{}/v2/{repo}/manifests/x", a.url)).send();
+        let (_, del) = tokio::join!(push, delete);
+        let del = del.unwrap();
+        assert_eq!(
+            del.status(),
+            202,
+            "round {round}: {}",
+            del.text().await.unwrap()
+        );
+        let r = b
+            .client()
+            .head(format!("{}/v2/{repo}/manifests/x", b.url))
+            .header("accept", ACCEPT_ALL)
+            .send()
+            .await
+            .unwrap();
+        match r.status().as_u16() {
+            404 => removed += 1,
+            200 => assert_eq!(
+                r.headers()["docker-content-digest"],
+                two.digest.as_str(),
+                "round {round}: only the pushed digest may remain"
+            ),
+            s => panic!("round {round}: {s}"),
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let foreign = reader.await.unwrap();
+    assert!(foreign.is_empty(), "B's readers saw dummies: {foreign:?}");
+    assert!(seen.load(Ordering::Relaxed) > 0, "B's reader saw the tag");
+    eprintln!(
+        "{rounds} rounds: removed {removed}, pushed digest kept {}",
+        rounds - removed
+    );
+    for rev in common::storage::revisions(&ra.storage, repo) {
+        assert!(allowed.contains(&rev), "stray manifest {rev}");
+    }
+    // B's locks taken for A's deletes are all released.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !b.server.as_ref().unwrap().app.tags.locks.is_empty() {
+        assert!(Instant::now() < deadline, "B still holds tag locks");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -65,6 +65,7 @@ pub fn poll(client: &mut Client, replica: &str) -> Result<Snapshot, postgres::Er
             .map(|(replica, run_id)| GcRow { replica, run_id }),
         gc_lease_held: row.get("lease_held"),
         live_replicas: row.get("live"),
+        tag_locks: super::tag_locks::read(client, replica)?,
         read_at: Instant::now(),
     })
 }

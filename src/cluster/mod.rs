@@ -18,6 +18,7 @@ mod follower;
 pub mod gate;
 pub mod gc_lease;
 mod schema;
+pub mod tag_locks;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -61,10 +62,27 @@ pub enum ClusterError {
     GcRunningElsewhere { run_id: i64, replica: String },
     #[error("replica(s) {0} did not confirm that their writes drained; the gate was reopened")]
     NotDrained(String),
+    #[error("replica(s) {0} did not confirm in time that they hold the tag's lock; nothing was changed, retry later")]
+    TagLockNotAcked(String),
+    /// Another error, told to several callers at once (as its message).
+    #[error("PostgreSQL (state.url): {0}")]
+    Shared(String),
     #[error(
         "the GC lease was lost (the connection to PostgreSQL broke); the GC command was killed"
     )]
     LeaseLost,
+}
+
+impl ClusterError {
+    /// The same error for one more caller (the originals are not `Clone`).
+    pub fn shared(&self) -> ClusterError {
+        match self {
+            ClusterError::TagLockNotAcked(l) => ClusterError::TagLockNotAcked(l.clone()),
+            ClusterError::NotDrained(l) => ClusterError::NotDrained(l.clone()),
+            ClusterError::Shared(m) => ClusterError::Shared(m.clone()),
+            other => ClusterError::Shared(other.to_string()),
+        }
+    }
 }
 
 /// Checks `state.url` without connecting (the message never holds the password).
@@ -104,6 +122,8 @@ pub struct Snapshot {
     pub gc: Option<GcRow>,
     pub gc_lease_held: bool,
     pub live_replicas: Vec<String>,
+    /// Tag locks other replicas announced (for their deletes).
+    pub tag_locks: Vec<tag_locks::TagLockRow>,
     pub read_at: Instant,
 }
 
@@ -117,6 +137,8 @@ pub struct Cluster {
     /// Acks from the applier to the follower: drained generation.
     acks: Mutex<std::sync::mpsc::Sender<i64>>,
     stopping: AtomicBool,
+    /// This replica's tag locks, taken on behalf of other replicas' deletes.
+    local_tags: std::sync::OnceLock<Arc<crate::tag_delete::TagLocks>>,
 }
 
 /// The cluster part of `GET /admin/gc`.
@@ -151,6 +173,7 @@ impl Cluster {
             snapshot: watch::channel(None).0,
             acks: Mutex::new(ack_tx),
             stopping: AtomicBool::new(false),
+            local_tags: std::sync::OnceLock::new(),
         });
         let c = Arc::clone(&cluster);
         let first = tokio::task::spawn_blocking(move || {
@@ -167,9 +190,12 @@ impl Cluster {
         Ok(cluster)
     }
 
-    /// Drives the local gate from the cluster's until `stop` turns true.
+    /// Drives the local gate and tag locks from the cluster's until `stop` turns true.
     pub async fn follow(self: Arc<Self>, stop: watch::Receiver<bool>) {
-        applier::run(&self, stop).await;
+        tokio::select! {
+            _ = applier::run(&self, stop) => {}
+            _ = tag_locks::hold_for_others(&self) => {}
+        }
         self.stopping.store(true, Ordering::SeqCst);
     }
 

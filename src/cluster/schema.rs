@@ -31,6 +31,18 @@ CREATE TABLE IF NOT EXISTS regate_cluster_gc (
     run_id bigint NOT NULL,
     started_at timestamptz NOT NULL DEFAULT now()
 );
+CREATE TABLE IF NOT EXISTS regate_cluster_tag_locks (
+    id bigserial PRIMARY KEY,
+    repository text NOT NULL,
+    tag text NOT NULL,
+    replica text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS regate_cluster_tag_acks (
+    lock_id bigint NOT NULL REFERENCES regate_cluster_tag_locks (id) ON DELETE CASCADE,
+    replica text NOT NULL,
+    PRIMARY KEY (lock_id, replica)
+);
 DELETE FROM regate_cluster_replicas WHERE heartbeat_at < now() - interval '1 day';
 ";
 

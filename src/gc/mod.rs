@@ -103,6 +103,8 @@ impl From<GcError> for RegistryError {
                 | ClusterError::Connect(_)
                 | ClusterError::Sql(_)
                 | ClusterError::NotDrained(_)
+                | ClusterError::TagLockNotAcked(_)
+                | ClusterError::Shared(_)
                 | ClusterError::LeaseLost => {
                     (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable)
                 }

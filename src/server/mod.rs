@@ -248,6 +248,7 @@ pub async fn start(settings: Settings) -> Result<RunningServer, StartError> {
                     .await
                     .map_err(StartError::Cluster)?;
             gc.join_cluster(Arc::clone(&c));
+            tags.join_cluster(Arc::clone(&c));
             Some(c)
         }
         None => None,

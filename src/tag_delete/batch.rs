@@ -89,6 +89,21 @@ impl TagDeleter {
         for t in &names {
             locks.insert(*t, self.locks.write(repo, t).await);
         }
+        // In a cluster, every live replica holds the tags' locks too.
+        let mut _everywhere = Vec::new();
+        if let Some(cluster) = self.cluster.get() {
+            for t in &names {
+                match cluster.lock_tag_everywhere(repo, t).await {
+                    Ok(l) => _everywhere.push(l),
+                    Err(e) => {
+                        return names
+                            .iter()
+                            .map(|t| ((*t).to_owned(), Err(TagDeleteError::Cluster(e.shared()))))
+                            .collect();
+                    }
+                }
+            }
+        }
         let mut out: Vec<TagOutcome> = Vec::with_capacity(names.len());
         let found = in_parallel(
             &names,
