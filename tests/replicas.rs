@@ -468,3 +468,48 @@ async fn a_tag_delete_through_a_is_ordered_with_reads_and_pushes_through_b() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test]
+async fn a_bad_state_url_is_a_problem_naming_the_key_never_the_password() {
+    let certs = TestCerts::new();
+    let dir = tempfile::tempdir().unwrap();
+    let text = config_toml(
+        "http://127.0.0.1:1",
+        &certs,
+        dir.path(),
+        "url = \"postgres://u:s3cret@127.0.0.1:notaport/db\"\n",
+    );
+    let Err(err) = regate::config::Settings::from_toml(&text, "t", std::iter::empty()) else {
+        panic!("a URL that does not parse is refused");
+    };
+    let err = err.to_string();
+    assert!(err.contains("state.url"), "{err}");
+    assert!(!err.contains("s3cret"), "{err}");
+    // REGATE_STATE__URL sets it too.
+    let text = config_toml("http://127.0.0.1:1", &certs, dir.path(), "");
+    let env = vec![(
+        "REGATE_STATE__URL".to_owned(),
+        "postgres://u:p@127.0.0.1:5/db".to_owned(),
+    )];
+    let s = regate::config::Settings::from_toml(&text, "t", env.into_iter()).unwrap();
+    assert_eq!(
+        s.state.url.as_deref(),
+        Some("postgres://u:p@127.0.0.1:5/db")
+    );
+
+    // A wrong password: a start-up error naming the key, not the password.
+    let pg = Postgres::start();
+    pg.create_database("login");
+    let wrong = pg
+        .url("login")
+        .replace(common::postgres::PASSWORD, "wrong-s3cret");
+    let r = Registry::start();
+    let text = config_toml(&r.url, &certs, dir.path(), &replica_extra(&wrong, ""));
+    let settings = regate::config::Settings::from_toml(&text, "t", std::iter::empty()).unwrap();
+    let Err(err) = regate::server::start(settings).await else {
+        panic!("a wrong password stops the start");
+    };
+    let err = err.to_string();
+    assert!(err.contains("state.url"), "{err}");
+    assert!(!err.contains("wrong-s3cret"), "{err}");
+}
