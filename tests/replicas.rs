@@ -513,3 +513,39 @@ async fn a_bad_state_url_is_a_problem_naming_the_key_never_the_password() {
     assert!(err.contains("state.url"), "{err}");
     assert!(!err.contains("wrong-s3cret"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_scheduled_time_is_run_by_one_replica_only() {
+    let pg = Postgres::start();
+    let url = pg.create_database("schedule");
+    let ra = Registry::start();
+    let rb = Registry::start_sharing_storage_of(&ra);
+    Image::oci("schedule-first", 512)
+        .push(&reqwest::Client::new(), &ra.url, "app", "v1")
+        .await;
+    let every = "schedule = \"*/2 * * * * *\"";
+    let a = Regate::start_with(&ra.url, &replica_extra(&url, &gc_section(&ra, every))).await;
+    let b = Regate::start_with(&rb.url, &replica_extra(&url, &gc_section(&rb, every))).await;
+    tokio::time::sleep(Duration::from_millis(6500)).await;
+    let (ha, hb) = (gc_json(&a.admin_url).await, gc_json(&b.admin_url).await);
+    let runs = |v: &serde_json::Value| {
+        v["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["trigger"] == "schedule")
+            .count()
+    };
+    let total = runs(&ha) + runs(&hb);
+    let ticks: usize = pg
+        .sql("schedule", "SELECT count(*) FROM regate_cluster_gc_ticks")
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(ticks >= 2, "scheduled times claimed: {ticks}");
+    // Each time ran once in the cluster (a run may still be starting).
+    assert!(
+        total == ticks || total + 1 == ticks,
+        "{total} runs for {ticks} times: {ha} {hb}"
+    );
+}

@@ -17,6 +17,7 @@ mod db;
 mod follower;
 pub mod gate;
 pub mod gc_lease;
+mod gc_schedule;
 mod schema;
 pub mod tag_locks;
 

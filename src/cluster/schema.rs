@@ -43,6 +43,11 @@ CREATE TABLE IF NOT EXISTS regate_cluster_tag_acks (
     replica text NOT NULL,
     PRIMARY KEY (lock_id, replica)
 );
+CREATE TABLE IF NOT EXISTS regate_cluster_gc_ticks (
+    tick_ms bigint PRIMARY KEY,
+    replica text NOT NULL,
+    claimed_at timestamptz NOT NULL DEFAULT now()
+);
 DELETE FROM regate_cluster_replicas WHERE heartbeat_at < now() - interval '1 day';
 ";
 
