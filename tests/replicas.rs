@@ -549,3 +549,103 @@ async fn a_scheduled_time_is_run_by_one_replica_only() {
         "{total} runs for {ticks} times: {ha} {hb}"
     );
 }
+
+/// Not a check but a measurement (`cargo test --test replicas -- --ignored
+/// --nocapture gate_visibility`): how long after maintenance is asked of A
+/// B's own gate leaves `open`, while clients push through B.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore]
+async fn gate_visibility_under_push_load() {
+    let pg = Postgres::start();
+    let url = pg.create_database("visibility");
+    let ra = Registry::start();
+    let rb = Registry::start_sharing_storage_of(&ra);
+    // The load keeps a push under way on B: its drain ends at drain_timeout.
+    let a = Regate::start_with(
+        &ra.url,
+        &replica_extra(&url, "[gc]\ndrain_timeout = \"1s\"\n"),
+    )
+    .await;
+    let b = Regate::start_with(
+        &rb.url,
+        &replica_extra(
+            &url,
+            "[gc]\nclosed_writes = \"reject\"\ndrain_timeout = \"1s\"\n",
+        ),
+    )
+    .await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let pushed = Arc::new(AtomicUsize::new(0));
+    let mut load = Vec::new();
+    for i in 0..4 {
+        let (client, base, stop, pushed) =
+            (b.client(), b.url.clone(), stop.clone(), pushed.clone());
+        load.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let bytes = common::images::pseudo_random(&format!("load-{i}-{n}"), 64 * 1024);
+                let r = client
+                    .post(format!("{base}/v2/load/blobs/uploads/"))
+                    .send()
+                    .await
+                    .unwrap();
+                if r.status() != 202 {
+                    continue;
+                }
+                let loc =
+                    common::images::absolute(&base, r.headers()["location"].to_str().unwrap());
+                let sep = if loc.contains('?') { '&' } else { '?' };
+                let digest = common::images::sha256(&bytes);
+                let r = client
+                    .put(format!("{loc}{sep}digest={digest}"))
+                    .body(bytes)
+                    .send()
+                    .await
+                    .unwrap();
+                if r.status() == 201 {
+                    pushed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    let mut seen = Vec::new();
+    for _ in 0..15 {
+        let t0 = Instant::now();
+        let put = admin_client()
+            .put(format!("{}/admin/maintenance", a.admin_url))
+            .json(&serde_json::json!({"reason": "measure"}))
+            .send();
+        let watch = async {
+            loop {
+                let v = gc_json(&b.admin_url).await;
+                if v["gate"]["local_state"] != "open" {
+                    return t0.elapsed();
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        };
+        let (r, t) = tokio::join!(put, watch);
+        assert_eq!(r.unwrap().status(), 200);
+        seen.push(t);
+        let r = admin_client()
+            .delete(format!("{}/admin/maintenance", a.admin_url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        wait_gate(&b.admin_url, "open", Duration::from_secs(5)).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for l in load {
+        l.await.unwrap();
+    }
+    seen.sort();
+    eprintln!(
+        "B's gate left open after A was asked: p50 {:?}, max {:?} (15 closes, {} blobs pushed through B meanwhile)",
+        seen[seen.len() / 2],
+        seen[seen.len() - 1],
+        pushed.load(Ordering::Relaxed)
+    );
+}
