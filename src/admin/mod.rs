@@ -1,5 +1,6 @@
 //! The admin listener (plain HTTP, meant for loopback or an internal network):
-//! `/healthz` (the process is up), `/readyz` (the upstream registry answers)
+//! `/healthz` (the process is up), `/readyz` (the upstream registry answers,
+//! and in a cluster PostgreSQL confirmed the write gate lately)
 //! and `/metrics` (Prometheus text), and the GC and maintenance API of
 //! [`crate::gc::admin_api`] (`/admin/...`). The probes and metrics are open
 //! (for load balancers and Prometheus); `/admin/...` needs an account with the
@@ -88,6 +89,14 @@ impl Admin {
         }
         Ok(match req.uri().path() {
             "/healthz" => text(StatusCode::OK, "text/plain", "ok\n".into()),
+            "/readyz" if self.gc.cluster().and_then(|c| c.unconfirmed()).is_some() => {
+                let why = self.gc.cluster().and_then(|c| c.unconfirmed());
+                text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    format!("{}\n", why.unwrap_or_default()),
+                )
+            }
             "/readyz" => match self.upstream.probe(Duration::from_secs(2)).await {
                 // Any HTTP answer (200, or 401 from a registry with its own auth) means it is up.
                 Ok(status) if status.is_success() || status == StatusCode::UNAUTHORIZED => {

@@ -2,7 +2,9 @@
 //!
 //! - `POST /admin/gc` with `{"dry_run": bool, "untagged": bool}` starts a run
 //!   (202 with its id); `?wait=true` answers when it has finished.
-//! - `GET /admin/gc`: the gate, the run in progress, the history;
+//! - `GET /admin/gc`: the gate, the run in progress, the history; in a
+//!   cluster `.gate.state` is the cluster's gate and `.cluster` tells which
+//!   replica closed it and which runs the GC;
 //!   `GET /admin/gc/<id>`: one run.
 //! - `PUT /admin/maintenance` with `{"reason": "..."}` drains and closes the
 //!   gate; `DELETE /admin/maintenance` opens it; `GET` tells.
@@ -78,6 +80,20 @@ struct MaintenanceBody {
     reason: Option<String>,
 }
 
+/// This replica's gate; in a cluster, `state` is the cluster's gate
+/// (`unknown` while PostgreSQL cannot be reached), `local_state` this
+/// replica's, and `cluster` the details.
+fn gate_json(gc: &Gc) -> serde_json::Value {
+    let mut v = json!(gc.gate().status());
+    if let Some(cluster) = gc.cluster() {
+        let status = cluster.status();
+        v["local_state"] = v["state"].clone();
+        v["state"] = json!(status.state);
+        v["cluster"] = json!(status);
+    }
+    v
+}
+
 /// Serves one request of this API (its errors become responses at the top
 /// of the admin listener's stack).
 pub async fn serve(
@@ -100,14 +116,20 @@ pub async fn serve(
                 json!({"id": id, "run": gc.run_record(id).await?}),
             ))
         }
-        (Method::GET | Method::HEAD, "/admin/gc") => Ok(json_response(
-            StatusCode::OK,
-            json!({
-                "gate": gc.gate().status(),
-                "running": gc.current(),
-                "history": gc.history(HISTORY).await?,
-            }),
-        )),
+        (Method::GET | Method::HEAD, "/admin/gc") => {
+            // The gate and the run in progress are known even when the
+            // history (PostgreSQL, for replicas) cannot be read.
+            let history = gc.history(HISTORY).await;
+            Ok(json_response(
+                StatusCode::OK,
+                json!({
+                    "gate": gate_json(gc),
+                    "running": gc.current(),
+                    "history": history.as_ref().ok(),
+                    "state_error": history.as_ref().err().map(ToString::to_string),
+                }),
+            ))
+        }
         (Method::GET | Method::HEAD, p) if p.starts_with("/admin/gc/") => {
             let id: i64 = p["/admin/gc/".len()..]
                 .parse()
@@ -126,27 +148,42 @@ pub async fn serve(
             let drain = gc.maintenance_on(&reason).await?;
             Ok(json_response(
                 StatusCode::OK,
-                json!({"gate": gc.gate().status(), "drain": drain}),
+                json!({"gate": gate_json(gc), "drain": drain}),
             ))
         }
         (Method::DELETE, "/admin/maintenance") => {
             gc.maintenance_off().await?;
             Ok(json_response(
                 StatusCode::OK,
-                json!({"gate": gc.gate().status()}),
+                json!({"gate": gate_json(gc)}),
             ))
         }
         (Method::GET | Method::HEAD, "/admin/maintenance") => Ok(json_response(
             StatusCode::OK,
-            json!({"gate": gc.gate().status(), "maintenance": gc.maintenance().await?}),
+            json!({"gate": gate_json(gc), "maintenance": gc.maintenance().await?}),
         )),
         (Method::GET | Method::HEAD, "/admin/status") => {
-            let last = gc.history(1).await?.into_iter().next();
+            // The gate is known even when the state (PostgreSQL, for
+            // replicas) is not: say what could not be read, answer the rest.
+            let mut state_error = None;
+            let last = gc
+                .history(1)
+                .await
+                .map_err(|e| state_error = Some(e.to_string()))
+                .ok()
+                .and_then(|h| h.into_iter().next());
+            let maintenance = gc
+                .maintenance()
+                .await
+                .map_err(|e| state_error = Some(e.to_string()))
+                .ok()
+                .flatten();
             Ok(json_response(
                 StatusCode::OK,
                 json!({
-                    "gate": gc.gate().status(),
-                    "maintenance": gc.maintenance().await?,
+                    "gate": gate_json(gc),
+                    "state_error": state_error,
+                    "maintenance": maintenance,
                     "gc": {
                         "running": gc.current(),
                         "last": last,

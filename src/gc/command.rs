@@ -53,8 +53,16 @@ pub struct Spawned {
 
 /// Starts `argv` with stdout and stderr appended to `log_path`. With
 /// `clean_env` the command sees only `PATH` (the registry reads every
-/// `REGISTRY_*` variable as configuration).
-pub fn spawn(argv: &[String], clean_env: bool, log_path: &Path) -> Result<Spawned, CommandError> {
+/// `REGISTRY_*` variable as configuration). With `die_with_regate` (a
+/// cluster, where another replica may reopen the gate once this one is gone)
+/// the kernel kills the command (SIGKILL) when regate dies, instead of
+/// leaving it for a restart to follow.
+pub fn spawn(
+    argv: &[String],
+    clean_env: bool,
+    log_path: &Path,
+    die_with_regate: bool,
+) -> Result<Spawned, CommandError> {
     let log_err = |source| CommandError::Log {
         path: log_path.display().to_string(),
         source,
@@ -87,6 +95,9 @@ pub fn spawn(argv: &[String], clean_env: bool, log_path: &Path) -> Result<Spawne
         .stderr(Stdio::from(err))
         .process_group(0)
         .kill_on_drop(false);
+    if die_with_regate {
+        die_with_parent(&mut cmd);
+    }
     let child = cmd.spawn().map_err(|source| CommandError::Spawn {
         program: argv[0].clone(),
         source,
@@ -98,6 +109,26 @@ pub fn spawn(argv: &[String], clean_env: bool, log_path: &Path) -> Result<Spawne
         pid_start: process_start(pid),
         log_path: log_path.to_owned(),
     })
+}
+
+/// Sets the parent-death signal (SIGKILL) in the child before it runs the
+/// command. The signal follows the thread that forks: the GC runs on a
+/// runtime worker thread, which lives as long as regate.
+#[allow(unsafe_code)]
+fn die_with_parent(cmd: &mut Command) {
+    let parent = nix::unistd::getpid();
+    // SAFETY: the closure runs between fork and exec and only makes the
+    // async-signal-safe calls prctl(2) and getppid(2), allocating nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)?;
+            // regate died before the prctl: do not start the command at all.
+            if nix::unistd::getppid() != parent {
+                return Err(std::io::Error::from_raw_os_error(nix::libc::ESRCH));
+            }
+            Ok(())
+        });
+    }
 }
 
 /// Follows a log file from the start, handing over whole lines.
@@ -271,7 +302,7 @@ mod tests {
         let argv: Vec<String> = ["sh", "-c", "echo one; echo two; sleep 30"]
             .map(String::from)
             .to_vec();
-        let spawned = spawn(&argv, true, &log).unwrap();
+        let spawned = spawn(&argv, true, &log, false).unwrap();
         let pid = spawned.pid;
         let start = spawned.pid_start.clone();
         assert!(alive(pid, start.as_deref()));
@@ -292,7 +323,7 @@ mod tests {
         let argv: Vec<String> = ["sh", "-c", "echo bad >&2; exit 3"]
             .map(String::from)
             .to_vec();
-        let spawned = spawn(&argv, true, &dir.path().join("l")).unwrap();
+        let spawned = spawn(&argv, true, &dir.path().join("l"), false).unwrap();
         let mut lines = Vec::new();
         match wait(spawned, Duration::from_secs(10), |l| {
             lines.push(l.to_owned())

@@ -29,12 +29,13 @@ mod walk;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use http::StatusCode;
 use serde::Deserialize;
 use tokio::sync::watch;
 
+use crate::cluster::{Cluster, ClusterError};
 use crate::config::gc::GcSettings;
 use crate::error::{ErrorCode, RegistryError};
 use crate::metrics::Metrics;
@@ -52,6 +53,8 @@ pub enum GcError {
     UntaggedNeedsStorage,
     #[error("GC run {id} is already running")]
     AlreadyRunning { id: i64 },
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
     #[error("the gate is closed by hand for maintenance ({reason}); switch maintenance off first")]
     InMaintenance { reason: String },
     #[error("GC run {id} holds the gate; it reopens it when done")]
@@ -90,6 +93,22 @@ impl From<GcError> for RegistryError {
             GcError::AlreadyRunning { .. }
             | GcError::InMaintenance { .. }
             | GcError::GcHoldsGate { .. } => (StatusCode::CONFLICT, ErrorCode::Denied),
+            GcError::Cluster(c) => match c {
+                ClusterError::InMaintenance { .. }
+                | ClusterError::GcHoldsGate { .. }
+                | ClusterError::GcRunningElsewhere { .. } => {
+                    (StatusCode::CONFLICT, ErrorCode::Denied)
+                }
+                ClusterError::Thread(_)
+                | ClusterError::Connect(_)
+                | ClusterError::Sql(_)
+                | ClusterError::NotDrained(_)
+                | ClusterError::TagLockNotAcked(_)
+                | ClusterError::Shared(_)
+                | ClusterError::LeaseLost => {
+                    (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable)
+                }
+            },
             GcError::NoSuchRun { .. } => (StatusCode::NOT_FOUND, ErrorCode::Unknown),
             GcError::State(_)
             | GcError::Command(_)
@@ -188,7 +207,14 @@ pub struct Gc {
     /// Held while a run is started or maintenance switched, so the checks
     /// and the state writes of one are not interleaved with the other's.
     switching: tokio::sync::Mutex<()>,
+    /// Set with `[state] url`: the gate and the GC lease are the cluster's.
+    cluster: std::sync::OnceLock<Arc<Cluster>>,
+    /// The cluster's GC lease, held by the run in progress.
+    lease: Mutex<Option<crate::cluster::gc_lease::GcLease>>,
 }
+
+/// How many times (a second apart) a run's final record is written again.
+const SAVE_RETRIES: usize = 3600;
 
 impl Gc {
     /// Keeps the history at `gc.history_keep` finished runs, removing the
@@ -231,11 +257,26 @@ impl Gc {
             running: Mutex::new(None),
             finished: watch::channel(0).0,
             switching: tokio::sync::Mutex::new(()),
+            cluster: std::sync::OnceLock::new(),
+            lease: Mutex::new(None),
         })
     }
 
     fn running(&self) -> MutexGuard<'_, Option<GcRun>> {
         self.running.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Makes the gate and the GC lease the cluster's (before `recover`).
+    pub fn join_cluster(&self, cluster: Arc<Cluster>) {
+        let _ = self.cluster.set(cluster);
+    }
+
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.get()
+    }
+
+    fn lease_slot(&self) -> MutexGuard<'_, Option<crate::cluster::gc_lease::GcLease>> {
+        self.lease.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn gate(&self) -> &Arc<WriteGate> {
@@ -302,9 +343,19 @@ impl Gc {
             deadline_at_ms,
             ..Default::default()
         };
+        // One GC at a time in the cluster: the lease first (409 naming the
+        // run that holds it), then the record.
+        let lease = match self.cluster.get() {
+            Some(cluster) => Some(cluster.gc_lease().await?),
+            None => None,
+        };
         let state = self.state.clone();
         let inserted = run.clone();
         run.id = blocking(move || state.gc_run_insert(&inserted)).await?;
+        if let (Some(cluster), Some(lease)) = (self.cluster.get(), lease) {
+            cluster.gc_lease_names_run(run.id).await?;
+            *self.lease_slot() = Some(lease);
+        }
         *self.running() = Some(run.clone());
         self.prune_history().await;
         tracing::info!(target: "regate::gc", id = run.id, trigger, dry_run = req.dry_run, untagged = req.untagged, "garbage collection started");
@@ -335,7 +386,28 @@ impl Gc {
         let (state, saved) = (self.state.clone(), run.clone());
         if let Err(e) = blocking(move || state.gc_run_save(&saved)).await {
             tracing::error!(target: "regate::gc", id = run.id, error = %e, "cannot record the GC run");
+            if run.finished_at_ms.is_some() {
+                self.save_later(run.clone());
+            }
         }
+    }
+
+    /// The final record of a run the state could not take (PostgreSQL away,
+    /// for replicas), written again every second until it lands, so the
+    /// history never keeps a finished run as running.
+    fn save_later(&self, run: GcRun) {
+        let state = self.state.clone();
+        tokio::spawn(async move {
+            for _ in 0..SAVE_RETRIES {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let (state, saved) = (state.clone(), run.clone());
+                if blocking(move || state.gc_run_save(&saved)).await.is_ok() {
+                    tracing::info!(target: "regate::gc", id = run.id, "recorded the GC run's end");
+                    return;
+                }
+            }
+            tracing::error!(target: "regate::gc", id = run.id, "gave up recording the GC run's end; the history shows it running until a restart resolves it");
+        });
     }
 
     fn storage_bytes(&self) -> Option<i64> {

@@ -127,6 +127,10 @@ impl Gc {
                 }
             }
         }
+        // In a cluster the gate follows the cluster's row, maintenance included.
+        if self.cluster.get().is_some() {
+            return Ok(());
+        }
         if let Some(m) = self.maintenance().await? {
             tracing::warn!(target: "regate::gc", reason = %m.reason, "maintenance is on (switched on before the restart): writes stay stopped");
             self.gate.close_now(&format!("maintenance: {}", m.reason));

@@ -9,6 +9,8 @@ use std::time::Instant;
 
 use super::output::GcCounts;
 use super::{command, keeper, now_ms, Gc, GcError, GcRequest};
+use crate::cluster::gate::Holder;
+use crate::cluster::{Cluster, ClusterError};
 use crate::state::gc_history::GcRun;
 use crate::write_gate::WriteGate;
 
@@ -32,15 +34,31 @@ fn prune_logs(dir: &std::path::Path, current: i64) {
     }
 }
 
-/// Reopens the gate when the GC phases end, however they end.
+/// Reopens the gate when the GC phases end, however they end: the local
+/// gate, or the cluster's (the generation this run closed).
 struct ClosedForGc<'a> {
     gate: &'a WriteGate,
+    cluster: Option<(Arc<Cluster>, i64, i64)>,
     closed_at: Instant,
 }
 
 impl Drop for ClosedForGc<'_> {
     fn drop(&mut self) {
-        self.gate.open();
+        match self.cluster.take() {
+            None => self.gate.open(),
+            Some((cluster, generation, run_id)) => {
+                // If this fails (PostgreSQL gone), the follower reopens it
+                // once the lease is seen free.
+                tokio::spawn(async move {
+                    if let Err(e) = cluster
+                        .open_gate(Some(generation), Holder::Gc { run_id })
+                        .await
+                    {
+                        tracing::error!(target: "regate::gc", run_id, error = %e, "cannot reopen the cluster's gate; it reopens once PostgreSQL answers");
+                    }
+                });
+            }
+        }
     }
 }
 
@@ -55,7 +73,12 @@ impl Gc {
                 .ok()
                 .flatten();
         }
-        let result = self.phases(&mut run, req, started).await;
+        let result = match self.cluster_lease(run.id).await {
+            Ok(()) => self.phases(&mut run, req, started).await,
+            Err(e) => Err(e),
+        };
+        // After the gate has reopened: the lease goes last.
+        self.lease_slot().take();
         let gc = Arc::clone(&self);
         run.bytes_after = tokio::task::spawn_blocking(move || gc.storage_bytes())
             .await
@@ -85,6 +108,21 @@ impl Gc {
         self.finished.send_replace(run.id);
     }
 
+    /// In a cluster, a run resumed after a restart takes the GC lease here
+    /// (a run started by `start` holds it already).
+    async fn cluster_lease(&self, run_id: i64) -> Result<(), GcError> {
+        let Some(cluster) = self.cluster.get() else {
+            return Ok(());
+        };
+        if self.lease_slot().is_some() {
+            return Ok(());
+        }
+        let lease = cluster.gc_lease().await?;
+        cluster.gc_lease_names_run(run_id).await?;
+        *self.lease_slot() = Some(lease);
+        Ok(())
+    }
+
     /// The phases of one run; the gate is open again when this returns.
     async fn phases(
         &self,
@@ -96,18 +134,26 @@ impl Gc {
         if !req.dry_run {
             run.phase = "draining".into();
             self.save_async(run).await;
-            let report = self
-                .gate
-                .drain_and_close(
-                    &format!("garbage collection, run {}", run.id),
-                    self.settings.drain_timeout,
-                )
-                .await;
+            let reason = format!("garbage collection, run {}", run.id);
+            let (report, cluster) = match self.cluster.get() {
+                None => (
+                    self.gate
+                        .drain_and_close(&reason, self.settings.drain_timeout)
+                        .await,
+                    None,
+                ),
+                Some(c) => {
+                    let holder = Holder::Gc { run_id: run.id };
+                    let (generation, report) = c.close_gate(holder, &reason).await?;
+                    (report, Some((Arc::clone(c), generation, run.id)))
+                }
+            };
             if report.cancelled {
                 return Err(GcError::DrainCancelled);
             }
             closed = Some(ClosedForGc {
                 gate: &self.gate,
+                cluster,
                 closed_at: Instant::now(),
             });
             run.drain_ms = Some(started.elapsed().as_millis() as i64);
@@ -190,7 +236,13 @@ impl Gc {
             let (dir, id) = (self.log_dir.clone(), run.id);
             let _ = tokio::task::spawn_blocking(move || prune_logs(&dir, id)).await;
         }
-        let spawned = command::spawn(&argv, self.target.clean_env, &log_path)?;
+        let in_cluster = self.cluster.get().is_some();
+        let spawned = command::spawn(&argv, self.target.clean_env, &log_path, in_cluster)?;
+        if let Some(lease) = self.lease_slot().as_ref() {
+            if !lease.watch_command(spawned.pid) {
+                return Err(ClusterError::LeaseLost.into());
+            }
+        }
         run.pid = Some(i64::from(spawned.pid));
         run.pid_start = spawned.pid_start.clone();
         run.log_path = Some(log_path.display().to_string());
@@ -223,6 +275,12 @@ impl Gc {
             }
         })
         .await?;
+        if let Some(lease) = self.lease_slot().as_ref() {
+            lease.command_ended();
+            if lease.lost() {
+                return Err(ClusterError::LeaseLost.into());
+            }
+        }
         run.gc_ms = Some(gc_started.elapsed().as_millis() as i64);
         run.blobs_deleted = Some(counts.deleted(req.dry_run) as i64);
         run.manifests_deleted = Some(

@@ -2,7 +2,8 @@
 //! (UTC), until regate stops. A run still going at the next time is not
 //! doubled: that time is skipped and logged. With `[gc] window`, a time
 //! outside the window is skipped, and a run's GC command is stopped when the
-//! window ends.
+//! window ends. In a cluster, one replica runs each time (the first to claim
+//! it); the others skip it and log so.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -60,6 +61,19 @@ pub async fn run(
                 }
             }
         };
+        if let Some(cluster) = gc.cluster() {
+            match cluster.claim_scheduled_gc(next.timestamp_millis()).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::info!(target: "regate::gc", at = %next, "scheduled garbage collection skipped here: another replica runs it");
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(target: "regate::gc", at = %next, error = %e, "scheduled garbage collection skipped: cannot tell which replica runs it");
+                    continue;
+                }
+            }
+        }
         match gc
             .start(
                 GcRequest {

@@ -50,6 +50,8 @@ pub enum StartError {
     State(#[from] crate::state::StateError),
     #[error("recovering the GC state: {0}")]
     Gc(crate::gc::GcError),
+    #[error("joining the cluster: {0}")]
+    Cluster(crate::cluster::ClusterError),
     #[error(transparent)]
     Auth(#[from] crate::auth::AuthSetupError),
     #[error(transparent)]
@@ -232,6 +234,8 @@ struct Components {
     certs: Arc<CertStore>,
     tls_config: Arc<rustls::ServerConfig>,
     managed: Option<ManagedRegistry>,
+    /// With `[state] url`: this replica's part of the cluster.
+    cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 /// Step 2: certificates, state, auth, the managed registry and the one
@@ -313,6 +317,24 @@ async fn open_components(
         Arc::clone(metrics),
         settings.state.dir.join("gc"),
     );
+    // With [state] url: the gate and the GC lease are the cluster's; the
+    // cluster's gate is applied before the first request.
+    let cluster = match &settings.state.url {
+        Some(url) => {
+            let c = crate::cluster::Cluster::start(
+                url,
+                state.replica().to_owned(),
+                Arc::clone(&gate),
+                settings.gc.drain_timeout,
+            )
+            .await
+            .map_err(StartError::Cluster)?;
+            gc.join_cluster(Arc::clone(&c));
+            tags.join_cluster(Arc::clone(&c));
+            Some(c)
+        }
+        None => None,
+    };
     // Before the first request: the gate comes back closed while a GC started
     // before a restart still runs, or while maintenance is on.
     gc.recover().await.map_err(StartError::Gc)?;
@@ -346,6 +368,7 @@ async fn open_components(
         certs,
         tls_config,
         managed,
+        cluster,
     })
 }
 
@@ -418,6 +441,9 @@ fn spawn_loops(
             Arc::clone(metrics),
             stop.clone(),
         )));
+    }
+    if let Some(c) = &parts.cluster {
+        loops.push(tokio::spawn(Arc::clone(c).follow(stop.clone())));
     }
     if let Some(schedule) = settings.gc.schedule.clone() {
         loops.push(tokio::spawn(crate::gc::schedule::run(

@@ -21,10 +21,11 @@ use std::future::Future;
 
 use futures_util::future::join_all;
 
-use super::{removal, Dummy, Family, Removed, TagDeleteError, TagDeleter, TagGuard};
+use super::{removal, Dummy, Family, Removed, TagDeleteError, TagDeleter};
 use crate::registry_api::{Manifest, NativeTagDelete};
 use crate::route::{RepoName, Tag};
 use crate::state::{blocking, JournalEntry};
+use crate::tag_locks::TagGuard;
 
 /// The most tags one batch takes (the CLI sends batches of 100).
 pub const MAX_BATCH: usize = 1000;
@@ -88,6 +89,21 @@ impl TagDeleter {
         let mut locks = HashMap::with_capacity(names.len());
         for t in &names {
             locks.insert(*t, self.locks.write(repo, t).await);
+        }
+        // In a cluster, every live replica holds the tags' locks too.
+        let mut _everywhere = Vec::new();
+        if let Some(cluster) = self.cluster.get() {
+            for t in &names {
+                match cluster.lock_tag_everywhere(repo, t).await {
+                    Ok(l) => _everywhere.push(l),
+                    Err(e) => {
+                        return names
+                            .iter()
+                            .map(|t| ((*t).to_owned(), Err(TagDeleteError::Cluster(e.shared()))))
+                            .collect();
+                    }
+                }
+            }
         }
         let mut out: Vec<TagOutcome> = Vec::with_capacity(names.len());
         let found = in_parallel(

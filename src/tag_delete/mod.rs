@@ -21,7 +21,6 @@
 mod batch;
 mod dummy;
 pub mod fault;
-mod locks;
 mod staged;
 mod timing;
 
@@ -35,10 +34,10 @@ use crate::metrics::Metrics;
 use crate::registry_api::{ApiError, Manifest, NativeTagDelete, RegistryApi};
 use crate::route::{RepoName, Tag};
 use crate::state::{blocking, Deletion, JournalEntry, State, StateError};
+use crate::tag_locks::{TagGuard, TagLocks};
 use crate::write_gate::WriteGate;
 pub use batch::{TagOutcome, MAX_BATCH};
 pub use dummy::{evidence as dummy_evidence, is_dummy_config, Dummy, DummyEvidence, Family};
-pub use locks::{TagGuard, TagLocks};
 use staged::Staging;
 
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +69,9 @@ pub enum TagDeleteError {
     Verify(String),
     #[error("the delete stopped unexpectedly: {0}")]
     Task(String),
+    /// The other replicas could not be made to hold the tag's lock.
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
 }
 
 impl From<TagDeleteError> for RegistryError {
@@ -103,6 +105,10 @@ impl From<TagDeleteError> for RegistryError {
             TagDeleteError::State(_) | TagDeleteError::Verify(_) | TagDeleteError::Task(_) => {
                 RegistryError::new(StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Unknown, msg)
             }
+            TagDeleteError::Cluster(_) => {
+                RegistryError::new(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable, msg)
+                    .with_header(http::header::RETRY_AFTER, http::HeaderValue::from(1))
+            }
         }
     }
 }
@@ -131,6 +137,8 @@ pub struct TagDeleter {
     metrics: Arc<Metrics>,
     faults: fault::Faults,
     protect_shared_digests: bool,
+    /// Set with `[state] url`: a delete also locks the tag on every replica.
+    cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
 }
 
 impl TagDeleter {
@@ -150,7 +158,15 @@ impl TagDeleter {
             metrics,
             faults: fault::Faults::from_env(),
             protect_shared_digests,
+            cluster: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Deletes lock their tag on every replica of `cluster` too, and the
+    /// other replicas' deletes take this replica's locks.
+    pub fn join_cluster(&self, cluster: Arc<crate::cluster::Cluster>) {
+        cluster.share_tag_locks(Arc::clone(&self.locks));
+        let _ = self.cluster.set(cluster);
     }
 
     /// Removes `repo:tag` and nothing else. Runs as its own task, to the end
@@ -171,6 +187,10 @@ impl TagDeleter {
         tokio::spawn(async move {
             let started = Instant::now();
             let lock = me.locks.write(&repo, &tag).await;
+            let _everywhere = match me.cluster.get() {
+                Some(c) => Some(c.lock_tag_everywhere(&repo, &tag).await?),
+                None => None,
+            };
             let removed = me.delete_locked(lock, &repo, &tag, &account).await?;
             me.metrics.tag_delete(removed.native, started.elapsed());
             Ok(removed)

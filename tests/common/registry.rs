@@ -43,9 +43,19 @@ impl Registry {
     }
 
     pub fn start_with(opts: RegistryOptions) -> Self {
+        Self::start_on(opts, None)
+    }
+
+    /// A second registry over `other`'s storage (same `http.secret`), as
+    /// the replicas of a cluster have it.
+    pub fn start_sharing_storage_of(other: &Registry) -> Self {
+        Self::start_on(RegistryOptions::default(), Some(other.storage.clone()))
+    }
+
+    fn start_on(opts: RegistryOptions, shared_storage: Option<PathBuf>) -> Self {
         super::require_tool("docker-registry");
         let dir = tempfile::tempdir().unwrap();
-        let storage = dir.path().join("storage");
+        let storage = shared_storage.unwrap_or_else(|| dir.path().join("storage"));
         std::fs::create_dir_all(&storage).unwrap();
         let config = dir.path().join("registry.yml");
         // The registry binds the port itself, so a port can be taken between
