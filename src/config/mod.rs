@@ -16,6 +16,7 @@ mod notes;
 mod problem;
 mod raw;
 mod renamed;
+pub mod retention;
 mod schema;
 mod validate;
 
@@ -80,6 +81,10 @@ pub struct Settings {
     pub gc: gc::GcSettings,
     pub auth: AuthSettings,
     pub audit: AuditSettings,
+    /// `[[retention]]`, in file order.
+    pub retention: Vec<retention::RetentionRule>,
+    /// `[[protect]]`, in file order.
+    pub protect: Vec<retention::ProtectRule>,
     /// Deprecated keys in use (each with its new name): logged as warnings
     /// at start, printed by `check-config`.
     pub warnings: Vec<Problem>,

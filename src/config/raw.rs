@@ -27,6 +27,10 @@ pub struct RawConfig {
     pub acl: Vec<super::auth::RawAclRule>,
     #[serde(default)]
     pub audit: super::auth::RawAudit,
+    #[serde(default)]
+    pub retention: Vec<super::retention::RawRetentionRule>,
+    #[serde(default)]
+    pub protect: Vec<super::retention::RawProtect>,
 }
 
 #[derive(Debug, Default, Deserialize)]

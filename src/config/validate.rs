@@ -225,6 +225,8 @@ pub(super) fn validate(raw: RawConfig, _source: &str) -> Result<Settings, Vec<Pr
     };
 
     let gc = super::gc::validate(raw.gc, managed.is_some(), &mut c.problems);
+    let retention = super::retention::validate_retention(raw.retention, &mut c.problems);
+    let protect = super::retention::validate_protect(raw.protect, &mut c.problems);
 
     if !c.problems.is_empty() {
         return Err(c.problems);
@@ -265,6 +267,8 @@ pub(super) fn validate(raw: RawConfig, _source: &str) -> Result<Settings, Vec<Pr
         gc,
         auth,
         audit,
+        retention,
+        protect,
         warnings: Vec::new(),
     })
 }
