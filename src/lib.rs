@@ -26,6 +26,7 @@ pub mod managed;
 pub mod manifest_check;
 pub mod metrics;
 pub mod pages;
+pub mod protect;
 pub mod proxy;
 pub mod referrers;
 pub mod registry_api;

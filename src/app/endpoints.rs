@@ -240,6 +240,14 @@ impl App {
             .map(str::to_owned);
         crate::manifest_check::check(content_type.as_deref(), &bytes)?;
         let digest = crate::route::Digest::sha256_of(&bytes).to_string();
+        // An immutable tag ([[protect]]) moves nowhere (under its write lock).
+        if let Route::Manifest {
+            reference: Reference::Tag(tag),
+            ..
+        } = route
+        {
+            self.tags.check_move(name, tag, &digest).await?;
+        }
         let referrer =
             crate::referrers::describe(name.as_str(), &digest, content_type.as_deref(), &bytes);
         let mut resp = self

@@ -209,13 +209,16 @@ pub async fn start(settings: Settings) -> Result<RunningServer, StartError> {
         crate::write_gate::GatePolicy::from_settings(&settings.gc),
         Arc::clone(&metrics),
     );
-    let tags = Arc::new(crate::tag_delete::TagDeleter::new(
-        api.clone(),
-        state.clone(),
-        Arc::clone(&gate),
-        Arc::clone(&metrics),
-        settings.delete.protect_shared_digests,
-    ));
+    let tags = Arc::new(
+        crate::tag_delete::TagDeleter::new(
+            api.clone(),
+            state.clone(),
+            Arc::clone(&gate),
+            Arc::clone(&metrics),
+            settings.delete.protect_shared_digests,
+        )
+        .with_protection(crate::protect::Protections::new(settings.protect.clone())),
+    );
     // Finish or roll back deletes a crash left open before serving anything.
     match tags.recover().await {
         Ok(0) => {}

@@ -84,12 +84,19 @@ impl TagDeleter {
         let mut names: Vec<&str> = tags.iter().map(Tag::as_str).collect();
         names.sort_unstable();
         names.dedup();
+        let mut out: Vec<TagOutcome> = Vec::with_capacity(names.len());
+        names.retain(|t| match self.check_protected(repo, t) {
+            Ok(()) => true,
+            Err(e) => {
+                out.push(((*t).to_owned(), Err(e)));
+                false
+            }
+        });
         // Sorted order: two batches never wait on each other in a cycle.
         let mut locks = HashMap::with_capacity(names.len());
         for t in &names {
             locks.insert(*t, self.locks.write(repo, t).await);
         }
-        let mut out: Vec<TagOutcome> = Vec::with_capacity(names.len());
         let found = in_parallel(
             &names,
             |t| async move { (t, self.api.manifest(repo, t).await) },
