@@ -1,7 +1,8 @@
 //! The admin listener (plain HTTP, meant for loopback or an internal network):
 //! `/healthz` (the process is up), `/readyz` (the upstream registry answers)
-//! and `/metrics` (Prometheus text), and the GC and maintenance API of
-//! [`crate::gc::admin_api`] (`/admin/...`). The probes and metrics are open
+//! and `/metrics` (Prometheus text), the GC and maintenance API of
+//! [`crate::gc::admin_api`] and the retention API of
+//! [`crate::retention::admin_api`] (`/admin/...`). The probes and metrics are open
 //! (for load balancers and Prometheus); `/admin/...` needs an account with the
 //! `admin` right when auth is on ([`crate::auth::admin_access`]), and every
 //! call that changes something is audited. An `/admin/...` call runs in its
@@ -25,6 +26,7 @@ pub struct Admin {
     pub metrics: Arc<Metrics>,
     pub gc: Arc<crate::gc::Gc>,
     pub auth: Arc<crate::auth::Auth>,
+    pub retention: Arc<crate::retention::Retention>,
 }
 
 fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<ProxyBody> {
@@ -43,7 +45,8 @@ impl Admin {
         req: Request<UnreadBody>,
         peer: SocketAddr,
     ) -> Response<ProxyBody> {
-        if crate::gc::admin_api::owns(req.uri().path()) {
+        let retention = crate::retention::admin_api::owns(req.uri().path());
+        if retention || crate::gc::admin_api::owns(req.uri().path()) {
             let caller = match self.auth.authorize_admin(req.headers(), peer).await {
                 Ok(caller) => caller,
                 Err(e) => return RegistryError::from(e).into_response(),
@@ -54,7 +57,13 @@ impl Admin {
             let (method, path) = (req.method().clone(), req.uri().path().to_owned());
             let me = Arc::clone(&self);
             let call = tokio::spawn(async move {
-                let resp = crate::gc::admin_api::handle(&me.gc, req).await;
+                let resp = if retention {
+                    let account = caller.account.as_deref().unwrap_or("anonymous");
+                    crate::retention::admin_api::handle(&me.retention, req, account, peer.ip())
+                        .await
+                } else {
+                    crate::gc::admin_api::handle(&me.gc, req).await
+                };
                 me.auth
                     .audit_admin(&caller, peer, &method, &path, resp.status().as_u16());
                 resp

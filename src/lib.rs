@@ -32,6 +32,7 @@ pub mod referrers;
 pub mod registry_api;
 pub mod registry_params;
 pub mod request_limits;
+pub mod retention;
 pub mod route;
 pub mod route_kind;
 pub mod rules;

@@ -2,7 +2,8 @@
 //! forward, by route and method. Tag deletes (one, or many at once) and restores, the sorted tag
 //! list, the referrers API, manifest PUTs (read once, for `OCI-Subject` and
 //! the referrers index), digest deletes, strict chunked uploads, and the tag
-//! locks around manifest reads and writes. Everything else is forwarded as is.
+//! locks around manifest reads and writes; the `[[protect]]` check of a
+//! manifest PUT by tag, and the push and pull times of tags (for retention). Everything else is forwarded as is.
 //! A method one of regate's own endpoints does not serve ([`Route::own_methods`])
 //! gets 405 with `Allow`.
 
@@ -157,7 +158,11 @@ impl App {
                 // them off until the registry has answered: nobody ever sees
                 // the dummy.
                 let _reading = self.tags.locks.read(name.as_str(), tag.as_str()).await;
-                self.forward(req, &route, conn).await
+                let resp = self.forward(req, &route, conn).await?;
+                if resp.status().is_success() {
+                    self.times.pulled(name.as_str(), tag.as_str());
+                }
+                Ok(resp)
             }
             (Route::Manifest { name, reference }, &Method::PUT) => {
                 // Exclusive for a tag: 2.8 rewrites the tag's link file in
@@ -254,6 +259,15 @@ impl App {
             .forward(Request::from_parts(parts, full(bytes)), route, conn)
             .await?;
         if resp.status() == StatusCode::CREATED {
+            if let Route::Manifest {
+                reference: Reference::Tag(tag),
+                ..
+            } = route
+            {
+                self.times
+                    .pushed(name.as_str(), tag.as_str(), &digest)
+                    .await;
+            }
             if let Some(r) = referrer {
                 if let Ok(v) = HeaderValue::from_str(&r.subject) {
                     resp.headers_mut().insert(crate::referrers::OCI_SUBJECT, v);

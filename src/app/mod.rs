@@ -68,6 +68,8 @@ pub struct App {
     pub uploads: UploadOffsets,
     pub gate: Arc<WriteGate>,
     pub auth: Arc<crate::auth::Auth>,
+    /// Push and pull times of tags, for retention.
+    pub times: Arc<crate::retention::Recorder>,
 }
 
 impl App {

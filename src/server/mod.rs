@@ -244,6 +244,7 @@ pub async fn start(settings: Settings) -> Result<RunningServer, StartError> {
     // before a restart still runs, or while maintenance is on.
     gc.recover().await.map_err(StartError::Gc)?;
 
+    let times = crate::retention::Recorder::new(state.clone());
     let app = Arc::new(App {
         settings: Arc::clone(&settings),
         upstream: upstream.clone(),
@@ -255,6 +256,7 @@ pub async fn start(settings: Settings) -> Result<RunningServer, StartError> {
         tags,
         gate,
         auth,
+        times: Arc::clone(&times),
     });
     let (stop, stop_rx) = watch::channel(false);
     let handler: Handler = {
@@ -306,6 +308,17 @@ pub async fn start(settings: Settings) -> Result<RunningServer, StartError> {
             metrics: Arc::clone(&metrics),
             gc: Arc::clone(&gc),
             auth: Arc::clone(&app.auth),
+            retention: Arc::new(crate::retention::Retention::new(
+                settings.retention.clone(),
+                crate::retention::dates::Sources {
+                    api: app.api.clone(),
+                    state: state.clone(),
+                    storage_root: gc.storage_root().map(std::path::Path::to_path_buf),
+                },
+                Arc::clone(&app.tags),
+                Arc::clone(&times),
+                Arc::clone(&app.auth),
+            )),
         });
         let admin_handler: Handler =
             Arc::new(move |req, conn| Box::pin(Arc::clone(&admin).handle(req, conn.peer)));
@@ -323,6 +336,9 @@ pub async fn start(settings: Settings) -> Result<RunningServer, StartError> {
             stop_rx.clone(),
         )));
     }
+    loops.push(tokio::spawn(
+        Arc::clone(&times).run(crate::retention::recorder::FLUSH_EVERY, stop_rx.clone()),
+    ));
     if let Some(schedule) = settings.gc.schedule.clone() {
         loops.push(tokio::spawn(crate::gc::schedule::run(
             Arc::clone(&gc),

@@ -1,7 +1,7 @@
 //! regate's own durable state, in one embedded SQLite database
 //! (`<state.dir>/regate.db`): the tag-delete journal, deletion history for
 //! undo, dummy configs regate must unlink, GC history, the referrers
-//! index.
+//! index, tag push and pull times and retention runs.
 //!
 //! Owns the connection, the schema and every query; other modules call the
 //! typed methods of [`State`] and never see SQL, so the storage can later move
@@ -20,8 +20,10 @@ use rusqlite::Connection;
 
 mod dummy_configs;
 mod referrers;
+mod retention;
 mod tag_journal;
 pub use referrers::Referrer;
+pub use retention::{RetentionRun, TagTimes};
 pub use tag_journal::{Deletion, JournalEntry};
 
 /// Seconds since the Unix epoch, as every table stores its times.
@@ -41,6 +43,7 @@ const SCHEMA: &[&str] = &[
     gc_history::GC_RUNS_TABLE,
     gc_history::GC_UNTAGGED_WALK_TABLE,
     gc_history::MAINTENANCE_TABLE,
+    retention::SCHEMA,
 ];
 
 /// Runs a state call off the async threads (the calls block on the mutex
