@@ -12,6 +12,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, SystemTime};
 
+use common::registry::RegistryOptions;
 use common::skopeo::{copy, skopeo};
 use common::{storage, Image, Regate, Registry};
 use serde_json::{json, Value};
@@ -94,9 +95,12 @@ const RULES: &str = "[[retention]]\nrepository = \"ci/*\"\nkeep_last = 2\nkeep_t
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plan_apply_restore_and_the_fraction_guard() {
     let registry = Registry::start();
+    let audit_dir = tempfile::tempdir().unwrap();
+    let audit_file = audit_dir.path().join("audit.log");
     let extra = format!(
-        "[gc]\nstorage_root = {:?}\n{RULES}",
-        registry.storage.display().to_string()
+        "[gc]\nstorage_root = {:?}\n[audit]\nfile = {:?}\n{RULES}",
+        registry.storage.display().to_string(),
+        audit_file.display().to_string()
     );
     let regate = Regate::start_with(&registry.url, &extra).await;
     let c = regate.client();
@@ -180,10 +184,9 @@ async fn plan_apply_restore_and_the_fraction_guard() {
         "{reasons:?}"
     );
     assert!(
-        reasons
-            .iter()
-            .any(|r| r[0] == "old-3"
-                && r[1].starts_with("pulled 0s ago, within keep_pulled_within 7d")),
+        reasons.iter().any(|r| r[0] == "old-3"
+            && r[1].starts_with("pulled ")
+            && r[1].ends_with("s ago, within keep_pulled_within 7d")),
         "{reasons:?}"
     );
     assert!(
@@ -250,6 +253,33 @@ async fn plan_apply_restore_and_the_fraction_guard() {
         .cloned()
         .collect();
     assert_eq!(all_tags(&registry.storage), expected);
+    // Each deletion audited, as a tag delete by retention.
+    let audit = std::fs::read_to_string(&audit_file).unwrap();
+    let lines: Vec<Value> = audit
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|l: &Value| l["reason"] == "retention")
+        .collect();
+    let mut audited: Vec<_> = lines
+        .iter()
+        .map(|l| {
+            (
+                l["event"].as_str().unwrap(),
+                l["repository"].as_str().unwrap(),
+                l["reference"].as_str().unwrap(),
+                l["status"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    audited.sort();
+    assert_eq!(
+        audited,
+        [
+            ("delete", "ci/app", "moved", 202),
+            ("delete", "ci/app", "old-1", 202),
+            ("delete", "ci/app", "old-2", 202)
+        ]
+    );
     // v1.0 and stable shared old-1's digest: they still pull.
     let dir = tempfile::tempdir().unwrap();
     for t in ["v1.0", "stable"] {
@@ -320,4 +350,110 @@ async fn plan_apply_restore_and_the_fraction_guard() {
         .unwrap()
         .clone();
     assert_eq!(a5["date_source"], "regate", "{v:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_storage_dates_come_from_the_image_and_a_failed_deletion_exits_1() {
+    // Deletes disabled upstream: every deletion of the run fails.
+    let registry = Registry::start_with(RegistryOptions {
+        delete_enabled: false,
+    });
+    let rules =
+        "[[retention]]\nrepository = \"app\"\nolder_than = \"5d\"\nmax_delete_fraction = 1\n";
+    let regate = Regate::start_with(&registry.url, rules).await;
+    let c = regate.client();
+    let direct = reqwest::Client::new();
+    // The test images' configs say "created": "2026-11-23T00:00:00Z".
+    let created = 1_795_392_000;
+    Image::oci("ret-built", 500)
+        .push(&direct, &registry.url, "app", "built")
+        .await;
+    let index = Image::oci_index("ret-multi", &["amd64", "arm64"]);
+    index.push(&direct, &registry.url, "app", "multi").await;
+    Image::oci("ret-fresh", 500)
+        .push(&c, &regate.url, "app", "fresh")
+        .await;
+
+    let admin = reqwest::Client::new();
+    let plan = post(&admin, &regate.admin_url, json!({"dry_run": true})).await;
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let rule = "retention[0] (app)";
+    assert_eq!(
+        rows(
+            &plan["delete"],
+            &["tag", "rule", "date_source", "pushed_at"]
+        ),
+        [
+            ["built", rule, "image_created", &created.to_string()],
+            ["multi", rule, "image_created", &created.to_string()],
+        ],
+        "{plan:#}"
+    );
+    let age = plan["delete"][0]["age_secs"].as_i64().unwrap();
+    assert!((now - created - age).abs() <= 5, "{age}");
+    assert_eq!(
+        rows(&plan["keep"], &["tag", "rule", "date_source"]),
+        [["fresh", rule, "regate"]],
+        "{plan:#}"
+    );
+    let reason = plan["keep"][0]["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("pushed ") && reason.ends_with("s ago, not older than 5d"),
+        "{reason}"
+    );
+
+    // Not confirmed: nothing happens, exit 1.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_regate"))
+        .args(["retention", "apply", "--admin", &regate.admin_url])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    child.stdin.take().unwrap().write_all(b"n\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(stdout.contains("Delete these 2 tags? [y/N]"), "{stdout}");
+    assert!(
+        stderr.contains("not confirmed; nothing was deleted"),
+        "{stderr}"
+    );
+
+    // Every deletion fails: a FAILED row each, exit 1, the tags stay.
+    let (code, out, err) = cli(&["retention", "apply", "--yes", "--admin", &regate.admin_url]);
+    assert_eq!(code, 1, "{out}{err}");
+    for t in ["built", "multi"] {
+        assert!(
+            out.lines().any(|l| l.starts_with("app")
+                && l.contains(t)
+                && l.contains("FAILED")
+                && l.contains("deletes disabled")),
+            "{out}"
+        );
+    }
+    assert!(err.contains("2 of 2 deletions failed"), "{err}");
+    let mut left: Vec<String> = storage::tags(&registry.storage, "app")
+        .into_iter()
+        .map(|(t, _)| t)
+        .collect();
+    left.sort();
+    assert_eq!(left, ["built", "fresh", "multi"]);
+    let history: Value = admin
+        .get(format!("{}/admin/retention", regate.admin_url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(history["runs"][0]["failed"], 2, "{history:#}");
+    assert_eq!(history["runs"][0]["deleted"], 0, "{history:#}");
 }
