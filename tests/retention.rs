@@ -457,3 +457,105 @@ async fn without_storage_dates_come_from_the_image_and_a_failed_deletion_exits_1
     assert_eq!(history["runs"][0]["failed"], 2, "{history:#}");
     assert_eq!(history["runs"][0]["deleted"], 0, "{history:#}");
 }
+
+/// The runs of the history, once it holds one with a deletion (within 15 s).
+async fn runs_once_deleted(admin_url: &str, path: &str) -> Vec<Value> {
+    let c = reqwest::Client::new();
+    for _ in 0..150 {
+        let v: Value = c
+            .get(format!("{admin_url}{path}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let runs = v["runs"].as_array().cloned().unwrap_or_default();
+        if runs.iter().any(|r| r["deleted"].as_i64() > Some(0)) {
+            return runs;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no scheduled run deleted anything within 15 s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_runs_on_their_own_and_before_scheduled_gc() {
+    let registry = Registry::start();
+    let (a, b) = (Image::oci("sched-a", 500), Image::oci("sched-b", 500));
+    for repo in ["sched/app", "gcsched/app"] {
+        push_direct(&registry, &a, repo, "old", 40).await;
+        push_direct(&registry, &b, repo, "new", 1).await;
+    }
+    let root = registry.storage.display().to_string();
+    let left = |repo: &str| -> Vec<String> {
+        storage::tags(&registry.storage, repo)
+            .into_iter()
+            .map(|(t, _)| t)
+            .collect()
+    };
+
+    // Its own schedule (every second).
+    let regate = Regate::start_with(
+        &registry.url,
+        &format!("[gc]\nstorage_root = {root:?}\n[[retention]]\nrepository = \"sched/*\"\nolder_than = \"30d\"\n[retention_schedule]\nschedule = \"* * * * * *\"\n"),
+    )
+    .await;
+    let runs = runs_once_deleted(&regate.admin_url, "/admin/retention").await;
+    assert!(runs.iter().all(|r| r["account"] == "schedule"), "{runs:?}");
+    assert_eq!(
+        runs.iter()
+            .map(|r| r["deleted"].as_i64().unwrap())
+            .sum::<i64>(),
+        1
+    );
+    assert_eq!(left("sched/app"), ["new"]);
+    assert_eq!(left("gcsched/app").len(), 2, "not this rule's");
+    regate.stop().await;
+
+    // Just before each scheduled GC.
+    let regate = Regate::start_with(
+        &registry.url,
+        &format!("[gc]\nstorage_root = {root:?}\nschedule = \"* * * * * *\"\ncommand = [\"true\"]\n[[retention]]\nrepository = \"gcsched/*\"\nolder_than = \"30d\"\n[retention_schedule]\nbefore_gc = true\n"),
+    )
+    .await;
+    let runs = runs_once_deleted(&regate.admin_url, "/admin/retention").await;
+    assert_eq!(
+        runs.iter()
+            .map(|r| r["deleted"].as_i64().unwrap())
+            .sum::<i64>(),
+        1
+    );
+    assert_eq!(left("gcsched/app"), ["new"]);
+    let gc: Value = reqwest::get(format!("{}/admin/gc", regate.admin_url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let deleted_at = runs.iter().find(|r| r["deleted"] == 1).unwrap()["finished_at"]
+        .as_i64()
+        .unwrap();
+    // A GC run was started after that retention run (at the same scheduled time).
+    let mut after = false;
+    for _ in 0..100 {
+        let gc: Value = reqwest::get(format!("{}/admin/gc", regate.admin_url))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        after = gc["history"].as_array().into_iter().flatten().any(|r| {
+            r["trigger"] == "schedule"
+                && r["started_at_ms"]
+                    .as_i64()
+                    .is_some_and(|s| s / 1000 >= deleted_at)
+        });
+        if after {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(after, "{gc:#}\n{runs:#?}");
+    regate.stop().await;
+}

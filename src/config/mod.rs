@@ -85,6 +85,7 @@ pub struct Settings {
     pub retention: Vec<retention::RetentionRule>,
     /// `[[protect]]`, in file order.
     pub protect: Vec<retention::ProtectRule>,
+    pub retention_schedule: retention::RetentionSchedule,
     /// Deprecated keys in use (each with its new name): logged as warnings
     /// at start, printed by `check-config`.
     pub warnings: Vec<Problem>,

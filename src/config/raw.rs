@@ -31,6 +31,8 @@ pub struct RawConfig {
     pub retention: Vec<super::retention::RawRetentionRule>,
     #[serde(default)]
     pub protect: Vec<super::retention::RawProtect>,
+    #[serde(default)]
+    pub retention_schedule: super::retention::RawRetentionSchedule,
 }
 
 #[derive(Debug, Default, Deserialize)]

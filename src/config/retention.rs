@@ -1,8 +1,9 @@
-//! The `[[retention]]` rules (which tags a retention run deletes) and the
-//! `[[protect]]` rules (tags nobody may move or delete).
+//! The `[[retention]]` rules (which tags a retention run deletes), the
+//! `[[protect]]` rules (tags nobody may move or delete) and the
+//! `[retention_schedule]` (when runs start by themselves).
 //!
-//! Owns the raw keys of both arrays, their defaults and their validation
-//! into [`RetentionRule`] and [`ProtectRule`]; every problem names the key
+//! Owns the raw keys of these sections, their defaults and their validation
+//! into [`RetentionRule`], [`ProtectRule`] and [`RetentionSchedule`]; every problem names the key
 //! (`retention[1].keep_tags[0]`) and its value. What the rules mean at run
 //! time is `crate::retention` (plan) and `crate::protect`.
 
@@ -49,6 +50,22 @@ pub struct RawProtect {
     pub tags: String,
     /// Also refuse moving the tag to another manifest (default true).
     pub immutable: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetentionSchedule {
+    /// A cron expression (5 fields, or 6 with seconds first), in UTC.
+    pub schedule: Option<String>,
+    /// Also run retention just before each scheduled GC.
+    pub before_gc: Option<bool>,
+}
+
+/// When retention runs by itself.
+#[derive(Debug, Clone, Default)]
+pub struct RetentionSchedule {
+    pub schedule: Option<super::gc::GcSchedule>,
+    pub before_gc: bool,
 }
 
 /// One `[[retention]]` rule.
@@ -190,6 +207,48 @@ pub(super) fn validate_retention(
     out
 }
 
+/// Validates `[retention_schedule]`; `rules`: there are `[[retention]]`
+/// rules; `gc_scheduled`: `gc.schedule` is set.
+pub(super) fn validate_schedule(
+    raw: RawRetentionSchedule,
+    rules: bool,
+    gc_scheduled: bool,
+    problems: &mut Vec<Problem>,
+) -> RetentionSchedule {
+    let schedule = raw.schedule.and_then(|expr| {
+        match croner::parser::CronParser::new().parse(&expr) {
+            Ok(cron) => Some(super::gc::GcSchedule {
+                expression: expr,
+                cron,
+            }),
+            Err(e) => {
+                problems.push(Problem::new(
+                    "retention_schedule.schedule",
+                    format!("{expr:?} is not a cron expression ({e}); e.g. \"0 2 * * *\" for 02:00 UTC daily"),
+                ));
+                None
+            }
+        }
+    });
+    let before_gc = raw.before_gc.unwrap_or(false);
+    if before_gc && !gc_scheduled {
+        problems.push(Problem::new(
+            "retention_schedule.before_gc",
+            "runs retention just before scheduled GC, but gc.schedule is not set; set it, or use retention_schedule.schedule",
+        ));
+    }
+    if (before_gc || schedule.is_some()) && !rules {
+        problems.push(Problem::new(
+            "retention_schedule",
+            "schedules retention runs, but there are no [[retention]] rules; add rules or remove [retention_schedule]",
+        ));
+    }
+    RetentionSchedule {
+        schedule,
+        before_gc,
+    }
+}
+
 /// Validates the `[[protect]]` rules, adding every problem to `problems`.
 pub(super) fn validate_protect(
     raw: Vec<RawProtect>,
@@ -275,6 +334,37 @@ mod tests {
             "{got:?}"
         );
         assert!(got[7].1.contains("\"*v\""), "{got:?}");
+    }
+
+    #[test]
+    fn the_schedule_is_checked() {
+        let rule = "[[retention]]\nrepository = \"ci/*\"\nolder_than = \"30d\"\n";
+        let got = problems(&format!(
+            "[retention_schedule]\nschedule = \"sometimes\"\nbefore_gc = true\n{rule}"
+        ));
+        let keys: Vec<&str> = got.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "retention_schedule.schedule",
+                "retention_schedule.before_gc"
+            ],
+            "{got:?}"
+        );
+        assert!(got[0].1.contains("\"sometimes\""), "{got:?}");
+        let got = problems("[retention_schedule]\nschedule = \"0 2 * * *\"\n");
+        assert_eq!(got[0].0, "retention_schedule", "{got:?}");
+        let s = Settings::from_toml(
+            &format!("{BASE}[gc]\nschedule = \"0 3 * * *\"\ncommand = [\"true\"]\n[retention_schedule]\nschedule = \"*/5 * * * * *\"\nbefore_gc = true\n{rule}"),
+            "t",
+            std::iter::empty(),
+        )
+        .unwrap();
+        assert_eq!(
+            s.retention_schedule.schedule.unwrap().expression,
+            "*/5 * * * * *"
+        );
+        assert!(s.retention_schedule.before_gc);
     }
 
     #[test]

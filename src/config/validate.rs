@@ -227,6 +227,12 @@ pub(super) fn validate(raw: RawConfig, _source: &str) -> Result<Settings, Vec<Pr
     let gc = super::gc::validate(raw.gc, managed.is_some(), &mut c.problems);
     let retention = super::retention::validate_retention(raw.retention, &mut c.problems);
     let protect = super::retention::validate_protect(raw.protect, &mut c.problems);
+    let retention_schedule = super::retention::validate_schedule(
+        raw.retention_schedule,
+        !retention.is_empty(),
+        gc.schedule.is_some(),
+        &mut c.problems,
+    );
 
     if !c.problems.is_empty() {
         return Err(c.problems);
@@ -269,6 +275,7 @@ pub(super) fn validate(raw: RawConfig, _source: &str) -> Result<Settings, Vec<Pr
         audit,
         retention,
         protect,
+        retention_schedule,
         warnings: Vec::new(),
     })
 }

@@ -5,8 +5,8 @@
 //! repository with its push date and its source, and its last pull), makes
 //! the plan (`plan`, pure) and carries it out (`apply`, through the tag
 //! delete's batch path, audited, restorable), keeping a summary of every run
-//! in the state; the push and pull times regate sees (`recorder`); and the
-//! admin API (`admin_api`). Calls the registry through [`RegistryApi`], the
+//! in the state; the push and pull times regate sees (`recorder`); the
+//! admin API (`admin_api`); and scheduled runs (`schedule`). Calls the registry through [`RegistryApi`], the
 //! state through [`State`], deletes through [`TagDeleter`].
 
 pub mod plan;
@@ -17,6 +17,7 @@ pub use recorder::Recorder;
 pub mod admin_api;
 pub mod apply;
 pub mod dates;
+pub mod schedule;
 
 use std::collections::HashSet;
 use std::net::IpAddr;

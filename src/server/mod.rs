@@ -301,6 +301,17 @@ pub async fn start(settings: Settings) -> Result<RunningServer, StartError> {
             stop_rx.clone(),
         )));
     }
+    let retention = Arc::new(crate::retention::Retention::new(
+        settings.retention.clone(),
+        crate::retention::dates::Sources {
+            api: app.api.clone(),
+            state: state.clone(),
+            storage_root: gc.storage_root().map(std::path::Path::to_path_buf),
+        },
+        Arc::clone(&app.tags),
+        Arc::clone(&times),
+        Arc::clone(&app.auth),
+    ));
     let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
     if let Some(l) = admin_listener {
         let admin = Arc::new(Admin {
@@ -308,17 +319,7 @@ pub async fn start(settings: Settings) -> Result<RunningServer, StartError> {
             metrics: Arc::clone(&metrics),
             gc: Arc::clone(&gc),
             auth: Arc::clone(&app.auth),
-            retention: Arc::new(crate::retention::Retention::new(
-                settings.retention.clone(),
-                crate::retention::dates::Sources {
-                    api: app.api.clone(),
-                    state: state.clone(),
-                    storage_root: gc.storage_root().map(std::path::Path::to_path_buf),
-                },
-                Arc::clone(&app.tags),
-                Arc::clone(&times),
-                Arc::clone(&app.auth),
-            )),
+            retention: Arc::clone(&retention),
         });
         let admin_handler: Handler =
             Arc::new(move |req, conn| Box::pin(Arc::clone(&admin).handle(req, conn.peer)));
@@ -345,6 +346,17 @@ pub async fn start(settings: Settings) -> Result<RunningServer, StartError> {
             schedule,
             settings.gc.window,
             settings.gc.untagged,
+            settings
+                .retention_schedule
+                .before_gc
+                .then(|| crate::retention::schedule::before_gc(Arc::clone(&retention))),
+            stop_rx.clone(),
+        )));
+    }
+    if let Some(schedule) = settings.retention_schedule.schedule.clone() {
+        loops.push(tokio::spawn(crate::retention::schedule::run(
+            Arc::clone(&retention),
+            schedule,
             stop_rx.clone(),
         )));
     }
