@@ -559,3 +559,43 @@ async fn scheduled_runs_on_their_own_and_before_scheduled_gc() {
     assert!(after, "{gc:#}\n{runs:#?}");
     regate.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tag_pushed_again_after_the_plan_is_left_alone() {
+    let registry = Registry::start();
+    let regate = Regate::start(&registry.url).await;
+    let c = regate.client();
+    let (a, b) = (Image::oci("again-a", 500), Image::oci("again-b", 500));
+    a.push(&c, &regate.url, "again/app", "t1").await;
+    a.push(&c, &regate.url, "again/app", "t2").await;
+    // Planned at a; t1 is pushed again (b) before the deletion runs.
+    b.push(&c, &regate.url, "again/app", "t1").await;
+    let tags = &regate.server.as_ref().unwrap().app.tags;
+    let expect = [("t1", &a.digest), ("t2", &a.digest)]
+        .into_iter()
+        .map(|(t, d)| (t.to_owned(), d.clone()))
+        .collect();
+    let repo = regate::route::RepoName::parse("again/app").unwrap();
+    let names: Vec<_> = ["t1", "t2"]
+        .iter()
+        .map(|t| regate::route::Tag::parse(t).unwrap())
+        .collect();
+    let mut out = tags
+        .delete_many_expecting(&repo, &names, "test", Some(expect))
+        .await;
+    let (t2, second) = out.pop().unwrap();
+    assert!(t2 == "t2" && second.is_ok(), "{second:?}");
+    let (t1, first) = out.pop().unwrap();
+    assert_eq!(t1, "t1");
+    let err = first.unwrap_err();
+    assert!(
+        matches!(err, regate::tag_delete::TagDeleteError::Moved { .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("it was left alone"), "{err}");
+    assert_eq!(regate::error::RegistryError::from(err).status, 409);
+    assert_eq!(
+        storage::tags(&registry.storage, "again/app"),
+        [("t1".to_owned(), b.digest.clone())]
+    );
+}

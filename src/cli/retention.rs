@@ -3,7 +3,7 @@
 //! does it (`--admin URL`, or `server.admin_listen` of the configuration).
 //!
 //! `plan` prints a table per repository (or the JSON); `apply` shows the
-//! plan, asks unless `--yes`, deletes repository by repository (each call
+//! plan, asks unless `--yes`, deletes a few repositories per call (each call
 //! deletes only what the confirmed plan named and the server's fresh plan
 //! still holds at the same digest) with a progress bar, prints the results,
 //! and exits 1 if any deletion failed (or the question was not answered yes).
@@ -222,6 +222,9 @@ fn table<const N: usize>(rows: &[[String; N]], indent: &str) -> String {
     s
 }
 
+/// Deletions per admin call (whole repositories; one repository may exceed it).
+const CALL_SIZE: usize = 500;
+
 async fn apply(api: &Api, scope: &Scope, yes: bool) -> Result<bool, ClientError> {
     let v = plan(api, scope).await?;
     print!("{}", describe_plan(&v, now()));
@@ -248,10 +251,22 @@ async fn apply(api: &Api, scope: &Scope, yes: bool) -> Result<bool, ClientError>
     );
     let mut rows = vec![["REPOSITORY", "TAG", "RESULT"].map(str::to_owned)];
     let mut failed = 0;
+    // Whole repositories per call, about CALL_SIZE deletions each.
+    let mut calls: Vec<(Vec<String>, Vec<Value>)> = Vec::new();
     for (repo, expect) in by_repo {
-        bar.set_message(repo.clone());
+        match calls.last_mut() {
+            Some((repos, items)) if items.len() + expect.len() <= CALL_SIZE => {
+                repos.push(repo);
+                items.extend(expect);
+            }
+            _ => calls.push((vec![repo], expect)),
+        }
+    }
+    let field = |x: &Value, k: &str| x[k].as_str().unwrap_or("").to_owned();
+    for (repos, expect) in calls {
+        bar.set_message(repos.join(", "));
         let n = expect.len() as u64;
-        let body = json!({"force": scope.force, "repositories": [repo], "expect": expect});
+        let body = json!({"force": scope.force, "repositories": repos, "expect": expect});
         let r = api
             .call(reqwest::Method::POST, "/admin/retention", Some(body))
             .await;
@@ -262,15 +277,17 @@ async fn apply(api: &Api, scope: &Scope, yes: bool) -> Result<bool, ClientError>
                 for x in &expect {
                     failed += 1;
                     rows.push([
-                        repo.clone(),
-                        x["tag"].as_str().unwrap_or("").to_owned(),
+                        field(x, "repository"),
+                        field(x, "tag"),
                         format!("FAILED {e}"),
                     ]);
                 }
                 continue;
             }
         };
-        for o in r["results"].as_array().into_iter().flatten() {
+        let mut results: Vec<&Value> = r["results"].as_array().into_iter().flatten().collect();
+        results.sort_by_key(|o| (field(o, "repository"), field(o, "tag")));
+        for o in results {
             let result = match o["status"].as_str() {
                 Some("deleted") => "deleted".to_owned(),
                 _ => {
@@ -278,16 +295,12 @@ async fn apply(api: &Api, scope: &Scope, yes: bool) -> Result<bool, ClientError>
                     format!("FAILED {}", o["error"].as_str().unwrap_or("?"))
                 }
             };
-            rows.push([
-                repo.clone(),
-                o["tag"].as_str().unwrap_or("").to_owned(),
-                result,
-            ]);
+            rows.push([field(o, "repository"), field(o, "tag"), result]);
         }
         for x in r["not_planned"].as_array().into_iter().flatten() {
             rows.push([
-                repo.clone(),
-                x["tag"].as_str().unwrap_or("").to_owned(),
+                field(x, "repository"),
+                field(x, "tag"),
                 "kept: no longer in the plan".into(),
             ]);
         }

@@ -1,8 +1,9 @@
 //! Carrying out a plan: every deletion is a true tag delete through the
 //! batch path of [`TagDeleter`] (journalled, verified, recorded for
-//! `regate tags restore`), a batch per repository. What the tag delete
-//! refuses (a tag protected meanwhile, one already gone) is a failed row,
-//! never a wider delete.
+//! `regate tags restore`), a batch per repository, each tag only while it
+//! still points at the digest of the plan. What the tag delete refuses (a
+//! tag protected or pushed again meanwhile, one already gone) is a failed
+//! row, never a wider delete.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -28,25 +29,76 @@ pub struct Outcome {
     pub error: Option<String>,
 }
 
-/// Deletes `deletes`; one outcome each, in the order of `deletes` grouped by
-/// repository. `done` is told of each repository's outcomes as they come.
+/// Repositories deleted from at once (each a batch of its own).
+const REPOS_AT_ONCE: usize = 4;
+
+/// Deletes `deletes`; one outcome each, grouped by repository (in the order
+/// the repositories finish). `done` is told of each batch's outcomes as they
+/// come.
 pub async fn apply(
     tags: &Arc<TagDeleter>,
     deletes: &[Delete],
     account: &str,
     mut done: impl FnMut(&[Outcome]),
 ) -> Vec<Outcome> {
-    let mut by_repo: BTreeMap<&str, Vec<&Delete>> = BTreeMap::new();
+    let mut by_repo: BTreeMap<String, Vec<Delete>> = BTreeMap::new();
     for d in deletes {
-        by_repo.entry(&d.repository).or_default().push(d);
+        by_repo
+            .entry(d.repository.clone())
+            .or_default()
+            .push(d.clone());
     }
-    let mut out = Vec::with_capacity(deletes.len());
+    let mut batches = Vec::new();
     for (repo, planned) in by_repo {
         for chunk in planned.chunks(MAX_BATCH) {
-            let results = delete_chunk(tags, repo, chunk, account).await;
-            done(&results);
-            out.extend(results);
+            batches.push((repo.clone(), chunk.to_vec()));
         }
+    }
+    let mut out = Vec::with_capacity(deletes.len());
+    let mut running = tokio::task::JoinSet::new();
+    let mut in_flight = std::collections::HashMap::new();
+    let mut pending = batches.into_iter();
+    loop {
+        while running.len() < REPOS_AT_ONCE {
+            let Some((repo, planned)) = pending.next() else {
+                break;
+            };
+            let (tags, account, mine) = (Arc::clone(tags), account.to_owned(), planned.clone());
+            let id = running
+                .spawn(async move { delete_chunk(&tags, &repo, &mine, &account).await })
+                .id();
+            in_flight.insert(id, planned);
+        }
+        let Some(joined) = running.join_next_with_id().await else {
+            break;
+        };
+        let results = match joined {
+            Ok((id, results)) => {
+                in_flight.remove(&id);
+                results
+            }
+            Err(e) => {
+                // The tag delete runs its batch as a task of its own: this
+                // one only waits, and fails only by a panic.
+                tracing::error!(error = %e, "a retention batch stopped unexpectedly");
+                let msg = format!("the batch stopped unexpectedly: {e}");
+                in_flight
+                    .remove(&e.id())
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|d| Outcome {
+                        repository: d.repository,
+                        tag: d.tag,
+                        digest: d.digest,
+                        status: "failed",
+                        http_status: 500,
+                        error: Some(msg.clone()),
+                    })
+                    .collect()
+            }
+        };
+        done(&results);
+        out.extend(results);
     }
     out
 }
@@ -54,7 +106,7 @@ pub async fn apply(
 async fn delete_chunk(
     tags: &Arc<TagDeleter>,
     repo: &str,
-    planned: &[&Delete],
+    planned: &[Delete],
     account: &str,
 ) -> Vec<Outcome> {
     let failed = |d: &Delete, status: u16, e: String| Outcome {
@@ -76,7 +128,17 @@ async fn delete_chunk(
         .filter_map(|d| Tag::parse(&d.tag).ok())
         .collect();
     let mut results: BTreeMap<String, _> = tags
-        .delete_many(&name, &names, account)
+        .delete_many_expecting(
+            &name,
+            &names,
+            account,
+            Some(
+                planned
+                    .iter()
+                    .map(|d| (d.tag.clone(), d.digest.clone()))
+                    .collect(),
+            ),
+        )
         .await
         .into_iter()
         .collect();

@@ -18,8 +18,10 @@ use super::plan::{DateSource, RepoFacts, TagFacts};
 use crate::registry_api::{ApiError, RegistryApi};
 use crate::state::{blocking, State, StateError};
 
-/// Registry calls in flight at once while gathering.
-const PARALLEL: usize = 16;
+/// Registry calls in flight at once while gathering, per repository.
+const PARALLEL: usize = 8;
+/// Repositories gathered at once.
+const REPOS_AT_ONCE: usize = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GatherError {
@@ -88,11 +90,14 @@ fn stored_tags(root: &Path, repo: &str) -> Result<Option<Stored>, GatherError> {
 }
 
 impl Sources {
-    /// The facts of every repository of `repos`, in that order.
+    /// The facts of every repository of `repos`, in that order
+    /// ([`REPOS_AT_ONCE`] at a time).
     pub async fn gather(&self, repos: &[String]) -> Result<Vec<RepoFacts>, GatherError> {
         let mut out = Vec::with_capacity(repos.len());
-        for repo in repos {
-            out.push(self.repo(repo).await?);
+        for chunk in repos.chunks(REPOS_AT_ONCE) {
+            for facts in join_all(chunk.iter().map(|r| self.repo(r))).await {
+                out.push(facts?);
+            }
         }
         Ok(out)
     }
@@ -135,12 +140,24 @@ impl Sources {
                 last_pull: times.pulled_at,
             });
         }
-        // The image's own date, for what neither regate nor the storage dates.
-        for chunk in undated.chunks(PARALLEL) {
-            let found = join_all(chunk.iter().map(|&i| self.created(repo, &tags[i].digest))).await;
-            for (&i, created) in chunk.iter().zip(found) {
-                tags[i].pushed = created?.map(|c| (c, DateSource::ImageCreated));
+        // The image's own date, for what neither regate nor the storage
+        // dates: once per digest (tags often share one).
+        let mut digests: Vec<String> = undated.iter().map(|&i| tags[i].digest.clone()).collect();
+        digests.sort_unstable();
+        digests.dedup();
+        let mut created = std::collections::HashMap::new();
+        for chunk in digests.chunks(PARALLEL) {
+            let found = join_all(chunk.iter().map(|d| self.created(repo, d))).await;
+            for (d, c) in chunk.iter().zip(found) {
+                created.insert(d.clone(), c?);
             }
+        }
+        for i in undated {
+            tags[i].pushed = created
+                .get(&tags[i].digest)
+                .copied()
+                .flatten()
+                .map(|c| (c, DateSource::ImageCreated));
         }
         tags.sort_by(|a, b| a.tag.cmp(&b.tag));
         Ok(RepoFacts {

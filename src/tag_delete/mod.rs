@@ -53,6 +53,12 @@ pub enum TagDeleteError {
     SharedDigest { digest: String, tags: Vec<String> },
     #[error("tag {tag} is protected by {rule}; it cannot be deleted (change [[protect]] in the configuration first)")]
     Protected { tag: String, rule: String },
+    #[error("tag {tag} points at {now} now, not at {expected} as planned; it was left alone")]
+    Moved {
+        tag: String,
+        expected: String,
+        now: String,
+    },
     #[error("no removed tag {0} to restore")]
     NothingToRestore(String),
     #[error(
@@ -91,6 +97,10 @@ impl From<TagDeleteError> for RegistryError {
             TagDeleteError::Protected { tag, rule } => {
                 RegistryError::new(StatusCode::CONFLICT, ErrorCode::Denied, msg)
                     .with_detail(serde_json::json!({ "tag": tag, "rule": rule }))
+            }
+            TagDeleteError::Moved { now, .. } => {
+                RegistryError::new(StatusCode::CONFLICT, ErrorCode::Denied, msg)
+                    .with_detail(serde_json::json!({ "digest": now }))
             }
             TagDeleteError::NothingToRestore(_) | TagDeleteError::ManifestGone(_) => {
                 RegistryError::new(StatusCode::NOT_FOUND, ErrorCode::ManifestUnknown, msg)
