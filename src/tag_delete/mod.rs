@@ -1,7 +1,9 @@
 //! A true tag-only `DELETE /v2/<name>/manifests/<tag>`.
 //!
-//! Owns the delete sequence, its crash recovery, undo (restore) and the
-//! optional protection of digest deletes that would remove tags. Calls the
+//! Owns the delete sequence, its crash recovery, undo (restore), the
+//! optional protection of digest deletes that would remove tags, and the
+//! refusal to delete or move `[[protect]]` tags (the rules are
+//! [`crate::protect`]'s). Calls the
 //! registry through [`RegistryApi`], the journal and history through
 //! [`State`], and holds a [`TagLocks`] write lock for the whole sequence.
 //!
