@@ -357,3 +357,45 @@ fn describe_history(v: &Value) -> String {
     }
     table(&rows, "")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_plan_reads_as_a_table_per_repository() {
+        let now = 100 * 86400;
+        let v = json!({
+            "delete": [{"repository": "ci/app", "tag": "old-1", "digest": "sha256:0123456789abcdef", "rule": "retention[0] (ci/*)", "reason": "pushed 90d ago, older than 30d", "pushed_at": 10 * 86400, "date_source": "storage", "last_pull": null}],
+            "keep": [
+                {"repository": "ci/app", "tag": "v1", "digest": "sha256:fedcba9876543210", "rule": "retention[0] (ci/*)", "reason": "matches keep_tags \"^v\"", "pushed_at": 99 * 86400, "date_source": "regate", "last_pull": now - 3600},
+                {"repository": "ci/big", "tag": "a3", "digest": "sha256:aa", "rule": "max_delete_fraction", "reason": "repository skipped", "pushed_at": null, "date_source": null, "last_pull": null}
+            ],
+            "skipped": [{"repository": "ci/big", "tags": 5, "would_delete": 3, "max_delete_fraction": 0.5}],
+            "warnings": ["retention[1] (x/*) matches no repository; check its repository glob"]
+        });
+        let text = describe_plan(&v, now);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[..6],
+            [
+                "ci/app: 1 to delete, 1 kept",
+                "          TAG    DIGEST        PUSHED   DATE FROM  LAST PULL  RULE                 WHY",
+                "  delete  old-1  0123456789ab  90d ago  storage    -          retention[0] (ci/*)  pushed 90d ago, older than 30d",
+                "  keep    v1     fedcba987654  1d ago   regate     1h ago     retention[0] (ci/*)  matches keep_tags \"^v\"",
+                "ci/big: 0 to delete, 1 kept",
+                "        TAG  DIGEST  PUSHED  DATE FROM  LAST PULL  RULE                 WHY",
+            ],
+            "{text}"
+        );
+        assert!(text.contains("SKIPPED ci/big: 3 of its 5 tags would go, more than max_delete_fraction 0.5 (--force to delete anyway)"), "{text}");
+        assert!(
+            text.contains("warning: retention[1] (x/*) matches no repository"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("1 tags to delete in 1 repositories\n"),
+            "{text}"
+        );
+    }
+}
