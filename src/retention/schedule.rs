@@ -74,10 +74,8 @@ pub async fn run(retention: Arc<Retention>, schedule: GcSchedule, mut stop: watc
                 _ = crate::stop_signal::stopped(&mut stop) => return,
             }
         }
-        // A run longer than the interval makes the next time wait for it.
-        tokio::select! {
-            _ = run_once(&retention, "schedule") => {}
-            _ = crate::stop_signal::stopped(&mut stop) => return,
-        }
+        // Runs to its end (and into the history) even when regate stops
+        // meanwhile; a run longer than the interval makes the next time wait.
+        run_once(&retention, "schedule").await;
     }
 }
