@@ -2,7 +2,8 @@
 //! done (both bodies finished or dropped), with the true byte counts.
 //!
 //! Owns [`RequestRecord`]: the bodies add bytes to it, the pipeline sets the
-//! status and the account, and its `Drop` writes the line (target
+//! route once it is parsed, the status and the account, and its `Drop` writes
+//! the line (target
 //! `regate::access`) and the request metrics. The query string is never
 //! logged (it carries the upload `_state`), nor any header.
 
@@ -28,8 +29,9 @@ pub enum Direction {
 pub struct RequestRecord {
     start: Instant,
     method: Method,
-    route: RouteKind,
-    repository: Option<String>,
+    /// The route kind and repository, once the route is parsed (a request
+    /// refused before that, for its head, is logged as `other`).
+    route: OnceLock<(RouteKind, Option<String>)>,
     path: String,
     peer: SocketAddr,
     status: AtomicU16,
@@ -40,20 +42,12 @@ pub struct RequestRecord {
 }
 
 impl RequestRecord {
-    pub fn new(
-        method: Method,
-        route: RouteKind,
-        repository: Option<String>,
-        path: &str,
-        peer: SocketAddr,
-        metrics: Arc<Metrics>,
-    ) -> Arc<Self> {
+    pub fn new(method: Method, path: &str, peer: SocketAddr, metrics: Arc<Metrics>) -> Arc<Self> {
         metrics.request_started();
         Arc::new(RequestRecord {
             start: Instant::now(),
             method,
-            route,
-            repository,
+            route: OnceLock::new(),
             path: path.chars().take(512).collect(),
             peer,
             status: AtomicU16::new(0),
@@ -84,8 +78,13 @@ impl RequestRecord {
         self.account.get().map(String::as_str)
     }
 
+    /// The parsed route's kind and repository.
+    pub fn set_route(&self, kind: RouteKind, repository: Option<String>) {
+        let _ = self.route.set((kind, repository));
+    }
+
     pub fn route(&self) -> RouteKind {
-        self.route
+        self.route.get().map_or(RouteKind::Other, |r| r.0)
     }
 
     pub fn metrics(&self) -> &Metrics {
@@ -102,8 +101,8 @@ impl Drop for RequestRecord {
         tracing::info!(
             target: "regate::access",
             method = %self.method,
-            route = self.route.as_str(),
-            repository = self.repository.as_deref().unwrap_or("-"),
+            route = self.route().as_str(),
+            repository = self.route.get().and_then(|r| r.1.as_deref()).unwrap_or("-"),
             path = %self.path,
             status,
             bytes_in,
@@ -113,6 +112,6 @@ impl Drop for RequestRecord {
             account = self.account.get().map(String::as_str).unwrap_or("-"),
         );
         self.metrics
-            .request_done(self.route, &self.method, status, bytes_in, bytes_out);
+            .request_done(self.route(), &self.method, status, bytes_in, bytes_out);
     }
 }

@@ -2,8 +2,9 @@
 //!
 //! Owns [`RegistryError`] (an OCI error code, a status, a message and optional
 //! detail) and its rendering as the OCI JSON body
-//! `{"errors":[{"code","message","detail"}]}` with
-//! `Docker-Distribution-Api-Version: registry/2.0`. Every layer that answers a
+//! `{"errors":[{"code","message","detail"}]}` (the
+//! `Docker-Distribution-Api-Version` header on it, as on every answer, is set
+//! by the listeners' stacks: `app::layers::api_version`). Every layer that answers a
 //! client itself (route parsing, auth, write gate, tag delete, proxy failures)
 //! converts its own error type into this one; nothing else renders error bodies.
 
@@ -143,7 +144,6 @@ impl RegistryError {
             HeaderValue::from_static("application/json; charset=utf-8"),
         );
         h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
-        h.insert(API_VERSION_HEADER, HeaderValue::from_static("registry/2.0"));
         for (name, value) in self.headers {
             h.append(name, value);
         }
@@ -180,7 +180,8 @@ impl std::fmt::Display for ErrorChain<'_> {
     }
 }
 
-/// `Docker-Distribution-Api-Version`, sent on every response regate makes itself.
+/// `Docker-Distribution-Api-Version`, on every answer regate gives
+/// (set by `app::layers::api_version`).
 pub const API_VERSION_HEADER: HeaderName =
     HeaderName::from_static("docker-distribution-api-version");
 
@@ -202,6 +203,5 @@ mod tests {
         assert_eq!(v["errors"][0]["detail"]["tag"], "x");
         let resp = err.into_response();
         assert_eq!(resp.status(), StatusCode::NOT_FOUND);
-        assert_eq!(resp.headers()[API_VERSION_HEADER], "registry/2.0");
     }
 }

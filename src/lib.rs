@@ -4,8 +4,9 @@
 //! (as the modules land) enforces who may do what, deletes single tags, and
 //! keeps garbage collection from corrupting pushes.
 //!
-//! The data path: [`server`] accepts and terminates TLS -> [`app`] parses the
-//! [`route`] once -> auth and rules -> write gate -> tag delete or [`proxy`].
+//! The data path: [`server`] accepts and terminates TLS -> [`app`]'s tower
+//! stack: access log -> head limits -> the [`route`] parsed once -> auth and
+//! rules -> write gate -> tag delete and regate's other endpoints, or [`proxy`].
 
 pub mod access_log;
 pub mod admin;

@@ -6,7 +6,7 @@
 use http::{header, HeaderValue, Response, StatusCode};
 
 use crate::body::{full, ProxyBody};
-use crate::error::{ErrorCode, RegistryError, API_VERSION_HEADER};
+use crate::error::{ErrorCode, RegistryError};
 use crate::registry_api::RegistryApi;
 use crate::route::RepoName;
 
@@ -68,8 +68,6 @@ pub async fn serve(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json; charset=utf-8"),
             );
-            resp.headers_mut()
-                .insert(API_VERSION_HEADER, HeaderValue::from_static("registry/2.0"));
             return Ok(resp);
         }
         Err(e) => return Err(e.bad_gateway_for("tags_list", name.as_str())),
@@ -83,7 +81,6 @@ pub async fn serve(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json; charset=utf-8"),
     );
-    h.insert(API_VERSION_HEADER, HeaderValue::from_static("registry/2.0"));
     if let (true, Some(last), Some(n)) = (more, tags.last(), page.n) {
         let link = format!("</v2/{name}/tags/list?n={n}&last={last}>; rel=\"next\"");
         if let Ok(v) = HeaderValue::from_str(&link) {

@@ -218,10 +218,6 @@ impl UploadOffsets {
             h.insert("docker-upload-uuid", v);
         }
         h.insert(header::CONTENT_LENGTH, HeaderValue::from(0u64));
-        h.insert(
-            crate::error::API_VERSION_HEADER,
-            HeaderValue::from_static("registry/2.0"),
-        );
         resp
     }
 

@@ -1,4 +1,4 @@
-//! Stage 3 of the pipeline: what regate answers itself or wraps around a
+//! The innermost service of the stack ([`super::layers::endpoints`]): what regate answers itself or wraps around a
 //! forward, by route and method. Tag deletes (one, or many at once) and restores, the sorted tag
 //! list, the referrers API, manifest PUTs (read once, for `OCI-Subject` and
 //! the referrers index), digest deletes, strict chunked uploads, and the tag

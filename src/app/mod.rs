@@ -1,19 +1,24 @@
-//! The request pipeline of the registry listeners, one straight line:
-//! head limits -> parse the route once -> (authenticate and authorize) ->
-//! (write gate) -> (tag delete) or forward upstream.
+//! The request pipeline of the registry listeners: a [`tower`] stack built
+//! with one `ServiceBuilder` ([`App::service`]), read top to bottom: version
+//! header -> access log and metrics -> (errors become responses) -> head
+//! limits -> route, parsed once -> authenticate and authorize -> write gate
+//! -> endpoints (tag delete, tag list, referrers, manifest PUT, forward).
 //!
-//! Owns [`App`], the shared state every request sees, and the conversion of
-//! any layer's error into the response through [`RegistryError`]. The stages
-//! in parentheses are added by their own modules; this file only orders them.
+//! Owns [`App`], the shared state every request sees, and the order of the
+//! stack; each layer is a file of `layers`, and what regate answers itself
+//! is `App::endpoints`. What a layer decides travels inward in the
+//! request's extensions ([`ConnInfo`], the access-log record, the route, the
+//! caller).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use http::{header, Request, Response};
-use http_body_util::BodyExt;
+use std::convert::Infallible;
 
-use crate::access_log::{Direction, RequestRecord};
-use crate::body::{MeteredBody, ProxyBody};
+use http::{header, Request, Response};
+use tower::{Service, ServiceBuilder};
+
+use crate::body::ProxyBody;
 use crate::config::Settings;
 use crate::error::RegistryError;
 use crate::metrics::Metrics;
@@ -21,7 +26,6 @@ use crate::proxy::{ClientSide, PublicOrigin, Upstream};
 use crate::referrers::ReferrersIndex;
 use crate::registry_api::RegistryApi;
 use crate::route::Route;
-use crate::route_kind::RouteKind;
 use crate::state::State;
 use crate::tag_delete::TagDeleter;
 use crate::unread_body::UnreadBody;
@@ -30,6 +34,7 @@ use crate::write_gate::WriteGate;
 
 mod delete_tags;
 mod endpoints;
+pub(crate) mod layers;
 mod responses;
 
 /// Which listener a connection arrived on.
@@ -57,15 +62,31 @@ impl ConnInfo {
 
 /// Everything a request may need, shared by all connections.
 pub struct App {
+    settings: Arc<Settings>,
+    upstream: Upstream,
+    metrics: Arc<Metrics>,
+    state: State,
+    /// regate's own calls to the registry.
+    api: RegistryApi,
+    /// Public for the tests that look at the tag locks.
+    pub tags: Arc<TagDeleter>,
+    referrers: ReferrersIndex,
+    uploads: UploadOffsets,
+    gate: Arc<WriteGate>,
+    auth: Arc<crate::auth::Auth>,
+    /// Push and pull times of tags, for retention.
+    times: Arc<crate::retention::Recorder>,
+}
+
+/// What [`App::new`] is made of: the components `server::start` opens.
+#[derive(Clone)]
+pub struct AppParts {
     pub settings: Arc<Settings>,
     pub upstream: Upstream,
     pub metrics: Arc<Metrics>,
     pub state: State,
-    /// regate's own calls to the registry.
     pub api: RegistryApi,
     pub tags: Arc<TagDeleter>,
-    pub referrers: ReferrersIndex,
-    pub uploads: UploadOffsets,
     pub gate: Arc<WriteGate>,
     pub auth: Arc<crate::auth::Auth>,
     /// Push and pull times of tags, for retention.
@@ -73,111 +94,96 @@ pub struct App {
 }
 
 impl App {
-    /// Serves one request from a registry client.
-    pub async fn handle(
-        self: Arc<Self>,
-        req: Request<UnreadBody>,
-        conn: ConnInfo,
-    ) -> Response<ProxyBody> {
-        // Behind a trusted load balancer: the client it names, everywhere below.
-        let trusted = &self.settings.server.trusted_proxies;
-        let conn = conn.behind(trusted.resolve(req.headers(), conn.peer));
-        let parsed = Route::parse(req.uri().path());
-        let (kind, repo) = match &parsed {
-            Ok(r) => (r.kind(), r.repository().map(|n| n.to_string())),
-            Err(_) => (RouteKind::Other, None),
-        };
-        let record = RequestRecord::new(
-            req.method().clone(),
-            kind,
-            repo,
-            req.uri().path(),
-            conn.peer,
-            Arc::clone(&self.metrics),
-        );
-        let idle = self.settings.server.idle_timeout;
-        let req = req.map(|b| {
-            MeteredBody::new(b, Arc::clone(&record), Direction::In)
-                .idle_timeout(idle)
-                .boxed_unsync()
-        });
-
-        // Oversized heads are refused before anything else looks at them.
-        let limits = crate::request_limits::check(&req, self.settings.server.max_header_bytes);
-        let resp = match (limits, parsed) {
-            (Err(e), _) => Err(e),
-            (Ok(()), Ok(route)) => self.dispatch(req, route, &conn, &record).await,
-            // The token issuer shares the registry listeners (before the
-            // route parser, which knows only /v2/).
-            (Ok(()), Err(_)) if req.uri().path() == crate::auth::token::endpoint::PATH => {
-                crate::auth::token::endpoint::serve(&self.auth, req, conn.peer)
-                    .await
-                    .map_err(RegistryError::from)
-            }
-            (Ok(()), Err(e)) => Err(e.answer_to(req.method())),
-        }
-        .unwrap_or_else(RegistryError::into_response);
-
-        record.set_status(resp.status().as_u16());
-        resp.map(|b| MeteredBody::new(b, record, Direction::Out).boxed_unsync())
+    /// The app over `parts`, with an empty referrers cache and no upload
+    /// sessions known yet.
+    pub fn new(parts: AppParts) -> Arc<App> {
+        let AppParts {
+            settings,
+            upstream,
+            metrics,
+            state,
+            api,
+            tags,
+            gate,
+            auth,
+            times,
+        } = parts;
+        Arc::new(App {
+            settings,
+            upstream,
+            metrics,
+            referrers: ReferrersIndex::new(state.clone(), api.clone()),
+            state,
+            uploads: UploadOffsets::default(),
+            api,
+            tags,
+            gate,
+            auth,
+            times,
+        })
     }
 
-    async fn dispatch(
-        &self,
-        req: Request<ProxyBody>,
-        route: Route,
-        conn: &ConnInfo,
-        record: &RequestRecord,
-    ) -> Result<Response<ProxyBody>, RegistryError> {
-        // Stages, in this order, each in its own module:
-        // 1. authenticate and authorize (auth, rules)
-        // 2. write gate (writes wait or are refused while GC runs)
-        // 3. endpoints regate answers itself (tag delete, tag list, referrers)
-        // 4. forward upstream
-        // 1. Authenticate and authorize.
-        let public = self.public_origin(&req, conn);
-        let (mut parts, body) = req.into_parts();
-        // No body the registry would read as parameters gets past here.
-        crate::registry_params::check_body_type(&parts.method, &parts.headers)?;
-        let caller = crate::auth::stage(&self.auth, &parts, &route, conn.peer, &public).await?;
-        if let Some(a) = &caller.account {
-            record.set_account(a);
-        }
-        // The client's credentials stop here.
-        self.auth.prepare_upstream(&mut parts.headers);
-        if matches!(route, Route::UploadStart { .. } | Route::Upload { .. }) {
-            crate::registry_params::neutral_upload_type(&mut parts.headers);
-        }
-        if caller.drop_mount {
-            parts.uri = uri_without_mount(&parts.uri)?;
-        }
-        let req = Request::from_parts(parts, body);
-        if let (Route::Catalog, true) = (&route, self.auth.filters_catalog()) {
-            let side = ClientSide {
-                peer: conn.peer,
-                public: &public,
-                route: route.kind(),
-                metrics: &self.metrics,
-            };
-            let query = req.uri().query();
-            return crate::auth::catalog::serve(&self.auth, &self.upstream, query, &caller, side)
-                .await;
-        }
-        let method = req.method().clone();
-        let account = record.account().unwrap_or("anonymous").to_owned();
-
-        // 2. The write gate. An admitted write holds its pass until its
-        // response is complete, so a draining gate waits for it; it is taken
-        // before any tag lock, so a held write never blocks reads.
-        let pass = self.gate.admit(&method, &route).await?;
-        // 3 and 4.
-        let result = self.endpoints(req, route.clone(), conn, &account).await;
-        crate::auth::audit_delete(&self.auth, &method, &route, &caller, conn.peer, &result);
-        let resp = result?;
-        Ok(match pass {
-            Some(pass) => pass.finish(resp),
-            None => resp,
+    /// The registry listeners' service: the stack of `layers` around
+    /// `App::endpoints`.
+    pub fn service(
+        self: &Arc<Self>,
+    ) -> impl Service<
+        Request<UnreadBody>,
+        Response = Response<ProxyBody>,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + Clone
+           + Send
+           + 'static {
+        self.stack::<UnreadBody, _>(layers::endpoints::Endpoints {
+            app: Arc::clone(self),
         })
+    }
+
+    /// The stack around `endpoints`, read top to bottom (tests put a stub
+    /// where `App::endpoints` goes).
+    pub(crate) fn stack<B, E>(
+        self: &Arc<Self>,
+        endpoints: E,
+    ) -> impl Service<
+        Request<B>,
+        Response = Response<ProxyBody>,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + Clone
+           + Send
+           + 'static
+    where
+        B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+        B::Error: Into<crate::body::BoxError>,
+        E: Service<Request<ProxyBody>, Response = Response<ProxyBody>, Error = RegistryError>
+            + Clone
+            + Send
+            + 'static,
+        E::Future: Send + 'static,
+    {
+        let server = &self.settings.server;
+        ServiceBuilder::new()
+            .layer(layers::api_version::layer())
+            .layer(layers::access_log::AccessLogLayer {
+                metrics: Arc::clone(&self.metrics),
+                trusted_proxies: server.trusted_proxies.clone(),
+                idle_timeout: server.idle_timeout,
+            })
+            .layer(layers::answer_errors::AnswerErrorsLayer)
+            .layer(layers::head_limits::HeadLimitsLayer {
+                max_header_bytes: server.max_header_bytes,
+            })
+            .layer(layers::route::RouteLayer {
+                auth: Arc::clone(&self.auth),
+            })
+            .layer(layers::authorize::AuthorizeLayer {
+                app: Arc::clone(self),
+            })
+            .layer(layers::write_gate::WriteGateLayer {
+                gate: Arc::clone(&self.gate),
+            })
+            .service(endpoints)
     }
 
     pub(crate) async fn forward(
@@ -221,25 +227,4 @@ impl App {
             authority,
         }
     }
-}
-
-/// `uri` without the `mount` and `from` of its query.
-fn uri_without_mount(uri: &http::Uri) -> Result<http::Uri, RegistryError> {
-    let path = uri.path();
-    let target = match uri.query().and_then(crate::registry_params::without_mount) {
-        Some(q) => format!("{path}?{q}"),
-        None => path.to_owned(),
-    };
-    let mut parts = uri.clone().into_parts();
-    let rewritten = target.parse().ok().and_then(|pq| {
-        parts.path_and_query = Some(pq);
-        http::Uri::from_parts(parts).ok()
-    });
-    rewritten.ok_or_else(|| {
-        RegistryError::new(
-            http::StatusCode::BAD_REQUEST,
-            crate::error::ErrorCode::Unsupported,
-            "the request target cannot be passed on without its mount",
-        )
-    })
 }

@@ -1,23 +1,21 @@
 //! Small responses regate makes itself (success answers; errors go through
-//! `RegistryError`).
+//! `RegistryError`). The version header is the stack's
+//! ([`super::layers::api_version`]), as on every answer.
 
 use http::{header, HeaderValue, Response, StatusCode};
 
 use crate::body::{empty, full, ProxyBody};
-use crate::error::API_VERSION_HEADER;
 
-/// A bodiless answer with the registry's version header.
+/// A bodiless answer.
 pub fn empty_response(status: StatusCode) -> Response<ProxyBody> {
     let mut resp = Response::new(empty());
     *resp.status_mut() = status;
     resp.headers_mut()
         .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
-    resp.headers_mut()
-        .insert(API_VERSION_HEADER, HeaderValue::from_static("registry/2.0"));
     resp
 }
 
-/// A JSON answer with the registry's version header.
+/// A JSON answer.
 pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<ProxyBody> {
     let body = serde_json::to_vec(value).expect("JSON value");
     let mut resp = Response::new(full(body));
@@ -26,7 +24,5 @@ pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json; charset=utf-8"),
     );
-    resp.headers_mut()
-        .insert(API_VERSION_HEADER, HeaderValue::from_static("registry/2.0"));
     resp
 }

@@ -11,7 +11,7 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 
 use crate::body::ProxyBody;
-use crate::error::{ErrorCode, RegistryError, API_VERSION_HEADER};
+use crate::error::{ErrorCode, RegistryError};
 use crate::pages::Pages;
 use crate::proxy::{ClientSide, Upstream};
 
@@ -123,7 +123,6 @@ pub async fn filtered(
         HeaderValue::from_static("application/json; charset=utf-8"),
     );
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
-    h.insert(API_VERSION_HEADER, HeaderValue::from_static("registry/2.0"));
     if let (true, Some(last)) = (next, names.last()) {
         let last: String = form_urlencoded::byte_serialize(last.as_bytes()).collect();
         if let Ok(v) =

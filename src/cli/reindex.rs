@@ -16,7 +16,7 @@ pub fn run(config: &Path) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let state = match crate::state::State::open(&settings.state.dir) {
+    let state = match crate::state::State::from_settings(&settings.state) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("regate reindex: {e}");

@@ -18,6 +18,7 @@ mod raw;
 mod renamed;
 pub mod retention;
 mod schema;
+mod state_url;
 mod validate;
 
 use std::net::SocketAddr;
@@ -26,6 +27,7 @@ use std::time::Duration;
 
 pub use auth::{AuditSettings, AuthMode, AuthSettings, TokenSettings};
 pub use problem::Problem;
+pub use state_url::StateUrl;
 
 /// The bound of hyper's head buffer, which the server sets to twice
 /// `server.max_header_bytes`: so that key may be at most half of this.
@@ -209,6 +211,8 @@ pub fn resolve_binary(binary: &str) -> Option<PathBuf> {
 #[derive(Debug, Clone)]
 pub struct StateSettings {
     pub dir: PathBuf,
+    /// PostgreSQL shared by several replicas; `None`: SQLite in `dir`.
+    pub url: Option<StateUrl>,
 }
 
 #[derive(Debug, Clone)]

@@ -202,8 +202,20 @@ pub(super) fn validate(raw: RawConfig, _source: &str) -> Result<Settings, Vec<Pr
         d::UPSTREAM_IDLE_TIMEOUT_SECS,
     );
 
+    let state_url = raw
+        .state
+        .url
+        .as_deref()
+        .and_then(|v| match StateUrl::parse(v) {
+            Ok(u) => Some(u),
+            Err(m) => {
+                c.problems.push(Problem::new("state.url", m));
+                None
+            }
+        });
     let state = StateSettings {
         dir: PathBuf::from(raw.state.dir.unwrap_or_else(|| d::STATE_DIR.into())),
+        url: state_url,
     };
     let level = raw.log.level.unwrap_or_else(|| d::LOG_LEVEL.into());
     if tracing_subscriber::EnvFilter::try_new(&level).is_err() {

@@ -25,7 +25,6 @@ use serde_json::json;
 use super::{Gc, GcRequest};
 use crate::body::{full, read_capped, ProxyBody};
 use crate::error::{ErrorCode, RegistryError};
-use crate::unread_body::UnreadBody;
 
 const MAX_BODY: usize = 64 * 1024;
 const HISTORY: usize = 20;
@@ -54,7 +53,7 @@ fn bad_request(message: impl Into<String>) -> RegistryError {
     RegistryError::new(StatusCode::BAD_REQUEST, ErrorCode::Unsupported, message)
 }
 
-async fn read_json<T>(req: Request<UnreadBody>) -> Result<T, RegistryError>
+async fn read_json<T>(req: Request<ProxyBody>) -> Result<T, RegistryError>
 where
     T: for<'de> Deserialize<'de> + Default,
 {
@@ -79,16 +78,11 @@ struct MaintenanceBody {
     reason: Option<String>,
 }
 
-/// Serves one request of this API.
-pub async fn handle(gc: &Arc<Gc>, req: Request<UnreadBody>) -> Response<ProxyBody> {
-    serve(gc, req)
-        .await
-        .unwrap_or_else(RegistryError::into_response)
-}
-
-async fn serve(
+/// Serves one request of this API (its errors become responses at the top
+/// of the admin listener's stack).
+pub async fn serve(
     gc: &Arc<Gc>,
-    req: Request<UnreadBody>,
+    req: Request<ProxyBody>,
 ) -> Result<Response<ProxyBody>, RegistryError> {
     let path = req.uri().path().to_owned();
     let method = req.method().clone();

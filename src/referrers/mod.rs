@@ -13,7 +13,7 @@ use http::{header, HeaderName, HeaderValue, Response, StatusCode};
 use serde_json::{json, Value};
 
 use crate::body::{full, ProxyBody};
-use crate::error::{RegistryError, API_VERSION_HEADER};
+use crate::error::RegistryError;
 use crate::registry_api::RegistryApi;
 use crate::state::{blocking, Referrer, State};
 
@@ -161,7 +161,6 @@ impl ReferrersIndex {
         *resp.status_mut() = StatusCode::OK;
         let h = resp.headers_mut();
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static(OCI_INDEX));
-        h.insert(API_VERSION_HEADER, HeaderValue::from_static("registry/2.0"));
         if filter.is_some() {
             h.insert(FILTERS_APPLIED, HeaderValue::from_static("artifactType"));
         }

@@ -146,7 +146,8 @@ pub async fn from_api(state: &State, api: &RegistryApi) -> Result<ReindexStats, 
                 }
             }
             if let Some(r) = describe(&repo, &m.digest, Some(&m.media_type), &m.bytes) {
-                state.put_referrer(&r)?;
+                let state = state.clone();
+                crate::state::blocking(move || state.put_referrer(&r)).await?;
                 stats.referrers += 1;
             }
         }

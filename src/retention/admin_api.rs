@@ -14,7 +14,6 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use super::{Retention, RetentionError, RunRequest};
 use crate::body::{full, read_capped, ProxyBody};
 use crate::error::{ErrorCode, RegistryError};
-use crate::unread_body::UnreadBody;
 
 pub const PATH: &str = "/admin/retention";
 /// Room for an `expect` list of a few thousand tags.
@@ -58,20 +57,9 @@ fn bad_request(message: impl Into<String>) -> RegistryError {
 }
 
 /// Serves one request; `account` and `client` are audited with each deletion.
-pub async fn handle(
+pub async fn serve(
     retention: &Retention,
-    req: Request<UnreadBody>,
-    account: &str,
-    client: std::net::IpAddr,
-) -> Response<ProxyBody> {
-    serve(retention, req, account, client)
-        .await
-        .unwrap_or_else(RegistryError::into_response)
-}
-
-async fn serve(
-    retention: &Retention,
-    req: Request<UnreadBody>,
+    req: Request<ProxyBody>,
     account: &str,
     client: std::net::IpAddr,
 ) -> Result<Response<ProxyBody>, RegistryError> {

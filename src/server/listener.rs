@@ -22,21 +22,20 @@
 //! connection coming would sit on a freed permit the other one needs.)
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::{header, HeaderValue, Method, Request, Response};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
+use tower::{Service, ServiceExt};
 
 use super::first_bytes::FirstBytes;
 use crate::app::ConnInfo;
@@ -44,10 +43,6 @@ use crate::body::ProxyBody;
 use crate::config::HARD_MAX_HEAD_BYTES;
 use crate::metrics::Metrics;
 use crate::unread_body::{Disposal, UnreadBody};
-
-pub type ResponseFuture = Pin<Box<dyn Future<Output = Response<ProxyBody>> + Send>>;
-/// A request handler for one listener.
-pub type Handler = Arc<dyn Fn(Request<UnreadBody>, ConnInfo) -> ResponseFuture + Send + Sync>;
 
 /// The number of HTTP/1.1 headers hyper itself refuses (bare 431) beyond.
 pub const HARD_MAX_HEADERS: usize = 1000;
@@ -99,14 +94,24 @@ fn http_builder(
     b
 }
 
-/// Serves `listener` until `stop` turns true, then drains.
-pub async fn serve(
+/// Serves `listener` with `service` until `stop` turns true, then drains.
+/// Each request reaches `service` with its body as an [`UnreadBody`] and the
+/// connection's [`ConnInfo`] in its extensions; the answer to a HEAD loses
+/// its body here ([`super::head_response`]), and a request whose body was
+/// left unread closes its HTTP/1.1 connection.
+pub async fn serve<S>(
     listener: TcpListener,
     settings: LoopSettings,
-    handler: Handler,
+    service: S,
     metrics: Arc<Metrics>,
     mut stop: watch::Receiver<bool>,
-) {
+) where
+    S: Service<Request<UnreadBody>, Response = Response<ProxyBody>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
     let graceful = GracefulShutdown::new();
     let builder = http_builder(settings.header_read_timeout, settings.max_header_bytes);
     let first_bytes = settings.header_read_timeout;
@@ -155,14 +160,15 @@ pub async fn serve(
             local,
             tls: settings.tls.is_some(),
         };
-        let handler = Arc::clone(&handler);
-        let svc = service_fn(move |req: Request<Incoming>| {
+        let service = service.clone();
+        let svc = TowerToHyperService::new(tower::service_fn(move |req: Request<Incoming>| {
             let head = req.method() == Method::HEAD;
-            let (parts, body) = req.into_parts();
+            let (mut parts, body) = req.into_parts();
             let (body, watch) = UnreadBody::new(body, parts.version, &parts.headers);
-            let fut = handler(Request::from_parts(parts, body), conn);
+            parts.extensions.insert(conn);
+            let answer = service.clone().oneshot(Request::from_parts(parts, body));
             async move {
-                let mut resp = fut.await;
+                let mut resp = answer.await?;
                 if watch.disposal() == Disposal::Close {
                     resp.headers_mut()
                         .insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -172,7 +178,7 @@ pub async fn serve(
                 }
                 Ok::<_, Infallible>(resp)
             }
-        });
+        }));
         let watcher = graceful.watcher();
         let builder = builder.clone();
         let tls = settings.tls.clone();

@@ -3,7 +3,8 @@
 //! certificates, the managed registry, SIGHUP rule reloads and graceful
 //! shutdown.
 //!
-//! Owns [`start`] and [`RunningServer`]. `main` and the tests share this
+//! Owns [`start`] (three steps: bind the listeners, open the components,
+//! spawn the loops) and [`RunningServer`]. `main` and the tests share this
 //! path; tests pass `127.0.0.1:0` addresses and read the bound ones back.
 
 mod config_reload;
@@ -29,7 +30,7 @@ use crate::managed::ManagedRegistry;
 use crate::metrics::Metrics;
 use crate::proxy::Upstream;
 use crate::tls::CertStore;
-use listener::{Handler, LoopSettings};
+use listener::LoopSettings;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -141,12 +142,56 @@ fn ensure_dev_certs(settings: &Settings) -> Result<(), StartError> {
     Ok(())
 }
 
-/// Starts everything the settings describe.
+/// Starts everything the settings describe, in three steps: bind the
+/// listeners (what a second instance or a taken port fails on, before
+/// anything is written or started), open the components, spawn the loops.
 pub async fn start(settings: Settings) -> Result<RunningServer, StartError> {
     let settings = Arc::new(settings);
     let metrics = Arc::new(Metrics::new());
-    // First what a second instance or a taken port would fail on, before
-    // anything is written or started.
+    let (locks, listeners) = bind_listeners(&settings).await?;
+    let parts = open_components(&settings, &metrics).await?;
+    let (stop, stop_rx) = watch::channel(false);
+    let (loops, addrs) = spawn_loops(&settings, listeners, &parts, &metrics, &stop_rx)?;
+    let reloader = parts.certs.spawn_reloader();
+    tracing::info!(
+        tls = %addrs.tls,
+        plain = addrs.plain.map(|a| a.to_string()).as_deref().unwrap_or("-"),
+        admin = addrs.admin.map(|a| a.to_string()).as_deref().unwrap_or("-"),
+        upstream = %parts.upstream.origin(),
+        "regate is listening"
+    );
+    Ok(RunningServer {
+        tls_addr: addrs.tls,
+        plain_addr: addrs.plain,
+        admin_addr: addrs.admin,
+        upstream_origin: parts.upstream.origin().to_owned(),
+        app: parts.app,
+        stop,
+        loops,
+        reloader,
+        managed: parts.managed,
+        _locks: locks,
+    })
+}
+
+/// The bound sockets, before anything serves them.
+struct Listeners {
+    tls: TcpListener,
+    plain: Option<TcpListener>,
+    admin: Option<TcpListener>,
+}
+
+/// The addresses the listeners are bound to (ports read back).
+struct BoundAddrs {
+    tls: SocketAddr,
+    plain: Option<SocketAddr>,
+    admin: Option<SocketAddr>,
+}
+
+/// Step 1: one regate per state directory, and every listener bound.
+async fn bind_listeners(
+    settings: &Settings,
+) -> Result<(Vec<instance_lock::InstanceLock>, Listeners), StartError> {
     let mut locks = vec![instance_lock::InstanceLock::acquire(
         "state.dir",
         &settings.state.dir,
@@ -165,18 +210,48 @@ pub async fn start(settings: Settings) -> Result<RunningServer, StartError> {
             &m.data_dir,
         )?);
     }
-    let tls_listener = bind("server.listen", settings.server.listen).await?;
-    let plain_listener = match settings.server.plain_listen {
+    let tls = bind("server.listen", settings.server.listen).await?;
+    let plain = match settings.server.plain_listen {
         Some(a) => Some(bind("server.plain_listen", a).await?),
         None => None,
     };
-    let admin_listener = match settings.server.admin_listen {
+    let admin = match settings.server.admin_listen {
         Some(a) => Some(bind("server.admin_listen", a).await?),
         None => None,
     };
-    ensure_dev_certs(&settings)?;
-    let state = crate::state::State::open(&settings.state.dir)?;
-    let auth = Arc::new(crate::auth::Auth::from_settings(&settings)?);
+    Ok((locks, Listeners { tls, plain, admin }))
+}
+
+/// What the loops serve and run.
+struct Components {
+    app: Arc<App>,
+    admin: Arc<Admin>,
+    times: Arc<crate::retention::Recorder>,
+    retention: Arc<crate::retention::Retention>,
+    auth: Arc<crate::auth::Auth>,
+    gc: Arc<crate::gc::Gc>,
+    upstream: Upstream,
+    certs: Arc<CertStore>,
+    tls_config: Arc<rustls::ServerConfig>,
+    managed: Option<ManagedRegistry>,
+}
+
+/// Step 2: certificates, state, auth, the managed registry and the one
+/// upstream client, tag-delete and GC recovery, the app.
+async fn open_components(
+    settings: &Arc<Settings>,
+    metrics: &Arc<Metrics>,
+) -> Result<Components, StartError> {
+    ensure_dev_certs(settings)?;
+    // Off the async threads: PostgreSQL's client blocks (and connects,
+    // migrates, takes this replica's lease here).
+    let state_settings = settings.state.clone();
+    let state =
+        crate::state::blocking(move || crate::state::State::from_settings(&state_settings)).await?;
+    if state.is_shared() {
+        tracing::info!(replica = state.replica(), url = %state.describe(), "state in PostgreSQL, shared with other replicas");
+    }
+    let auth = Arc::new(crate::auth::Auth::from_settings(settings)?);
     let certs = CertStore::load(&settings.server.tls_cert, &settings.server.tls_key)?;
     let tls_config = crate::tls::server_config(Arc::clone(&certs))?;
 
@@ -192,7 +267,7 @@ pub async fn start(settings: Settings) -> Result<RunningServer, StartError> {
                 m,
                 settings.upstream.url.as_ref(),
                 &client,
-                Arc::clone(&metrics),
+                Arc::clone(metrics),
             )
             .await?,
         ),
@@ -207,14 +282,14 @@ pub async fn start(settings: Settings) -> Result<RunningServer, StartError> {
     let api = crate::registry_api::RegistryApi::new(upstream.client().clone(), upstream.origin());
     let gate = crate::write_gate::WriteGate::new(
         crate::write_gate::GatePolicy::from_settings(&settings.gc),
-        Arc::clone(&metrics),
+        Arc::clone(metrics),
     );
     let tags = Arc::new(
         crate::tag_delete::TagDeleter::new(
             api.clone(),
             state.clone(),
             Arc::clone(&gate),
-            Arc::clone(&metrics),
+            Arc::clone(metrics),
             settings.delete.protect_shared_digests,
         )
         .with_protection(crate::protect::Protections::new(settings.protect.clone())),
@@ -224,6 +299,9 @@ pub async fn start(settings: Settings) -> Result<RunningServer, StartError> {
         Ok(0) => {}
         Ok(n) => tracing::info!(entries = n, "recovered interrupted tag deletes"),
         Err(e) => tracing::error!(error = %e, "cannot read the tag-delete journal"),
+    }
+    if state.is_shared() {
+        spawn_orphan_recovery(Arc::clone(&tags), state.clone());
     }
     let gc = crate::gc::Gc::new(
         settings.gc.clone(),
@@ -237,7 +315,7 @@ pub async fn start(settings: Settings) -> Result<RunningServer, StartError> {
         ),
         Arc::clone(&gate),
         state.clone(),
-        Arc::clone(&metrics),
+        Arc::clone(metrics),
         settings.state.dir.join("gc"),
     );
     // Before the first request: the gate comes back closed while a GC started
@@ -245,24 +323,59 @@ pub async fn start(settings: Settings) -> Result<RunningServer, StartError> {
     gc.recover().await.map_err(StartError::Gc)?;
 
     let times = crate::retention::Recorder::new(state.clone());
-    let app = Arc::new(App {
-        settings: Arc::clone(&settings),
+    let retention = Arc::new(crate::retention::Retention::new(
+        settings.retention.clone(),
+        crate::retention::dates::Sources {
+            api: api.clone(),
+            state: state.clone(),
+            storage_root: gc.storage_root().map(std::path::Path::to_path_buf),
+        },
+        Arc::clone(&tags),
+        Arc::clone(&times),
+        Arc::clone(&auth),
+    ));
+    let app = App::new(crate::app::AppParts {
+        settings: Arc::clone(settings),
         upstream: upstream.clone(),
-        metrics: Arc::clone(&metrics),
-        state: state.clone(),
-        referrers: crate::referrers::ReferrersIndex::new(state.clone(), api.clone()),
-        uploads: crate::upload_check::UploadOffsets::default(),
+        metrics: Arc::clone(metrics),
+        state,
         api,
         tags,
         gate,
-        auth,
+        auth: Arc::clone(&auth),
         times: Arc::clone(&times),
     });
-    let (stop, stop_rx) = watch::channel(false);
-    let handler: Handler = {
-        let app = Arc::clone(&app);
-        Arc::new(move |req, conn| Box::pin(Arc::clone(&app).handle(req, conn)))
-    };
+    let admin = Arc::new(Admin {
+        upstream: upstream.clone(),
+        metrics: Arc::clone(metrics),
+        gc: Arc::clone(&gc),
+        auth: Arc::clone(&auth),
+        retention: Arc::clone(&retention),
+    });
+    Ok(Components {
+        app,
+        admin,
+        times,
+        retention,
+        auth,
+        gc,
+        upstream,
+        certs,
+        tls_config,
+        managed,
+    })
+}
+
+/// Step 3: the accept loops (TLS, plain, admin), the GC schedule and the
+/// rule reloader, all stopped by `stop`.
+fn spawn_loops(
+    settings: &Settings,
+    listeners: Listeners,
+    parts: &Components,
+    metrics: &Arc<Metrics>,
+    stop: &watch::Receiver<bool>,
+) -> Result<(Vec<JoinHandle<()>>, BoundAddrs), StartError> {
+    let service = parts.app.service();
     fd_limit::ensure_for(settings.server.max_connections);
     let registry_connections =
         Arc::new(tokio::sync::Semaphore::new(settings.server.max_connections));
@@ -277,7 +390,8 @@ pub async fn start(settings: Settings) -> Result<RunningServer, StartError> {
         connections_key: "server.max_connections",
     };
 
-    let tls_addr = tls_listener
+    let tls_addr = listeners
+        .tls
         .local_addr()
         .map_err(|source| StartError::Bind {
             key: "server.listen",
@@ -285,44 +399,29 @@ pub async fn start(settings: Settings) -> Result<RunningServer, StartError> {
             source,
         })?;
     let mut loops = vec![tokio::spawn(listener::serve(
-        tls_listener,
-        loop_settings("tls", Some(tokio_rustls::TlsAcceptor::from(tls_config))),
-        Arc::clone(&handler),
-        Arc::clone(&metrics),
-        stop_rx.clone(),
+        listeners.tls,
+        loop_settings(
+            "tls",
+            Some(tokio_rustls::TlsAcceptor::from(Arc::clone(
+                &parts.tls_config,
+            ))),
+        ),
+        service.clone(),
+        Arc::clone(metrics),
+        stop.clone(),
     ))];
-    let plain_addr = plain_listener.as_ref().and_then(|l| l.local_addr().ok());
-    if let Some(l) = plain_listener {
+    let plain_addr = listeners.plain.as_ref().and_then(|l| l.local_addr().ok());
+    if let Some(l) = listeners.plain {
         loops.push(tokio::spawn(listener::serve(
             l,
             loop_settings("plain", None),
-            Arc::clone(&handler),
-            Arc::clone(&metrics),
-            stop_rx.clone(),
+            service,
+            Arc::clone(metrics),
+            stop.clone(),
         )));
     }
-    let retention = Arc::new(crate::retention::Retention::new(
-        settings.retention.clone(),
-        crate::retention::dates::Sources {
-            api: app.api.clone(),
-            state: state.clone(),
-            storage_root: gc.storage_root().map(std::path::Path::to_path_buf),
-        },
-        Arc::clone(&app.tags),
-        Arc::clone(&times),
-        Arc::clone(&app.auth),
-    ));
-    let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
-    if let Some(l) = admin_listener {
-        let admin = Arc::new(Admin {
-            upstream: upstream.clone(),
-            metrics: Arc::clone(&metrics),
-            gc: Arc::clone(&gc),
-            auth: Arc::clone(&app.auth),
-            retention: Arc::clone(&retention),
-        });
-        let admin_handler: Handler =
-            Arc::new(move |req, conn| Box::pin(Arc::clone(&admin).handle(req, conn.peer)));
+    let admin_addr = listeners.admin.as_ref().and_then(|l| l.local_addr().ok());
+    if let Some(l) = listeners.admin {
         loops.push(tokio::spawn(listener::serve(
             l,
             LoopSettings {
@@ -332,62 +431,48 @@ pub async fn start(settings: Settings) -> Result<RunningServer, StartError> {
                 connections_key: "the admin listener's own 64",
                 ..loop_settings("admin", None)
             },
-            admin_handler,
-            Arc::clone(&metrics),
-            stop_rx.clone(),
+            parts.admin.service(),
+            Arc::clone(metrics),
+            stop.clone(),
         )));
     }
-    loops.push(tokio::spawn(
-        Arc::clone(&times).run(crate::retention::recorder::FLUSH_EVERY, stop_rx.clone()),
-    ));
     if let Some(schedule) = settings.gc.schedule.clone() {
         loops.push(tokio::spawn(crate::gc::schedule::run(
-            Arc::clone(&gc),
+            Arc::clone(&parts.gc),
             schedule,
             settings.gc.window,
             settings.gc.untagged,
             settings
                 .retention_schedule
                 .before_gc
-                .then(|| crate::retention::schedule::before_gc(Arc::clone(&retention))),
-            stop_rx.clone(),
+                .then(|| crate::retention::schedule::before_gc(Arc::clone(&parts.retention))),
+            stop.clone(),
         )));
     }
     if let Some(schedule) = settings.retention_schedule.schedule.clone() {
         loops.push(tokio::spawn(crate::retention::schedule::run(
-            Arc::clone(&retention),
+            Arc::clone(&parts.retention),
             schedule,
-            stop_rx.clone(),
+            stop.clone(),
         )));
     }
+    loops.push(tokio::spawn(
+        Arc::clone(&parts.times).run(crate::retention::recorder::FLUSH_EVERY, stop.clone()),
+    ));
     // Tests build settings from text (their source is a label, not a file).
     if std::path::Path::new(&settings.source).is_file() {
         loops.push(tokio::spawn(config_reload::run(
             std::path::PathBuf::from(&settings.source),
-            Arc::clone(&app.auth),
-            stop_rx.clone(),
+            Arc::clone(&parts.auth),
+            stop.clone(),
         )));
     }
-    let reloader = certs.spawn_reloader();
-    tracing::info!(
-        tls = %tls_addr,
-        plain = plain_addr.map(|a| a.to_string()).as_deref().unwrap_or("-"),
-        admin = admin_addr.map(|a| a.to_string()).as_deref().unwrap_or("-"),
-        upstream = %upstream.origin(),
-        "regate is listening"
-    );
-    Ok(RunningServer {
-        tls_addr,
-        plain_addr,
-        admin_addr,
-        upstream_origin: upstream.origin().to_owned(),
-        app,
-        stop,
-        loops,
-        reloader,
-        managed,
-        _locks: locks,
-    })
+    let addrs = BoundAddrs {
+        tls: tls_addr,
+        plain: plain_addr,
+        admin: admin_addr,
+    };
+    Ok((loops, addrs))
 }
 
 impl RunningServer {
@@ -403,4 +488,36 @@ impl RunningServer {
             m.stop().await;
         }
     }
+}
+
+/// How often a replica on shared state checks its liveness lease and claims
+/// what dead replicas left (the bound, with the settle time of the
+/// recovery, on how long a dead replica's delete stays unresolved).
+const ORPHAN_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// With state shared in PostgreSQL: keeps this replica's liveness lease and
+/// finishes or rolls back the tag deletes of replicas that died.
+fn spawn_orphan_recovery(tags: Arc<crate::tag_delete::TagDeleter>, state: crate::state::State) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(ORPHAN_CHECK_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let s = state.clone();
+            match crate::state::blocking(move || s.keep_lease()).await {
+                Ok(true) => {}
+                Ok(false) => tracing::warn!("this replica's liveness lease is taken; trying again"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot reach the state database to keep this replica's lease");
+                    continue;
+                }
+            }
+            match tags.recover().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(entries = n, "recovered tag deletes a dead replica left"),
+                Err(e) => tracing::warn!(error = %e, "cannot claim what dead replicas left"),
+            }
+        }
+    });
 }

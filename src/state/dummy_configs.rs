@@ -5,8 +5,7 @@
 //! when a journal entry takes the config over, or once the blob is unlinked;
 //! rows left at start-up are unlinked then.
 
-use rusqlite::{params, Connection};
-
+use super::sql::{vals, Db};
 use super::{State, StateError};
 
 pub(super) const SCHEMA: &str = "
@@ -18,42 +17,44 @@ CREATE TABLE IF NOT EXISTS dummy_configs (
 ";
 
 /// Drops the row of a config a journal entry now answers for.
-pub(super) fn forget_in(conn: &Connection, digest: &str) -> rusqlite::Result<()> {
-    conn.execute("DELETE FROM dummy_configs WHERE digest = ?1", [digest])
+pub(super) fn forget_in(db: &mut dyn Db, digest: &str) -> Result<(), StateError> {
+    db.exec("DELETE FROM dummy_configs WHERE digest = ?1", vals![digest])
         .map(|_| ())
 }
 
 impl State {
     /// Notes a config regate must unlink from `repository` unless a delete
-    /// takes it. Not fsync'd: a lost row only leaves an unreferenced blob for
-    /// the next GC.
+    /// takes it, owned by this replica. Not fsync'd: a lost row only leaves
+    /// an unreferenced blob for the next GC.
     pub fn note_dummy_config(&self, repository: &str, digest: &str) -> Result<(), StateError> {
         let now = super::now();
-        self.relaxed(|conn| {
-            conn.execute(
-                "INSERT OR REPLACE INTO dummy_configs (digest, repository, noted_at) VALUES (?1, ?2, ?3)",
-                params![digest, repository, now],
+        let owner = self.replica().to_owned();
+        self.relaxed(|db| {
+            db.exec(
+                "INSERT INTO dummy_configs (digest, repository, noted_at, owner) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(digest) DO UPDATE SET repository = excluded.repository, noted_at = excluded.noted_at, owner = excluded.owner",
+                vals![digest, repository, now, &owner],
             )
             .map(|_| ())
         })
     }
 
-    /// Every noted config: `(repository, digest)`.
+    /// Every noted config, of every replica: `(repository, digest)`.
     pub fn dummy_configs(&self) -> Result<Vec<(String, String)>, StateError> {
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare("SELECT repository, digest FROM dummy_configs ORDER BY noted_at")
-            .map_err(|e| self.sqlite_err(e))?;
-        let rows = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .map_err(|e| self.sqlite_err(e))?;
-        rows.collect::<Result<_, _>>()
-            .map_err(|e| self.sqlite_err(e))
+        self.tx(|db| {
+            db.query(
+                "SELECT repository, digest FROM dummy_configs ORDER BY noted_at, digest",
+                &[],
+            )?
+            .iter()
+            .map(|r| Ok((r.get(0)?, r.get(1)?)))
+            .collect()
+        })
     }
 
     /// Forgets a config (its blob was unlinked).
     pub fn forget_dummy_config(&self, digest: &str) -> Result<(), StateError> {
-        self.relaxed(|conn| forget_in(conn, digest))
+        self.relaxed(|db| forget_in(db, digest))
     }
 }
 

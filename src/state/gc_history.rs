@@ -9,9 +9,9 @@
 //! closed by hand, with its reason). `gc` calls these typed methods; nobody
 //! else sees SQL.
 
-use rusqlite::{params, OptionalExtension, Row};
 use serde::Serialize;
 
+use super::sql::{vals, Row};
 use super::{State, StateError};
 
 pub(super) const GC_RUNS_TABLE: &str = "CREATE TABLE IF NOT EXISTS gc_runs (
@@ -40,14 +40,15 @@ pub(super) const GC_RUNS_TABLE: &str = "CREATE TABLE IF NOT EXISTS gc_runs (
 )";
 
 /// Columns added to `gc_runs` after its first release, with their types;
-/// [`migrate`] adds those an older database lacks.
-const GC_RUNS_ADDED: &[(&str, &str)] = &[
+/// `super::ADDED_COLUMNS` adds those an older database lacks.
+pub(super) const GC_RUNS_ADDED: &[(&str, &str)] = &[
     ("attempts", "INTEGER NOT NULL DEFAULT 1"),
     ("untagged_ms", "INTEGER"),
     ("repositories", "INTEGER"),
     ("tags", "INTEGER"),
     ("revisions", "INTEGER"),
     ("deadline_at_ms", "INTEGER"),
+    ("replica", "TEXT"),
 ];
 
 /// The untagged walk's progress: a row per repository a run has started
@@ -62,20 +63,6 @@ pub(super) const GC_UNTAGGED_WALK_TABLE: &str = "CREATE TABLE IF NOT EXISTS gc_u
     report TEXT NOT NULL,
     PRIMARY KEY (run_id, repository)
 )";
-
-/// Adds the columns of [`GC_RUNS_ADDED`] a database made by an older regate lacks.
-pub(super) fn migrate(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
-    let have: Vec<String> = conn
-        .prepare("SELECT name FROM pragma_table_info('gc_runs')")?
-        .query_map([], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
-    for (name, ty) in GC_RUNS_ADDED {
-        if !have.iter().any(|h| h == name) {
-            conn.execute_batch(&format!("ALTER TABLE gc_runs ADD COLUMN {name} {ty}"))?;
-        }
-    }
-    Ok(())
-}
 
 pub(super) const MAINTENANCE_TABLE: &str = "CREATE TABLE IF NOT EXISTS maintenance (
     id INTEGER PRIMARY KEY CHECK (id = 1),
@@ -134,6 +121,9 @@ pub struct GcRun {
     /// The end of the `[gc] window` of a scheduled run (ms since the epoch):
     /// a run cut short is not resumed past it.
     pub deadline_at_ms: Option<i64>,
+    /// The replica that started the run (its id: host, pid, suffix), so any
+    /// replica sharing the state can say who runs it.
+    pub replica: Option<String>,
 }
 
 /// One repository of a run's untagged walk, as recorded.
@@ -160,9 +150,9 @@ pub struct Maintenance {
     pub since_ms: i64,
 }
 
-const COLUMNS: &str = "id, trigger, dry_run, untagged, status, phase, started_at_ms, finished_at_ms, drain_ms, drain_timed_out, closed_ms, gc_ms, exit_code, blobs_deleted, manifests_deleted, bytes_before, bytes_after, pid, pid_start, log_path, error, untagged_report, attempts, untagged_ms, repositories, tags, revisions, deadline_at_ms";
+const COLUMNS: &str = "id, trigger, dry_run, untagged, status, phase, started_at_ms, finished_at_ms, drain_ms, drain_timed_out, closed_ms, gc_ms, exit_code, blobs_deleted, manifests_deleted, bytes_before, bytes_after, pid, pid_start, log_path, error, untagged_report, attempts, untagged_ms, repositories, tags, revisions, deadline_at_ms, replica";
 
-fn from_row(r: &Row<'_>) -> rusqlite::Result<GcRun> {
+fn from_row(r: &Row) -> Result<GcRun, StateError> {
     let report: Option<String> = r.get(21)?;
     Ok(GcRun {
         id: r.get(0)?,
@@ -193,31 +183,40 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<GcRun> {
         tags: r.get(25)?,
         revisions: r.get(26)?,
         deadline_at_ms: r.get(27)?,
+        replica: r.get(28)?,
     })
 }
 
+/// The finished runs older than the newest `?1`.
+const PRUNED: &str =
+    "status != 'running' AND id NOT IN (SELECT id FROM gc_runs ORDER BY id DESC LIMIT ?1)";
+
 impl State {
-    /// Records a new run (its `id` is ignored) and returns its id.
+    /// Records a new run (its `id` and `replica` are ignored: this
+    /// replica's) and returns its id.
     pub fn gc_run_insert(&self, run: &GcRun) -> Result<i64, StateError> {
-        let conn = self.conn();
-        conn.execute(
-            "INSERT INTO gc_runs (trigger, dry_run, untagged, status, phase, started_at_ms, attempts, deadline_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            params![run.trigger, run.dry_run, run.untagged, run.status, run.phase, run.started_at_ms, run.attempts.max(1), run.deadline_at_ms],
-        )
-        .map_err(|e| self.sqlite_err(e))?;
-        Ok(conn.last_insert_rowid())
+        let replica = self.replica().to_owned();
+        self.tx(|db| {
+            match db.query_opt(
+                "INSERT INTO gc_runs (trigger, dry_run, untagged, status, phase, started_at_ms, attempts, deadline_at_ms, replica) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) RETURNING id",
+                vals![&run.trigger, run.dry_run, run.untagged, &run.status, &run.phase, run.started_at_ms, run.attempts.max(1), run.deadline_at_ms, &replica],
+            )? {
+                Some(r) => r.get(0),
+                None => Err(StateError::Decode { column: 0, found: "no row".into(), wanted: "id" }),
+            }
+        })
     }
 
     /// Writes every field of `run` (by its id).
     pub fn gc_run_save(&self, run: &GcRun) -> Result<(), StateError> {
         let report = run.untagged_report.as_ref().map(|v| v.to_string());
-        self.conn()
-            .execute(
+        self.tx(|db| {
+            db.exec(
                 "UPDATE gc_runs SET status = ?2, phase = ?3, finished_at_ms = ?4, drain_ms = ?5, drain_timed_out = ?6, closed_ms = ?7, gc_ms = ?8, exit_code = ?9, blobs_deleted = ?10, manifests_deleted = ?11, bytes_before = ?12, bytes_after = ?13, pid = ?14, pid_start = ?15, log_path = ?16, error = ?17, untagged_report = ?18, attempts = ?19, untagged_ms = ?20, repositories = ?21, tags = ?22, revisions = ?23 WHERE id = ?1",
-                params![
+                vals![
                     run.id,
-                    run.status,
-                    run.phase,
+                    &run.status,
+                    &run.phase,
                     run.finished_at_ms,
                     run.drain_ms,
                     run.drain_timed_out,
@@ -229,9 +228,9 @@ impl State {
                     run.bytes_before,
                     run.bytes_after,
                     run.pid,
-                    run.pid_start,
-                    run.log_path,
-                    run.error,
+                    &run.pid_start,
+                    &run.log_path,
+                    &run.error,
                     report,
                     run.attempts.max(1),
                     run.untagged_ms,
@@ -241,80 +240,86 @@ impl State {
                 ],
             )
             .map(|_| ())
-            .map_err(|e| self.sqlite_err(e))
+        })
     }
 
     /// Removes finished runs older than the newest `keep` runs; returns the
     /// log files they had, for the caller to delete.
     pub fn gc_runs_prune(&self, keep: usize) -> Result<Vec<String>, StateError> {
-        let conn = self.conn();
-        let cutoff = "SELECT id FROM gc_runs ORDER BY id DESC LIMIT -1 OFFSET ?1";
-        let logs = conn
-            .prepare(&format!(
-                "SELECT log_path FROM gc_runs WHERE status != 'running' AND log_path IS NOT NULL AND id IN ({cutoff})"
-            ))
-            .and_then(|mut stmt| {
-                stmt.query_map(params![keep as i64], |r| r.get::<_, String>(0))?
-                    .collect::<rusqlite::Result<Vec<_>>>()
-            })
-            .map_err(|e| self.sqlite_err(e))?;
-        conn.execute(
-            &format!("DELETE FROM gc_runs WHERE status != 'running' AND id IN ({cutoff})"),
-            params![keep as i64],
-        )
-        .map_err(|e| self.sqlite_err(e))?;
-        Ok(logs)
+        let keep = keep as i64;
+        self.tx(|db| {
+            let logs = db
+                .query(
+                    &format!("SELECT log_path FROM gc_runs WHERE log_path IS NOT NULL AND {PRUNED} ORDER BY id"),
+                    vals![keep],
+                )?
+                .iter()
+                .map(|r| r.get(0))
+                .collect::<Result<Vec<String>, _>>()?;
+            // The walk rows go with their run (no reliance on SQLite's
+            // foreign_keys pragma or PostgreSQL's cascade alone).
+            db.exec(
+                &format!("DELETE FROM gc_untagged_walk WHERE run_id IN (SELECT id FROM gc_runs WHERE {PRUNED})"),
+                vals![keep],
+            )?;
+            db.exec(&format!("DELETE FROM gc_runs WHERE {PRUNED}"), vals![keep])?;
+            Ok(logs)
+        })
     }
 
     /// The most recent runs, newest first.
     pub fn gc_runs_recent(&self, limit: usize) -> Result<Vec<GcRun>, StateError> {
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare(&format!(
-                "SELECT {COLUMNS} FROM gc_runs ORDER BY id DESC LIMIT ?1"
-            ))
-            .map_err(|e| self.sqlite_err(e))?;
-        let rows = stmt
-            .query_map([limit as i64], from_row)
-            .map_err(|e| self.sqlite_err(e))?;
-        rows.collect::<Result<Vec<_>, _>>()
-            .map_err(|e| self.sqlite_err(e))
+        self.tx(|db| {
+            db.query(
+                &format!("SELECT {COLUMNS} FROM gc_runs ORDER BY id DESC LIMIT ?1"),
+                vals![limit as i64],
+            )?
+            .iter()
+            .map(from_row)
+            .collect()
+        })
     }
 
     pub fn gc_run(&self, id: i64) -> Result<Option<GcRun>, StateError> {
-        self.conn()
-            .query_row(
+        self.tx(|db| {
+            db.query_opt(
                 &format!("SELECT {COLUMNS} FROM gc_runs WHERE id = ?1"),
-                [id],
-                from_row,
-            )
-            .optional()
-            .map_err(|e| self.sqlite_err(e))
+                vals![id],
+            )?
+            .as_ref()
+            .map(from_row)
+            .transpose()
+        })
     }
 
-    /// Runs recorded as running (at most one, unless regate died).
+    /// Runs recorded as running that this replica answers for (at most one,
+    /// unless regate died): its own, and those of dead replicas, which it
+    /// takes over here (once: another replica calling this gets none of
+    /// them). With shared state, a run of a live replica stays that
+    /// replica's and is not listed.
     pub fn gc_runs_running(&self) -> Result<Vec<GcRun>, StateError> {
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare(&format!(
-                "SELECT {COLUMNS} FROM gc_runs WHERE status = 'running' ORDER BY id"
-            ))
-            .map_err(|e| self.sqlite_err(e))?;
-        let rows = stmt
-            .query_map([], from_row)
-            .map_err(|e| self.sqlite_err(e))?;
-        rows.collect::<Result<Vec<_>, _>>()
-            .map_err(|e| self.sqlite_err(e))
+        self.claim_gc_runs()?;
+        let me = self.replica().to_owned();
+        self.tx(|db| {
+            db.query(
+                &format!("SELECT {COLUMNS} FROM gc_runs WHERE status = 'running' AND replica = ?1 ORDER BY id"),
+                vals![&me],
+            )?
+            .iter()
+            .map(from_row)
+            .collect()
+        })
     }
 
     /// The untagged walk of run `run_id` so far, by repository name.
     pub fn gc_walk(&self, run_id: i64) -> Result<Vec<WalkedRepo>, StateError> {
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare("SELECT repository, done, deleted, report FROM gc_untagged_walk WHERE run_id = ?1 ORDER BY repository")
-            .map_err(|e| self.sqlite_err(e))?;
-        let rows = stmt
-            .query_map([run_id], |r| {
+        self.tx(|db| {
+            db.query(
+                "SELECT repository, done, deleted, report FROM gc_untagged_walk WHERE run_id = ?1 ORDER BY repository",
+                vals![run_id],
+            )?
+            .iter()
+            .map(|r| {
                 let report: String = r.get(3)?;
                 Ok(WalkedRepo {
                     repository: r.get(0)?,
@@ -323,9 +328,8 @@ impl State {
                     report: serde_json::from_str(&report).unwrap_or_default(),
                 })
             })
-            .map_err(|e| self.sqlite_err(e))?;
-        rows.collect::<Result<Vec<_>, _>>()
-            .map_err(|e| self.sqlite_err(e))
+            .collect()
+        })
     }
 
     /// Records that the walk of `repository` started (or started again) with
@@ -338,10 +342,10 @@ impl State {
         repository: &str,
         report: &serde_json::Value,
     ) -> Result<(), StateError> {
-        self.relaxed(|c| {
-            c.execute(
+        self.relaxed(|db| {
+            db.exec(
                 "INSERT INTO gc_untagged_walk (run_id, repository, done, deleted, report) VALUES (?1, ?2, 0, 0, ?3) ON CONFLICT(run_id, repository) DO UPDATE SET done = 0, report = excluded.report",
-                params![run_id, repository, report.to_string()],
+                vals![run_id, repository, report.to_string()],
             )
         })
         .map(|_| ())
@@ -350,10 +354,10 @@ impl State {
     /// Counts one delete the registry accepted in `repository` (not
     /// fsync'd: a count lost to a crash only makes the report low by one).
     pub fn gc_walk_deleted(&self, run_id: i64, repository: &str) -> Result<(), StateError> {
-        self.relaxed(|c| {
-            c.execute(
+        self.relaxed(|db| {
+            db.exec(
                 "UPDATE gc_untagged_walk SET deleted = deleted + 1 WHERE run_id = ?1 AND repository = ?2",
-                params![run_id, repository],
+                vals![run_id, repository],
             )
         })
         .map(|_| ())
@@ -367,42 +371,40 @@ impl State {
         repository: &str,
         report: &serde_json::Value,
     ) -> Result<(), StateError> {
-        self.conn()
-            .execute(
+        self.tx(|db| {
+            db.exec(
                 "INSERT INTO gc_untagged_walk (run_id, repository, done, deleted, report) VALUES (?1, ?2, 1, 0, ?3) ON CONFLICT(run_id, repository) DO UPDATE SET done = 1, report = excluded.report",
-                params![run_id, repository, report.to_string()],
+                vals![run_id, repository, report.to_string()],
             )
             .map(|_| ())
-            .map_err(|e| self.sqlite_err(e))
+        })
     }
 
     pub fn maintenance(&self) -> Result<Option<Maintenance>, StateError> {
-        self.conn()
-            .query_row(
-                "SELECT reason, since_ms FROM maintenance WHERE id = 1",
-                [],
-                |r| {
+        self.tx(|db| {
+            db.query_opt("SELECT reason, since_ms FROM maintenance WHERE id = 1", &[])?
+                .map(|r| {
                     Ok(Maintenance {
                         reason: r.get(0)?,
                         since_ms: r.get(1)?,
                     })
-                },
-            )
-            .optional()
-            .map_err(|e| self.sqlite_err(e))
+                })
+                .transpose()
+        })
     }
 
     /// Closes (`Some`) or opens (`None`) the gate by hand, durably.
     pub fn set_maintenance(&self, m: Option<&Maintenance>) -> Result<(), StateError> {
-        let conn = self.conn();
-        let r = match m {
-            Some(m) => conn.execute(
-                "INSERT INTO maintenance (id, reason, since_ms) VALUES (1, ?1, ?2) ON CONFLICT(id) DO UPDATE SET reason = excluded.reason, since_ms = excluded.since_ms",
-                params![m.reason, m.since_ms],
-            ),
-            None => conn.execute("DELETE FROM maintenance", []),
-        };
-        r.map(|_| ()).map_err(|e| self.sqlite_err(e))
+        self.tx(|db| {
+            match m {
+                Some(m) => db.exec(
+                    "INSERT INTO maintenance (id, reason, since_ms) VALUES (1, ?1, ?2) ON CONFLICT(id) DO UPDATE SET reason = excluded.reason, since_ms = excluded.since_ms",
+                    vals![&m.reason, m.since_ms],
+                ),
+                None => db.exec("DELETE FROM maintenance", &[]),
+            }
+            .map(|_| ())
+        })
     }
 }
 

@@ -1,15 +1,20 @@
-//! regate's own durable state, in one embedded SQLite database
-//! (`<state.dir>/regate.db`): the tag-delete journal, deletion history for
-//! undo, dummy configs regate must unlink, GC history, the referrers
-//! index, tag push and pull times and retention runs.
+//! regate's own durable state: the tag-delete journal, deletion history for
+//! undo, dummy configs regate must unlink, GC history, maintenance, the
+//! referrers index, tag push and pull times and retention runs. In one embedded SQLite database (`<state.dir>/regate.db`)
+//! by default, or in PostgreSQL (`[state] url`) when several replicas share it.
 //!
-//! Owns the connection, the schema and every query; other modules call the
-//! typed methods of [`State`] and never see SQL, so the storage can later move
-//! to a shared engine behind the same methods. Writes are durable before a
-//! method returns (WAL with `synchronous = FULL`), except the closing of a
-//! tag-delete journal entry, which recovery can redo. Methods block briefly on a
-//! mutex and on disk; async callers on a hot path wrap them in
-//! `spawn_blocking`.
+//! Owns the engines, the schema and every query; other modules call the
+//! typed methods of [`State`] and never see SQL. The table files write their
+//! SQL once against [`sql::Db`] (portable: `?1` placeholders, `ON CONFLICT`
+//! upserts, `RETURNING id`); `pg` translates what differs. Writes are durable
+//! before a method returns (SQLite: WAL with `synchronous = FULL`;
+//! PostgreSQL: a committed transaction), except the writes a method's doc
+//! calls relaxed (recovery redoes them or they lose nothing). Methods block
+//! (a mutex, the disk, the network): async callers run them through
+//! [`blocking`]; the PostgreSQL client panics on an async thread.
+//!
+//! Each process is a replica with an id; journal entries and dummy configs
+//! record their owner, and `replicas` claims those of dead replicas.
 
 pub mod gc_history;
 
@@ -19,12 +24,18 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use rusqlite::Connection;
 
 mod dummy_configs;
+mod pg;
 mod referrers;
+mod replicas;
 mod retention;
+mod sql;
 mod tag_journal;
 pub use referrers::Referrer;
+pub use replicas::Orphans;
 pub use retention::{RetentionRun, TagTimes};
 pub use tag_journal::{Deletion, JournalEntry};
+
+use sql::{vals, Db};
 
 /// Seconds since the Unix epoch, as every table stores its times.
 fn now() -> i64 {
@@ -34,7 +45,8 @@ fn now() -> i64 {
         .unwrap_or(0)
 }
 
-/// Each subsystem's tables; every statement is idempotent.
+/// Each subsystem's tables; every statement is idempotent. Written in
+/// SQLite's words (`INTEGER`, `BLOB`, `AUTOINCREMENT`); `pg::ddl` translates.
 const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     tag_journal::SCHEMA,
@@ -46,8 +58,17 @@ const SCHEMA: &[&str] = &[
     retention::SCHEMA,
 ];
 
-/// Runs a state call off the async threads (the calls block on the mutex
-/// and on fsync).
+/// Columns added to tables after their first release: an older SQLite
+/// database gets those it lacks at open; PostgreSQL's first migration step
+/// has them all.
+const ADDED_COLUMNS: &[(&str, &[(&str, &str)])] = &[
+    ("gc_runs", gc_history::GC_RUNS_ADDED),
+    ("tag_delete_journal", replicas::OWNER_COLUMN),
+    ("dummy_configs", replicas::OWNER_COLUMN),
+];
+
+/// Runs a state call off the async threads (the calls block on a mutex, on
+/// fsync or on the network).
 pub async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StateError> + Send + 'static,
 ) -> Result<T, StateError> {
@@ -70,6 +91,39 @@ pub enum StateError {
         path: String,
         source: rusqlite::Error,
     },
+    #[error("state.url = {url}: cannot connect to PostgreSQL ({}); check that the server runs and accepts connections from this host, and the user, password and database in state.url (or REGATE_STATE__URL)", chain(.source))]
+    Connect {
+        url: String,
+        #[source]
+        source: postgres::Error,
+    },
+    /// A call that failed after start-up. Its message leaves the server's
+    /// address out: some answers to clients carry it.
+    #[error("state database (PostgreSQL, state.url): {}", chain(.source))]
+    Postgres {
+        url: String,
+        #[source]
+        source: postgres::Error,
+    },
+    #[error("state database: column {column} holds {found}, not a {wanted}")]
+    Decode {
+        column: usize,
+        found: String,
+        wanted: &'static str,
+    },
+}
+
+/// An error and its causes, `: `-separated (PostgreSQL's own message is a
+/// cause of the client's "db error").
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        next = cause.source();
+    }
+    text
 }
 
 /// Creates `path` 0600 if missing, and narrows it and any `-wal`/`-shm`
@@ -93,14 +147,34 @@ fn private_files(path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Where the state lives.
+enum Engine {
+    Sqlite {
+        conn: Mutex<Connection>,
+        path: PathBuf,
+    },
+    Postgres(Box<pg::Pg>),
+}
+
 /// The handle every module shares.
 #[derive(Clone)]
 pub struct State {
-    conn: Arc<Mutex<Connection>>,
-    path: PathBuf,
+    engine: Arc<Engine>,
+    /// This process's replica id (owner of the journal entries it opens).
+    replica: Arc<str>,
 }
 
 impl State {
+    /// Opens the state `settings` name: PostgreSQL at `state.url` when set,
+    /// else SQLite in `state.dir`. Blocks (connects, migrates): call it off
+    /// the async threads.
+    pub fn from_settings(settings: &crate::config::StateSettings) -> Result<State, StateError> {
+        match &settings.url {
+            Some(url) => State::open_url(url),
+            None => State::open(&settings.dir),
+        }
+    }
+
     /// Opens (creating if needed) `<dir>/regate.db`.
     pub fn open(dir: &Path) -> Result<State, StateError> {
         std::fs::create_dir_all(dir).map_err(|source| StateError::Dir {
@@ -121,63 +195,131 @@ impl State {
         let conn = Connection::open(&path).map_err(err)?;
         conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;")
             .map_err(err)?;
+        // Every query of the table files stays prepared.
+        conn.set_prepared_statement_cache_capacity(128);
         for stmt in SCHEMA {
             conn.execute_batch(stmt).map_err(err)?;
         }
-        gc_history::migrate(&conn).map_err(err)?;
+        for (table, added) in ADDED_COLUMNS {
+            add_columns(&conn, table, added).map_err(err)?;
+        }
         Ok(State {
-            conn: Arc::new(Mutex::new(conn)),
-            path,
+            engine: Arc::new(Engine::Sqlite {
+                conn: Mutex::new(conn),
+                path,
+            }),
+            replica: replicas::new_id().into(),
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// Opens the PostgreSQL database at `url` (migrating it) and takes this
+    /// replica's liveness lease.
+    pub fn open_url(url: &crate::config::StateUrl) -> Result<State, StateError> {
+        let replica = replicas::new_id();
+        let pg = pg::Pg::open(url, &replica)?;
+        Ok(State {
+            engine: Arc::new(Engine::Postgres(Box::new(pg))),
+            replica: replica.into(),
+        })
     }
 
-    /// The connection, for the query methods of this module's files.
-    fn conn(&self) -> MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    /// Where the state lives, for messages (a PostgreSQL URL is redacted).
+    pub fn describe(&self) -> String {
+        match &*self.engine {
+            Engine::Sqlite { path, .. } => path.display().to_string(),
+            Engine::Postgres(pg) => pg.url.clone(),
+        }
     }
 
-    /// Runs `f` with `synchronous = NORMAL`: its commit does not wait for an
-    /// fsync. Only for writes that recovery redoes or that lose nothing when
-    /// lost.
+    /// Whether other replicas may share this state (PostgreSQL).
+    pub fn is_shared(&self) -> bool {
+        matches!(&*self.engine, Engine::Postgres(_))
+    }
+
+    /// This process's replica id.
+    pub fn replica(&self) -> &str {
+        &self.replica
+    }
+
+    /// Runs `f` in one transaction, durable when this returns.
+    fn tx<T>(&self, f: impl FnOnce(&mut dyn Db) -> Result<T, StateError>) -> Result<T, StateError> {
+        self.run(false, f)
+    }
+
+    /// Runs `f` in one transaction whose commit does not wait for the disk.
+    /// Only for writes that recovery redoes or that lose nothing when lost.
     fn relaxed<T>(
         &self,
-        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+        f: impl FnOnce(&mut dyn Db) -> Result<T, StateError>,
     ) -> Result<T, StateError> {
-        let mut conn = self.conn();
-        conn.execute_batch("PRAGMA synchronous = NORMAL")
-            .map_err(|e| self.sqlite_err(e))?;
-        let result = f(&mut conn).map_err(|e| self.sqlite_err(e));
-        conn.execute_batch("PRAGMA synchronous = FULL")
-            .map_err(|e| self.sqlite_err(e))?;
-        result
+        self.run(true, f)
     }
 
-    fn sqlite_err(&self, source: rusqlite::Error) -> StateError {
-        StateError::Sqlite {
-            path: self.path.display().to_string(),
-            source,
+    fn run<T>(
+        &self,
+        relaxed: bool,
+        f: impl FnOnce(&mut dyn Db) -> Result<T, StateError>,
+    ) -> Result<T, StateError> {
+        match &*self.engine {
+            Engine::Sqlite { conn, path } => {
+                let mut conn = lock(conn);
+                let err = |source| StateError::Sqlite {
+                    path: path.display().to_string(),
+                    source,
+                };
+                if relaxed {
+                    conn.execute_batch("PRAGMA synchronous = NORMAL")
+                        .map_err(err)?;
+                }
+                let result = (|| {
+                    let tx = conn.transaction().map_err(err)?;
+                    let value = f(&mut sql::SqliteDb { tx: &tx, path })?;
+                    tx.commit().map_err(err)?;
+                    Ok(value)
+                })();
+                if relaxed {
+                    conn.execute_batch("PRAGMA synchronous = FULL")
+                        .map_err(err)?;
+                }
+                result
+            }
+            Engine::Postgres(pg) => pg.tx(relaxed, f),
         }
     }
 
     /// A small key/value store for single settings that must survive restarts.
     pub fn get_meta(&self, key: &str) -> Result<Option<String>, StateError> {
-        use rusqlite::OptionalExtension;
-        self.conn()
-            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
-            .optional()
-            .map_err(|e| self.sqlite_err(e))
+        self.tx(|db| {
+            db.query_opt("SELECT value FROM meta WHERE key = ?1", vals![key])?
+                .map(|r| r.get(0))
+                .transpose()
+        })
     }
 
     pub fn set_meta(&self, key: &str, value: &str) -> Result<(), StateError> {
-        self.conn()
-            .execute("INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value", [key, value])
-            .map(|_| ())
-            .map_err(|e| self.sqlite_err(e))
+        self.tx(|db| {
+            db.exec("INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value", vals![key, value])
+                .map(|_| ())
+        })
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Adds the columns of `added` that `table` of an older database lacks.
+fn add_columns(conn: &Connection, table: &str, added: &[(&str, &str)]) -> rusqlite::Result<()> {
+    let have: Vec<String> = conn
+        .prepare(&format!("SELECT name FROM pragma_table_info('{table}')"))?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    for (name, ty) in added {
+        if !have.iter().any(|h| h == name) {
+            conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {name} {ty}"))?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

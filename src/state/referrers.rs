@@ -2,8 +2,7 @@
 //! names another manifest, with the descriptor fields the OCI referrers API
 //! returns.
 
-use rusqlite::params;
-
+use super::sql::{vals, Db, Row};
 use super::{State, StateError};
 
 pub(super) const SCHEMA: &str = "
@@ -33,28 +32,52 @@ pub struct Referrer {
     pub annotations: Option<String>,
 }
 
+const UPSERT: &str = "INSERT INTO referrers (repository, digest, subject, media_type, size, artifact_type, annotations)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+     ON CONFLICT(repository, digest) DO UPDATE SET subject = excluded.subject, media_type = excluded.media_type,
+       size = excluded.size, artifact_type = excluded.artifact_type, annotations = excluded.annotations";
+
+fn upsert(db: &mut dyn Db, r: &Referrer) -> Result<(), StateError> {
+    db.exec(
+        UPSERT,
+        vals![
+            &r.repository,
+            &r.digest,
+            &r.subject,
+            &r.media_type,
+            r.size as i64,
+            &r.artifact_type,
+            &r.annotations
+        ],
+    )
+    .map(|_| ())
+}
+
+fn referrer(r: &Row) -> Result<Referrer, StateError> {
+    Ok(Referrer {
+        repository: r.get(0)?,
+        digest: r.get(1)?,
+        subject: r.get(2)?,
+        media_type: r.get(3)?,
+        size: r.get::<i64>(4)? as u64,
+        artifact_type: r.get(5)?,
+        annotations: r.get(6)?,
+    })
+}
+
 impl State {
     pub fn put_referrer(&self, r: &Referrer) -> Result<(), StateError> {
-        self.conn()
-            .execute(
-                "INSERT INTO referrers (repository, digest, subject, media_type, size, artifact_type, annotations)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                 ON CONFLICT(repository, digest) DO UPDATE SET subject = excluded.subject, media_type = excluded.media_type,
-                   size = excluded.size, artifact_type = excluded.artifact_type, annotations = excluded.annotations",
-                params![r.repository, r.digest, r.subject, r.media_type, r.size as i64, r.artifact_type, r.annotations],
-            )
-            .map(|_| ())
-            .map_err(|e| self.sqlite_err(e))
+        self.tx(|db| upsert(db, r))
     }
 
     pub fn remove_referrer(&self, repository: &str, digest: &str) -> Result<(), StateError> {
-        self.conn()
-            .execute(
+        self.tx(|db| {
+            db.exec(
                 "DELETE FROM referrers WHERE repository = ?1 AND digest = ?2",
-                params![repository, digest],
+                vals![repository, digest],
             )
             .map(|_| ())
-            .map_err(|e| self.sqlite_err(e))
+        })
     }
 
     /// Referrers of `subject` in `repository`, in digest order.
@@ -63,52 +86,36 @@ impl State {
         repository: &str,
         subject: &str,
     ) -> Result<Vec<Referrer>, StateError> {
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare(
+        self.tx(|db| {
+            db.query(
                 "SELECT repository, digest, subject, media_type, size, artifact_type, annotations FROM referrers
                  WHERE repository = ?1 AND subject = ?2 ORDER BY digest",
-            )
-            .map_err(|e| self.sqlite_err(e))?;
-        let rows = stmt
-            .query_map(params![repository, subject], |r| {
-                Ok(Referrer {
-                    repository: r.get(0)?,
-                    digest: r.get(1)?,
-                    subject: r.get(2)?,
-                    media_type: r.get(3)?,
-                    size: r.get::<_, i64>(4)? as u64,
-                    artifact_type: r.get(5)?,
-                    annotations: r.get(6)?,
-                })
-            })
-            .map_err(|e| self.sqlite_err(e))?;
-        rows.collect::<Result<_, _>>()
-            .map_err(|e| self.sqlite_err(e))
+                vals![repository, subject],
+            )?
+            .iter()
+            .map(referrer)
+            .collect()
+        })
     }
 
     /// Replaces the whole index in one transaction.
     pub fn replace_referrers(&self, all: &[Referrer]) -> Result<(), StateError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction().map_err(|e| self.sqlite_err(e))?;
-        tx.execute("DELETE FROM referrers", [])
-            .map_err(|e| self.sqlite_err(e))?;
-        for r in all {
-            tx.execute(
-                "INSERT OR REPLACE INTO referrers (repository, digest, subject, media_type, size, artifact_type, annotations)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![r.repository, r.digest, r.subject, r.media_type, r.size as i64, r.artifact_type, r.annotations],
-            )
-            .map_err(|e| self.sqlite_err(e))?;
-        }
-        tx.commit().map_err(|e| self.sqlite_err(e))
+        self.tx(|db| {
+            db.exec("DELETE FROM referrers", &[])?;
+            for r in all {
+                upsert(db, r)?;
+            }
+            Ok(())
+        })
     }
 
     pub fn referrer_count(&self) -> Result<u64, StateError> {
-        self.conn()
-            .query_row("SELECT COUNT(*) FROM referrers", [], |r| r.get::<_, i64>(0))
-            .map(|n| n as u64)
-            .map_err(|e| self.sqlite_err(e))
+        self.tx(
+            |db| match db.query_opt("SELECT COUNT(*) FROM referrers", &[])? {
+                Some(r) => Ok(r.get::<i64>(0)? as u64),
+                None => Ok(0),
+            },
+        )
     }
 }
 

@@ -5,8 +5,7 @@
 
 use std::collections::HashMap;
 
-use rusqlite::params;
-
+use super::sql::{vals, Db};
 use super::{State, StateError};
 
 pub(super) const SCHEMA: &str = "
@@ -64,8 +63,8 @@ pub struct RetentionRun {
 }
 
 impl State {
-    /// Records a manifest PUT by tag (not waiting for an fsync: a push time
-    /// lost in a crash falls back to the storage's date).
+    /// Records a manifest PUT by tag. Relaxed: a push time lost in a crash
+    /// falls back to the storage's date.
     pub fn record_push(
         &self,
         repository: &str,
@@ -73,103 +72,100 @@ impl State {
         digest: &str,
         at: i64,
     ) -> Result<(), StateError> {
-        self.relaxed(|conn| {
-            conn.execute(
+        self.relaxed(|db| {
+            db.exec(
                 "INSERT INTO tag_pushes (repository, tag, digest, pushed_at) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (repository, tag) DO UPDATE SET digest = excluded.digest, pushed_at = excluded.pushed_at",
-                params![repository, tag, digest, at],
+                vals![repository, tag, digest, at],
             )
+            .map(|_| ())
         })
-        .map(|_| ())
     }
 
     /// Records last pulls (repository, tag, time) in one transaction, keeping
-    /// the later time of each tag.
+    /// the later time of each tag. Relaxed: a lost pull time loses little.
     pub fn record_pulls(&self, pulls: &[(String, String, i64)]) -> Result<(), StateError> {
-        self.relaxed(|conn| {
-            let tx = conn.transaction()?;
-            {
-                let mut stmt = tx.prepare(
+        self.relaxed(|db| {
+            for (r, t, at) in pulls {
+                db.exec(
                     "INSERT INTO tag_pulls (repository, tag, pulled_at) VALUES (?1, ?2, ?3)
                      ON CONFLICT (repository, tag) DO UPDATE SET pulled_at = excluded.pulled_at
                      WHERE excluded.pulled_at > tag_pulls.pulled_at",
+                    vals![r, t, *at],
                 )?;
-                for (r, t, at) in pulls {
-                    stmt.execute(params![r, t, at])?;
-                }
             }
-            tx.commit()
+            Ok(())
         })
     }
 
     /// Push and pull times of every tag of `repository` regate knows.
     pub fn tag_times(&self, repository: &str) -> Result<HashMap<String, TagTimes>, StateError> {
-        let conn = self.conn();
-        let mut out: HashMap<String, TagTimes> = HashMap::new();
-        let err = |e| self.sqlite_err(e);
-        let mut stmt = conn
-            .prepare("SELECT tag, digest, pushed_at FROM tag_pushes WHERE repository = ?1")
-            .map_err(err)?;
-        let rows = stmt
-            .query_map([repository], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get(2)?))
-            })
-            .map_err(err)?;
-        for row in rows {
-            let (tag, digest, at) = row.map_err(err)?;
-            out.entry(tag).or_default().pushed = Some((digest, at));
-        }
-        let mut stmt = conn
-            .prepare("SELECT tag, pulled_at FROM tag_pulls WHERE repository = ?1")
-            .map_err(err)?;
-        let rows = stmt
-            .query_map([repository], |r| Ok((r.get::<_, String>(0)?, r.get(1)?)))
-            .map_err(err)?;
-        for row in rows {
-            let (tag, at) = row.map_err(err)?;
-            out.entry(tag).or_default().pulled_at = Some(at);
-        }
-        Ok(out)
+        self.tx(|db: &mut dyn Db| {
+            let mut out: HashMap<String, TagTimes> = HashMap::new();
+            for r in db.query(
+                "SELECT tag, digest, pushed_at FROM tag_pushes WHERE repository = ?1",
+                vals![repository],
+            )? {
+                let tag: String = r.get(0)?;
+                out.entry(tag).or_default().pushed = Some((r.get(1)?, r.get(2)?));
+            }
+            for r in db.query(
+                "SELECT tag, pulled_at FROM tag_pulls WHERE repository = ?1",
+                vals![repository],
+            )? {
+                let tag: String = r.get(0)?;
+                out.entry(tag).or_default().pulled_at = Some(r.get(1)?);
+            }
+            Ok(out)
+        })
     }
 
     /// Keeps a finished run in the history; its id.
     pub fn retention_run_insert(&self, run: &RetentionRun) -> Result<i64, StateError> {
-        let conn = self.conn();
-        conn.execute(
-            "INSERT INTO retention_runs (started_at, finished_at, dry_run, forced, account, planned, deleted, failed, skipped, summary)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            params![
-                run.started_at,
-                run.finished_at,
-                run.dry_run as i64,
-                run.forced as i64,
-                run.account,
-                run.planned,
-                run.deleted,
-                run.failed,
-                run.skipped,
-                run.summary.to_string()
-            ],
-        )
-        .map_err(|e| self.sqlite_err(e))?;
-        Ok(conn.last_insert_rowid())
+        let summary = run.summary.to_string();
+        self.tx(|db| {
+            match db.query_opt(
+                "INSERT INTO retention_runs (started_at, finished_at, dry_run, forced, account, planned, deleted, failed, skipped, summary)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) RETURNING id",
+                vals![
+                    run.started_at,
+                    run.finished_at,
+                    run.dry_run,
+                    run.forced,
+                    &run.account,
+                    run.planned,
+                    run.deleted,
+                    run.failed,
+                    run.skipped,
+                    &summary
+                ],
+            )? {
+                Some(r) => r.get(0),
+                None => Err(StateError::Decode {
+                    column: 0,
+                    found: "no row".into(),
+                    wanted: "id",
+                }),
+            }
+        })
     }
 
     /// The last `limit` runs, newest first.
     pub fn retention_runs(&self, limit: usize) -> Result<Vec<RetentionRun>, StateError> {
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare("SELECT id, started_at, finished_at, dry_run, forced, account, planned, deleted, failed, skipped, summary FROM retention_runs ORDER BY id DESC LIMIT ?1")
-            .map_err(|e| self.sqlite_err(e))?;
-        let rows = stmt
-            .query_map([limit as i64], |r| {
+        self.tx(|db| {
+            db.query(
+                "SELECT id, started_at, finished_at, dry_run, forced, account, planned, deleted, failed, skipped, summary FROM retention_runs ORDER BY id DESC LIMIT ?1",
+                vals![limit as i64],
+            )?
+            .iter()
+            .map(|r| {
                 let summary: String = r.get(10)?;
                 Ok(RetentionRun {
                     id: r.get(0)?,
                     started_at: r.get(1)?,
                     finished_at: r.get(2)?,
-                    dry_run: r.get::<_, i64>(3)? != 0,
-                    forced: r.get::<_, i64>(4)? != 0,
+                    dry_run: r.get(3)?,
+                    forced: r.get(4)?,
                     account: r.get(5)?,
                     planned: r.get(6)?,
                     deleted: r.get(7)?,
@@ -178,9 +174,8 @@ impl State {
                     summary: serde_json::from_str(&summary).unwrap_or_default(),
                 })
             })
-            .map_err(|e| self.sqlite_err(e))?;
-        rows.collect::<Result<_, _>>()
-            .map_err(|e| self.sqlite_err(e))
+            .collect()
+        })
     }
 }
 

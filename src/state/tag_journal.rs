@@ -2,8 +2,7 @@
 //! at any step is finished or rolled back at the next start) and the history
 //! of removed tags (so a removal can be undone until GC takes the manifest).
 
-use rusqlite::{params, OptionalExtension, Row};
-
+use super::sql::{vals, Db, Row};
 use super::{now, State, StateError};
 
 pub(super) const SCHEMA: &str = "
@@ -65,7 +64,7 @@ pub struct Deletion {
     pub restored_at: Option<i64>,
 }
 
-fn entry(r: &Row<'_>) -> rusqlite::Result<JournalEntry> {
+pub(super) fn entry(r: &Row) -> Result<JournalEntry, StateError> {
     Ok(JournalEntry {
         id: r.get(0)?,
         repository: r.get(1)?,
@@ -79,7 +78,7 @@ fn entry(r: &Row<'_>) -> rusqlite::Result<JournalEntry> {
     })
 }
 
-fn deletion(r: &Row<'_>) -> rusqlite::Result<Deletion> {
+fn deletion(r: &Row) -> Result<Deletion, StateError> {
     Ok(Deletion {
         id: r.get(0)?,
         repository: r.get(1)?,
@@ -93,10 +92,29 @@ fn deletion(r: &Row<'_>) -> rusqlite::Result<Deletion> {
     })
 }
 
-const ENTRY_COLUMNS: &str =
+pub(super) const ENTRY_COLUMNS: &str =
     "id, repository, tag, original_digest, original_media_type, dummy_digest, dummy_config_digest, step, account";
 const DELETION_COLUMNS: &str =
     "id, repository, tag, digest, media_type, manifest, account, deleted_at, restored_at";
+
+const CLOSE: &str =
+    "UPDATE tag_delete_journal SET step = ?2, open = 0, updated_at = ?3 WHERE id = ?1";
+
+/// The id a `... RETURNING id` statement gave.
+fn returned_id(
+    db: &mut dyn Db,
+    sql: &str,
+    params: &[super::sql::Value],
+) -> Result<i64, StateError> {
+    match db.query_opt(sql, params)? {
+        Some(r) => r.get(0),
+        None => Err(StateError::Decode {
+            column: 0,
+            found: "no row".into(),
+            wanted: "id",
+        }),
+    }
+}
 
 impl State {
     /// Records the intent of a delete; durable when this returns.
@@ -104,63 +122,55 @@ impl State {
         Ok(self.journal_begin_many(std::slice::from_ref(e))?[0])
     }
 
-    /// Opens several entries in one transaction (one fsync); returns their
-    /// ids in the same order. A noted dummy config an entry uses is forgotten
-    /// in the same transaction (the entry now answers for it).
+    /// Opens several entries in one transaction (one fsync), owned by this
+    /// replica; returns their ids in the same order. A noted dummy config an
+    /// entry uses is forgotten in the same transaction (the entry now
+    /// answers for it).
     pub fn journal_begin_many(&self, entries: &[JournalEntry]) -> Result<Vec<i64>, StateError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction().map_err(|e| self.sqlite_err(e))?;
-        let mut ids = Vec::with_capacity(entries.len());
-        for e in entries {
-            tx.execute(
-                "INSERT INTO tag_delete_journal (repository, tag, original_digest, original_media_type, dummy_digest, dummy_config_digest, step, account, started_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
-                params![e.repository, e.tag, e.original_digest, e.original_media_type, e.dummy_digest, e.dummy_config_digest, e.step, e.account, now()],
-            )
-            .map_err(|e| self.sqlite_err(e))?;
-            ids.push(tx.last_insert_rowid());
-            super::dummy_configs::forget_in(&tx, &e.dummy_config_digest)
-                .map_err(|e| self.sqlite_err(e))?;
-        }
-        tx.commit().map_err(|e| self.sqlite_err(e))?;
-        Ok(ids)
+        let owner = self.replica().to_owned();
+        self.tx(|db| {
+            let mut ids = Vec::with_capacity(entries.len());
+            for e in entries {
+                ids.push(returned_id(
+                    db,
+                    "INSERT INTO tag_delete_journal (repository, tag, original_digest, original_media_type, dummy_digest, dummy_config_digest, step, account, started_at, updated_at, owner)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10) RETURNING id",
+                    vals![&e.repository, &e.tag, &e.original_digest, &e.original_media_type, &e.dummy_digest, &e.dummy_config_digest, &e.step, &e.account, now(), &owner],
+                )?);
+                super::dummy_configs::forget_in(db, &e.dummy_config_digest)?;
+            }
+            Ok(ids)
+        })
     }
 
     /// Closes a journal entry with its final step (`removed` or `rolled_back`).
     pub fn journal_close(&self, id: i64, step: &str) -> Result<(), StateError> {
-        self.conn()
-            .execute(
-                "UPDATE tag_delete_journal SET step = ?2, open = 0, updated_at = ?3 WHERE id = ?1",
-                params![id, step, now()],
-            )
-            .map(|_| ())
-            .map_err(|e| self.sqlite_err(e))
+        self.journal_close_many(&[id], step)
     }
 
     /// Closes several entries with the same final step, in one transaction.
     pub fn journal_close_many(&self, ids: &[i64], step: &str) -> Result<(), StateError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction().map_err(|e| self.sqlite_err(e))?;
-        for id in ids {
-            tx.execute(
-                "UPDATE tag_delete_journal SET step = ?2, open = 0, updated_at = ?3 WHERE id = ?1",
-                params![id, step, now()],
-            )
-            .map_err(|e| self.sqlite_err(e))?;
-        }
-        tx.commit().map_err(|e| self.sqlite_err(e))
+        self.tx(|db| {
+            for id in ids {
+                db.exec(CLOSE, vals![*id, step, now()])?;
+            }
+            Ok(())
+        })
     }
 
+    /// Every open entry, of every replica.
     pub fn journal_open_entries(&self) -> Result<Vec<JournalEntry>, StateError> {
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare(&format!(
-                "SELECT {ENTRY_COLUMNS} FROM tag_delete_journal WHERE open = 1 ORDER BY id"
-            ))
-            .map_err(|e| self.sqlite_err(e))?;
-        let rows = stmt.query_map([], entry).map_err(|e| self.sqlite_err(e))?;
-        rows.collect::<Result<_, _>>()
-            .map_err(|e| self.sqlite_err(e))
+        self.tx(|db| {
+            db.query(
+                &format!(
+                    "SELECT {ENTRY_COLUMNS} FROM tag_delete_journal WHERE open = 1 ORDER BY id"
+                ),
+                &[],
+            )?
+            .iter()
+            .map(entry)
+            .collect()
+        })
     }
 
     /// Records removals, closing the journal entry of each, in one
@@ -186,38 +196,31 @@ impl State {
     /// synced), and recovery finds the tags removed and writes these records
     /// again. So when every row closes an entry, the commit is not fsync'd.
     fn insert_deletions(&self, rows: &[(&Deletion, Option<i64>)]) -> Result<Vec<i64>, StateError> {
-        let insert = |conn: &mut rusqlite::Connection| {
-            let tx = conn.transaction()?;
-            let ids = rows
-                .iter()
-                .map(|(d, j)| Self::insert_deletion_in(&tx, d, *j))
-                .collect::<rusqlite::Result<Vec<i64>>>()?;
-            tx.commit()?;
-            Ok(ids)
+        let insert = |db: &mut dyn Db| {
+            rows.iter()
+                .map(|(d, j)| Self::insert_deletion_in(db, d, *j))
+                .collect::<Result<Vec<i64>, StateError>>()
         };
         if rows.iter().all(|(_, j)| j.is_some()) {
             self.relaxed(insert)
         } else {
-            insert(&mut self.conn()).map_err(|e| self.sqlite_err(e))
+            self.tx(insert)
         }
     }
 
-    /// One history row, and its journal entry closed, inside `tx`.
+    /// One history row, and its journal entry closed, inside `db`'s transaction.
     fn insert_deletion_in(
-        tx: &rusqlite::Transaction<'_>,
+        db: &mut dyn Db,
         d: &Deletion,
         close_journal: Option<i64>,
-    ) -> rusqlite::Result<i64> {
-        tx.execute(
-            "INSERT INTO tag_deletions (repository, tag, digest, media_type, manifest, account, deleted_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![d.repository, d.tag, d.digest, d.media_type, d.manifest, d.account, now()],
+    ) -> Result<i64, StateError> {
+        let id = returned_id(
+            db,
+            "INSERT INTO tag_deletions (repository, tag, digest, media_type, manifest, account, deleted_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) RETURNING id",
+            vals![&d.repository, &d.tag, &d.digest, &d.media_type, &d.manifest, &d.account, now()],
         )?;
-        let id = tx.last_insert_rowid();
         if let Some(j) = close_journal {
-            tx.execute(
-                "UPDATE tag_delete_journal SET step = 'removed', open = 0, updated_at = ?2 WHERE id = ?1",
-                params![j, now()],
-            )?;
+            db.exec(CLOSE, vals![j, "removed", now()])?;
         }
         Ok(id)
     }
@@ -228,14 +231,15 @@ impl State {
         repository: &str,
         tag: &str,
     ) -> Result<Option<Deletion>, StateError> {
-        self.conn()
-            .query_row(
+        self.tx(|db| {
+            db.query_opt(
                 &format!("SELECT {DELETION_COLUMNS} FROM tag_deletions WHERE repository = ?1 AND tag = ?2 AND restored_at IS NULL ORDER BY id DESC LIMIT 1"),
-                params![repository, tag],
-                deletion,
-            )
-            .optional()
-            .map_err(|e| self.sqlite_err(e))
+                vals![repository, tag],
+            )?
+            .as_ref()
+            .map(deletion)
+            .transpose()
+        })
     }
 
     /// Removals, newest first, optionally for one repository.
@@ -244,27 +248,25 @@ impl State {
         repository: Option<&str>,
         limit: u32,
     ) -> Result<Vec<Deletion>, StateError> {
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare(&format!(
-                "SELECT {DELETION_COLUMNS} FROM tag_deletions WHERE (?1 IS NULL OR repository = ?1) ORDER BY id DESC LIMIT ?2"
-            ))
-            .map_err(|e| self.sqlite_err(e))?;
-        let rows = stmt
-            .query_map(params![repository, limit], deletion)
-            .map_err(|e| self.sqlite_err(e))?;
-        rows.collect::<Result<_, _>>()
-            .map_err(|e| self.sqlite_err(e))
+        self.tx(|db| {
+            db.query(
+                &format!("SELECT {DELETION_COLUMNS} FROM tag_deletions WHERE (CAST(?1 AS TEXT) IS NULL OR repository = ?1) ORDER BY id DESC LIMIT ?2"),
+                vals![repository, i64::from(limit)],
+            )?
+            .iter()
+            .map(deletion)
+            .collect()
+        })
     }
 
     pub fn mark_restored(&self, id: i64) -> Result<(), StateError> {
-        self.conn()
-            .execute(
+        self.tx(|db| {
+            db.exec(
                 "UPDATE tag_deletions SET restored_at = ?2 WHERE id = ?1",
-                params![id, now()],
+                vals![id, now()],
             )
             .map(|_| ())
-            .map_err(|e| self.sqlite_err(e))
+        })
     }
 }
 

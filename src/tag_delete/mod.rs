@@ -631,13 +631,17 @@ impl TagDeleter {
         Ok(outcome)
     }
 
-    /// Finishes or rolls back every delete a crash left open. Each affected
-    /// tag stays locked until its entry is resolved; when the registry cannot
-    /// be reached the entry is retried in the background, still locked.
+    /// Finishes or rolls back every delete a crash left open: at start, and
+    /// periodically when replicas share the state (the entries of a replica
+    /// that died). Only entries this replica claimed from dead owners are
+    /// touched, never its own deletes in flight. Each affected tag stays
+    /// locked until its entry is resolved; when the registry cannot be
+    /// reached the entry is retried in the background, still locked.
     pub async fn recover(self: &Arc<Self>) -> Result<usize, TagDeleteError> {
-        self.staging.unlink_leftovers().await;
         let state = self.state.clone();
-        let open = blocking(move || state.journal_open_entries()).await?;
+        let orphans = blocking(move || state.claim_orphans()).await?;
+        self.staging.unlink_leftovers(orphans.configs).await;
+        let open = orphans.entries;
         let n = open.len();
         // Unlink every dummy config, then give requests of the process that
         // died one settle time to land, once for all entries (nothing is

@@ -217,19 +217,13 @@ impl Staging {
         }
     }
 
-    /// Unlinks the configs a previous process noted and did not unlink.
-    /// The list is read now (before any new staging); the unlinks run in
-    /// the background.
-    pub async fn unlink_leftovers(self: &Arc<Self>) {
-        let state = self.state.clone();
-        let left = match blocking(move || state.dummy_configs()).await {
-            Ok(l) if l.is_empty() => return,
-            Ok(l) => l,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the staged dummy configs");
-                return;
-            }
-        };
+    /// Unlinks the configs `left` (`(repository, digest)`) that a process
+    /// which died noted and did not unlink (claimed by this one). The
+    /// unlinks run in the background.
+    pub async fn unlink_leftovers(self: &Arc<Self>, left: Vec<(String, String)>) {
+        if left.is_empty() {
+            return;
+        }
         let me = Arc::clone(self);
         tokio::spawn(async move {
             for (repo, digest) in left {

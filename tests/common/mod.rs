@@ -12,6 +12,7 @@ pub mod gc;
 pub mod hostile;
 pub mod images;
 pub mod native_delete;
+pub mod postgres;
 pub mod raw_http;
 pub mod regate;
 pub mod registry;

@@ -17,7 +17,7 @@ use crate::auth::credentials::{self, MalformedAuth, Presented};
 use crate::auth::passwords::LoginError;
 use crate::auth::{retry_after_secs, Auth};
 use crate::body::{read_capped, CappedReadError, ProxyBody};
-use crate::error::{ErrorCode, RegistryError, API_VERSION_HEADER};
+use crate::error::{ErrorCode, RegistryError};
 
 /// Where the issuer is served.
 pub const PATH: &str = "/auth/token";
@@ -221,7 +221,6 @@ pub async fn serve(
     );
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(API_VERSION_HEADER, HeaderValue::from_static("registry/2.0"));
     Ok(resp)
 }
 
