@@ -1,6 +1,6 @@
 //! The operator's side of the admin API: `regate gc run|status` and
 //! `regate maintenance on|off|status` talk to a running regate's admin
-//! listener (`--admin URL`, or `server.admin_listen` of the configuration).
+//! listener (and `regate retention`, in `cli::retention`, through [`Api`]) (`--admin URL`, or `server.admin_listen` of the configuration).
 //!
 //! Owns the subcommands' arguments, the HTTP calls and what they print; exit
 //! codes follow `cli`: 0 done, 1 failed (a GC run that failed included), 2
@@ -85,7 +85,7 @@ pub enum MaintenanceAction {
 }
 
 #[derive(Debug, thiserror::Error)]
-enum ClientError {
+pub(crate) enum ClientError {
     #[error("{0}")]
     Usage(String),
     #[error("{0}")]
@@ -135,14 +135,14 @@ impl AdminTarget {
     }
 }
 
-struct Api {
+pub(crate) struct Api {
     base: String,
     client: reqwest::Client,
     credentials: Option<(String, String)>,
 }
 
 impl Api {
-    fn new(target: &AdminTarget) -> Result<Self, ClientError> {
+    pub(crate) fn new(target: &AdminTarget) -> Result<Self, ClientError> {
         let client = crate::client::http_client(Vec::new())
             .map_err(|e| ClientError::Failed(e.to_string()))?;
         Ok(Api {
@@ -152,7 +152,7 @@ impl Api {
         })
     }
 
-    async fn call(
+    pub(crate) async fn call(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -192,14 +192,14 @@ impl Api {
     }
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, ClientError> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, ClientError> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| ClientError::Failed(format!("cannot start the async runtime: {e}")))
 }
 
-fn exit(r: Result<bool, ClientError>) -> ExitCode {
+pub(crate) fn exit(r: Result<bool, ClientError>) -> ExitCode {
     match r {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,

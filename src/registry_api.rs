@@ -498,6 +498,28 @@ impl RegistryApi {
     }
 }
 
+impl RegistryApi {
+    /// GET a (small) blob whole, e.g. an image config; `None` when the
+    /// repository does not hold it.
+    pub async fn blob(&self, repo: &str, digest: &str) -> Result<Option<Bytes>, ApiError> {
+        let what = || format!("GET blob {repo}@{digest}");
+        let resp = self
+            .call(
+                Method::GET,
+                &format!("/v2/{repo}/blobs/{digest}"),
+                &[],
+                None,
+                what,
+            )
+            .await?;
+        match resp.status {
+            StatusCode::NOT_FOUND => Ok(None),
+            s if s.is_success() => Ok(Some(resp.body)),
+            _ => Err(resp.error(what())),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::{Duration, Instant};

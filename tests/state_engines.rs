@@ -203,6 +203,40 @@ fn the_sequence(s: &State) {
     assert_eq!((m.reason.as_str(), m.since_ms), ("backup 2", 6));
     s.set_maintenance(None).unwrap();
     assert!(s.maintenance().unwrap().is_none());
+
+    // Retention: push and pull times, runs.
+    s.record_push("r/a", "t1", "sha256:1", 100).unwrap();
+    s.record_push("r/a", "t1", "sha256:2", 200).unwrap();
+    s.record_pulls(&[
+        ("r/a".into(), "t1".into(), 500),
+        ("r/a".into(), "t2".into(), 400),
+    ])
+    .unwrap();
+    s.record_pulls(&[("r/a".into(), "t1".into(), 450)]).unwrap();
+    let times = s.tag_times("r/a").unwrap();
+    assert_eq!(times["t1"].pushed, Some(("sha256:2".into(), 200)));
+    assert_eq!(
+        (times["t1"].pulled_at, times["t2"].pulled_at),
+        (Some(500), Some(400))
+    );
+    let run = regate::state::RetentionRun {
+        id: 0,
+        started_at: 10,
+        finished_at: 12,
+        dry_run: false,
+        forced: true,
+        account: "ops".into(),
+        planned: 3,
+        deleted: 2,
+        failed: 1,
+        skipped: 0,
+        summary: serde_json::json!({"repositories": ["r/a"]}),
+    };
+    let id = s.retention_run_insert(&run).unwrap();
+    assert_eq!(
+        s.retention_runs(5).unwrap(),
+        [regate::state::RetentionRun { id, ..run }]
+    );
 }
 
 fn pg_state(url: &str) -> State {

@@ -1,8 +1,9 @@
 //! The admin listener (plain HTTP, meant for loopback or an internal network):
 //! `/healthz` (the process is up), `/readyz` (the upstream registry answers,
 //! and in a cluster PostgreSQL confirmed the write gate lately)
-//! and `/metrics` (Prometheus text), and the GC and maintenance API of
-//! [`crate::gc::admin_api`] (`/admin/...`). The probes and metrics are open
+//! and `/metrics` (Prometheus text), the GC and maintenance API of
+//! [`crate::gc::admin_api`] and the retention API of
+//! [`crate::retention::admin_api`] (`/admin/...`). The probes and metrics are open
 //! (for load balancers and Prometheus); `/admin/...` needs an account with the
 //! `admin` right when auth is on ([`crate::auth::admin_access`]), and every
 //! call that changes something is audited ([`require_admin`]). An
@@ -33,6 +34,7 @@ pub struct Admin {
     pub metrics: Arc<Metrics>,
     pub gc: Arc<crate::gc::Gc>,
     pub auth: Arc<crate::auth::Auth>,
+    pub retention: Arc<crate::retention::Retention>,
 }
 
 fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<ProxyBody> {
@@ -79,6 +81,16 @@ impl Admin {
     ) -> Result<Response<ProxyBody>, RegistryError> {
         if crate::gc::admin_api::owns(req.uri().path()) {
             return crate::gc::admin_api::serve(&self.gc, req).await;
+        }
+        if crate::retention::admin_api::owns(req.uri().path()) {
+            let account = req
+                .extensions()
+                .get::<crate::auth::Caller>()
+                .and_then(|c| c.account.clone())
+                .unwrap_or_else(|| "anonymous".into());
+            let client = crate::app::layers::conn_of(&req)?.peer.ip();
+            return crate::retention::admin_api::serve(&self.retention, req, &account, client)
+                .await;
         }
         if req.method() != Method::GET && req.method() != Method::HEAD {
             return Err(RegistryError::new(
@@ -155,11 +167,23 @@ mod tests {
             Arc::clone(&a.metrics),
             a.settings.state.dir.join("gc"),
         );
+        let retention = Arc::new(crate::retention::Retention::new(
+            Vec::new(),
+            crate::retention::dates::Sources {
+                api: a.api.clone(),
+                state: a.state.clone(),
+                storage_root: None,
+            },
+            Arc::clone(&a.tags),
+            Arc::clone(&a.times),
+            Arc::clone(&a.auth),
+        ));
         let admin = Arc::new(Admin {
             upstream: a.upstream.clone(),
             metrics: Arc::clone(&a.metrics),
             gc,
             auth: Arc::clone(&a.auth),
+            retention,
         });
         let svc = admin.service();
         let basic = |u: &str, p: &str| {

@@ -1,5 +1,6 @@
 //! The admin-auth layer of the admin listener: a request to the GC and
-//! maintenance API ([`crate::gc::admin_api::owns`]) needs an account with the
+//! maintenance API ([`crate::gc::admin_api::owns`]) or the retention API
+//! ([`crate::retention::admin_api::owns`]) needs an account with the
 //! `admin` right when auth is on ([`crate::auth::Auth::authorize_admin`]);
 //! an admitted one runs in its own task, to its end whatever its client
 //! does, and is audited with its status. The probes and metrics pass as
@@ -57,13 +58,17 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        if !crate::gc::admin_api::owns(req.uri().path()) {
+        let path = req.uri().path();
+        if !crate::gc::admin_api::owns(path) && !crate::retention::admin_api::owns(path) {
             return Box::pin(inner.oneshot(req));
         }
+        let mut req = req;
         let auth = Arc::clone(&self.auth);
         Box::pin(async move {
             let peer = conn_of(&req)?.peer;
             let caller = auth.authorize_admin(req.headers(), peer).await?;
+            // Who it is, for what the call audits itself (retention's deletions).
+            req.extensions_mut().insert(caller.clone());
             // Its own task: a change (maintenance drains for up to
             // drain_timeout) runs to its end and is audited even when the
             // client goes away meanwhile.

@@ -2,8 +2,10 @@
 //! forward, by route and method. Tag deletes (one, or many at once) and restores, the sorted tag
 //! list, the referrers API, manifest PUTs (read once, for `OCI-Subject` and
 //! the referrers index), digest deletes, strict chunked uploads, and the tag
-//! locks around manifest reads and writes; manifest and blob reads go to
-//! `fast_reads` first when it is on. Everything else is forwarded as is.
+//! locks around manifest reads and writes; the `[[protect]]` check of a
+//! manifest PUT by tag, and the push and pull times of tags (for retention);
+//! manifest and blob reads go to `fast_reads` first when it is on.
+//! Everything else is forwarded as is.
 //! A method one of regate's own endpoints does not serve ([`Route::own_methods`])
 //! gets 405 with `Allow`.
 
@@ -158,10 +160,14 @@ impl App {
                 // them off until the registry has answered: nobody ever sees
                 // the dummy.
                 let _reading = self.tags.locks.read(name.as_str(), tag.as_str()).await;
-                if let Some(resp) = self.answer_from_storage(&req, &route).await {
-                    return Ok(resp);
+                let resp = match self.answer_from_storage(&req, &route).await {
+                    Some(resp) => resp,
+                    None => self.forward(req, &route, conn).await?,
+                };
+                if resp.status().is_success() {
+                    self.times.pulled(name.as_str(), tag.as_str());
                 }
-                self.forward(req, &route, conn).await
+                Ok(resp)
             }
             (
                 Route::Manifest {
@@ -274,12 +280,29 @@ impl App {
             .map(str::to_owned);
         crate::manifest_check::check(content_type.as_deref(), &bytes)?;
         let digest = crate::route::Digest::sha256_of(&bytes).to_string();
+        // An immutable tag ([[protect]]) moves nowhere (under its write lock).
+        if let Route::Manifest {
+            reference: Reference::Tag(tag),
+            ..
+        } = route
+        {
+            self.tags.check_move(name, tag, &digest).await?;
+        }
         let referrer =
             crate::referrers::describe(name.as_str(), &digest, content_type.as_deref(), &bytes);
         let mut resp = self
             .forward(Request::from_parts(parts, full(bytes)), route, conn)
             .await?;
         if resp.status() == StatusCode::CREATED {
+            if let Route::Manifest {
+                reference: Reference::Tag(tag),
+                ..
+            } = route
+            {
+                self.times
+                    .pushed(name.as_str(), tag.as_str(), &digest)
+                    .await;
+            }
             if let Some(r) = referrer {
                 if let Ok(v) = HeaderValue::from_str(&r.subject) {
                     resp.headers_mut().insert(crate::referrers::OCI_SUBJECT, v);

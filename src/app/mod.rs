@@ -76,6 +76,8 @@ pub struct App {
     auth: Arc<crate::auth::Auth>,
     /// Manifest and blob reads answered from the storage (`[storage] fast_reads`).
     fast_reads: Option<crate::fast_reads::FastReads>,
+    /// Push and pull times of tags, for retention.
+    times: Arc<crate::retention::Recorder>,
 }
 
 /// What [`App::new`] is made of: the components `server::start` opens.
@@ -91,6 +93,8 @@ pub struct AppParts {
     pub auth: Arc<crate::auth::Auth>,
     /// Manifest and blob reads answered from the storage (`[storage] fast_reads`).
     pub fast_reads: Option<crate::fast_reads::FastReads>,
+    /// Push and pull times of tags, for retention.
+    pub times: Arc<crate::retention::Recorder>,
 }
 
 impl App {
@@ -107,6 +111,7 @@ impl App {
             gate,
             auth,
             fast_reads,
+            times,
         } = parts;
         Arc::new(App {
             settings,
@@ -120,6 +125,7 @@ impl App {
             gate,
             auth,
             fast_reads,
+            times,
         })
     }
 

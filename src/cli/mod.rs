@@ -14,6 +14,7 @@ mod connect;
 mod fsck;
 mod next_steps;
 mod reindex;
+mod retention;
 mod tags;
 
 #[derive(Parser, Debug)]
@@ -66,6 +67,8 @@ pub enum Command {
     },
     /// Garbage collection through the admin API of a running regate.
     Gc(crate::admin_client::GcArgs),
+    /// Retention through the admin API: plan, apply, history.
+    Retention(retention::RetentionArgs),
     /// Close (drain) or open the write gate for maintenance.
     Maintenance(crate::admin_client::MaintenanceArgs),
     /// Manage the htpasswd file (bcrypt).
@@ -104,6 +107,7 @@ pub fn run() -> ExitCode {
         Command::Serve { config, ready_file } => serve(config, ready_file),
         Command::Gc(args) => crate::admin_client::gc(args),
         Command::Maintenance(args) => crate::admin_client::maintenance(args),
+        Command::Retention(args) => retention::run(args),
         Command::CheckConfig { config } => match Settings::load(&config) {
             Ok(settings) => {
                 for w in &settings.warnings {

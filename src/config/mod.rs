@@ -16,6 +16,7 @@ mod notes;
 mod problem;
 mod raw;
 mod renamed;
+pub mod retention;
 mod schema;
 mod state_url;
 pub mod storage;
@@ -84,6 +85,11 @@ pub struct Settings {
     pub storage: storage::StorageSettings,
     pub auth: AuthSettings,
     pub audit: AuditSettings,
+    /// `[[retention]]`, in file order.
+    pub retention: Vec<retention::RetentionRule>,
+    /// `[[protect]]`, in file order.
+    pub protect: Vec<retention::ProtectRule>,
+    pub retention_schedule: retention::RetentionSchedule,
     /// Deprecated keys in use (each with its new name): logged as warnings
     /// at start, printed by `check-config`.
     pub warnings: Vec<Problem>,

@@ -29,6 +29,12 @@ pub struct RawConfig {
     pub acl: Vec<super::auth::RawAclRule>,
     #[serde(default)]
     pub audit: super::auth::RawAudit,
+    #[serde(default)]
+    pub retention: Vec<super::retention::RawRetentionRule>,
+    #[serde(default)]
+    pub protect: Vec<super::retention::RawProtect>,
+    #[serde(default)]
+    pub retention_schedule: super::retention::RawRetentionSchedule,
 }
 
 #[derive(Debug, Default, Deserialize)]

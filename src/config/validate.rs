@@ -243,6 +243,14 @@ pub(super) fn validate(raw: RawConfig, _source: &str) -> Result<Settings, Vec<Pr
         managed.as_ref().map(|m| m.data_dir.join("storage")),
         &mut c.problems,
     );
+    let retention = super::retention::validate_retention(raw.retention, &mut c.problems);
+    let protect = super::retention::validate_protect(raw.protect, &mut c.problems);
+    let retention_schedule = super::retention::validate_schedule(
+        raw.retention_schedule,
+        !retention.is_empty(),
+        gc.schedule.is_some(),
+        &mut c.problems,
+    );
 
     if !c.problems.is_empty() {
         return Err(c.problems);
@@ -284,6 +292,9 @@ pub(super) fn validate(raw: RawConfig, _source: &str) -> Result<Settings, Vec<Pr
         storage,
         auth,
         audit,
+        retention,
+        protect,
+        retention_schedule,
         warnings: Vec::new(),
     })
 }

@@ -283,6 +283,12 @@ impl Gc {
         &self.gate
     }
 
+    /// The registry's storage, when regate can read it (managed mode or
+    /// `gc.storage_root`).
+    pub fn storage_root(&self) -> Option<&std::path::Path> {
+        self.target.storage_root.as_deref()
+    }
+
     pub fn settings(&self) -> &GcSettings {
         &self.settings
     }

@@ -3,7 +3,8 @@
 //! doubled: that time is skipped and logged. With `[gc] window`, a time
 //! outside the window is skipped, and a run's GC command is stopped when the
 //! window ends. In a cluster, one replica runs each time (the first to claim
-//! it); the others skip it and log so.
+//! it); the others skip it and log so. A [`BeforeRun`] hook (a retention
+//! run) goes just before each scheduled run, inside the window.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,12 +17,18 @@ use crate::config::gc::{GcSchedule, GcWindow};
 /// Longest sleep between looks at the clock, so a clock jump is noticed.
 const RECHECK: Duration = Duration::from_secs(60);
 
+/// Work done just before each scheduled run (retention, so the space of
+/// the tags it deletes comes back in the same run).
+pub type BeforeRun =
+    Arc<dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send + Sync>;
+
 /// Runs the schedule until `stop` turns true.
 pub async fn run(
     gc: Arc<Gc>,
     schedule: GcSchedule,
     window: Option<GcWindow>,
     untagged: bool,
+    before: Option<BeforeRun>,
     mut stop: watch::Receiver<bool>,
 ) {
     tracing::info!(target: "regate::gc", schedule = %schedule.expression, untagged, "garbage collection is scheduled");
@@ -73,6 +80,9 @@ pub async fn run(
                     continue;
                 }
             }
+        }
+        if let Some(before) = &before {
+            before().await;
         }
         match gc
             .start(

@@ -228,6 +228,8 @@ async fn bind_listeners(
 struct Components {
     app: Arc<App>,
     admin: Arc<Admin>,
+    times: Arc<crate::retention::Recorder>,
+    retention: Arc<crate::retention::Retention>,
     auth: Arc<crate::auth::Auth>,
     gc: Arc<crate::gc::Gc>,
     upstream: Upstream,
@@ -286,13 +288,16 @@ async fn open_components(
         crate::write_gate::GatePolicy::from_settings(&settings.gc),
         Arc::clone(metrics),
     );
-    let tags = Arc::new(crate::tag_delete::TagDeleter::new(
-        api.clone(),
-        state.clone(),
-        Arc::clone(&gate),
-        Arc::clone(metrics),
-        settings.delete.protect_shared_digests,
-    ));
+    let tags = Arc::new(
+        crate::tag_delete::TagDeleter::new(
+            api.clone(),
+            state.clone(),
+            Arc::clone(&gate),
+            Arc::clone(metrics),
+            settings.delete.protect_shared_digests,
+        )
+        .with_protection(crate::protect::Protections::new(settings.protect.clone())),
+    );
     // Finish or roll back deletes a crash left open before serving anything.
     match tags.recover().await {
         Ok(0) => {}
@@ -339,6 +344,18 @@ async fn open_components(
     // before a restart still runs, or while maintenance is on.
     gc.recover().await.map_err(StartError::Gc)?;
 
+    let times = crate::retention::Recorder::new(state.clone());
+    let retention = Arc::new(crate::retention::Retention::new(
+        settings.retention.clone(),
+        crate::retention::dates::Sources {
+            api: api.clone(),
+            state: state.clone(),
+            storage_root: gc.storage_root().map(std::path::Path::to_path_buf),
+        },
+        Arc::clone(&tags),
+        Arc::clone(&times),
+        Arc::clone(&auth),
+    ));
     let app = App::new(crate::app::AppParts {
         settings: Arc::clone(settings),
         upstream: upstream.clone(),
@@ -352,16 +369,20 @@ async fn open_components(
             tracing::info!(storage = %root.display(), "manifest and blob reads are answered from the storage ([storage] fast_reads)");
             crate::fast_reads::FastReads::new(root)
         }),
+        times: Arc::clone(&times),
     });
     let admin = Arc::new(Admin {
         upstream: upstream.clone(),
         metrics: Arc::clone(metrics),
         gc: Arc::clone(&gc),
         auth: Arc::clone(&auth),
+        retention: Arc::clone(&retention),
     });
     Ok(Components {
         app,
         admin,
+        times,
+        retention,
         auth,
         gc,
         upstream,
@@ -451,9 +472,23 @@ fn spawn_loops(
             schedule,
             settings.gc.window,
             settings.gc.untagged,
+            settings
+                .retention_schedule
+                .before_gc
+                .then(|| crate::retention::schedule::before_gc(Arc::clone(&parts.retention))),
             stop.clone(),
         )));
     }
+    if let Some(schedule) = settings.retention_schedule.schedule.clone() {
+        loops.push(tokio::spawn(crate::retention::schedule::run(
+            Arc::clone(&parts.retention),
+            schedule,
+            stop.clone(),
+        )));
+    }
+    loops.push(tokio::spawn(
+        Arc::clone(&parts.times).run(crate::retention::recorder::FLUSH_EVERY, stop.clone()),
+    ));
     // Tests build settings from text (their source is a label, not a file).
     if std::path::Path::new(&settings.source).is_file() {
         loops.push(tokio::spawn(config_reload::run(

@@ -1,6 +1,6 @@
 //! regate's own durable state: the tag-delete journal, deletion history for
 //! undo, dummy configs regate must unlink, GC history, maintenance, the
-//! referrers index. In one embedded SQLite database (`<state.dir>/regate.db`)
+//! referrers index, tag push and pull times and retention runs. In one embedded SQLite database (`<state.dir>/regate.db`)
 //! by default, or in PostgreSQL (`[state] url`) when several replicas share it.
 //!
 //! Owns the engines, the schema and every query; other modules call the
@@ -27,10 +27,12 @@ mod dummy_configs;
 mod pg;
 mod referrers;
 mod replicas;
+mod retention;
 mod sql;
 mod tag_journal;
 pub use referrers::Referrer;
 pub use replicas::Orphans;
+pub use retention::{RetentionRun, TagTimes};
 pub use tag_journal::{Deletion, JournalEntry};
 
 use sql::{vals, Db};
@@ -53,6 +55,7 @@ const SCHEMA: &[&str] = &[
     gc_history::GC_RUNS_TABLE,
     gc_history::GC_UNTAGGED_WALK_TABLE,
     gc_history::MAINTENANCE_TABLE,
+    retention::SCHEMA,
 ];
 
 /// Columns added to tables after their first release: an older SQLite

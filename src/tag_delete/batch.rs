@@ -59,6 +59,19 @@ impl TagDeleter {
         tags: &[Tag],
         account: &str,
     ) -> Vec<TagOutcome> {
+        self.delete_many_expecting(repo, tags, account, None).await
+    }
+
+    /// [`TagDeleter::delete_many`], removing a tag only while it points at
+    /// the digest `expect` names for it (checked under its lock): a tag
+    /// pushed again since a retention plan is left alone (409).
+    pub async fn delete_many_expecting(
+        self: &Arc<Self>,
+        repo: &RepoName,
+        tags: &[Tag],
+        account: &str,
+        expect: Option<HashMap<String, String>>,
+    ) -> Vec<TagOutcome> {
         let (me, repo, tags, account) = (
             Arc::clone(self),
             repo.clone(),
@@ -66,7 +79,12 @@ impl TagDeleter {
             account.to_owned(),
         );
         let names: Vec<String> = tags.iter().map(|t| t.as_str().to_owned()).collect();
-        match tokio::spawn(async move { me.delete_many_now(&repo, &tags, &account).await }).await {
+        match tokio::spawn(async move {
+            me.delete_many_now(&repo, &tags, &account, expect.as_ref())
+                .await
+        })
+        .await
+        {
             Ok(out) => out,
             Err(e) => names
                 .into_iter()
@@ -80,11 +98,20 @@ impl TagDeleter {
         repo: &RepoName,
         tags: &[Tag],
         account: &str,
+        expect: Option<&HashMap<String, String>>,
     ) -> Vec<TagOutcome> {
         let repo = repo.as_str();
         let mut names: Vec<&str> = tags.iter().map(Tag::as_str).collect();
         names.sort_unstable();
         names.dedup();
+        let mut out: Vec<TagOutcome> = Vec::with_capacity(names.len());
+        names.retain(|t| match self.check_protected(repo, t) {
+            Ok(()) => true,
+            Err(e) => {
+                out.push(((*t).to_owned(), Err(e)));
+                false
+            }
+        });
         // Sorted order: two batches never wait on each other in a cycle.
         let mut locks = HashMap::with_capacity(names.len());
         for t in &names {
@@ -97,15 +124,17 @@ impl TagDeleter {
                 match cluster.lock_tag_everywhere(repo, t).await {
                     Ok(l) => _everywhere.push(l),
                     Err(e) => {
-                        return names
-                            .iter()
-                            .map(|t| ((*t).to_owned(), Err(TagDeleteError::Cluster(e.shared()))))
-                            .collect();
+                        out.extend(
+                            names.iter().map(|t| {
+                                ((*t).to_owned(), Err(TagDeleteError::Cluster(e.shared())))
+                            }),
+                        );
+                        out.sort_by(|a, b| a.0.cmp(&b.0));
+                        return out;
                     }
                 }
             }
         }
-        let mut out: Vec<TagOutcome> = Vec::with_capacity(names.len());
         let found = in_parallel(
             &names,
             |t| async move { (t, self.api.manifest(repo, t).await) },
@@ -113,7 +142,20 @@ impl TagDeleter {
         .await;
         let mut originals = Vec::new();
         for (t, r) in found {
+            let moved = |m: &Manifest| {
+                expect
+                    .and_then(|e| e.get(t))
+                    .filter(|want| **want != m.digest)
+            };
             match r {
+                Ok(Some(m)) if moved(&m).is_some() => out.push((
+                    t.to_owned(),
+                    Err(TagDeleteError::Moved {
+                        tag: format!("{repo}:{t}"),
+                        expected: moved(&m).cloned().unwrap_or_default(),
+                        now: m.digest.clone(),
+                    }),
+                )),
                 Ok(Some(m)) => originals.push((t, m)),
                 Ok(None) => out.push((
                     t.to_owned(),

@@ -1,7 +1,9 @@
 //! A true tag-only `DELETE /v2/<name>/manifests/<tag>`.
 //!
-//! Owns the delete sequence, its crash recovery, undo (restore) and the
-//! optional protection of digest deletes that would remove tags. Calls the
+//! Owns the delete sequence, its crash recovery, undo (restore), the
+//! optional protection of digest deletes that would remove tags, and the
+//! refusal to delete or move `[[protect]]` tags (the rules are
+//! [`crate::protect`]'s). Calls the
 //! registry through [`RegistryApi`], the journal and history through
 //! [`State`], and holds a [`TagLocks`] write lock for the whole sequence.
 //!
@@ -50,6 +52,14 @@ pub enum TagDeleteError {
     DeletesDisabled,
     #[error("digest {digest} is also tagged {tags:?}; deleting it would remove those tags too (delete.protect_shared_digests)")]
     SharedDigest { digest: String, tags: Vec<String> },
+    #[error("tag {tag} is protected by {rule}; it cannot be deleted (change [[protect]] in the configuration first)")]
+    Protected { tag: String, rule: String },
+    #[error("tag {tag} points at {now} now, not at {expected} as planned; it was left alone")]
+    Moved {
+        tag: String,
+        expected: String,
+        now: String,
+    },
     #[error("no removed tag {0} to restore")]
     NothingToRestore(String),
     #[error(
@@ -87,6 +97,14 @@ impl From<TagDeleteError> for RegistryError {
             TagDeleteError::SharedDigest { tags, .. } => {
                 RegistryError::new(StatusCode::CONFLICT, ErrorCode::Denied, msg)
                     .with_detail(serde_json::json!({ "tags": tags }))
+            }
+            TagDeleteError::Protected { tag, rule } => {
+                RegistryError::new(StatusCode::CONFLICT, ErrorCode::Denied, msg)
+                    .with_detail(serde_json::json!({ "tag": tag, "rule": rule }))
+            }
+            TagDeleteError::Moved { now, .. } => {
+                RegistryError::new(StatusCode::CONFLICT, ErrorCode::Denied, msg)
+                    .with_detail(serde_json::json!({ "digest": now }))
             }
             TagDeleteError::NothingToRestore(_) | TagDeleteError::ManifestGone(_) => {
                 RegistryError::new(StatusCode::NOT_FOUND, ErrorCode::ManifestUnknown, msg)
@@ -139,6 +157,7 @@ pub struct TagDeleter {
     protect_shared_digests: bool,
     /// Set with `[state] url`: a delete also locks the tag on every replica.
     cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
+    protect: crate::protect::Protections,
 }
 
 impl TagDeleter {
@@ -159,6 +178,51 @@ impl TagDeleter {
             faults: fault::Faults::from_env(),
             protect_shared_digests,
             cluster: std::sync::OnceLock::new(),
+            protect: Default::default(),
+        }
+    }
+
+    /// The `[[protect]]` rules: their tags are never deleted, and immutable
+    /// ones never moved ([`TagDeleter::check_move`]).
+    pub fn with_protection(mut self, protect: crate::protect::Protections) -> Self {
+        self.protect = protect;
+        self
+    }
+
+    pub fn protections(&self) -> &crate::protect::Protections {
+        &self.protect
+    }
+
+    /// Refuses deleting a protected tag.
+    fn check_protected(&self, repo: &str, tag: &str) -> Result<(), TagDeleteError> {
+        match self.protect.protecting(repo, tag) {
+            Some(rule) => Err(TagDeleteError::Protected {
+                tag: format!("{repo}:{tag}"),
+                rule: rule.name(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Refuses a manifest PUT that would move an immutable tag to another
+    /// manifest (`pushed`, its digest); the same manifest again passes.
+    /// Called under the tag's write lock.
+    pub async fn check_move(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        pushed: &str,
+    ) -> Result<(), RegistryError> {
+        let (repo, tag) = (repo.as_str(), tag.as_str());
+        let Some(rule) = self.protect.immutable(repo, tag) else {
+            return Ok(());
+        };
+        match self.api.resolve(repo, tag).await {
+            Ok(Some(current)) if current != pushed => Err(crate::protect::move_refused(
+                repo, tag, &current, pushed, rule,
+            )),
+            Ok(_) => Ok(()),
+            Err(e) => Err(e.bad_gateway_for("manifest", repo)),
         }
     }
 
@@ -184,6 +248,7 @@ impl TagDeleter {
             tag.as_str().to_owned(),
             account.to_owned(),
         );
+        self.check_protected(&repo, &tag)?;
         tokio::spawn(async move {
             let started = Instant::now();
             let lock = me.locks.write(&repo, &tag).await;
@@ -682,17 +747,17 @@ impl TagDeleter {
         Ok(last)
     }
 
-    /// With `delete.protect_shared_digests`, refuses a digest delete that
-    /// would also remove tags.
+    /// Refuses a digest delete that would remove a protected tag, and with
+    /// `delete.protect_shared_digests` one that would remove any tag.
     pub async fn check_digest_delete(
         &self,
         repo: &RepoName,
         digest: &str,
     ) -> Result<(), TagDeleteError> {
-        if !self.protect_shared_digests {
+        let repo = repo.as_str();
+        if !self.protect_shared_digests && !self.protect.any_for(repo) {
             return Ok(());
         }
-        let repo = repo.as_str();
         let tags = match self.api.tags(repo).await? {
             Ok(t) => t,
             Err(_) => return Ok(()), // unknown repository: the registry will answer
@@ -711,7 +776,16 @@ impl TagDeleter {
                 }
             }
         }
-        if tagged.is_empty() {
+        if let Some((t, rule)) = tagged
+            .iter()
+            .find_map(|t| Some((t, self.protect.protecting(repo, t)?)))
+        {
+            return Err(TagDeleteError::Protected {
+                tag: format!("{repo}:{t}"),
+                rule: format!("{} (deleting {digest} would untag it)", rule.name()),
+            });
+        }
+        if tagged.is_empty() || !self.protect_shared_digests {
             Ok(())
         } else {
             tagged.sort();

@@ -72,6 +72,7 @@ pub(crate) fn app(extra: impl FnOnce(&std::path::Path) -> String) -> TestApp {
         Arc::clone(&metrics),
         false,
     ));
+    let state_for_times = state.clone();
     let parts = AppParts {
         settings,
         upstream,
@@ -82,6 +83,7 @@ pub(crate) fn app(extra: impl FnOnce(&std::path::Path) -> String) -> TestApp {
         gate,
         auth,
         fast_reads: None,
+        times: crate::retention::Recorder::new(state_for_times),
     };
     let app = App::new(parts.clone());
     TestApp {
