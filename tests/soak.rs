@@ -10,6 +10,7 @@
 //! `REGATE_SOAK_SEED` fixes the seed (printed either way). `scripts/soak`
 //! runs the long form.
 
+#[path = "it/common/mod.rs"]
 mod common;
 mod soak_support;
 

@@ -1,5 +1,5 @@
 //! The reachability rules on a hand-built storage layout (the real registry
-//! is exercised in `tests/gc_untagged.rs`).
+//! is exercised in `tests/it/gc_untagged.rs`).
 
 use super::*;
 use serde_json::json;

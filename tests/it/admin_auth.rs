@@ -2,7 +2,7 @@
 //! regate in basic mode with the example rules (only `admin` has the right
 //! on `*`), the HTTP API and the `regate maintenance` / `regate gc` CLI.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 use std::time::Duration;

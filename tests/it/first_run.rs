@@ -2,7 +2,7 @@
 //! first `check-config` to the first refused push. Every check runs the real
 //! binary (and, where a registry is involved, a real `docker-registry`).
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;

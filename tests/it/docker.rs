@@ -5,14 +5,14 @@
 //! `public/*` (token mode only: after a Basic challenge docker sends nothing
 //! without credentials).
 //!
-//! Each test has its own dockerd and containerd (tests/common/dockerd.rs) and
+//! Each test has its own dockerd and containerd (tests/it/common/dockerd.rs) and
 //! reaches regate on 127.0.0.1 over TLS, with its CA in
 //! `/etc/docker/certs.d/<host:port>/ca.crt` as a user would put it (dockerd
-//! skips the certificate check on 127.0.0.0/8; tests/containerd.rs proves
+//! skips the certificate check on 127.0.0.0/8; tests/it/containerd.rs proves
 //! the CA check). The docker and curl calls block, so
 //! each scenario runs on a blocking thread and leaves the runtime to regate.
 
-mod common;
+use crate::common;
 
 use common::auth::{password, AuthFiles};
 use common::client_checks::{mounts_from, run_blocking, Mode, Site};
@@ -35,7 +35,7 @@ fn scenario(site: &Site) {
     let app = format!("{host}/alice/app");
 
     // The CA where users put it (dockerd does not check it on loopback;
-    // tests/containerd.rs proves the check).
+    // tests/it/containerd.rs proves the check).
     let _trust = DockerTrust::install(host, &site.ca);
 
     if site.mode != Mode::None {

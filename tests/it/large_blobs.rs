@@ -1,7 +1,7 @@
 //! A 256 MiB blob streams up and down through the regate binary while its
 //! resident memory stays bounded.
 
-mod common;
+use crate::common;
 
 use common::regate::{config_toml, RegateProcess, TestCerts};
 use common::Registry;

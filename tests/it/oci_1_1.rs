@@ -1,7 +1,7 @@
 //! OCI distribution 1.1 through regate in front of 2.8: referrers API,
 //! `OCI-Subject`, strict chunked uploads, cross-repo mount fallback, reindex.
 
-mod common;
+use crate::common;
 
 use common::images::{absolute, pseudo_random, sha256};
 use common::{Image, Regate, Registry};

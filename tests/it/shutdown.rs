@@ -2,7 +2,7 @@
 //! finish; a connection still open after that is closed, not left running
 //! behind a server that says it stopped.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

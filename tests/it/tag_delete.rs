@@ -1,7 +1,7 @@
 //! DELETE by tag removes exactly that tag, on a real 2.8 registry, with real
 //! clients (curl for the delete, skopeo for pulls).
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

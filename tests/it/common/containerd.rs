@@ -1,7 +1,7 @@
 //! A containerd of the test's own (root, state, sockets and plugin dir in a
 //! short temporary folder under /tmp, never the system's), the `ctr` client
 //! against it, and the hosts dir that makes ctr trust regate's CA. dockerd
-//! runs on such a containerd too (tests/common/dockerd.rs). Stopped on drop.
+//! runs on such a containerd too (tests/it/common/dockerd.rs). Stopped on drop.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

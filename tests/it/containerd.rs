@@ -11,11 +11,11 @@
 //! still succeed (a plain upload session) and nothing of A may leak. And
 //! ctr's retries of a wrong password must not lock the account.
 //!
-//! Each test has its own containerd (tests/common/containerd.rs); the ctr and
+//! Each test has its own containerd (tests/it/common/containerd.rs); the ctr and
 //! curl calls block, so each scenario runs on a blocking thread and leaves the
 //! runtime to regate.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

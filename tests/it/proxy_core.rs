@@ -1,6 +1,6 @@
 //! The proxy core against a real registry and a real client (skopeo).
 
-mod common;
+use crate::common;
 
 use common::images::{self, absolute, pseudo_random, sha256, ACCEPT_ALL};
 use common::skopeo;

@@ -6,7 +6,7 @@
 //! for bodies that are not large, to reuse the connection, as Go's client
 //! and docker expect.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

@@ -2,7 +2,7 @@
 //! broken through the storage in each way it must name, through the library
 //! and the binary (exit codes, table and JSON).
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

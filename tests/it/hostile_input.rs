@@ -5,7 +5,7 @@
 //! whole. Slow and silent connections are dropped on time while normal
 //! requests go on.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

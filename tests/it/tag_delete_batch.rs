@@ -4,7 +4,7 @@
 //! changes, no dummy is left; and regate killed at each step of a batch ends
 //! with every tag removed or original.
 
-mod common;
+use crate::common;
 
 use common::images::{put_manifest, ACCEPT_ALL};
 use common::regate::{client_trusting, config_toml, RegateProcess, TestCerts};

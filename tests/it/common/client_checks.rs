@@ -1,4 +1,4 @@
-//! What the client end-to-end tests (tests/docker.rs, tests/containerd.rs)
+//! What the client end-to-end tests (tests/it/docker.rs, tests/it/containerd.rs)
 //! check beside the client: the auth mode, manifests as regate serves them,
 //! and `curl -X DELETE` of a tag with the credentials of the mode. Calls block
 //! (the client tests run on a blocking thread), reaching the async client

@@ -3,7 +3,7 @@
 //! to regate's user, and the registry's own log lines, passed through
 //! regate's log, never carry an upload's `_state`.
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::PermissionsExt as _;
 

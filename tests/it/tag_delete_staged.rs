@@ -6,7 +6,7 @@
 //! (the config is uploaded again); and what a stopped regate left staged is
 //! unlinked at the next start. Every delete removes exactly its tag.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

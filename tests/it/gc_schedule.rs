@@ -1,6 +1,6 @@
 //! `[gc] schedule` and `[gc] window` with the real registry's GC.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -2,7 +2,7 @@
 //! kernel's accept queue (its TLS handshake does not start) until one closes,
 //! then it is served; the admin listener keeps answering meanwhile.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! Docker token auth: regate's issuer and verifier, against a real registry
 //! and a real client (skopeo), with the example ACL of issue 3.
 
-mod common;
+use crate::common;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

@@ -1,6 +1,6 @@
 //! `regate tags rm | ls | restore | deleted` against a real regate and registry.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

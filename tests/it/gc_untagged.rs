@@ -2,7 +2,7 @@
 //! go, multi-arch images keep every child, referrers of kept images stay, and
 //! the storage really shrinks.
 
-mod common;
+use crate::common;
 
 use common::gc::{blob_on_disk, gc_section, get_json, start_gc, storage_size};
 use common::images::ACCEPT_ALL;

@@ -1,7 +1,7 @@
 //! The tag delete under concurrency and crashes: a push racing a delete of
 //! the same tag, and regate killed at every step of the sequence.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;

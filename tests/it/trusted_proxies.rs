@@ -3,7 +3,7 @@
 //! audit log use, and the scheme it names is the one upload URLs use. The
 //! test client on 127.0.0.1 plays the load balancer.
 
-mod common;
+use crate::common;
 
 use common::auth::{basic_header, password, AuthFiles};
 use common::regate::{client_trusting, config_toml, TestCerts};

@@ -2,7 +2,7 @@
 //! command runs, while its untagged walk runs, or while maintenance is on, and
 //! comes back in the right state (a walk cut short is resumed, not restarted).
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -3,7 +3,7 @@
 //! docker-registry. podman keeps its images in a private vfs store per test,
 //! so nothing on the machine is touched.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

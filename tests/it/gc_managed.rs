@@ -2,7 +2,7 @@
 //! (`docker-registry garbage-collect <its config>`) and the storage root
 //! without any `[gc]` key.
 
-mod common;
+use crate::common;
 
 use common::gc::{blob_on_disk, start_gc};
 use common::images::ACCEPT_ALL;

@@ -1,7 +1,7 @@
 //! Basic auth and the rules, against a real registry and a real client
 //! (skopeo), with the example ACL of issue 3.
 
-mod common;
+use crate::common;
 
 use common::auth::{basic_header, password, push_with_skopeo, skopeo_async, AuthFiles};
 use common::images::ACCEPT_ALL;

@@ -2,7 +2,7 @@
 //! (serving and running `garbage-collect`), regate in front of it, skopeo
 //! and raw HTTP pushes.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
