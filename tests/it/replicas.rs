@@ -3,7 +3,7 @@
 //! `http.secret`), and two regate replicas, one in front of each. The write
 //! gate and the GC lease are the cluster's (`regate::cluster`).
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;

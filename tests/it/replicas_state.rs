@@ -6,7 +6,7 @@
 //! mid-delete has its journal entry finished or rolled back by a live one,
 //! once, within the bound of its periodic check.
 
-mod common;
+use crate::common;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

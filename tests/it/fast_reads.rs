@@ -8,7 +8,7 @@
 //! again, a push is seen at once, auth still applies, and a blob removed by
 //! GC while it is served arrives whole.
 
-mod common;
+use crate::common;
 
 use common::auth::{basic_header, password, AuthFiles};
 use common::images::{self, ACCEPT_ALL};

@@ -6,7 +6,7 @@
 //! a kept tag sharing a deleted tag's digest still pulls, restore after apply,
 //! the fraction guard (skipped, then forced), and the run history.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;

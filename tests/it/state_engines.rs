@@ -5,7 +5,7 @@
 //! replicas opening one empty PostgreSQL database at once (the migrations
 //! run once); and the claim of a dead replica's journal entries, exactly once.
 
-mod common;
+use crate::common;
 
 use common::postgres::Postgres;
 use regate::config::StateUrl;

@@ -5,7 +5,7 @@
 //! delete, batch delete, digest delete that would untag it), while other
 //! tags and other repositories are untouched by the rules.
 
-mod common;
+use crate::common;
 
 use common::images::{push_blob, put_manifest, ACCEPT_ALL};
 use common::skopeo::{copy, try_skopeo};
