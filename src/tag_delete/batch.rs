@@ -24,7 +24,7 @@ use futures_util::future::join_all;
 use super::{removal, Dummy, Family, Removed, TagDeleteError, TagDeleter};
 use crate::registry_api::{Manifest, NativeTagDelete};
 use crate::route::{RepoName, Tag};
-use crate::state::{blocking, JournalEntry};
+use crate::state::{blocking, JournalEntry, JournalStep};
 use crate::tag_locks::TagGuard;
 
 /// The most tags one batch takes (the CLI sends batches of 100).
@@ -192,7 +192,7 @@ impl TagDeleter {
                     original_media_type: m.media_type.clone(),
                     dummy_digest: dummy.digest.clone(),
                     dummy_config_digest: dummy.config_digest.clone(),
-                    step: "intent".into(),
+                    step: JournalStep::Intent,
                     account: account.to_owned(),
                 }
             })
@@ -254,16 +254,19 @@ impl TagDeleter {
             Ok(NativeTagDelete::Disabled) => {
                 let ids: Vec<i64> = work.iter().map(|(_, _, e)| e.id).collect();
                 out.extend(
-                    self.close_all(&ids, "refused", work.iter().map(|(t, _, _)| *t), || {
-                        TagDeleteError::DeletesDisabled
-                    })
+                    self.close_all(
+                        &ids,
+                        JournalStep::Refused,
+                        work.iter().map(|(t, _, _)| *t),
+                        || TagDeleteError::DeletesDisabled,
+                    )
                     .await,
                 );
             }
             Ok(NativeTagDelete::NotFound) => {
                 let (first, _, e) = work.remove(0);
                 out.extend(
-                    self.close_all(&[e.id], "not_found", [first], || {
+                    self.close_all(&[e.id], JournalStep::NotFound, [first], || {
                         TagDeleteError::NotFound(format!("{repo}:{first}"))
                     })
                     .await,
@@ -294,9 +297,12 @@ impl TagDeleter {
                 out.push((t.to_owned(), r));
                 let ids: Vec<i64> = work.iter().map(|(_, _, e)| e.id).collect();
                 out.extend(
-                    self.close_all(&ids, "rolled_back", work.iter().map(|(t, _, _)| *t), || {
-                        TagDeleteError::Upstream(msg.clone())
-                    })
+                    self.close_all(
+                        &ids,
+                        JournalStep::RolledBack,
+                        work.iter().map(|(t, _, _)| *t),
+                        || TagDeleteError::Upstream(msg.clone()),
+                    )
                     .await,
                 );
             }
@@ -330,7 +336,7 @@ impl TagDeleter {
         e: &JournalEntry,
         account: &str,
     ) -> (TagOutcome, Option<JournalEntry>) {
-        let closed = |step: &'static str, err: TagDeleteError| async move {
+        let closed = |step: JournalStep, err: TagDeleteError| async move {
             self.close_entries(&[e.id], step).await;
             ((tag.to_owned(), Err(err)), None)
         };
@@ -341,12 +347,12 @@ impl TagDeleter {
             ),
             Ok(NativeTagDelete::NotFound) => {
                 closed(
-                    "not_found",
+                    JournalStep::NotFound,
                     TagDeleteError::NotFound(format!("{repo}:{tag}")),
                 )
                 .await
             }
-            Ok(_) => closed("refused", TagDeleteError::DeletesDisabled).await,
+            Ok(_) => closed(JournalStep::Refused, TagDeleteError::DeletesDisabled).await,
             Err(err) => match self.recover_entry(e, false).await {
                 Ok(super::Recovered::Removed) => {
                     let removed = Removed {
@@ -364,10 +370,10 @@ impl TagDeleter {
     /// Closes journal entries of tags left as they were (one transaction).
     /// A close that fails leaves the entry to the next start's recovery,
     /// which finds the tag at its original.
-    async fn close_entries(&self, ids: &[i64], step: &'static str) {
+    async fn close_entries(&self, ids: &[i64], step: JournalStep) {
         let (state, ids) = (self.state.clone(), ids.to_vec());
         if let Err(e) = blocking(move || state.journal_close_many(&ids, step)).await {
-            tracing::warn!(error = %e, step, "cannot close tag delete journal entries yet; the next start will");
+            tracing::warn!(error = %e, step = step.as_str(), "cannot close tag delete journal entries yet; the next start will");
         }
     }
 
@@ -375,7 +381,7 @@ impl TagDeleter {
     async fn close_all<'t>(
         &self,
         ids: &[i64],
-        step: &'static str,
+        step: JournalStep,
         tags: impl IntoIterator<Item = &'t str>,
         err: impl Fn() -> TagDeleteError,
     ) -> Vec<TagOutcome> {

@@ -35,7 +35,7 @@ use crate::error::{ErrorCode, RegistryError};
 use crate::metrics::Metrics;
 use crate::registry_api::{ApiError, Manifest, NativeTagDelete, RegistryApi};
 use crate::route::{RepoName, Tag};
-use crate::state::{blocking, Deletion, JournalEntry, State, StateError};
+use crate::state::{blocking, Deletion, JournalEntry, JournalStep, State, StateError};
 use crate::tag_locks::{TagGuard, TagLocks};
 use crate::write_gate::WriteGate;
 pub use batch::{TagOutcome, MAX_BATCH};
@@ -295,7 +295,7 @@ impl TagDeleter {
             original_media_type: original.media_type.clone(),
             dummy_digest: dummy.digest.clone(),
             dummy_config_digest: dummy.config_digest.clone(),
-            step: "intent".into(),
+            step: JournalStep::Intent,
             account: account.to_owned(),
         };
         // The intent is journalled while the registry is asked to delete the
@@ -329,9 +329,11 @@ impl TagDeleter {
                     .record_removed(repo, tag, &original, account, Some(entry.id), true)
                     .await;
             }
-            Ok(NativeTagDelete::Disabled) => Some(("refused", TagDeleteError::DeletesDisabled)),
+            Ok(NativeTagDelete::Disabled) => {
+                Some((JournalStep::Refused, TagDeleteError::DeletesDisabled))
+            }
             Ok(NativeTagDelete::NotFound) => Some((
-                "not_found",
+                JournalStep::NotFound,
                 TagDeleteError::NotFound(format!("{repo}:{tag}")),
             )),
             Err(err) => {
@@ -619,9 +621,9 @@ impl TagDeleter {
             now = self.api.resolve(repo, tag).await?;
         }
         let (outcome, step) = match now {
-            None => (Recovered::Removed, "removed"),
-            Some(d) if d == e.original_digest => (Recovered::RolledBack, "rolled_back"),
-            Some(_) => (Recovered::Superseded, "superseded"),
+            None => (Recovered::Removed, JournalStep::Removed),
+            Some(d) if d == e.original_digest => (Recovered::RolledBack, JournalStep::RolledBack),
+            Some(_) => (Recovered::Superseded, JournalStep::Superseded),
         };
         if outcome == Recovered::Removed {
             let original = self.api.manifest(repo, &e.original_digest).await?;
@@ -645,7 +647,7 @@ impl TagDeleter {
         tracing::info!(
             repository = repo,
             tag,
-            outcome = step,
+            outcome = step.as_str(),
             "tag delete journal entry recovered"
         );
         Ok(outcome)
