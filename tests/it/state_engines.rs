@@ -256,6 +256,31 @@ fn every_method_answers_the_same_on_sqlite_and_postgresql() {
     let s = pg_state(&url);
     assert!(s.is_shared());
     the_sequence(&s);
+    // States are stored as their text; a text this regate does not know is
+    // an error naming the table, the column and the text.
+    let id = s
+        .gc_run_insert(&GcRun {
+            trigger: GcTrigger::Schedule,
+            phase: GcPhase::Draining,
+            ..Default::default()
+        })
+        .unwrap();
+    let row =
+        format!("SELECT trigger || ',' || status || ',' || phase FROM gc_runs WHERE id = {id}");
+    assert_eq!(pg.sql("sequence", &row), "schedule,running,draining");
+    pg.sql(
+        "sequence",
+        &format!("UPDATE gc_runs SET phase = 'sweeping' WHERE id = {id}"),
+    );
+    let err = s.gc_run(id).unwrap_err().to_string();
+    assert!(
+        err.contains("gc_runs") && err.contains("phase") && err.contains("\"sweeping\""),
+        "{err}"
+    );
+    pg.sql(
+        "sequence",
+        &format!("UPDATE gc_runs SET status = 'failed', phase = 'done' WHERE id = {id}"),
+    );
     // A second replica sees what the first wrote.
     let other = pg_state(&url);
     assert_eq!(other.get_meta("k").unwrap().as_deref(), Some("v2"));
