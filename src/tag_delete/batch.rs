@@ -416,6 +416,8 @@ impl TagDeleter {
         out
     }
 
+    /// One family's tags, after their intent: overwritten with one dummy,
+    /// verified, then recorded, or each finished or rolled back.
     /// `locks`: the batch's tag locks; a tag whose recovery fails keeps its
     /// lock in the background retry.
     async fn one_dummy_for<'t>(
@@ -437,66 +439,96 @@ impl TagDeleter {
         };
         match done {
             Ok(()) => {
-                let records: Vec<_> = group
-                    .iter()
-                    .zip(&entries)
-                    .map(|((t, m), e)| {
-                        (
-                            removal(
-                                repo,
-                                t,
-                                &m.digest,
-                                &m.media_type,
-                                Some(m.bytes.to_vec()),
-                                account,
-                            ),
-                            e.id,
-                        )
-                    })
-                    .collect();
-                let state = self.state.clone();
-                let saved = blocking(move || state.record_deletions(&records)).await;
-                if let Err(e) = saved {
-                    // The journal entries stay open: the next start records them.
-                    tracing::warn!(repository = repo, error = %e, "cannot record a batch of tag removals yet");
-                }
-                tracing::info!(target: "regate::audit", event = "tags_deleted", repository = %repo, tags = group.len(), account = %account);
-                self.staging.unlink_later(repo, &dummy.config_digest).await;
-                group
-                    .iter()
-                    .map(|(t, m)| {
-                        let removed = Removed {
-                            digest: m.digest.clone(),
-                            native: false,
-                        };
-                        ((*t).to_owned(), Ok(removed))
-                    })
-                    .collect()
+                self.record_batch(repo, &group, &entries, &dummy, account)
+                    .await
             }
             Err(err) => {
-                tracing::warn!(repository = repo, error = %err, "a batch of tag deletes failed midway; recovering each tag");
-                let mut out = Vec::new();
-                for (i, (entry, (t, m))) in entries.iter().zip(&group).enumerate() {
-                    // Let a dummy PUT still in flight land once, before the first.
-                    let r = match self.recover_entry(entry, i == 0).await {
-                        Ok(super::Recovered::Removed) => Ok(Removed {
-                            digest: m.digest.clone(),
-                            native: false,
-                        }),
-                        Ok(_) => Err(TagDeleteError::Verify(format!(
-                            "{repo}:{t} was left as it was: {err}"
-                        ))),
-                        Err(e) => {
-                            if let Some(guard) = locks.remove(t) {
-                                self.recover_later(entry.clone(), guard);
-                            }
-                            Err(e)
-                        }
-                    };
-                    out.push(((*t).to_owned(), r));
-                }
-                out
+                self.finish_or_roll_back_each(repo, &group, &entries, err, locks)
+                    .await
             }
         }
+    }
+
+    /// Record: keeps a verified batch's removals for undo (closing their
+    /// journal entries in one transaction) as the answer; the dummy's config
+    /// is unlinked after it.
+    async fn record_batch(
+        &self,
+        repo: &str,
+        group: &[(&str, Manifest)],
+        entries: &[JournalEntry],
+        dummy: &Dummy,
+        account: &str,
+    ) -> Vec<TagOutcome> {
+        let records: Vec<_> = group
+            .iter()
+            .zip(entries)
+            .map(|((t, m), e)| {
+                (
+                    removal(
+                        repo,
+                        t,
+                        &m.digest,
+                        &m.media_type,
+                        Some(m.bytes.to_vec()),
+                        account,
+                    ),
+                    e.id,
+                )
+            })
+            .collect();
+        let state = self.state.clone();
+        let saved = blocking(move || state.record_deletions(&records)).await;
+        if let Err(e) = saved {
+            // The journal entries stay open: the next start records them.
+            tracing::warn!(repository = repo, error = %e, "cannot record a batch of tag removals yet");
+        }
+        tracing::info!(target: "regate::audit", event = "tags_deleted", repository = %repo, tags = group.len(), account = %account);
+        self.staging.unlink_later(repo, &dummy.config_digest).await;
+        group
+            .iter()
+            .map(|(t, m)| {
+                let removed = Removed {
+                    digest: m.digest.clone(),
+                    native: false,
+                };
+                ((*t).to_owned(), Ok(removed))
+            })
+            .collect()
+    }
+
+    /// A batch that failed while overwriting or verifying (`err`): each tag
+    /// finished or rolled back now, or later when the registry cannot be
+    /// reached (its lock, taken from `locks`, kept by the retry).
+    async fn finish_or_roll_back_each<'t>(
+        self: &Arc<Self>,
+        repo: &str,
+        group: &[(&'t str, Manifest)],
+        entries: &[JournalEntry],
+        err: TagDeleteError,
+        locks: &mut HashMap<&'t str, TagGuard>,
+    ) -> Vec<TagOutcome> {
+        tracing::warn!(repository = repo, error = %err, "a batch of tag deletes failed midway; recovering each tag");
+        let mut out = Vec::new();
+        for (i, (entry, (t, m))) in entries.iter().zip(group).enumerate() {
+            // Let a dummy PUT still in flight land once, before the first.
+            let r = match self.recover_entry(entry, i == 0).await {
+                Ok(super::Recovered::Removed) => Ok(Removed {
+                    digest: m.digest.clone(),
+                    native: false,
+                }),
+                Ok(_) => Err(TagDeleteError::Verify(format!(
+                    "{repo}:{t} was left as it was: {err}"
+                ))),
+                Err(e) => {
+                    if let Some(guard) = locks.remove(t) {
+                        self.recover_later(entry.clone(), guard);
+                    }
+                    Err(e)
+                }
+            };
+            out.push(((*t).to_owned(), r));
+        }
+        out
     }
 }
