@@ -1,5 +1,9 @@
 //! Turns the raw file into [`Settings`], applying defaults and collecting every
-//! problem (with its key) instead of stopping at the first.
+//! problem (with its key) instead of stopping at the first. Each section is
+//! checked by its own function (`Check::server`, `upstream`, `state`, `log`
+//! here; `auth`, `gc`, `storage`, `retention` in their files); `validate`
+//! only calls them in order (the order their problems are listed in) and
+//! assembles the result.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -7,7 +11,7 @@ use std::time::Duration;
 
 use super::defaults as d;
 use super::problem::Problem;
-use super::raw::RawConfig;
+use super::raw::{RawConfig, RawLog, RawServer, RawState, RawUpstream};
 use super::*;
 
 struct Check {
@@ -51,90 +55,218 @@ impl Check {
     }
 }
 
+impl Check {
+    /// `[server]`; `None` when its listen address is bad (a problem says so).
+    fn server(&mut self, s: RawServer) -> Option<ServerSettings> {
+        let listen = self.addr("server.listen", s.listen.as_deref(), Some(d::LISTEN));
+        let admin_listen = self.addr(
+            "server.admin_listen",
+            s.admin_listen.as_deref(),
+            Some(d::ADMIN_LISTEN),
+        );
+        let plain_listen = self.addr("server.plain_listen", s.plain_listen.as_deref(), None);
+        let tls_cert = PathBuf::from(s.tls_cert.as_deref().unwrap_or(d::TLS_CERT));
+        let tls_key = PathBuf::from(s.tls_key.as_deref().unwrap_or(d::TLS_KEY));
+        let dev_certs = s.dev_certs.unwrap_or(d::DEV_CERTS);
+        if !dev_certs {
+            for (key, path) in [("server.tls_cert", &tls_cert), ("server.tls_key", &tls_key)] {
+                if !path.is_file() {
+                    self.problems.push(Problem::new(
+                        key,
+                        format!(
+                            "file {} not found; create a certificate with `regate cert --dir {} --host <name>`, point {key} at yours, or set server.dev_certs = true",
+                            path.display(),
+                            path.parent().map(|p| p.display().to_string()).filter(|p| !p.is_empty()).unwrap_or_else(|| ".".into())
+                        ),
+                    ));
+                }
+            }
+        }
+        let public_url = s
+            .public_url
+            .as_deref()
+            .and_then(|u| match parse_public_url(u) {
+                Ok(p) => Some(p),
+                Err(m) => {
+                    self.problems
+                        .push(Problem::new("server.public_url", format!("{u:?} {m}")));
+                    None
+                }
+            });
+        let trusted_proxies = crate::forwarded::TrustedProxies::parse(
+            s.trusted_proxies.as_deref().unwrap_or_default(),
+        )
+        .unwrap_or_else(|bad| {
+            self.problems.extend(
+                bad.into_iter()
+                    .map(|m| Problem::new("server.trusted_proxies", m)),
+            );
+            Default::default()
+        });
+        let handshake_timeout = self.secs(
+            "server.handshake_timeout",
+            s.handshake_timeout,
+            d::HANDSHAKE_TIMEOUT_SECS,
+        );
+        let header_read_timeout = self.secs(
+            "server.header_read_timeout",
+            s.header_read_timeout,
+            d::HEADER_READ_TIMEOUT_SECS,
+        );
+        let max_header_bytes = s.max_header_bytes.unwrap_or(d::MAX_HEADER_BYTES);
+        if !(1024..=super::HARD_MAX_HEAD_BYTES as u64 / 2).contains(&max_header_bytes) {
+            self.problems.push(Problem::new(
+                "server.max_header_bytes",
+                format!(
+                    "must be between 1024 and {} (bytes)",
+                    super::HARD_MAX_HEAD_BYTES / 2
+                ),
+            ));
+        }
+        let max_connections = s.max_connections.unwrap_or(d::MAX_CONNECTIONS);
+        if !(1..=1_000_000).contains(&max_connections) {
+            self.problems.push(Problem::new(
+                "server.max_connections",
+                "must be between 1 and 1000000 (connections)",
+            ));
+        }
+        let idle_timeout = self.secs("server.idle_timeout", s.idle_timeout, d::IDLE_TIMEOUT_SECS);
+        let shutdown_timeout = self.secs(
+            "server.shutdown_timeout",
+            s.shutdown_timeout,
+            d::SHUTDOWN_TIMEOUT_SECS,
+        );
+        Some(ServerSettings {
+            listen: listen?,
+            tls_cert,
+            tls_key,
+            dev_certs,
+            admin_listen,
+            plain_listen,
+            public_url,
+            trusted_proxies,
+            handshake_timeout,
+            header_read_timeout,
+            max_header_bytes: max_header_bytes as usize,
+            max_connections: max_connections as usize,
+            idle_timeout,
+            shutdown_timeout,
+        })
+    }
+
+    /// `[upstream]` and `[upstream.managed]` (its credentials go to `[auth]`).
+    fn upstream(&mut self, u: RawUpstream) -> UpstreamSettings {
+        let url = u.url.as_deref().and_then(|v| match UpstreamUrl::parse(v) {
+            Ok(url) => Some(url),
+            Err(m) => {
+                self.problems
+                    .push(Problem::new("upstream.url", format!("{v:?} {m}")));
+                None
+            }
+        });
+        let managed = u.managed.map(|m| ManagedSettings {
+            binary: m.binary.unwrap_or_else(|| d::MANAGED_BINARY.into()),
+            data_dir: PathBuf::from(m.data_dir.unwrap_or_else(|| d::MANAGED_DATA_DIR.into())),
+        });
+        if u.url.is_none() && managed.is_none() {
+            self.problems.push(Problem::new(
+                "upstream.url",
+                "missing; set it to your registry (e.g. \"http://127.0.0.1:5000\") or add an [upstream.managed] section so regate runs one",
+            ));
+        }
+        if let (Some(_), Some(url)) = (&managed, &url) {
+            if !matches!(
+                url.authority.host(),
+                "127.0.0.1" | "localhost" | "[::1]" | "::1"
+            ) {
+                self.problems.push(Problem::new(
+                    "upstream.url",
+                    format!("with [upstream.managed] the registry listens on loopback only; use 127.0.0.1 (got {})", url.authority),
+                ));
+            }
+        }
+        if let Some(m) = &managed {
+            if m.binary.trim().is_empty() {
+                self.problems
+                    .push(Problem::new("upstream.managed.binary", "must not be empty"));
+            } else if super::resolve_binary(&m.binary).is_none() {
+                self.problems.push(Problem::new(
+                    "upstream.managed.binary",
+                    format!("{:?}: {}", m.binary, super::missing_binary(&m.binary)),
+                ));
+            }
+        }
+        let connect_timeout = self.secs(
+            "upstream.connect_timeout",
+            u.connect_timeout,
+            d::UPSTREAM_CONNECT_TIMEOUT_SECS,
+        );
+        let response_timeout = self.secs(
+            "upstream.response_timeout",
+            u.response_timeout,
+            d::UPSTREAM_RESPONSE_TIMEOUT_SECS,
+        );
+        let up_idle = self.secs(
+            "upstream.idle_timeout",
+            u.idle_timeout,
+            d::UPSTREAM_IDLE_TIMEOUT_SECS,
+        );
+        UpstreamSettings {
+            url,
+            managed,
+            connect_timeout,
+            response_timeout,
+            idle_timeout: up_idle,
+        }
+    }
+
+    /// `[state]`.
+    fn state(&mut self, raw: RawState) -> StateSettings {
+        let state_url = raw.url.as_deref().and_then(|v| match StateUrl::parse(v) {
+            Ok(u) => Some(u),
+            Err(m) => {
+                self.problems.push(Problem::new("state.url", m));
+                None
+            }
+        });
+        StateSettings {
+            dir: PathBuf::from(raw.dir.unwrap_or_else(|| d::STATE_DIR.into())),
+            url: state_url,
+        }
+    }
+
+    /// `[log]`.
+    fn log(&mut self, raw: RawLog) -> LogSettings {
+        let level = raw.level.unwrap_or_else(|| d::LOG_LEVEL.into());
+        if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
+            self.problems.push(Problem::new(
+                "log.level",
+                format!(
+                    "{level:?} is not a level or filter; use error, warn, info, debug or trace"
+                ),
+            ));
+        }
+        let json = match raw.format.as_deref() {
+            None | Some("text") => false,
+            Some("json") => true,
+            Some(other) => {
+                self.problems.push(Problem::new(
+                    "log.format",
+                    format!("{other:?} is not a format; use \"text\" or \"json\""),
+                ));
+                false
+            }
+        };
+        LogSettings { level, json }
+    }
+}
+
+/// Every section by its own check, in the order their problems are listed.
 pub(super) fn validate(raw: RawConfig, _source: &str) -> Result<Settings, Vec<Problem>> {
     let mut c = Check {
         problems: Vec::new(),
     };
-    let s = raw.server;
-
-    let listen = c.addr("server.listen", s.listen.as_deref(), Some(d::LISTEN));
-    let admin_listen = c.addr(
-        "server.admin_listen",
-        s.admin_listen.as_deref(),
-        Some(d::ADMIN_LISTEN),
-    );
-    let plain_listen = c.addr("server.plain_listen", s.plain_listen.as_deref(), None);
-    let tls_cert = PathBuf::from(s.tls_cert.as_deref().unwrap_or(d::TLS_CERT));
-    let tls_key = PathBuf::from(s.tls_key.as_deref().unwrap_or(d::TLS_KEY));
-    let dev_certs = s.dev_certs.unwrap_or(d::DEV_CERTS);
-    if !dev_certs {
-        for (key, path) in [("server.tls_cert", &tls_cert), ("server.tls_key", &tls_key)] {
-            if !path.is_file() {
-                c.problems.push(Problem::new(
-                    key,
-                    format!(
-                        "file {} not found; create a certificate with `regate cert --dir {} --host <name>`, point {key} at yours, or set server.dev_certs = true",
-                        path.display(),
-                        path.parent().map(|p| p.display().to_string()).filter(|p| !p.is_empty()).unwrap_or_else(|| ".".into())
-                    ),
-                ));
-            }
-        }
-    }
-    let public_url = s
-        .public_url
-        .as_deref()
-        .and_then(|u| match parse_public_url(u) {
-            Ok(p) => Some(p),
-            Err(m) => {
-                c.problems
-                    .push(Problem::new("server.public_url", format!("{u:?} {m}")));
-                None
-            }
-        });
-    let trusted_proxies =
-        crate::forwarded::TrustedProxies::parse(s.trusted_proxies.as_deref().unwrap_or_default())
-            .unwrap_or_else(|bad| {
-                c.problems.extend(
-                    bad.into_iter()
-                        .map(|m| Problem::new("server.trusted_proxies", m)),
-                );
-                Default::default()
-            });
-    let handshake_timeout = c.secs(
-        "server.handshake_timeout",
-        s.handshake_timeout,
-        d::HANDSHAKE_TIMEOUT_SECS,
-    );
-    let header_read_timeout = c.secs(
-        "server.header_read_timeout",
-        s.header_read_timeout,
-        d::HEADER_READ_TIMEOUT_SECS,
-    );
-    let max_header_bytes = s.max_header_bytes.unwrap_or(d::MAX_HEADER_BYTES);
-    if !(1024..=super::HARD_MAX_HEAD_BYTES as u64 / 2).contains(&max_header_bytes) {
-        c.problems.push(Problem::new(
-            "server.max_header_bytes",
-            format!(
-                "must be between 1024 and {} (bytes)",
-                super::HARD_MAX_HEAD_BYTES / 2
-            ),
-        ));
-    }
-    let max_connections = s.max_connections.unwrap_or(d::MAX_CONNECTIONS);
-    if !(1..=1_000_000).contains(&max_connections) {
-        c.problems.push(Problem::new(
-            "server.max_connections",
-            "must be between 1 and 1000000 (connections)",
-        ));
-    }
-    let idle_timeout = c.secs("server.idle_timeout", s.idle_timeout, d::IDLE_TIMEOUT_SECS);
-    let shutdown_timeout = c.secs(
-        "server.shutdown_timeout",
-        s.shutdown_timeout,
-        d::SHUTDOWN_TIMEOUT_SECS,
-    );
-
+    let server = c.server(raw.server);
     let mut u = raw.upstream;
     let auth = super::auth::validate(
         raw.auth,
@@ -146,101 +278,17 @@ pub(super) fn validate(raw: RawConfig, _source: &str) -> Result<Settings, Vec<Pr
     let audit = AuditSettings {
         file: raw.audit.file.map(PathBuf::from),
     };
-    let url = u.url.as_deref().and_then(|v| match UpstreamUrl::parse(v) {
-        Ok(url) => Some(url),
-        Err(m) => {
-            c.problems
-                .push(Problem::new("upstream.url", format!("{v:?} {m}")));
-            None
-        }
-    });
-    let managed = u.managed.map(|m| ManagedSettings {
-        binary: m.binary.unwrap_or_else(|| d::MANAGED_BINARY.into()),
-        data_dir: PathBuf::from(m.data_dir.unwrap_or_else(|| d::MANAGED_DATA_DIR.into())),
-    });
-    if u.url.is_none() && managed.is_none() {
-        c.problems.push(Problem::new(
-            "upstream.url",
-            "missing; set it to your registry (e.g. \"http://127.0.0.1:5000\") or add an [upstream.managed] section so regate runs one",
-        ));
-    }
-    if let (Some(_), Some(url)) = (&managed, &url) {
-        if !matches!(
-            url.authority.host(),
-            "127.0.0.1" | "localhost" | "[::1]" | "::1"
-        ) {
-            c.problems.push(Problem::new(
-                "upstream.url",
-                format!("with [upstream.managed] the registry listens on loopback only; use 127.0.0.1 (got {})", url.authority),
-            ));
-        }
-    }
-    if let Some(m) = &managed {
-        if m.binary.trim().is_empty() {
-            c.problems
-                .push(Problem::new("upstream.managed.binary", "must not be empty"));
-        } else if super::resolve_binary(&m.binary).is_none() {
-            c.problems.push(Problem::new(
-                "upstream.managed.binary",
-                format!("{:?}: {}", m.binary, super::missing_binary(&m.binary)),
-            ));
-        }
-    }
-    let connect_timeout = c.secs(
-        "upstream.connect_timeout",
-        u.connect_timeout,
-        d::UPSTREAM_CONNECT_TIMEOUT_SECS,
-    );
-    let response_timeout = c.secs(
-        "upstream.response_timeout",
-        u.response_timeout,
-        d::UPSTREAM_RESPONSE_TIMEOUT_SECS,
-    );
-    let up_idle = c.secs(
-        "upstream.idle_timeout",
-        u.idle_timeout,
-        d::UPSTREAM_IDLE_TIMEOUT_SECS,
-    );
-
-    let state_url = raw
-        .state
-        .url
-        .as_deref()
-        .and_then(|v| match StateUrl::parse(v) {
-            Ok(u) => Some(u),
-            Err(m) => {
-                c.problems.push(Problem::new("state.url", m));
-                None
-            }
-        });
-    let state = StateSettings {
-        dir: PathBuf::from(raw.state.dir.unwrap_or_else(|| d::STATE_DIR.into())),
-        url: state_url,
-    };
-    let level = raw.log.level.unwrap_or_else(|| d::LOG_LEVEL.into());
-    if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
-        c.problems.push(Problem::new(
-            "log.level",
-            format!("{level:?} is not a level or filter; use error, warn, info, debug or trace"),
-        ));
-    }
-    let json = match raw.log.format.as_deref() {
-        None | Some("text") => false,
-        Some("json") => true,
-        Some(other) => {
-            c.problems.push(Problem::new(
-                "log.format",
-                format!("{other:?} is not a format; use \"text\" or \"json\""),
-            ));
-            false
-        }
-    };
-
-    let gc = super::gc::validate(raw.gc, managed.is_some(), &mut c.problems);
+    let upstream = c.upstream(u);
+    let state = c.state(raw.state);
+    let log = c.log(raw.log);
+    let gc = super::gc::validate(raw.gc, upstream.managed.is_some(), &mut c.problems);
     let storage = super::storage::validate(
         raw.storage,
         gc.storage_root.as_deref(),
-        managed.as_ref().map(|m| m.data_dir.join("storage")),
+        upstream
+            .managed
+            .as_ref()
+            .map(|m| m.data_dir.join("storage")),
         &mut c.problems,
     );
     let retention = super::retention::validate_retention(raw.retention, &mut c.problems);
@@ -257,31 +305,10 @@ pub(super) fn validate(raw: RawConfig, _source: &str) -> Result<Settings, Vec<Pr
     }
     Ok(Settings {
         source: String::new(),
-        server: ServerSettings {
-            listen: listen.expect("checked above"),
-            tls_cert,
-            tls_key,
-            dev_certs,
-            admin_listen,
-            plain_listen,
-            public_url,
-            trusted_proxies,
-            handshake_timeout,
-            header_read_timeout,
-            max_header_bytes: max_header_bytes as usize,
-            max_connections: max_connections as usize,
-            idle_timeout,
-            shutdown_timeout,
-        },
-        upstream: UpstreamSettings {
-            url,
-            managed,
-            connect_timeout,
-            response_timeout,
-            idle_timeout: up_idle,
-        },
+        server: server.expect("a bad listen address is a problem"),
+        upstream,
         state,
-        log: LogSettings { level, json },
+        log,
         delete: DeleteSettings {
             protect_shared_digests: raw
                 .delete

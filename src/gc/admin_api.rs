@@ -27,6 +27,7 @@ use serde_json::json;
 use super::{Gc, GcRequest};
 use crate::body::{full, read_capped, ProxyBody};
 use crate::error::{ErrorCode, RegistryError};
+use crate::state::gc_history::GcTrigger;
 
 const MAX_BODY: usize = 64 * 1024;
 const HISTORY: usize = 20;
@@ -106,7 +107,7 @@ pub async fn serve(
         (Method::POST, "/admin/gc") => {
             let wait = query_flag(req.uri().query(), "wait");
             let body: GcRequest = read_json(req).await?;
-            let id = gc.start(body, "manual").await?;
+            let id = gc.start(body, GcTrigger::Manual).await?;
             if wait {
                 let run = gc.wait(id).await?;
                 return Ok(json_response(StatusCode::OK, json!({"id": id, "run": run})));

@@ -40,7 +40,7 @@ use crate::config::gc::GcSettings;
 use crate::error::{ErrorCode, RegistryError};
 use crate::metrics::Metrics;
 use crate::registry_api::RegistryApi;
-use crate::state::gc_history::{GcRun, Maintenance};
+use crate::state::gc_history::{GcPhase, GcRun, GcStatus, GcTrigger, Maintenance};
 use crate::state::{blocking, State, StateError};
 use crate::write_gate::WriteGate;
 
@@ -319,7 +319,11 @@ impl Gc {
     }
 
     /// Starts a run in the background and returns its id.
-    pub async fn start(self: &Arc<Self>, req: GcRequest, trigger: &str) -> Result<i64, GcError> {
+    pub async fn start(
+        self: &Arc<Self>,
+        req: GcRequest,
+        trigger: GcTrigger,
+    ) -> Result<i64, GcError> {
         if self.target.argv.is_none() {
             return Err(GcError::NoCommand);
         }
@@ -339,11 +343,11 @@ impl Gc {
             .deadline
             .map(|d| now_ms() + d.saturating_duration_since(Instant::now()).as_millis() as i64);
         let mut run = GcRun {
-            trigger: trigger.to_owned(),
+            trigger,
             dry_run: req.dry_run,
             untagged: req.untagged,
-            status: "running".into(),
-            phase: "starting".into(),
+            status: GcStatus::Running,
+            phase: GcPhase::Starting,
             started_at_ms: now_ms(),
             attempts: 1,
             deadline_at_ms,
@@ -364,7 +368,7 @@ impl Gc {
         }
         *self.running() = Some(run.clone());
         self.prune_history().await;
-        tracing::info!(target: "regate::gc", id = run.id, trigger, dry_run = req.dry_run, untagged = req.untagged, "garbage collection started");
+        tracing::info!(target: "regate::gc", id = run.id, trigger = trigger.as_str(), dry_run = req.dry_run, untagged = req.untagged, "garbage collection started");
         let id = run.id;
         let gc = Arc::clone(self);
         tokio::spawn(async move { gc.run(run, req).await });

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use super::output::GcCounts;
 use super::{command, now_ms, Gc, GcError, GcRequest};
 use crate::state::blocking;
-use crate::state::gc_history::GcRun;
+use crate::state::gc_history::{GcPhase, GcRun, GcStatus};
 
 /// How many times one run is started before a restart that cuts it short
 /// marks it interrupted (a run that brings regate down must not do so forever).
@@ -32,7 +32,7 @@ enum Cut {
 }
 
 fn decide(run: &GcRun, command_summary: bool, now_ms: i64) -> Cut {
-    if run.phase == "collecting" && command_summary {
+    if run.phase == GcPhase::Collecting && command_summary {
         return Cut::FinishedUnobserved;
     }
     if run.dry_run {
@@ -100,7 +100,7 @@ impl Gc {
                 }
                 Cut::Resume => {
                     run.attempts += 1;
-                    run.phase = "starting".into();
+                    run.phase = GcPhase::Starting;
                     run.pid = None;
                     run.pid_start = None;
                     tracing::warn!(target: "regate::gc", id = run.id, attempt = run.attempts, "a GC run was cut short by a regate stop; resuming it");
@@ -119,7 +119,7 @@ impl Gc {
                 }
                 Cut::Interrupted(why) => {
                     tracing::warn!(target: "regate::gc", id = run.id, phase = %run.phase, "a GC run was cut short by a regate stop; marking it interrupted");
-                    run.status = "interrupted".into();
+                    run.status = GcStatus::Interrupted;
                     run.error = Some(why);
                     run.finished_at_ms = Some(now_ms());
                     let state = self.state.clone();
@@ -155,8 +155,8 @@ impl Gc {
             .await
             .ok()
             .flatten();
-        run.status = "finished_unobserved".into();
-        run.phase = "done".into();
+        run.status = GcStatus::FinishedUnobserved;
+        run.phase = GcPhase::Done;
         run.blobs_deleted = Some(counts.deleted(run.dry_run) as i64);
         run.error = Some(if counts.has_summary() {
             "regate restarted while the GC command ran; it completed its mark phase, but its exit status was not seen".into()
@@ -168,8 +168,11 @@ impl Gc {
             self.gate.open();
         }
         let freed = run.bytes_freed().unwrap_or(0).max(0) as u64;
-        self.metrics
-            .gc_run("finished_unobserved", started.elapsed(), freed);
+        self.metrics.gc_run(
+            GcStatus::FinishedUnobserved.as_str(),
+            started.elapsed(),
+            freed,
+        );
         self.save_async(&run).await;
         *self.running() = None;
         self.finished.send_replace(run.id);
@@ -181,10 +184,10 @@ impl Gc {
 mod tests {
     use super::*;
 
-    fn cut(phase: &str) -> GcRun {
+    fn cut(phase: GcPhase) -> GcRun {
         GcRun {
-            status: "running".into(),
-            phase: phase.into(),
+            status: GcStatus::Running,
+            phase,
             attempts: 1,
             ..Default::default()
         }
@@ -192,18 +195,26 @@ mod tests {
 
     #[test]
     fn a_run_cut_short_is_resumed_unless_it_cannot_be() {
-        for phase in ["starting", "draining", "untagged", "collecting"] {
+        for phase in [
+            GcPhase::Starting,
+            GcPhase::Draining,
+            GcPhase::Untagged,
+            GcPhase::Collecting,
+        ] {
             assert_eq!(decide(&cut(phase), false, 0), Cut::Resume, "{phase}");
         }
-        assert_eq!(decide(&cut("collecting"), true, 0), Cut::FinishedUnobserved);
+        assert_eq!(
+            decide(&cut(GcPhase::Collecting), true, 0),
+            Cut::FinishedUnobserved
+        );
         let dry = GcRun {
             dry_run: true,
-            ..cut("untagged")
+            ..cut(GcPhase::Untagged)
         };
         assert!(matches!(decide(&dry, false, 0), Cut::Interrupted(m) if m.contains("dry run")));
         let late = GcRun {
             deadline_at_ms: Some(100),
-            ..cut("untagged")
+            ..cut(GcPhase::Untagged)
         };
         assert!(
             matches!(decide(&late, false, 100), Cut::Interrupted(m) if m.contains("gc.window"))
@@ -211,7 +222,7 @@ mod tests {
         assert_eq!(decide(&late, false, 99), Cut::Resume);
         let tired = GcRun {
             attempts: MAX_ATTEMPTS,
-            ..cut("draining")
+            ..cut(GcPhase::Draining)
         };
         assert!(matches!(decide(&tired, false, 0), Cut::Interrupted(_)));
     }

@@ -11,7 +11,7 @@ use super::output::GcCounts;
 use super::{command, keeper, now_ms, Gc, GcError, GcRequest};
 use crate::cluster::gate::Holder;
 use crate::cluster::{Cluster, ClusterError};
-use crate::state::gc_history::GcRun;
+use crate::state::gc_history::{GcPhase, GcRun, GcStatus};
 use crate::write_gate::WriteGate;
 
 /// How many GC output logs are kept in `<state.dir>/gc/`.
@@ -84,13 +84,13 @@ impl Gc {
             .await
             .ok()
             .flatten();
-        run.phase = "done".into();
+        run.phase = GcPhase::Done;
         run.finished_at_ms = Some(now_ms());
         let outcome = match &result {
-            Ok(()) => "succeeded",
-            Err(_) => "failed",
+            Ok(()) => GcStatus::Succeeded,
+            Err(_) => GcStatus::Failed,
         };
-        run.status = outcome.into();
+        run.status = outcome;
         if let Err(e) = &result {
             run.error = Some(e.to_string());
             tracing::error!(target: "regate::gc", id = run.id, error = %e, "garbage collection failed; the gate is open again");
@@ -99,7 +99,7 @@ impl Gc {
         }
         let freed = run.bytes_freed().unwrap_or(0).max(0) as u64;
         self.metrics.gc_run(
-            outcome,
+            outcome.as_str(),
             started.elapsed(),
             if run.dry_run { 0 } else { freed },
         );
@@ -132,7 +132,7 @@ impl Gc {
     ) -> Result<(), GcError> {
         let mut closed = None;
         if !req.dry_run {
-            run.phase = "draining".into();
+            run.phase = GcPhase::Draining;
             self.save_async(run).await;
             let reason = format!("garbage collection, run {}", run.id);
             let (report, cluster) = match self.cluster.get() {
@@ -196,7 +196,7 @@ impl Gc {
     /// Deletes the manifests no tag reaches; returns how many (or would),
     /// earlier attempts of the run included.
     async fn untagged_cleanup(&self, run: &mut GcRun, req: GcRequest) -> Result<i64, GcError> {
-        run.phase = "untagged".into();
+        run.phase = GcPhase::Untagged;
         self.save_async(run).await;
         let plan = self.untagged_walk(run, req).await?;
         run.untagged_report = serde_json::to_value(&plan).ok();
@@ -215,7 +215,7 @@ impl Gc {
         req: GcRequest,
         manifests_deleted: i64,
     ) -> Result<(), GcError> {
-        run.phase = "collecting".into();
+        run.phase = GcPhase::Collecting;
         self.save_async(run).await;
         if let Some(root) = &self.target.storage_root {
             if !root.join("docker/registry/v2/blobs").is_dir() {

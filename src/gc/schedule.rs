@@ -13,6 +13,7 @@ use tokio::sync::watch;
 
 use super::{Gc, GcRequest};
 use crate::config::gc::{GcSchedule, GcWindow};
+use crate::state::gc_history::GcTrigger;
 
 /// Longest sleep between looks at the clock, so a clock jump is noticed.
 const RECHECK: Duration = Duration::from_secs(60);
@@ -91,7 +92,7 @@ pub async fn run(
                     untagged,
                     deadline,
                 },
-                "schedule",
+                GcTrigger::Schedule,
             )
             .await
         {

@@ -60,7 +60,7 @@ impl State {
 
 #[cfg(test)]
 mod tests {
-    use crate::state::{JournalEntry, State};
+    use crate::state::{JournalEntry, JournalStep, State};
 
     #[test]
     fn a_noted_config_is_listed_until_a_journal_entry_takes_it() {
@@ -77,7 +77,7 @@ mod tests {
             original_media_type: "m".into(),
             dummy_digest: "sha256:d".into(),
             dummy_config_digest: "sha256:c1".into(),
-            step: "intent".into(),
+            step: JournalStep::Intent,
             account: "x".into(),
         };
         s.journal_begin(&e).unwrap();

@@ -11,7 +11,7 @@
 
 use serde::Serialize;
 
-use super::sql::{vals, Row};
+use super::sql::{text_enum, vals, Row};
 use super::{State, StateError};
 
 pub(super) const GC_RUNS_TABLE: &str = "CREATE TABLE IF NOT EXISTS gc_runs (
@@ -70,22 +70,57 @@ pub(super) const MAINTENANCE_TABLE: &str = "CREATE TABLE IF NOT EXISTS maintenan
     since_ms INTEGER NOT NULL
 )";
 
+text_enum! {
+    /// What started a run.
+    #[derive(Default)]
+    pub enum GcTrigger in "gc_runs"."trigger" {
+        /// `POST /admin/gc`.
+        #[default]
+        Manual = "manual",
+        /// The `[gc] schedule`.
+        Schedule = "schedule",
+    }
+}
+
+text_enum! {
+    /// How a run stands or ended.
+    #[derive(Default)]
+    pub enum GcStatus in "gc_runs"."status" {
+        /// Also while resumed after a restart.
+        #[default]
+        Running = "running",
+        Succeeded = "succeeded",
+        Failed = "failed",
+        /// regate stopped and the run could not be resumed: a dry run, past
+        /// its window, or too many attempts.
+        Interrupted = "interrupted",
+        /// The command ended while regate was restarting: exit status unknown.
+        FinishedUnobserved = "finished_unobserved",
+    }
+}
+
+text_enum! {
+    /// The phase a run is in (or ended in).
+    #[derive(Default)]
+    pub enum GcPhase in "gc_runs"."phase" {
+        #[default]
+        Starting = "starting",
+        Draining = "draining",
+        Untagged = "untagged",
+        Collecting = "collecting",
+        Done = "done",
+    }
+}
+
 /// One garbage collection run, as recorded.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct GcRun {
     pub id: i64,
-    /// `manual` or `schedule`.
-    pub trigger: String,
+    pub trigger: GcTrigger,
     pub dry_run: bool,
     pub untagged: bool,
-    /// `running` (also while resumed after a restart), `succeeded`,
-    /// `failed`, `interrupted` (regate stopped and the run could not be
-    /// resumed: a dry run, past its window, or too many attempts),
-    /// `finished_unobserved` (the command ended while regate was
-    /// restarting: exit status unknown).
-    pub status: String,
-    /// `starting`, `draining`, `untagged`, `collecting`, `done`.
-    pub phase: String,
+    pub status: GcStatus,
+    pub phase: GcPhase,
     /// How many times the run was started: 1, plus one per resume after a
     /// restart cut it short.
     pub attempts: i64,
@@ -156,11 +191,11 @@ fn from_row(r: &Row) -> Result<GcRun, StateError> {
     let report: Option<String> = r.get(21)?;
     Ok(GcRun {
         id: r.get(0)?,
-        trigger: r.get(1)?,
+        trigger: GcTrigger::from_column(r.get(1)?)?,
         dry_run: r.get(2)?,
         untagged: r.get(3)?,
-        status: r.get(4)?,
-        phase: r.get(5)?,
+        status: GcStatus::from_column(r.get(4)?)?,
+        phase: GcPhase::from_column(r.get(5)?)?,
         started_at_ms: r.get(6)?,
         finished_at_ms: r.get(7)?,
         drain_ms: r.get(8)?,
@@ -199,7 +234,7 @@ impl State {
         self.tx(|db| {
             match db.query_opt(
                 "INSERT INTO gc_runs (trigger, dry_run, untagged, status, phase, started_at_ms, attempts, deadline_at_ms, replica) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) RETURNING id",
-                vals![&run.trigger, run.dry_run, run.untagged, &run.status, &run.phase, run.started_at_ms, run.attempts.max(1), run.deadline_at_ms, &replica],
+                vals![run.trigger, run.dry_run, run.untagged, run.status, run.phase, run.started_at_ms, run.attempts.max(1), run.deadline_at_ms, &replica],
             )? {
                 Some(r) => r.get(0),
                 None => Err(StateError::Decode { column: 0, found: "no row".into(), wanted: "id" }),
@@ -215,8 +250,8 @@ impl State {
                 "UPDATE gc_runs SET status = ?2, phase = ?3, finished_at_ms = ?4, drain_ms = ?5, drain_timed_out = ?6, closed_ms = ?7, gc_ms = ?8, exit_code = ?9, blobs_deleted = ?10, manifests_deleted = ?11, bytes_before = ?12, bytes_after = ?13, pid = ?14, pid_start = ?15, log_path = ?16, error = ?17, untagged_report = ?18, attempts = ?19, untagged_ms = ?20, repositories = ?21, tags = ?22, revisions = ?23 WHERE id = ?1",
                 vals![
                     run.id,
-                    &run.status,
-                    &run.phase,
+                    run.status,
+                    run.phase,
                     run.finished_at_ms,
                     run.drain_ms,
                     run.drain_timed_out,
@@ -419,9 +454,13 @@ mod tests {
         let mut ids = Vec::new();
         for i in 0..6 {
             let mut run = GcRun {
-                trigger: "test".into(),
-                status: if i == 0 { "running" } else { "succeeded" }.into(),
-                phase: "done".into(),
+                trigger: GcTrigger::Schedule,
+                status: if i == 0 {
+                    GcStatus::Running
+                } else {
+                    GcStatus::Succeeded
+                },
+                phase: GcPhase::Done,
                 ..Default::default()
             };
             run.id = s.gc_run_insert(&run).unwrap();
@@ -448,9 +487,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = State::open(dir.path()).unwrap();
         let mut run = GcRun {
-            trigger: "manual".into(),
-            status: "running".into(),
-            phase: "starting".into(),
+            trigger: GcTrigger::Manual,
+            status: GcStatus::Running,
+            phase: GcPhase::Starting,
             started_at_ms: 1,
             ..Default::default()
         };
@@ -483,9 +522,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = State::open(dir.path()).unwrap();
         let mut run = GcRun {
-            trigger: "manual".into(),
-            status: "running".into(),
-            phase: "untagged".into(),
+            trigger: GcTrigger::Manual,
+            status: GcStatus::Running,
+            phase: GcPhase::Untagged,
             ..Default::default()
         };
         run.id = s.gc_run_insert(&run).unwrap();
@@ -504,11 +543,104 @@ mod tests {
         s.gc_walk_begin(run.id, "b", &plan).unwrap();
         assert_eq!(s.gc_walk(run.id).unwrap()[1].deleted, 1);
         assert_eq!(s.gc_runs_running().unwrap()[0].attempts, 1);
-        run.status = "succeeded".into();
+        run.status = GcStatus::Succeeded;
         s.gc_run_save(&run).unwrap();
         let mut next = run.clone();
         next.id = s.gc_run_insert(&next).unwrap();
         s.gc_runs_prune(1).unwrap();
         assert!(s.gc_walk(run.id).unwrap().is_empty());
+    }
+
+    /// Every state's text round-trips, is its JSON, and is what the columns hold.
+    #[test]
+    fn states_round_trip_through_their_text() {
+        fn check<T: Copy + PartialEq + std::fmt::Debug + Serialize>(
+            all: &[T],
+            text: fn(T) -> &'static str,
+            parse: fn(&str) -> Option<T>,
+        ) {
+            for &v in all {
+                assert_eq!(parse(text(v)), Some(v), "{v:?}");
+                assert_eq!(
+                    serde_json::to_string(&v).unwrap(),
+                    format!("\"{}\"", text(v))
+                );
+            }
+        }
+        check(GcTrigger::ALL, GcTrigger::as_str, GcTrigger::parse);
+        check(GcStatus::ALL, GcStatus::as_str, GcStatus::parse);
+        check(GcPhase::ALL, GcPhase::as_str, GcPhase::parse);
+        let texts = |all: &[&str]| all.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            GcStatus::ALL
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>(),
+            texts(&[
+                "running",
+                "succeeded",
+                "failed",
+                "interrupted",
+                "finished_unobserved"
+            ])
+        );
+        assert_eq!(
+            GcPhase::ALL
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>(),
+            texts(&["starting", "draining", "untagged", "collecting", "done"])
+        );
+        assert_eq!(
+            GcTrigger::ALL
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>(),
+            texts(&["manual", "schedule"])
+        );
+        let json = serde_json::to_value(GcRun {
+            status: GcStatus::FinishedUnobserved,
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(json["status"], "finished_unobserved");
+        assert_eq!(json["phase"], "starting");
+        assert_eq!(json["trigger"], "manual");
+    }
+
+    /// A text this regate does not know, read from the database, is an
+    /// error naming the table, the column and the text.
+    #[test]
+    fn an_unknown_state_text_is_refused() {
+        assert_eq!(GcStatus::parse("Running"), None);
+        assert_eq!(GcPhase::parse(""), None);
+        let dir = tempfile::tempdir().unwrap();
+        let s = State::open(dir.path()).unwrap();
+        let id = s
+            .gc_run_insert(&GcRun {
+                phase: GcPhase::Draining,
+                ..Default::default()
+            })
+            .unwrap();
+        s.tx(|db| {
+            db.exec(
+                "UPDATE gc_runs SET phase = 'sweeping' WHERE id = ?1",
+                vals![id],
+            )
+        })
+        .unwrap();
+        let err = s.gc_run(id).unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                StateError::UnknownText { table: "gc_runs", column: "phase", found } if found == "sweeping"
+            ),
+            "{err:?}"
+        );
+        let text = err.to_string();
+        assert!(
+            text.contains("gc_runs") && text.contains("phase") && text.contains("sweeping"),
+            "{text}"
+        );
     }
 }

@@ -33,7 +33,7 @@ mod tag_journal;
 pub use referrers::Referrer;
 pub use replicas::Orphans;
 pub use retention::{RetentionRun, TagTimes};
-pub use tag_journal::{Deletion, JournalEntry};
+pub use tag_journal::{Deletion, JournalEntry, JournalStep};
 
 use sql::{vals, Db};
 
@@ -104,6 +104,12 @@ pub enum StateError {
         url: String,
         #[source]
         source: postgres::Error,
+    },
+    #[error("state database: table {table}, column {column} holds {found:?}, which this regate does not know; was the database written by a newer regate? Run the version that wrote it, or fix the row")]
+    UnknownText {
+        table: &'static str,
+        column: &'static str,
+        found: String,
     },
     #[error("state database: column {column} holds {found}, not a {wanted}")]
     Decode {

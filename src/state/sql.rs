@@ -90,6 +90,69 @@ impl From<&Option<Vec<u8>>> for Value {
     }
 }
 
+/// A closed set of states stored as the text of a column: the enum, its
+/// text (the same in SQLite and PostgreSQL, and its serde name, so the JSON
+/// the admin API prints is that text too), `parse` and `from_column` (an
+/// unknown text is a [`StateError::UnknownText`] naming the table and column),
+/// and its [`Value`].
+macro_rules! text_enum {
+    (
+        $(#[$meta:meta])*
+        pub enum $name:ident in $table:literal . $column:literal {
+            $($(#[$vmeta:meta])* $variant:ident = $text:literal,)+
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+        pub enum $name {
+            $($(#[$vmeta])* #[serde(rename = $text)] $variant,)+
+        }
+
+        impl $name {
+            /// Every variant, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The text stored in the column (and printed in JSON).
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)+
+                }
+            }
+
+            /// The variant stored as `text`, if any.
+            pub fn parse(text: &str) -> Option<Self> {
+                match text {
+                    $($text => Some($name::$variant),)+
+                    _ => None,
+                }
+            }
+
+            /// The variant of a column's text; an unknown text is an error
+            /// naming the table, the column and the text.
+            pub(super) fn from_column(text: String) -> Result<Self, $crate::state::StateError> {
+                Self::parse(&text).ok_or($crate::state::StateError::UnknownText {
+                    table: $table,
+                    column: $column,
+                    found: text,
+                })
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl From<$name> for $crate::state::sql::Value {
+            fn from(v: $name) -> Self {
+                $crate::state::sql::Value::Text(v.as_str().to_owned())
+            }
+        }
+    };
+}
+pub(super) use text_enum;
+
 /// A column read back into a Rust type; `None`: the column holds another type.
 pub(super) trait FromValue: Sized {
     fn from_value(v: &Value) -> Option<Self>;

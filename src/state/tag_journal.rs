@@ -2,7 +2,7 @@
 //! at any step is finished or rolled back at the next start) and the history
 //! of removed tags (so a removal can be undone until GC takes the manifest).
 
-use super::sql::{vals, Db, Row};
+use super::sql::{text_enum, vals, Db, Row};
 use super::{now, State, StateError};
 
 pub(super) const SCHEMA: &str = "
@@ -35,6 +35,24 @@ CREATE TABLE IF NOT EXISTS tag_deletions (
 CREATE INDEX IF NOT EXISTS tag_deletions_by_tag ON tag_deletions (repository, tag);
 ";
 
+text_enum! {
+    /// Where a delete stands in the journal.
+    pub enum JournalStep in "tag_delete_journal"."step" {
+        /// Written before anything is changed upstream (the entry is open).
+        Intent = "intent",
+        /// The tag is gone (the entry is closed).
+        Removed = "removed",
+        /// The tag points at its original manifest again (the entry is closed).
+        RolledBack = "rolled_back",
+        /// Recovery found the tag at another manifest than both (closed).
+        Superseded = "superseded",
+        /// The registry had no such tag (closed).
+        NotFound = "not_found",
+        /// The registry refuses deletes (closed).
+        Refused = "refused",
+    }
+}
+
 /// One delete in progress, as written before anything is changed upstream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JournalEntry {
@@ -45,7 +63,7 @@ pub struct JournalEntry {
     pub original_media_type: String,
     pub dummy_digest: String,
     pub dummy_config_digest: String,
-    pub step: String,
+    pub step: JournalStep,
     pub account: String,
 }
 
@@ -73,7 +91,7 @@ pub(super) fn entry(r: &Row) -> Result<JournalEntry, StateError> {
         original_media_type: r.get(4)?,
         dummy_digest: r.get(5)?,
         dummy_config_digest: r.get(6)?,
-        step: r.get(7)?,
+        step: JournalStep::from_column(r.get(7)?)?,
         account: r.get(8)?,
     })
 }
@@ -135,7 +153,7 @@ impl State {
                     db,
                     "INSERT INTO tag_delete_journal (repository, tag, original_digest, original_media_type, dummy_digest, dummy_config_digest, step, account, started_at, updated_at, owner)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10) RETURNING id",
-                    vals![&e.repository, &e.tag, &e.original_digest, &e.original_media_type, &e.dummy_digest, &e.dummy_config_digest, &e.step, &e.account, now(), &owner],
+                    vals![&e.repository, &e.tag, &e.original_digest, &e.original_media_type, &e.dummy_digest, &e.dummy_config_digest, e.step, &e.account, now(), &owner],
                 )?);
                 super::dummy_configs::forget_in(db, &e.dummy_config_digest)?;
             }
@@ -143,13 +161,13 @@ impl State {
         })
     }
 
-    /// Closes a journal entry with its final step (`removed` or `rolled_back`).
-    pub fn journal_close(&self, id: i64, step: &str) -> Result<(), StateError> {
+    /// Closes a journal entry with its final step.
+    pub fn journal_close(&self, id: i64, step: JournalStep) -> Result<(), StateError> {
         self.journal_close_many(&[id], step)
     }
 
     /// Closes several entries with the same final step, in one transaction.
-    pub fn journal_close_many(&self, ids: &[i64], step: &str) -> Result<(), StateError> {
+    pub fn journal_close_many(&self, ids: &[i64], step: JournalStep) -> Result<(), StateError> {
         self.tx(|db| {
             for id in ids {
                 db.exec(CLOSE, vals![*id, step, now()])?;
@@ -220,7 +238,7 @@ impl State {
             vals![&d.repository, &d.tag, &d.digest, &d.media_type, &d.manifest, &d.account, now()],
         )?;
         if let Some(j) = close_journal {
-            db.exec(CLOSE, vals![j, "removed", now()])?;
+            db.exec(CLOSE, vals![j, JournalStep::Removed, now()])?;
         }
         Ok(id)
     }
@@ -286,7 +304,7 @@ mod tests {
             original_media_type: "m".into(),
             dummy_digest: "sha256:2".into(),
             dummy_config_digest: "sha256:3".into(),
-            step: "intent".into(),
+            step: JournalStep::Intent,
             account: "-".into(),
         };
         e.id = s.journal_begin(&e).unwrap();
@@ -294,8 +312,8 @@ mod tests {
         let s = State::open(dir.path()).unwrap();
         let open = s.journal_open_entries().unwrap();
         assert_eq!(open.len(), 1);
-        assert_eq!(open[0].step, "intent");
-        s.journal_close(e.id, "removed").unwrap();
+        assert_eq!(open[0].step, JournalStep::Intent);
+        s.journal_close(e.id, JournalStep::Removed).unwrap();
         assert!(s.journal_open_entries().unwrap().is_empty());
     }
 
@@ -326,5 +344,60 @@ mod tests {
         s.mark_restored(id).unwrap();
         assert!(s.last_deletion("r", "t").unwrap().is_none());
         assert_eq!(s.deletions(Some("r"), 10).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn journal_steps_round_trip_through_their_text() {
+        let texts: Vec<&str> = JournalStep::ALL.iter().map(|s| s.as_str()).collect();
+        assert_eq!(
+            texts,
+            [
+                "intent",
+                "removed",
+                "rolled_back",
+                "superseded",
+                "not_found",
+                "refused"
+            ]
+        );
+        for &step in JournalStep::ALL {
+            assert_eq!(JournalStep::parse(step.as_str()), Some(step));
+        }
+    }
+
+    /// A step this regate does not know, read from the database, is an
+    /// error naming the table, the column and the text.
+    #[test]
+    fn an_unknown_journal_step_is_refused() {
+        assert_eq!(JournalStep::parse("rolled-back"), None);
+        let dir = tempfile::tempdir().unwrap();
+        let s = State::open(dir.path()).unwrap();
+        let e = JournalEntry {
+            id: 0,
+            repository: "a/b".into(),
+            tag: "t".into(),
+            original_digest: "sha256:1".into(),
+            original_media_type: "m".into(),
+            dummy_digest: "sha256:2".into(),
+            dummy_config_digest: "sha256:3".into(),
+            step: JournalStep::Intent,
+            account: "-".into(),
+        };
+        let id = s.journal_begin(&e).unwrap();
+        s.tx(|db| {
+            db.exec(
+                "UPDATE tag_delete_journal SET step = 'halfway' WHERE id = ?1",
+                vals![id],
+            )
+        })
+        .unwrap();
+        let err = s.journal_open_entries().unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                StateError::UnknownText { table: "tag_delete_journal", column: "step", found } if found == "halfway"
+            ),
+            "{err:?}"
+        );
     }
 }

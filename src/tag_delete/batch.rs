@@ -24,7 +24,7 @@ use futures_util::future::join_all;
 use super::{removal, Dummy, Family, Removed, TagDeleteError, TagDeleter};
 use crate::registry_api::{Manifest, NativeTagDelete};
 use crate::route::{RepoName, Tag};
-use crate::state::{blocking, JournalEntry};
+use crate::state::{blocking, JournalEntry, JournalStep};
 use crate::tag_locks::TagGuard;
 
 /// The most tags one batch takes (the CLI sends batches of 100).
@@ -192,7 +192,7 @@ impl TagDeleter {
                     original_media_type: m.media_type.clone(),
                     dummy_digest: dummy.digest.clone(),
                     dummy_config_digest: dummy.config_digest.clone(),
-                    step: "intent".into(),
+                    step: JournalStep::Intent,
                     account: account.to_owned(),
                 }
             })
@@ -254,16 +254,19 @@ impl TagDeleter {
             Ok(NativeTagDelete::Disabled) => {
                 let ids: Vec<i64> = work.iter().map(|(_, _, e)| e.id).collect();
                 out.extend(
-                    self.close_all(&ids, "refused", work.iter().map(|(t, _, _)| *t), || {
-                        TagDeleteError::DeletesDisabled
-                    })
+                    self.close_all(
+                        &ids,
+                        JournalStep::Refused,
+                        work.iter().map(|(t, _, _)| *t),
+                        || TagDeleteError::DeletesDisabled,
+                    )
                     .await,
                 );
             }
             Ok(NativeTagDelete::NotFound) => {
                 let (first, _, e) = work.remove(0);
                 out.extend(
-                    self.close_all(&[e.id], "not_found", [first], || {
+                    self.close_all(&[e.id], JournalStep::NotFound, [first], || {
                         TagDeleteError::NotFound(format!("{repo}:{first}"))
                     })
                     .await,
@@ -294,9 +297,12 @@ impl TagDeleter {
                 out.push((t.to_owned(), r));
                 let ids: Vec<i64> = work.iter().map(|(_, _, e)| e.id).collect();
                 out.extend(
-                    self.close_all(&ids, "rolled_back", work.iter().map(|(t, _, _)| *t), || {
-                        TagDeleteError::Upstream(msg.clone())
-                    })
+                    self.close_all(
+                        &ids,
+                        JournalStep::RolledBack,
+                        work.iter().map(|(t, _, _)| *t),
+                        || TagDeleteError::Upstream(msg.clone()),
+                    )
                     .await,
                 );
             }
@@ -330,7 +336,7 @@ impl TagDeleter {
         e: &JournalEntry,
         account: &str,
     ) -> (TagOutcome, Option<JournalEntry>) {
-        let closed = |step: &'static str, err: TagDeleteError| async move {
+        let closed = |step: JournalStep, err: TagDeleteError| async move {
             self.close_entries(&[e.id], step).await;
             ((tag.to_owned(), Err(err)), None)
         };
@@ -341,12 +347,12 @@ impl TagDeleter {
             ),
             Ok(NativeTagDelete::NotFound) => {
                 closed(
-                    "not_found",
+                    JournalStep::NotFound,
                     TagDeleteError::NotFound(format!("{repo}:{tag}")),
                 )
                 .await
             }
-            Ok(_) => closed("refused", TagDeleteError::DeletesDisabled).await,
+            Ok(_) => closed(JournalStep::Refused, TagDeleteError::DeletesDisabled).await,
             Err(err) => match self.recover_entry(e, false).await {
                 Ok(super::Recovered::Removed) => {
                     let removed = Removed {
@@ -364,10 +370,10 @@ impl TagDeleter {
     /// Closes journal entries of tags left as they were (one transaction).
     /// A close that fails leaves the entry to the next start's recovery,
     /// which finds the tag at its original.
-    async fn close_entries(&self, ids: &[i64], step: &'static str) {
+    async fn close_entries(&self, ids: &[i64], step: JournalStep) {
         let (state, ids) = (self.state.clone(), ids.to_vec());
         if let Err(e) = blocking(move || state.journal_close_many(&ids, step)).await {
-            tracing::warn!(error = %e, step, "cannot close tag delete journal entries yet; the next start will");
+            tracing::warn!(error = %e, step = step.as_str(), "cannot close tag delete journal entries yet; the next start will");
         }
     }
 
@@ -375,7 +381,7 @@ impl TagDeleter {
     async fn close_all<'t>(
         &self,
         ids: &[i64],
-        step: &'static str,
+        step: JournalStep,
         tags: impl IntoIterator<Item = &'t str>,
         err: impl Fn() -> TagDeleteError,
     ) -> Vec<TagOutcome> {
@@ -410,6 +416,8 @@ impl TagDeleter {
         out
     }
 
+    /// One family's tags, after their intent: overwritten with one dummy,
+    /// verified, then recorded, or each finished or rolled back.
     /// `locks`: the batch's tag locks; a tag whose recovery fails keeps its
     /// lock in the background retry.
     async fn one_dummy_for<'t>(
@@ -431,66 +439,96 @@ impl TagDeleter {
         };
         match done {
             Ok(()) => {
-                let records: Vec<_> = group
-                    .iter()
-                    .zip(&entries)
-                    .map(|((t, m), e)| {
-                        (
-                            removal(
-                                repo,
-                                t,
-                                &m.digest,
-                                &m.media_type,
-                                Some(m.bytes.to_vec()),
-                                account,
-                            ),
-                            e.id,
-                        )
-                    })
-                    .collect();
-                let state = self.state.clone();
-                let saved = blocking(move || state.record_deletions(&records)).await;
-                if let Err(e) = saved {
-                    // The journal entries stay open: the next start records them.
-                    tracing::warn!(repository = repo, error = %e, "cannot record a batch of tag removals yet");
-                }
-                tracing::info!(target: "regate::audit", event = "tags_deleted", repository = %repo, tags = group.len(), account = %account);
-                self.staging.unlink_later(repo, &dummy.config_digest).await;
-                group
-                    .iter()
-                    .map(|(t, m)| {
-                        let removed = Removed {
-                            digest: m.digest.clone(),
-                            native: false,
-                        };
-                        ((*t).to_owned(), Ok(removed))
-                    })
-                    .collect()
+                self.record_batch(repo, &group, &entries, &dummy, account)
+                    .await
             }
             Err(err) => {
-                tracing::warn!(repository = repo, error = %err, "a batch of tag deletes failed midway; recovering each tag");
-                let mut out = Vec::new();
-                for (i, (entry, (t, m))) in entries.iter().zip(&group).enumerate() {
-                    // Let a dummy PUT still in flight land once, before the first.
-                    let r = match self.recover_entry(entry, i == 0).await {
-                        Ok(super::Recovered::Removed) => Ok(Removed {
-                            digest: m.digest.clone(),
-                            native: false,
-                        }),
-                        Ok(_) => Err(TagDeleteError::Verify(format!(
-                            "{repo}:{t} was left as it was: {err}"
-                        ))),
-                        Err(e) => {
-                            if let Some(guard) = locks.remove(t) {
-                                self.recover_later(entry.clone(), guard);
-                            }
-                            Err(e)
-                        }
-                    };
-                    out.push(((*t).to_owned(), r));
-                }
-                out
+                self.finish_or_roll_back_each(repo, &group, &entries, err, locks)
+                    .await
             }
         }
+    }
+
+    /// Record: keeps a verified batch's removals for undo (closing their
+    /// journal entries in one transaction) as the answer; the dummy's config
+    /// is unlinked after it.
+    async fn record_batch(
+        &self,
+        repo: &str,
+        group: &[(&str, Manifest)],
+        entries: &[JournalEntry],
+        dummy: &Dummy,
+        account: &str,
+    ) -> Vec<TagOutcome> {
+        let records: Vec<_> = group
+            .iter()
+            .zip(entries)
+            .map(|((t, m), e)| {
+                (
+                    removal(
+                        repo,
+                        t,
+                        &m.digest,
+                        &m.media_type,
+                        Some(m.bytes.to_vec()),
+                        account,
+                    ),
+                    e.id,
+                )
+            })
+            .collect();
+        let state = self.state.clone();
+        let saved = blocking(move || state.record_deletions(&records)).await;
+        if let Err(e) = saved {
+            // The journal entries stay open: the next start records them.
+            tracing::warn!(repository = repo, error = %e, "cannot record a batch of tag removals yet");
+        }
+        tracing::info!(target: "regate::audit", event = "tags_deleted", repository = %repo, tags = group.len(), account = %account);
+        self.staging.unlink_later(repo, &dummy.config_digest).await;
+        group
+            .iter()
+            .map(|(t, m)| {
+                let removed = Removed {
+                    digest: m.digest.clone(),
+                    native: false,
+                };
+                ((*t).to_owned(), Ok(removed))
+            })
+            .collect()
+    }
+
+    /// A batch that failed while overwriting or verifying (`err`): each tag
+    /// finished or rolled back now, or later when the registry cannot be
+    /// reached (its lock, taken from `locks`, kept by the retry).
+    async fn finish_or_roll_back_each<'t>(
+        self: &Arc<Self>,
+        repo: &str,
+        group: &[(&'t str, Manifest)],
+        entries: &[JournalEntry],
+        err: TagDeleteError,
+        locks: &mut HashMap<&'t str, TagGuard>,
+    ) -> Vec<TagOutcome> {
+        tracing::warn!(repository = repo, error = %err, "a batch of tag deletes failed midway; recovering each tag");
+        let mut out = Vec::new();
+        for (i, (entry, (t, m))) in entries.iter().zip(group).enumerate() {
+            // Let a dummy PUT still in flight land once, before the first.
+            let r = match self.recover_entry(entry, i == 0).await {
+                Ok(super::Recovered::Removed) => Ok(Removed {
+                    digest: m.digest.clone(),
+                    native: false,
+                }),
+                Ok(_) => Err(TagDeleteError::Verify(format!(
+                    "{repo}:{t} was left as it was: {err}"
+                ))),
+                Err(e) => {
+                    if let Some(guard) = locks.remove(t) {
+                        self.recover_later(entry.clone(), guard);
+                    }
+                    Err(e)
+                }
+            };
+            out.push(((*t).to_owned(), r));
+        }
+        out
     }
 }

@@ -35,7 +35,7 @@ use crate::error::{ErrorCode, RegistryError};
 use crate::metrics::Metrics;
 use crate::registry_api::{ApiError, Manifest, NativeTagDelete, RegistryApi};
 use crate::route::{RepoName, Tag};
-use crate::state::{blocking, Deletion, JournalEntry, State, StateError};
+use crate::state::{blocking, Deletion, JournalEntry, JournalStep, State, StateError};
 use crate::tag_locks::{TagGuard, TagLocks};
 use crate::write_gate::WriteGate;
 pub use batch::{TagOutcome, MAX_BATCH};
@@ -145,6 +145,28 @@ pub struct Removed {
     pub digest: String,
     /// The registry deleted the tag itself (no dummy was needed).
     pub native: bool,
+}
+
+/// One delete under way: what its plan found and made, carried through its
+/// steps (`TagDeleter::delete_locked`).
+struct Pending<'a> {
+    repo: &'a str,
+    tag: &'a str,
+    account: &'a str,
+    original: Manifest,
+    /// The staged config the dummy uses, until it is given back.
+    staged: Option<bytes::Bytes>,
+    dummy: Dummy,
+    /// Its `id` is the journal's once the intent is written.
+    entry: JournalEntry,
+}
+
+/// Where the intent step leaves a delete.
+enum Intent {
+    /// Journalled; the registry has no tag delete of its own: overwrite.
+    Overwrite(TagGuard),
+    /// The registry deleted the tag itself (or had, when it failed to say).
+    Removed(Removed),
 }
 
 pub struct TagDeleter {
@@ -266,6 +288,7 @@ impl TagDeleter {
 
     /// The delete, under `lock` (the tag's write lock), which it keeps for a
     /// recovery retried in the background when the registry cannot be reached.
+    /// Only orders the steps: plan, intent, overwrite, verify, record.
     async fn delete_locked(
         self: &Arc<Self>,
         lock: TagGuard,
@@ -274,6 +297,37 @@ impl TagDeleter {
         account: &str,
     ) -> Result<Removed, TagDeleteError> {
         let mut steps = timing::Steps::start();
+        let mut d = self.plan(repo, tag, account, &mut steps).await?;
+        let lock = match self.intent(&mut d, lock).await? {
+            Intent::Overwrite(lock) => lock,
+            Intent::Removed(removed) => return Ok(removed),
+        };
+        steps.mark("intent");
+
+        let overwritten = self
+            .overwrite_and_delete(repo, &[tag], &d.dummy, d.staged.is_some())
+            .await;
+        steps.mark("overwrite");
+        let done = match overwritten {
+            Ok(()) => self.verify(repo, &[tag], &[&d.original.digest]).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = done {
+            return self.finish_or_roll_back(d, lock, e).await;
+        }
+        steps.mark("verify");
+        self.record_overwritten(&d, steps).await
+    }
+
+    /// Plan: resolves the tag (all four manifest types) and takes a staged
+    /// config for the dummy, or makes one; writes nothing.
+    async fn plan<'a>(
+        &self,
+        repo: &'a str,
+        tag: &'a str,
+        account: &'a str,
+        steps: &mut timing::Steps,
+    ) -> Result<Pending<'a>, TagDeleteError> {
         let original = self
             .api
             .manifest(repo, tag)
@@ -295,100 +349,132 @@ impl TagDeleter {
             original_media_type: original.media_type.clone(),
             dummy_digest: dummy.digest.clone(),
             dummy_config_digest: dummy.config_digest.clone(),
-            step: "intent".into(),
+            step: JournalStep::Intent,
             account: account.to_owned(),
         };
+        Ok(Pending {
+            repo,
+            tag,
+            account,
+            original,
+            staged,
+            dummy,
+            entry,
+        })
+    }
+
+    /// Intent: journals the delete while asking the registry to delete the
+    /// tag itself; the delete ends here unless the tag is left to overwrite.
+    async fn intent(
+        self: &Arc<Self>,
+        d: &mut Pending<'_>,
+        lock: TagGuard,
+    ) -> Result<Intent, TagDeleteError> {
+        let (repo, tag) = (d.repo, d.tag);
         // The intent is journalled while the registry is asked to delete the
         // tag itself: recovery ends an entry right whatever that request did
         // (tag gone: removed; tag at its original: rolled back), and the
         // request writes nothing on a registry without its own tag delete.
-        let (state, e) = (self.state.clone(), entry.clone());
+        let (state, e) = (self.state.clone(), d.entry.clone());
         let (id, native) = tokio::join!(
             blocking(move || state.journal_begin(&e)),
             self.api.delete_tag_native(repo, tag),
         );
-        let entry = match id {
-            Ok(id) => JournalEntry { id, ..entry },
+        match id {
+            Ok(id) => d.entry.id = id,
             Err(err) => {
+                self.give_back(repo, d.staged.take()).await;
                 if let Ok(NativeTagDelete::Deleted) = native {
                     // Gone all the same: keep it for undo if the state can.
-                    self.give_back(repo, staged).await;
                     return self
-                        .record_removed(repo, tag, &original, account, None, true)
-                        .await;
+                        .record_removed(repo, tag, &d.original, d.account, None, true)
+                        .await
+                        .map(Intent::Removed);
                 }
-                self.give_back(repo, staged).await;
                 return Err(err.into());
             }
-        };
+        }
         let refused = match native {
             Ok(NativeTagDelete::NotImplemented) => None,
             Ok(NativeTagDelete::Deleted) => {
-                self.give_back(repo, staged).await;
+                self.give_back(repo, d.staged.take()).await;
                 return self
-                    .record_removed(repo, tag, &original, account, Some(entry.id), true)
-                    .await;
+                    .record_removed(repo, tag, &d.original, d.account, Some(d.entry.id), true)
+                    .await
+                    .map(Intent::Removed);
             }
-            Ok(NativeTagDelete::Disabled) => Some(("refused", TagDeleteError::DeletesDisabled)),
+            Ok(NativeTagDelete::Disabled) => {
+                Some((JournalStep::Refused, TagDeleteError::DeletesDisabled))
+            }
             Ok(NativeTagDelete::NotFound) => Some((
-                "not_found",
+                JournalStep::NotFound,
                 TagDeleteError::NotFound(format!("{repo}:{tag}")),
             )),
             Err(err) => {
                 // What did the registry do? Ask it (no dummy was sent).
-                return match self.recover_entry(&entry, false).await {
-                    Ok(Recovered::Removed) => Ok(Removed {
-                        digest: original.digest,
+                return match self.recover_entry(&d.entry, false).await {
+                    Ok(Recovered::Removed) => Ok(Intent::Removed(Removed {
+                        digest: d.original.digest.clone(),
                         native: true,
-                    }),
+                    })),
                     Ok(_) => Err(err.into()),
                     Err(_) => {
-                        self.recover_later(entry, lock);
+                        self.recover_later(d.entry.clone(), lock);
                         Err(err.into())
                     }
                 };
             }
         };
         if let Some((step, err)) = refused {
-            let (state, id) = (self.state.clone(), entry.id);
+            let (state, id) = (self.state.clone(), d.entry.id);
             blocking(move || state.journal_close(id, step)).await?;
-            self.give_back(repo, staged).await;
+            self.give_back(repo, d.staged.take()).await;
             return Err(err);
         }
         self.faults.at("after_intent");
-        steps.mark("intent");
+        Ok(Intent::Overwrite(lock))
+    }
 
-        let overwritten = self
-            .overwrite_and_delete(repo, &[tag], &dummy, staged.is_some())
-            .await;
-        steps.mark("overwrite");
-        let done = match overwritten {
-            Ok(()) => self.verify(repo, &[tag], &[&original.digest]).await,
-            Err(e) => Err(e),
-        };
-        if let Err(e) = done {
-            // Leave nothing half done: finish or roll back now.
-            tracing::warn!(repository = repo, tag, error = %e, "tag delete failed midway; recovering");
-            return match self.recover_entry(&entry, true).await {
-                Ok(Recovered::Removed) => Ok(Removed {
-                    digest: original.digest,
-                    native: false,
-                }),
-                Ok(Recovered::RolledBack | Recovered::Superseded) => Err(e),
-                Err(_) => {
-                    self.recover_later(entry, lock);
-                    Err(e)
-                }
-            };
+    /// A delete that failed while overwriting or verifying: leaves nothing
+    /// half done, finishing or rolling back now (or later, keeping `lock`,
+    /// when the registry cannot be reached); `e` is the answer unless removed.
+    async fn finish_or_roll_back(
+        self: &Arc<Self>,
+        d: Pending<'_>,
+        lock: TagGuard,
+        e: TagDeleteError,
+    ) -> Result<Removed, TagDeleteError> {
+        tracing::warn!(repository = d.repo, tag = d.tag, error = %e, "tag delete failed midway; recovering");
+        match self.recover_entry(&d.entry, true).await {
+            Ok(Recovered::Removed) => Ok(Removed {
+                digest: d.original.digest,
+                native: false,
+            }),
+            Ok(Recovered::RolledBack | Recovered::Superseded) => Err(e),
+            Err(_) => {
+                self.recover_later(d.entry, lock);
+                Err(e)
+            }
         }
-        steps.mark("verify");
+    }
+
+    /// Record: keeps the verified removal for undo (closing the journal
+    /// entry) as the answer; the dummy's config is unlinked after it.
+    async fn record_overwritten(
+        &self,
+        d: &Pending<'_>,
+        mut steps: timing::Steps,
+    ) -> Result<Removed, TagDeleteError> {
+        let (repo, tag) = (d.repo, d.tag);
         let removed = self
-            .record_removed(repo, tag, &original, account, Some(entry.id), false)
+            .record_removed(repo, tag, &d.original, d.account, Some(d.entry.id), false)
             .await?;
         steps.mark("record");
         // The dummy's config is referenced by nothing now: unlinked after the
         // answer (noted first, so a crash before leaves it to the next start).
-        self.staging.unlink_later(repo, &dummy.config_digest).await;
+        self.staging
+            .unlink_later(repo, &d.dummy.config_digest)
+            .await;
         tracing::debug!(repository = repo, tag, %steps, "tag removed by overwrite");
         // The next delete in this repository finds its config in place.
         self.staging.refill(repo);
@@ -619,9 +705,9 @@ impl TagDeleter {
             now = self.api.resolve(repo, tag).await?;
         }
         let (outcome, step) = match now {
-            None => (Recovered::Removed, "removed"),
-            Some(d) if d == e.original_digest => (Recovered::RolledBack, "rolled_back"),
-            Some(_) => (Recovered::Superseded, "superseded"),
+            None => (Recovered::Removed, JournalStep::Removed),
+            Some(d) if d == e.original_digest => (Recovered::RolledBack, JournalStep::RolledBack),
+            Some(_) => (Recovered::Superseded, JournalStep::Superseded),
         };
         if outcome == Recovered::Removed {
             let original = self.api.manifest(repo, &e.original_digest).await?;
@@ -645,7 +731,7 @@ impl TagDeleter {
         tracing::info!(
             repository = repo,
             tag,
-            outcome = step,
+            outcome = step.as_str(),
             "tag delete journal entry recovered"
         );
         Ok(outcome)

@@ -9,8 +9,8 @@ use crate::common;
 
 use common::postgres::Postgres;
 use regate::config::StateUrl;
-use regate::state::gc_history::{GcRun, Maintenance};
-use regate::state::{Deletion, JournalEntry, Referrer, State};
+use regate::state::gc_history::{GcPhase, GcRun, GcStatus, GcTrigger, Maintenance};
+use regate::state::{Deletion, JournalEntry, JournalStep, Referrer, State};
 
 fn entry(tag: &str, config: &str) -> JournalEntry {
     JournalEntry {
@@ -21,7 +21,7 @@ fn entry(tag: &str, config: &str) -> JournalEntry {
         original_media_type: "application/vnd.oci.image.manifest.v1+json".into(),
         dummy_digest: "sha256:d".into(),
         dummy_config_digest: config.into(),
-        step: "intent".into(),
+        step: JournalStep::Intent,
         account: "alice".into(),
     }
 }
@@ -70,7 +70,7 @@ fn the_sequence(s: &State) {
     assert_eq!(open[0].tag, "t1");
     assert_eq!(open[1].dummy_config_digest, "sha256:cx");
     let third = s.journal_begin(&entry("t3", "sha256:c3")).unwrap();
-    s.journal_close(third, "rolled_back").unwrap();
+    s.journal_close(third, JournalStep::RolledBack).unwrap();
     assert_eq!(s.journal_open_entries().unwrap().len(), 2);
 
     // deletions: recorded closing their entries; undo
@@ -96,7 +96,7 @@ fn the_sequence(s: &State) {
     assert!(all[0].restored_at.is_some());
     assert_eq!(s.deletions(Some("a/b"), 1).unwrap().len(), 1);
     assert!(s.deletions(Some("x"), 10).unwrap().is_empty());
-    s.journal_close_many(&[], "removed").unwrap();
+    s.journal_close_many(&[], JournalStep::Removed).unwrap();
 
     // referrers
     let r = Referrer {
@@ -122,11 +122,11 @@ fn the_sequence(s: &State) {
 
     // GC history, its walk, pruning
     let mut run = GcRun {
-        trigger: "manual".into(),
+        trigger: GcTrigger::Manual,
         dry_run: true,
         untagged: true,
-        status: "running".into(),
-        phase: "starting".into(),
+        status: GcStatus::Running,
+        phase: GcPhase::Starting,
         started_at_ms: 1_700_000_000_000,
         deadline_at_ms: Some(1_700_000_100_000),
         ..Default::default()
@@ -163,7 +163,7 @@ fn the_sequence(s: &State) {
         got.untagged_report.as_ref().unwrap()["repos"],
         serde_json::json!([])
     );
-    run.status = "succeeded".into();
+    run.status = GcStatus::Succeeded;
     run.log_path = Some("/logs/1.log".into());
     s.gc_run_save(&run).unwrap();
     let mut later = Vec::new();
@@ -185,7 +185,10 @@ fn the_sequence(s: &State) {
         "the walk went with its run"
     );
     assert!(s.gc_run(run.id).unwrap().is_none());
-    assert_eq!(s.gc_run(later[1]).unwrap().unwrap().status, "succeeded");
+    assert_eq!(
+        s.gc_run(later[1]).unwrap().unwrap().status,
+        GcStatus::Succeeded
+    );
 
     // maintenance
     assert!(s.maintenance().unwrap().is_none());
@@ -253,6 +256,31 @@ fn every_method_answers_the_same_on_sqlite_and_postgresql() {
     let s = pg_state(&url);
     assert!(s.is_shared());
     the_sequence(&s);
+    // States are stored as their text; a text this regate does not know is
+    // an error naming the table, the column and the text.
+    let id = s
+        .gc_run_insert(&GcRun {
+            trigger: GcTrigger::Schedule,
+            phase: GcPhase::Draining,
+            ..Default::default()
+        })
+        .unwrap();
+    let row =
+        format!("SELECT trigger || ',' || status || ',' || phase FROM gc_runs WHERE id = {id}");
+    assert_eq!(pg.sql("sequence", &row), "schedule,running,draining");
+    pg.sql(
+        "sequence",
+        &format!("UPDATE gc_runs SET phase = 'sweeping' WHERE id = {id}"),
+    );
+    let err = s.gc_run(id).unwrap_err().to_string();
+    assert!(
+        err.contains("gc_runs") && err.contains("phase") && err.contains("\"sweeping\""),
+        "{err}"
+    );
+    pg.sql(
+        "sequence",
+        &format!("UPDATE gc_runs SET status = 'failed', phase = 'done' WHERE id = {id}"),
+    );
     // A second replica sees what the first wrote.
     let other = pg_state(&url);
     assert_eq!(other.get_meta("k").unwrap().as_deref(), Some("v2"));
@@ -428,9 +456,9 @@ fn a_running_gc_is_taken_over_only_from_a_dead_replica_and_once() {
     let url = pg.create_database("gcrun");
     let runner = pg_state(&url);
     let run = GcRun {
-        trigger: "manual".into(),
-        status: "running".into(),
-        phase: "collecting".into(),
+        trigger: GcTrigger::Manual,
+        status: GcStatus::Running,
+        phase: GcPhase::Collecting,
         ..Default::default()
     };
     let id = runner.gc_run_insert(&run).unwrap();
