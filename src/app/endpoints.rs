@@ -15,7 +15,7 @@ use super::responses::{empty_response, json_response};
 use super::{App, ConnInfo};
 use crate::body::{full, read_capped, CappedReadError, ProxyBody};
 use crate::error::{ErrorCode, RegistryError};
-use crate::route::{Reference, RepoName, Route};
+use crate::route::{Digest, Reference, RepoName, Route, Tag};
 use crate::upload_check;
 
 /// The largest manifest accepted (distribution's own limit).
@@ -86,24 +86,7 @@ impl App {
                     .insert(header::ALLOW, HeaderValue::from_static("DELETE, OPTIONS"));
                 Ok(resp)
             }
-            (Route::DeletedTags { name }, &Method::GET) => {
-                let (state, repo) = (self.state.clone(), name.to_string());
-                let list = crate::state::blocking(move || state.deletions(Some(&repo), 1000))
-                    .await
-                    .map_err(crate::tag_delete::TagDeleteError::from)?;
-                // Who deleted what is for those who may delete there.
-                let caller = Some(account).filter(|a| *a != crate::rules::ANONYMOUS);
-                let mut list = serde_json::to_value(list).unwrap_or_default();
-                if !self.auth.sees_deleters(caller, name.as_str()) {
-                    for d in list.as_array_mut().into_iter().flatten() {
-                        d["account"] = serde_json::Value::Null;
-                    }
-                }
-                Ok(json_response(
-                    StatusCode::OK,
-                    &serde_json::json!({ "name": name.as_str(), "deleted": list }),
-                ))
-            }
+            (Route::DeletedTags { name }, &Method::GET) => self.deleted_tags(name, account).await,
             (Route::RestoreTag { name, tag }, &Method::POST) => {
                 let restored = self
                     .tags
@@ -131,44 +114,14 @@ impl App {
                     reference: Reference::Digest(digest),
                 },
                 &Method::DELETE,
-            ) => {
-                // 2.8 untags by reading every tag link of the repository:
-                // no tag may be rewritten meanwhile (see TagLocks::repo_shared).
-                // Taken before the check, so a tag pushed while it runs is
-                // either seen by it or waits until the delete is done.
-                let _repo = self.tags.locks.repo_exclusive(name.as_str()).await;
-                self.tags
-                    .check_digest_delete(name, digest.as_str())
-                    .await
-                    .map_err(|e| logged(&route, e))?;
-                let resp = self.forward(req, &route, conn).await?;
-                if resp.status() == StatusCode::ACCEPTED {
-                    self.referrers
-                        .record_delete(name.as_str(), digest.as_str())
-                        .await;
-                }
-                Ok(resp)
-            }
+            ) => self.delete_by_digest(req, &route, name, digest, conn).await,
             (
                 Route::Manifest {
                     name,
                     reference: Reference::Tag(tag),
                 },
                 &Method::GET | &Method::HEAD,
-            ) => {
-                // Wait for a delete or push of this tag to finish, and hold
-                // them off until the registry has answered: nobody ever sees
-                // the dummy.
-                let _reading = self.tags.locks.read(name.as_str(), tag.as_str()).await;
-                let resp = match self.answer_from_storage(&req, &route).await {
-                    Some(resp) => resp,
-                    None => self.forward(req, &route, conn).await?,
-                };
-                if resp.status().is_success() {
-                    self.times.pulled(name.as_str(), tag.as_str());
-                }
-                Ok(resp)
-            }
+            ) => self.read_tag(req, &route, name, tag, conn).await,
             (
                 Route::Manifest {
                     reference: Reference::Digest(_),
@@ -183,27 +136,11 @@ impl App {
                 self.forward(req, &route, conn).await
             }
             (Route::Manifest { name, reference }, &Method::PUT) => {
-                // Exclusive for a tag: 2.8 rewrites the tag's link file in
-                // place (truncate, then write), and a read in between gets a 500.
-                let _writing = match reference {
-                    Reference::Tag(tag) => {
-                        let t = self.tags.locks.write(name.as_str(), tag.as_str()).await;
-                        Some((t, self.tags.locks.repo_shared(name.as_str()).await))
-                    }
-                    Reference::Digest(_) => None,
-                };
-                self.put_manifest(req, &route, name, conn).await
+                self.put_manifest_locked(req, &route, name, reference, conn)
+                    .await
             }
             (Route::UploadStart { name }, &Method::POST) => {
-                let resp = self.forward(req, &route, conn).await?;
-                if resp.status() == StatusCode::ACCEPTED {
-                    self.uploads.started(
-                        name.as_str(),
-                        resp.headers().get(header::LOCATION),
-                        resp.headers(),
-                    );
-                }
-                Ok(resp)
+                self.start_upload(req, &route, name, conn).await
             }
             (Route::Upload { name, session }, &Method::PATCH) => {
                 self.patch_upload(req, &route, name, session, conn).await
@@ -221,6 +158,125 @@ impl App {
             }
             _ => self.forward(req, &route, conn).await,
         }
+    }
+
+    /// Regate's record of the tags deleted in `name` (who deleted them
+    /// only for those who may delete there).
+    async fn deleted_tags(
+        &self,
+        name: &RepoName,
+        account: &str,
+    ) -> Result<Response<ProxyBody>, RegistryError> {
+        let (state, repo) = (self.state.clone(), name.to_string());
+        let list = crate::state::blocking(move || state.deletions(Some(&repo), 1000))
+            .await
+            .map_err(crate::tag_delete::TagDeleteError::from)?;
+        // Who deleted what is for those who may delete there.
+        let caller = Some(account).filter(|a| *a != crate::rules::ANONYMOUS);
+        let mut list = serde_json::to_value(list).unwrap_or_default();
+        if !self.auth.sees_deleters(caller, name.as_str()) {
+            for d in list.as_array_mut().into_iter().flatten() {
+                d["account"] = serde_json::Value::Null;
+            }
+        }
+        Ok(json_response(
+            StatusCode::OK,
+            &serde_json::json!({ "name": name.as_str(), "deleted": list }),
+        ))
+    }
+
+    /// A delete by digest, under the repository's exclusive lock, after the
+    /// checks of shared digests and protected tags; the referrers index
+    /// follows.
+    async fn delete_by_digest(
+        &self,
+        req: Request<ProxyBody>,
+        route: &Route,
+        name: &RepoName,
+        digest: &Digest,
+        conn: &ConnInfo,
+    ) -> Result<Response<ProxyBody>, RegistryError> {
+        // 2.8 untags by reading every tag link of the repository:
+        // no tag may be rewritten meanwhile (see TagLocks::repo_shared).
+        // Taken before the check, so a tag pushed while it runs is
+        // either seen by it or waits until the delete is done.
+        let _repo = self.tags.locks.repo_exclusive(name.as_str()).await;
+        self.tags
+            .check_digest_delete(name, digest.as_str())
+            .await
+            .map_err(|e| logged(route, e))?;
+        let resp = self.forward(req, route, conn).await?;
+        if resp.status() == StatusCode::ACCEPTED {
+            self.referrers
+                .record_delete(name.as_str(), digest.as_str())
+                .await;
+        }
+        Ok(resp)
+    }
+
+    /// A manifest read by tag, under the tag's read lock; a pull noted for
+    /// retention.
+    async fn read_tag(
+        &self,
+        req: Request<ProxyBody>,
+        route: &Route,
+        name: &RepoName,
+        tag: &Tag,
+        conn: &ConnInfo,
+    ) -> Result<Response<ProxyBody>, RegistryError> {
+        // Wait for a delete or push of this tag to finish, and hold
+        // them off until the registry has answered: nobody ever sees
+        // the dummy.
+        let _reading = self.tags.locks.read(name.as_str(), tag.as_str()).await;
+        let resp = match self.answer_from_storage(&req, route).await {
+            Some(resp) => resp,
+            None => self.forward(req, route, conn).await?,
+        };
+        if resp.status().is_success() {
+            self.times.pulled(name.as_str(), tag.as_str());
+        }
+        Ok(resp)
+    }
+
+    /// A manifest PUT under its tag's write lock (and the repository's
+    /// shared lock) when it names a tag.
+    async fn put_manifest_locked(
+        &self,
+        req: Request<ProxyBody>,
+        route: &Route,
+        name: &RepoName,
+        reference: &Reference,
+        conn: &ConnInfo,
+    ) -> Result<Response<ProxyBody>, RegistryError> {
+        // Exclusive for a tag: 2.8 rewrites the tag's link file in
+        // place (truncate, then write), and a read in between gets a 500.
+        let _writing = match reference {
+            Reference::Tag(tag) => {
+                let t = self.tags.locks.write(name.as_str(), tag.as_str()).await;
+                Some((t, self.tags.locks.repo_shared(name.as_str()).await))
+            }
+            Reference::Digest(_) => None,
+        };
+        self.put_manifest(req, route, name, conn).await
+    }
+
+    /// A new upload session, remembered for the strict chunked-upload checks.
+    async fn start_upload(
+        &self,
+        req: Request<ProxyBody>,
+        route: &Route,
+        name: &RepoName,
+        conn: &ConnInfo,
+    ) -> Result<Response<ProxyBody>, RegistryError> {
+        let resp = self.forward(req, route, conn).await?;
+        if resp.status() == StatusCode::ACCEPTED {
+            self.uploads.started(
+                name.as_str(),
+                resp.headers().get(header::LOCATION),
+                resp.headers(),
+            );
+        }
+        Ok(resp)
     }
 
     /// The read answered from the storage (`fast_reads`), or `None`: forward
