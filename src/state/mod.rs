@@ -45,6 +45,15 @@ fn now() -> i64 {
         .unwrap_or(0)
 }
 
+/// This machine's name (the container's, in Kubernetes: the pod's).
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".into())
+}
+
 /// Each subsystem's tables; every statement is idempotent. Written in
 /// SQLite's words (`INTEGER`, `BLOB`, `AUTOINCREMENT`); `pg::ddl` translates.
 const SCHEMA: &[&str] = &[

@@ -318,7 +318,7 @@ impl Pg {
                 url: self.url.clone(),
                 source,
             })?;
-        let host = super::replicas::hostname();
+        let host = super::hostname();
         client
             .execute(
                 "INSERT INTO replicas (id, host, pid) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING",

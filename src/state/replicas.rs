@@ -22,18 +22,9 @@ pub(super) const OWNER_COLUMN: &[(&str, &str)] = &[("owner", "TEXT NOT NULL DEFA
 /// A fresh replica id: `host-pid-random`.
 pub(super) fn new_id() -> String {
     use rand::Rng;
-    let host = hostname();
+    let host = super::hostname();
     let suffix: u32 = rand::thread_rng().gen();
     format!("{host}-{}-{suffix:08x}", std::process::id())
-}
-
-/// This machine's name (the container's, in Kubernetes: the pod's).
-pub(super) fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "host".into())
 }
 
 /// What dead replicas left, now this replica's to resolve.
