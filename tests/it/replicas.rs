@@ -387,41 +387,15 @@ async fn a_tag_delete_through_a_is_ordered_with_reads_and_pushes_through_b() {
 
     let stop = Arc::new(AtomicBool::new(false));
     let seen = Arc::new(AtomicUsize::new(0));
-    let reader = {
-        let (client, url, stop, seen, allowed) = (
-            b.client(),
-            b.url.clone(),
-            stop.clone(),
-            seen.clone(),
-            allowed.clone(),
-        );
-        tokio::spawn(async move {
-            let mut foreign = Vec::new();
-            while !stop.load(Ordering::Relaxed) {
-                let r = client
-                    .get(format!("{url}/v2/{repo}/manifests/x"))
-                    .header("accept", ACCEPT_ALL)
-                    .send()
-                    .await
-                    .unwrap();
-                match r.status().as_u16() {
-                    200 => {
-                        let d = r.headers()["docker-content-digest"]
-                            .to_str()
-                            .unwrap()
-                            .to_owned();
-                        if !allowed.contains(&d) {
-                            foreign.push(d);
-                        }
-                        seen.fetch_add(1, Ordering::Relaxed);
-                    }
-                    404 => {}
-                    s => panic!("reader got {s}: {}", r.text().await.unwrap()),
-                }
-            }
-            foreign
-        })
-    };
+    let reader = common::images::watch_tag(
+        b.client(),
+        b.url.clone(),
+        repo,
+        "x",
+        allowed.to_vec(),
+        stop.clone(),
+        seen.clone(),
+    );
     let mut removed = 0;
     let rounds = 15;
     for round in 0..rounds {

@@ -25,41 +25,15 @@ async fn a_push_racing_a_delete_never_exposes_the_dummy() {
 
     let stop = Arc::new(AtomicBool::new(false));
     let seen = Arc::new(AtomicUsize::new(0));
-    let reader = {
-        let (client, url, stop, seen, allowed) = (
-            client.clone(),
-            regate.url.clone(),
-            stop.clone(),
-            seen.clone(),
-            allowed.clone(),
-        );
-        tokio::spawn(async move {
-            let mut foreign = Vec::new();
-            while !stop.load(Ordering::Relaxed) {
-                let r = client
-                    .get(format!("{url}/v2/{repo}/manifests/x"))
-                    .header("accept", ACCEPT_ALL)
-                    .send()
-                    .await
-                    .unwrap();
-                match r.status().as_u16() {
-                    200 => {
-                        let d = r.headers()["docker-content-digest"]
-                            .to_str()
-                            .unwrap()
-                            .to_owned();
-                        if !allowed.contains(&d) {
-                            foreign.push(d);
-                        }
-                        seen.fetch_add(1, Ordering::Relaxed);
-                    }
-                    404 => {}
-                    s => panic!("reader got {s}: {}", r.text().await.unwrap()),
-                }
-            }
-            foreign
-        })
-    };
+    let reader = common::images::watch_tag(
+        client.clone(),
+        regate.url.clone(),
+        repo,
+        "x",
+        allowed.to_vec(),
+        stop.clone(),
+        seen.clone(),
+    );
 
     let mut removed = 0;
     for round in 0..200 {

@@ -342,3 +342,45 @@ impl Image {
         }
     }
 }
+
+/// Reads `repo:tag` through `url` again and again until `stop`, counting the
+/// 200s in `seen`; its result is every digest served that is not in
+/// `allowed` (a dummy, or a manifest some other write left). A 404 is fine;
+/// any other status fails the test.
+pub fn watch_tag(
+    client: reqwest::Client,
+    url: String,
+    repo: &'static str,
+    tag: &'static str,
+    allowed: Vec<String>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    seen: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) -> tokio::task::JoinHandle<Vec<String>> {
+    use std::sync::atomic::Ordering;
+    tokio::spawn(async move {
+        let mut foreign = Vec::new();
+        while !stop.load(Ordering::Relaxed) {
+            let r = client
+                .get(format!("{url}/v2/{repo}/manifests/{tag}"))
+                .header("accept", ACCEPT_ALL)
+                .send()
+                .await
+                .unwrap();
+            match r.status().as_u16() {
+                200 => {
+                    let d = r.headers()["docker-content-digest"]
+                        .to_str()
+                        .unwrap()
+                        .to_owned();
+                    if !allowed.contains(&d) {
+                        foreign.push(d);
+                    }
+                    seen.fetch_add(1, Ordering::Relaxed);
+                }
+                404 => {}
+                s => panic!("reader got {s}: {}", r.text().await.unwrap()),
+            }
+        }
+        foreign
+    })
+}
