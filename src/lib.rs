@@ -42,6 +42,7 @@ pub mod rules;
 pub mod server;
 pub mod state;
 pub mod stop_signal;
+pub mod storage_layout;
 pub mod tag_delete;
 pub mod tag_list;
 pub mod tag_locks;

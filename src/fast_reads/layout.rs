@@ -20,6 +20,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use crate::route::{Digest, RepoName, Tag};
+use crate::storage_layout;
 
 /// The largest manifest read from the storage (distribution's own limit);
 /// a larger one is left to the registry.
@@ -69,7 +70,7 @@ fn unexpected(path: &Path, why: &'static str) -> Miss {
 /// A registry storage root (`storage.filesystem.rootdirectory`).
 #[derive(Debug, Clone)]
 pub struct Layout {
-    v2: PathBuf,
+    root: PathBuf,
 }
 
 /// A blob's data, open, with its size at the time it was opened.
@@ -82,12 +83,12 @@ pub struct OpenBlob {
 impl Layout {
     pub fn new(root: &Path) -> Self {
         Layout {
-            v2: root.join("docker/registry/v2"),
+            root: root.to_path_buf(),
         }
     }
 
     fn repo(&self, name: &RepoName) -> PathBuf {
-        self.v2.join("repositories").join(name.as_str())
+        storage_layout::repository(&self.root, name.as_str())
     }
 
     /// The hex part of a sha256 digest; other algorithms are not read here.
@@ -100,21 +101,13 @@ impl Layout {
 
     fn blob_data(&self, digest: &Digest) -> Result<PathBuf, Miss> {
         let hex = Self::sha256_hex(digest)?;
-        Ok(self
-            .v2
-            .join("blobs/sha256")
-            .join(&hex[..2])
-            .join(hex)
-            .join("data"))
+        Ok(storage_layout::blob_data(&self.root, hex))
     }
 
     /// The digest a tag points at (`current/link`).
     pub fn tag(&self, name: &RepoName, tag: &Tag) -> Result<Digest, Miss> {
-        let path = self
-            .repo(name)
-            .join("_manifests/tags")
-            .join(tag.as_str())
-            .join("current/link");
+        let path =
+            storage_layout::tag_link(&storage_layout::tags_dir(&self.repo(name)), tag.as_str());
         read_link(&path)
     }
 
@@ -122,11 +115,7 @@ impl Layout {
     /// there, read from the blob store (at most [`MAX_MANIFEST`] bytes).
     pub fn manifest(&self, name: &RepoName, digest: &Digest) -> Result<Vec<u8>, Miss> {
         let hex = Self::sha256_hex(digest)?;
-        let link = self
-            .repo(name)
-            .join("_manifests/revisions/sha256")
-            .join(hex)
-            .join("link");
+        let link = storage_layout::revision_link(&self.repo(name), hex);
         check_link(&link, digest)?;
         let data = self.blob_data(digest)?;
         let file = File::open(&data).map_err(io(&data))?;
@@ -152,11 +141,7 @@ impl Layout {
     /// the open file).
     pub fn blob(&self, name: &RepoName, digest: &Digest) -> Result<OpenBlob, Miss> {
         let hex = Self::sha256_hex(digest)?;
-        let link = self
-            .repo(name)
-            .join("_layers/sha256")
-            .join(hex)
-            .join("link");
+        let link = storage_layout::layer_link(&self.repo(name), hex);
         check_link(&link, digest)?;
         let data = self.blob_data(digest)?;
         let file = File::open(&data).map_err(io(&data))?;

@@ -17,9 +17,11 @@
 //! walk cut short by a restart is resumed rather than started over.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
+
+use crate::storage_layout;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UntaggedError {
@@ -76,10 +78,6 @@ impl RepoPlan {
     }
 }
 
-fn v2(root: &Path) -> PathBuf {
-    root.join("docker/registry/v2")
-}
-
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> UntaggedError + '_ {
     move |source| UntaggedError::Storage {
         path: path.display().to_string(),
@@ -89,7 +87,7 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> UntaggedError + '_ {
 
 /// Repository names under the storage root (a folder with `_manifests`), sorted.
 pub fn repositories(root: &Path) -> Result<Vec<String>, UntaggedError> {
-    let base = v2(root).join("repositories");
+    let base = storage_layout::repositories(root);
     let mut out = Vec::new();
     let mut stack = vec![base.clone()];
     while let Some(dir) = stack.pop() {
@@ -142,7 +140,7 @@ fn revision_links(dir: &Path) -> Result<Vec<String>, UntaggedError> {
 
 /// Digests the repository's tags point at.
 fn tag_targets(repo_dir: &Path) -> Result<Vec<String>, UntaggedError> {
-    let dir = repo_dir.join("_manifests/tags");
+    let dir = storage_layout::tags_dir(repo_dir);
     let mut out = Vec::new();
     let entries = match std::fs::read_dir(&dir) {
         Ok(e) => e,
@@ -151,7 +149,7 @@ fn tag_targets(repo_dir: &Path) -> Result<Vec<String>, UntaggedError> {
     };
     for entry in entries {
         let entry = entry.map_err(io_err(&dir))?;
-        if let Some(d) = read_link(&entry.path().join("current/link")) {
+        if let Some(d) = read_link(&storage_layout::current_link(&entry.path())) {
             out.push(d);
         }
     }
@@ -170,7 +168,7 @@ fn read_manifest(root: &Path, digest: &str) -> Result<ManifestRefs, String> {
         .strip_prefix("sha256:")
         .filter(|h| h.len() == 64)
         .ok_or("not a sha256 digest")?;
-    let path = v2(root).join(format!("blobs/sha256/{}/{hex}/data", &hex[..2]));
+    let path = storage_layout::blob_data(root, hex);
     let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     let v: serde_json::Value =
         serde_json::from_slice(&bytes).map_err(|e| format!("not JSON: {e}"))?;
@@ -193,12 +191,11 @@ fn read_manifest(root: &Path, digest: &str) -> Result<ManifestRefs, String> {
 
 /// Plans one repository.
 pub fn plan_repo(root: &Path, name: &str) -> Result<RepoPlan, UntaggedError> {
-    let repo_dir = v2(root).join("repositories").join(name);
+    let repo_dir = storage_layout::repository(root, name);
     let tags = tag_targets(&repo_dir)?;
-    let revisions: BTreeSet<String> =
-        revision_links(&repo_dir.join("_manifests/revisions/sha256"))?
-            .into_iter()
-            .collect();
+    let revisions: BTreeSet<String> = revision_links(&storage_layout::revisions_dir(&repo_dir))?
+        .into_iter()
+        .collect();
     let mut plan = RepoPlan {
         repository: name.to_owned(),
         tags: tags.len(),

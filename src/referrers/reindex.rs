@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use super::describe;
 use crate::registry_api::RegistryApi;
 use crate::state::{State, StateError};
+use crate::storage_layout;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReindexError {
@@ -71,16 +72,15 @@ fn repositories(
 /// Rebuilds the whole index from a filesystem storage root (the registry's
 /// `rootdirectory`). Entries for manifests no longer stored are dropped.
 pub fn from_storage(state: &State, root: &Path) -> Result<ReindexStats, ReindexError> {
-    let v2 = root.join("docker/registry/v2");
     let mut repos = Vec::new();
-    repositories(&v2.join("repositories"), "", &mut repos)?;
+    repositories(&storage_layout::repositories(root), "", &mut repos)?;
     let mut stats = ReindexStats {
         repositories: repos.len(),
         ..Default::default()
     };
     let mut found = Vec::new();
     for (name, dir) in &repos {
-        let revisions = dir.join("_manifests/revisions/sha256");
+        let revisions = storage_layout::revisions_dir(dir);
         let Ok(entries) = std::fs::read_dir(&revisions) else {
             continue;
         };
@@ -96,11 +96,7 @@ pub fn from_storage(state: &State, root: &Path) -> Result<ReindexStats, ReindexE
             if hex.len() < 2 {
                 continue;
             }
-            let data = v2
-                .join("blobs/sha256")
-                .join(&hex[..2])
-                .join(hex)
-                .join("data");
+            let data = storage_layout::blob_data(root, hex);
             let Ok(bytes) = std::fs::read(&data) else {
                 continue;
             };

@@ -49,9 +49,7 @@ pub struct Sources {
 type Stored = Vec<(String, String, Option<i64>)>;
 
 fn tags_dir(root: &Path, repo: &str) -> PathBuf {
-    root.join("docker/registry/v2/repositories")
-        .join(repo)
-        .join("_manifests/tags")
+    crate::storage_layout::tags_dir(&crate::storage_layout::repository(root, repo))
 }
 
 /// Every tag of `repo` in the storage; `None` when the storage has no such
@@ -70,7 +68,7 @@ fn stored_tags(root: &Path, repo: &str) -> Result<Option<Stored>, GatherError> {
     };
     let mut out = Vec::new();
     for e in entries.flatten() {
-        let link = e.path().join("current/link");
+        let link = crate::storage_layout::current_link(&e.path());
         // A deleted tag may leave its folder without the link.
         let Ok(digest) = std::fs::read_to_string(&link) else {
             continue;

@@ -2,6 +2,7 @@
 //! is exercised in `tests/it/gc_untagged.rs`).
 
 use super::*;
+use crate::storage_layout::v2;
 use serde_json::json;
 
 struct Layout {
