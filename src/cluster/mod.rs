@@ -1,7 +1,9 @@
 //! Coordination across the replicas of a cluster (`[state] url` set): one
 //! write gate ([`gate`], driven locally by [`follower`] and [`applier`]) and
-//! one GC at a time ([`gc_lease`]), kept in PostgreSQL tables of this module
-//! ([`schema`]). Without `[state] url` none of this exists and the gate is
+//! one GC at a time ([`gc_lease`]), one retention run at a time
+//! ([`run_lease`]), one replica per scheduled time ([`schedule_claims`]),
+//! kept in PostgreSQL tables of this module ([`schema`], steps of the
+//! state's migrations). Without `[state] url` none of this exists and the gate is
 //! the process's own, as for one instance.
 //!
 //! Owns the replica's identity, its connections (the synchronous `postgres`
@@ -17,8 +19,9 @@ mod db;
 mod follower;
 pub mod gate;
 pub mod gc_lease;
-mod gc_schedule;
-mod schema;
+pub mod run_lease;
+mod schedule_claims;
+pub(crate) mod schema;
 pub mod tag_locks;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,6 +33,8 @@ use tokio::sync::watch;
 
 use crate::write_gate::WriteGate;
 use db::Db;
+pub use run_lease::{RunKind, RunLease};
+pub use schedule_claims::Scheduled;
 
 /// A replica that has not confirmed the cluster's gate for this long closes
 /// its own (fail safe).
@@ -41,9 +46,10 @@ pub const DEAD_AFTER: Duration = Duration::from_secs(DEAD_AFTER_SECS as u64);
 pub const POLL: Duration = Duration::from_millis(250);
 /// The first key of every advisory lock of regate ("rega").
 pub const LOCK_CLASS: i32 = 0x7265_6761;
-/// Second keys: the schema creation, the GC lease.
-pub const LOCK_SCHEMA: i32 = 1;
+/// Second keys: the GC lease, the retention lease (1 was the schema's,
+/// before its tables became migration steps of the state).
 pub const LOCK_GC: i32 = 2;
+pub const LOCK_RETENTION: i32 = 3;
 /// The NOTIFY channel of gate changes.
 pub const CHANNEL: &str = "regate_gate";
 
@@ -61,6 +67,13 @@ pub enum ClusterError {
     GcHoldsGate { run_id: i64, replica: String },
     #[error("GC run {run_id} is already running on replica {replica}")]
     GcRunningElsewhere { run_id: i64, replica: String },
+    #[error("a {kind} run (started by {account} at {started_at}) is already running on replica {replica}; wait for it to end and try again")]
+    RunningElsewhere {
+        kind: &'static str,
+        replica: String,
+        account: String,
+        started_at: String,
+    },
     #[error("replica(s) {0} did not confirm that their writes drained; the gate was reopened")]
     NotDrained(String),
     #[error("replica(s) {0} did not confirm in time that they hold the tag's lock; nothing was changed, retry later")]
@@ -144,7 +157,7 @@ pub struct ClusterStatus {
 }
 
 impl Cluster {
-    /// Connects, creates the tables, registers this replica, reads the gate
+    /// Connects (the state has migrated the tables), registers this replica, reads the gate
     /// and applies it before the first request, then follows it.
     pub async fn start(
         url: &crate::config::StateUrl,
@@ -167,7 +180,7 @@ impl Cluster {
         });
         let c = Arc::clone(&cluster);
         let first = tokio::task::spawn_blocking(move || {
-            c.db.with(schema::create)?;
+            c.db.with(schema::tidy)?;
             c.db.with(|client| follower::register(client, &c.replica))?;
             c.db.with(|client| follower::poll(client, &c.replica))
         })

@@ -1,12 +1,15 @@
-//! The tables of the cluster module, created at connect (idempotent, under
-//! an advisory lock so replicas starting at once on an empty database do not
-//! race on `CREATE TABLE`).
+//! The tables of the cluster module, as steps of the state's numbered
+//! migrations (`state::pg` applies them at start, once, under its migration
+//! lock; the state is opened before the cluster starts), so the database
+//! has one versioned schema. [`TABLES`] is written with `IF NOT EXISTS`: a
+//! database whose cluster tables an older regate created at connect
+//! upgrades through it unchanged. Never edit a released step, add one.
 
 use postgres::Client;
 
-use super::{LOCK_CLASS, LOCK_SCHEMA};
-
-const TABLES: &str = "
+/// Step 3: the tables as regate created them at connect before they were
+/// migration steps.
+pub const TABLES: &str = "
 CREATE TABLE IF NOT EXISTS regate_cluster_gate (
     id int PRIMARY KEY CHECK (id = 1),
     generation bigint NOT NULL,
@@ -48,18 +51,29 @@ CREATE TABLE IF NOT EXISTS regate_cluster_gc_ticks (
     replica text NOT NULL,
     claimed_at timestamptz NOT NULL DEFAULT now()
 );
-DELETE FROM regate_cluster_replicas WHERE heartbeat_at < now() - interval '1 day';
 ";
 
-pub fn create(client: &mut Client) -> Result<(), postgres::Error> {
-    client.execute(
-        "SELECT pg_advisory_lock($1, $2)",
-        &[&LOCK_CLASS, &LOCK_SCHEMA],
-    )?;
-    let result = client.batch_execute(TABLES);
-    client.execute(
-        "SELECT pg_advisory_unlock($1, $2)",
-        &[&LOCK_CLASS, &LOCK_SCHEMA],
-    )?;
-    result
+/// Step 4: the claims of scheduled times by kind of work (GC, retention),
+/// and who runs the one retention run of the cluster. A replica of an older
+/// regate finds no `regate_cluster_gc_ticks` to claim in and skips its
+/// scheduled GC (the GC lease keeps runs apart all the same).
+pub const TICKS_BY_KIND: &str = "
+ALTER TABLE regate_cluster_gc_ticks RENAME TO regate_cluster_ticks;
+ALTER TABLE regate_cluster_ticks ADD COLUMN kind text NOT NULL DEFAULT 'gc';
+ALTER TABLE regate_cluster_ticks DROP CONSTRAINT regate_cluster_gc_ticks_pkey;
+ALTER TABLE regate_cluster_ticks ADD PRIMARY KEY (kind, tick_ms);
+ALTER TABLE regate_cluster_ticks ALTER COLUMN kind DROP DEFAULT;
+CREATE TABLE regate_cluster_runs (
+    kind text PRIMARY KEY,
+    replica text NOT NULL,
+    account text NOT NULL,
+    started_at timestamptz NOT NULL DEFAULT now()
+);
+";
+
+/// Housekeeping at connect: forgets replicas silent for a day.
+pub fn tidy(client: &mut Client) -> Result<(), postgres::Error> {
+    client.batch_execute(
+        "DELETE FROM regate_cluster_replicas WHERE heartbeat_at < now() - interval '1 day'",
+    )
 }

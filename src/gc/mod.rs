@@ -96,7 +96,8 @@ impl From<GcError> for RegistryError {
             GcError::Cluster(c) => match c {
                 ClusterError::InMaintenance { .. }
                 | ClusterError::GcHoldsGate { .. }
-                | ClusterError::GcRunningElsewhere { .. } => {
+                | ClusterError::GcRunningElsewhere { .. }
+                | ClusterError::RunningElsewhere { .. } => {
                     (StatusCode::CONFLICT, ErrorCode::Denied)
                 }
                 ClusterError::Thread(_)

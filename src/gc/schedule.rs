@@ -12,6 +12,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::{Gc, GcRequest};
+use crate::cluster::Scheduled;
 use crate::config::gc::{GcSchedule, GcWindow};
 use crate::state::gc_history::GcTrigger;
 
@@ -70,7 +71,10 @@ pub async fn run(
             }
         };
         if let Some(cluster) = gc.cluster() {
-            match cluster.claim_scheduled_gc(next.timestamp_millis()).await {
+            match cluster
+                .claim_scheduled(Scheduled::Gc, next.timestamp_millis())
+                .await
+            {
                 Ok(true) => {}
                 Ok(false) => {
                     tracing::info!(target: "regate::gc", at = %next, "scheduled garbage collection skipped here: another replica runs it");

@@ -32,6 +32,18 @@ impl From<RetentionError> for RegistryError {
             RetentionError::Api(_) | RetentionError::Gather(super::dates::GatherError::Api(_)) => {
                 RegistryError::bad_gateway(msg)
             }
+            RetentionError::Cluster(crate::cluster::ClusterError::RunningElsewhere {
+                replica,
+                account,
+                started_at,
+                ..
+            }) => RegistryError::new(StatusCode::CONFLICT, ErrorCode::Denied, msg).with_detail(
+                serde_json::json!({ "replica": replica, "account": account, "started_at": started_at }),
+            ),
+            RetentionError::Cluster(_) => {
+                RegistryError::new(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable, msg)
+                    .with_header(header::RETRY_AFTER, HeaderValue::from(1))
+            }
             RetentionError::State(_)
             | RetentionError::Gather(super::dates::GatherError::State(_))
             | RetentionError::Gather(super::dates::GatherError::Storage { .. }) => {

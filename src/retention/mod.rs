@@ -6,7 +6,10 @@
 //! the plan (`plan`, pure) and carries it out (`apply`, through the tag
 //! delete's batch path, audited, restorable), keeping a summary of every run
 //! in the state; the push and pull times regate sees (`recorder`); the
-//! admin API (`admin_api`); and scheduled runs (`schedule`). Calls the registry through [`RegistryApi`], the
+//! admin API (`admin_api`); and scheduled runs (`schedule`). In a cluster
+//! an applied run holds the cluster's retention lease (one at a time across
+//! replicas; another replica's run is refused naming it) and each scheduled
+//! time is run by one replica. Calls the registry through [`RegistryApi`], the
 //! state through [`State`], deletes through [`TagDeleter`].
 
 pub mod plan;
@@ -25,6 +28,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::cluster::RunKind;
 use crate::config::retention::RetentionRule;
 use crate::protect::Protections;
 use crate::registry_api::ApiError;
@@ -40,6 +44,10 @@ pub enum RetentionError {
     Api(#[from] ApiError),
     #[error("{0}")]
     State(#[from] StateError),
+    /// In a cluster: another replica's run holds the retention lease, or
+    /// PostgreSQL cannot say.
+    #[error("{0}")]
+    Cluster(#[from] crate::cluster::ClusterError),
 }
 
 /// What a run is asked to do (`POST /admin/retention`).
@@ -92,7 +100,7 @@ pub struct Retention {
     pub tags: Arc<TagDeleter>,
     pub times: Arc<Recorder>,
     pub auth: Arc<crate::auth::Auth>,
-    /// One run at a time.
+    /// One run at a time on this replica (the cluster's lease is taken after it).
     running: tokio::sync::Mutex<()>,
 }
 
@@ -152,6 +160,11 @@ impl Retention {
         client: IpAddr,
     ) -> Result<RunReport, RetentionError> {
         let _one = self.running.lock().await;
+        // In a cluster, one applied run at a time across the replicas.
+        let _lease = match self.tags.cluster() {
+            Some(c) if !req.dry_run => Some(c.run_lease(RunKind::Retention, account).await?),
+            _ => None,
+        };
         let started = now();
         let mut plan = self.plan(req.repositories.as_deref(), req.force).await?;
         let mut not_planned = Vec::new();

@@ -4,7 +4,8 @@
 //! schedule calls), so the space of the deleted tags comes back in the same
 //! window. A scheduled run applies the plan as `regate retention apply
 //! --yes` would (the fraction guard holds: never forced) and is kept in the
-//! history under the account `schedule`.
+//! history under the account `schedule`. In a cluster each scheduled time
+//! is run by the one replica that claims it (as for scheduled GC).
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::{Retention, RunRequest};
+use crate::cluster::Scheduled;
 use crate::config::gc::GcSchedule;
 use crate::gc::schedule::BeforeRun;
 
@@ -72,6 +74,22 @@ pub async fn run(retention: Arc<Retention>, schedule: GcSchedule, mut stop: watc
             tokio::select! {
                 _ = tokio::time::sleep(left.min(RECHECK)) => {}
                 _ = crate::stop_signal::stopped(&mut stop) => return,
+            }
+        }
+        if let Some(cluster) = retention.tags.cluster() {
+            match cluster
+                .claim_scheduled(Scheduled::Retention, next.timestamp_millis())
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::info!(target: "regate::retention", at = %next, "scheduled retention run skipped here: another replica runs it");
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(target: "regate::retention", at = %next, error = %e, "scheduled retention run skipped: cannot tell which replica runs it");
+                    continue;
+                }
             }
         }
         // Runs to its end (and into the history) even when regate stops

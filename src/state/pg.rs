@@ -61,6 +61,9 @@ fn migrations() -> Vec<(i64, Vec<String>)> {
                 )"
             .into()],
         ),
+        // The cluster's own tables (`crate::cluster::schema`).
+        (3, vec![crate::cluster::schema::TABLES.into()]),
+        (4, vec![crate::cluster::schema::TICKS_BY_KIND.into()]),
     ]
 }
 

@@ -255,6 +255,11 @@ impl TagDeleter {
         let _ = self.cluster.set(cluster);
     }
 
+    /// The cluster this replica belongs to (`[state] url`), if any.
+    pub fn cluster(&self) -> Option<&Arc<crate::cluster::Cluster>> {
+        self.cluster.get()
+    }
+
     /// Removes `repo:tag` and nothing else. Runs as its own task, to the end
     /// even when the client goes away: a delete cut off between its dummy PUT
     /// and DELETE would leave the tag on the dummy until the next start.

@@ -523,7 +523,10 @@ async fn a_scheduled_time_is_run_by_one_replica_only() {
     assert_eq!(runs(&ha), runs(&hb), "{ha} {hb}");
     let total = runs(&ha);
     let ticks: usize = pg
-        .sql("schedule", "SELECT count(*) FROM regate_cluster_gc_ticks")
+        .sql(
+            "schedule",
+            "SELECT count(*) FROM regate_cluster_ticks WHERE kind = 'gc'",
+        )
         .trim()
         .parse()
         .unwrap();
