@@ -11,7 +11,8 @@
 //! start under a session advisory lock, so replicas starting at once on an
 //! empty database apply each step once. After the steps, the idempotent
 //! `CREATE ... IF NOT EXISTS` of [`super::SCHEMA`] run again (a table added
-//! there needs no step; a change to an existing table does).
+//! there needs no step; a change to an existing table does). The cluster's
+//! tables (`crate::cluster::schema`) are steps of the same list.
 //!
 //! Liveness: each replica has a row in `replicas` and holds the session
 //! advisory lock `(LOCK_CLASS, lock_key)` on a dedicated connection for as

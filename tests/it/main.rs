@@ -33,6 +33,7 @@ mod protect;
 mod proxy_core;
 mod replicas;
 mod replicas_retention;
+mod replicas_schema;
 mod replicas_state;
 mod retention;
 mod shutdown;
