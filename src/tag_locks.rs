@@ -29,6 +29,9 @@ pub struct TagGuard {
     held: Option<Held>,
     key: Key,
     map: Arc<Mutex<HashMap<Key, Arc<RwLock<()>>>>>,
+    /// Held as long as this guard, released just after it (in a cluster:
+    /// the same tag's lock on every replica).
+    also: Option<Box<dyn Send + Sync>>,
 }
 
 impl TagLocks {
@@ -46,6 +49,7 @@ impl TagLocks {
             held: Some(held),
             key,
             map: Arc::clone(&self.map),
+            also: None,
         }
     }
 
@@ -56,6 +60,7 @@ impl TagLocks {
             held: Some(held),
             key,
             map: Arc::clone(&self.map),
+            also: None,
         }
     }
 
@@ -79,6 +84,13 @@ impl TagLocks {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+impl TagGuard {
+    /// Keeps `other` (another guard of the same tag) as long as this one.
+    pub fn hold_also(&mut self, other: impl Send + Sync + 'static) {
+        self.also = Some(Box::new(other));
     }
 }
 

@@ -142,6 +142,8 @@ pub struct Cluster {
     stopping: AtomicBool,
     /// This replica's tag locks, taken on behalf of other replicas' deletes.
     local_tags: std::sync::OnceLock<Arc<crate::tag_locks::TagLocks>>,
+    /// Those locks, by the lock row they are held for.
+    held_for_others: Mutex<std::collections::HashMap<i64, tag_locks::Held>>,
 }
 
 /// The cluster part of `GET /admin/gc`.
@@ -177,6 +179,7 @@ impl Cluster {
             acks: Mutex::new(ack_tx),
             stopping: AtomicBool::new(false),
             local_tags: std::sync::OnceLock::new(),
+            held_for_others: Mutex::new(Default::default()),
         });
         let c = Arc::clone(&cluster);
         let first = tokio::task::spawn_blocking(move || {

@@ -7,8 +7,16 @@
 //! 503, nothing changed; a dead one, heartbeat older than `DEAD_AFTER`, is
 //! not waited for). Reads and pushes take only the local locks: a read of a
 //! tag no delete touches makes no round trip to PostgreSQL.
+//!
+//! A replica that dies mid-delete leaves its row: the others keep holding
+//! the tag (for [`HOLD_FOR_DEAD_SECS`] of silence at most), so their reads
+//! wait rather than meet the dummy. The replica that recovers the delete
+//! takes its own such lock over ([`Cluster::take_held`]) and swaps the dead
+//! replica's row for its own in one transaction
+//! ([`Cluster::lock_tag_replacing`]); each other replica hands its lock from
+//! the old row to the new one without letting go, so no read slips in
+//! between.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,6 +29,10 @@ use crate::tag_locks::{TagGuard, TagLocks};
 
 /// How long a delete waits for the other replicas' acks.
 pub const TAG_ACK_BOUND: Duration = Duration::from_secs(5);
+/// How long the rows of a replica gone silent are still held: room for a
+/// live replica to claim its journal entries (a check every 5 s, a settle
+/// time of 2 s) and take the tags over.
+pub const HOLD_FOR_DEAD_SECS: i64 = 20;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TagLockRow {
@@ -30,12 +42,13 @@ pub struct TagLockRow {
     pub replica: String,
 }
 
-/// The locks other live replicas announced.
+/// The locks other replicas announced (those of a replica silent for
+/// [`HOLD_FOR_DEAD_SECS`] left out).
 pub fn read(client: &mut Client, replica: &str) -> Result<Vec<TagLockRow>, postgres::Error> {
     let sql = format!(
         "SELECT l.id, l.repository, l.tag, l.replica FROM regate_cluster_tag_locks l
          JOIN regate_cluster_replicas r ON r.replica = l.replica
-         WHERE l.replica <> $1 AND r.heartbeat_at > now() - interval '{DEAD_AFTER_SECS} seconds'
+         WHERE l.replica <> $1 AND r.heartbeat_at > now() - interval '{HOLD_FOR_DEAD_SECS} seconds'
          ORDER BY l.id"
     );
     Ok(client
@@ -84,10 +97,30 @@ impl Cluster {
         repo: &str,
         tag: &str,
     ) -> Result<ClusterTagLock, ClusterError> {
+        self.lock_tag_replacing(repo, tag, None).await
+    }
+
+    /// Like [`Cluster::lock_tag_everywhere`], and the lock rows of the dead
+    /// replica `dead` on this tag go in the same transaction: the other
+    /// replicas hand their lock on from those rows to this one.
+    pub async fn lock_tag_replacing(
+        self: &Arc<Self>,
+        repo: &str,
+        tag: &str,
+        dead: Option<&str>,
+    ) -> Result<ClusterTagLock, ClusterError> {
         let (me, r, t) = (Arc::clone(self), repo.to_owned(), tag.to_owned());
+        let dead = dead.map(str::to_owned);
+        let dead_id = dead.clone();
         let id = tokio::task::spawn_blocking(move || {
             me.db.with(|c| {
                 let mut tx = c.transaction()?;
+                if let Some(dead) = &dead {
+                    tx.execute(
+                        "DELETE FROM regate_cluster_tag_locks WHERE repository = $1 AND tag = $2 AND replica = $3",
+                        &[&r, &t, dead],
+                    )?;
+                }
                 let id: i64 = tx
                     .query_one(
                         "INSERT INTO regate_cluster_tag_locks (repository, tag, replica) VALUES ($1, $2, $3) RETURNING id",
@@ -106,18 +139,22 @@ impl Cluster {
             id,
         };
         let started = Instant::now();
+        // The dead replica (known dead by its state lease) is not waited
+        // for, even while its heartbeat is fresh.
+        let dead = dead_id.unwrap_or_default();
         loop {
-            let me = Arc::clone(self);
+            let (me, dead) = (Arc::clone(self), dead.clone());
             let missing: Vec<String> = tokio::task::spawn_blocking(move || {
                 me.db.with(|c| {
                     let sql = format!(
                         "SELECT ARRAY(SELECT r.replica FROM regate_cluster_replicas r
-                         WHERE r.replica <> $2 AND r.heartbeat_at > now() - interval '{DEAD_AFTER_SECS} seconds'
+                         WHERE r.replica <> $2 AND r.replica <> $3
+                           AND r.heartbeat_at > now() - interval '{DEAD_AFTER_SECS} seconds'
                            AND NOT EXISTS (SELECT 1 FROM regate_cluster_tag_acks a
                                            WHERE a.lock_id = $1 AND a.replica = r.replica)
                          ORDER BY r.replica)"
                     );
-                    Ok(c.query_one(&sql, &[&id, &me.replica])?.get(0))
+                    Ok(c.query_one(&sql, &[&id, &me.replica, &dead])?.get(0))
                 })
             })
             .await
@@ -133,15 +170,80 @@ impl Cluster {
     }
 }
 
+/// A tag lock of this replica held for another replica's lock row.
+pub(super) struct Held {
+    repository: String,
+    tag: String,
+    replica: String,
+    /// The guard, once the lock is taken.
+    slot: Arc<std::sync::Mutex<Option<TagGuard>>>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Held {
+    /// The guard goes with the last holder of the slot (this, or the task).
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn slot_guard(slot: &std::sync::Mutex<Option<TagGuard>>) -> Option<TagGuard> {
+    slot.lock().unwrap_or_else(|e| e.into_inner()).take()
+}
+
+fn has_guard(slot: &std::sync::Mutex<Option<TagGuard>>) -> bool {
+    slot.lock().unwrap_or_else(|e| e.into_inner()).is_some()
+}
+
+/// Records this replica's ack of lock row `id`.
+async fn ack(cluster: &Arc<Cluster>, id: i64) {
+    let me = Arc::clone(cluster);
+    let _ = tokio::task::spawn_blocking(move || {
+        me.db.with(|db| {
+            db.execute(
+                "INSERT INTO regate_cluster_tag_acks (lock_id, replica) VALUES ($1, $2)
+                 ON CONFLICT DO NOTHING",
+                &[&id, &me.replica],
+            )
+        })
+    })
+    .await;
+}
+
+impl Cluster {
+    /// Takes over the lock this replica holds on `repo:tag` for the dead
+    /// replica `owner` (whose delete the caller recovers), if it holds it;
+    /// otherwise stops waiting for it, so the caller can take the lock.
+    pub fn take_held(&self, repo: &str, tag: &str, owner: &str) -> Option<TagGuard> {
+        let mut held = self
+            .held_for_others
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let ids: Vec<i64> = held
+            .iter()
+            .filter(|(_, h)| h.repository == repo && h.tag == tag && h.replica == owner)
+            .map(|(id, _)| *id)
+            .collect();
+        let mut guard = None;
+        for id in ids {
+            if let Some(h) = held.remove(&id) {
+                guard = guard.or_else(|| slot_guard(&h.slot));
+            }
+        }
+        guard
+    }
+}
+
 /// Takes and holds this replica's tag locks for the other replicas' deletes,
 /// as the follower reads them; releases them when their rows go (or their
-/// replica is dead). While PostgreSQL cannot be reached, holds what it holds.
+/// replica is silent too long), or hands one on to a row that replaces its
+/// row on the same tag. While PostgreSQL cannot be reached, holds what it
+/// holds.
 pub async fn hold_for_others(cluster: &Arc<Cluster>) {
     let Some(locks) = cluster.local_tags.get().cloned() else {
         return std::future::pending().await;
     };
     let mut rx = cluster.snapshot.subscribe();
-    let mut held: HashMap<i64, JoinHandle<TagGuard>> = HashMap::new();
     loop {
         if rx.changed().await.is_err() {
             return;
@@ -152,40 +254,69 @@ pub async fn hold_for_others(cluster: &Arc<Cluster>) {
         if snap.read_at.elapsed() >= CONFIRM_BOUND {
             continue;
         }
-        held.retain(|id, task| {
-            let keep = snap.tag_locks.iter().any(|r| r.id == *id);
-            if !keep {
-                // Aborting drops the guard (or the wait for it).
-                task.abort();
-            }
-            keep
-        });
-        for row in &snap.tag_locks {
-            if held.contains_key(&row.id) {
-                continue;
-            }
-            let (locks, c, row) = (Arc::clone(&locks), Arc::clone(cluster), row.clone());
-            let id = row.id;
-            held.insert(
-                id,
-                tokio::spawn(async move {
-                    let guard = locks.write(&row.repository, &row.tag).await;
-                    let me = Arc::clone(&c);
-                    let _ = tokio::task::spawn_blocking(move || {
-                        me.db.with(|db| {
-                            db.execute(
-                                "INSERT INTO regate_cluster_tag_acks (lock_id, replica) VALUES ($1, $2)
-                                 ON CONFLICT DO NOTHING",
-                                &[&row.id, &me.replica],
-                            )
-                        })
-                    })
-                    .await;
-                    // Held until aborted (the row went).
-                    std::future::pending::<()>().await;
-                    guard
-                }),
-            );
+        let handed = hold_rows(cluster, &locks, &snap.tag_locks);
+        for id in handed {
+            ack(cluster, id).await;
         }
     }
+}
+
+/// Brings the locks held for others in line with `rows`; the rows whose
+/// lock was handed on from a replaced row (to ack).
+fn hold_rows(cluster: &Arc<Cluster>, locks: &Arc<TagLocks>, rows: &[TagLockRow]) -> Vec<i64> {
+    let mut handed = Vec::new();
+    let mut held = cluster
+        .held_for_others
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let gone: Vec<i64> = held
+        .keys()
+        .filter(|id| !rows.iter().any(|r| r.id == **id))
+        .copied()
+        .collect();
+    let mut gone: Vec<Held> = gone.into_iter().filter_map(|id| held.remove(&id)).collect();
+    for row in rows {
+        if held.contains_key(&row.id) {
+            continue;
+        }
+        // A row replacing a gone one on the same tag: keep the lock.
+        let replaced = gone
+            .iter()
+            .position(|h| h.repository == row.repository && h.tag == row.tag && has_guard(&h.slot));
+        if let Some(i) = replaced {
+            let mut h = gone.swap_remove(i);
+            h.replica = row.replica.clone();
+            held.insert(row.id, h);
+            handed.push(row.id);
+            continue;
+        }
+        let slot = Arc::new(std::sync::Mutex::new(None));
+        let (locks, c, r, s) = (
+            Arc::clone(locks),
+            Arc::clone(cluster),
+            row.clone(),
+            Arc::clone(&slot),
+        );
+        let task = tokio::spawn(async move {
+            let guard = locks.write(&r.repository, &r.tag).await;
+            *s.lock().unwrap_or_else(|e| e.into_inner()) = Some(guard);
+            ack(&c, r.id).await;
+            // Held until aborted (the row went).
+            std::future::pending::<()>().await;
+        });
+        held.insert(
+            row.id,
+            Held {
+                repository: row.repository.clone(),
+                tag: row.tag.clone(),
+                replica: row.replica.clone(),
+                slot,
+                task,
+            },
+        );
+    }
+    drop(held);
+    // Dropping releases the locks of the rows that went.
+    drop(gone);
+    handed
 }

@@ -298,15 +298,6 @@ async fn open_components(
         )
         .with_protection(crate::protect::Protections::new(settings.protect.clone())),
     );
-    // Finish or roll back deletes a crash left open before serving anything.
-    match tags.recover().await {
-        Ok(0) => {}
-        Ok(n) => tracing::info!(entries = n, "recovered interrupted tag deletes"),
-        Err(e) => tracing::error!(error = %e, "cannot read the tag-delete journal"),
-    }
-    if state.is_shared() {
-        spawn_orphan_recovery(Arc::clone(&tags), state.clone());
-    }
     let gc = crate::gc::Gc::new(
         settings.gc.clone(),
         crate::gc::GcTarget::new(
@@ -340,6 +331,16 @@ async fn open_components(
         }
         None => None,
     };
+    // Finish or roll back deletes a crash left open before serving anything
+    // (in a cluster, under the tags' locks on every replica).
+    match tags.recover().await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(entries = n, "recovered interrupted tag deletes"),
+        Err(e) => tracing::error!(error = %e, "cannot read the tag-delete journal"),
+    }
+    if state.is_shared() {
+        spawn_orphan_recovery(Arc::clone(&tags), state.clone());
+    }
     // Before the first request: the gate comes back closed while a GC started
     // before a restart still runs, or while maintenance is on.
     gc.recover().await.map_err(StartError::Gc)?;

@@ -33,6 +33,9 @@ pub struct Orphans {
     pub entries: Vec<JournalEntry>,
     /// `(repository, digest)`
     pub configs: Vec<(String, String)>,
+    /// The dead replica each entry was claimed from, by entry id
+    /// (PostgreSQL only).
+    pub claimed_from: std::collections::HashMap<i64, String>,
 }
 
 /// Moves the rows of `dead` (all other owners when `None`) to `me`.
@@ -50,7 +53,11 @@ fn take(
         &format!("UPDATE tag_delete_journal SET owner = ?1 WHERE open = 1 AND {cond} RETURNING {ENTRY_COLUMNS}"),
         &params,
     )? {
-        into.entries.push(entry(&r)?);
+        let e = entry(&r)?;
+        if let Some(d) = dead {
+            into.claimed_from.insert(e.id, d.to_owned());
+        }
+        into.entries.push(e);
     }
     for r in db.query(
         &format!("UPDATE dummy_configs SET owner = ?1 WHERE {cond} RETURNING repository, digest"),

@@ -117,12 +117,16 @@ impl TagDeleter {
         for t in &names {
             locks.insert(*t, self.locks.write(repo, t).await);
         }
-        // In a cluster, every live replica holds the tags' locks too.
-        let mut _everywhere = Vec::new();
+        // In a cluster, every live replica holds the tags' locks too, as
+        // long as the local guards (a recovery retried later keeps one).
         if let Some(cluster) = self.cluster.get() {
             for t in &names {
                 match cluster.lock_tag_everywhere(repo, t).await {
-                    Ok(l) => _everywhere.push(l),
+                    Ok(l) => {
+                        if let Some(guard) = locks.get_mut(t) {
+                            guard.hold_also(l);
+                        }
+                    }
                     Err(e) => {
                         out.extend(
                             names.iter().map(|t| {

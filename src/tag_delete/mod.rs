@@ -260,6 +260,28 @@ impl TagDeleter {
         self.cluster.get()
     }
 
+    /// The write lock of `repo:tag`, here and (in a cluster) on every live
+    /// replica: the guard holds both, also while a recovery retried in the
+    /// background keeps it. `dead`: the replica whose delete is recovered
+    /// (its lock on the tag is taken over, not waited for or let go).
+    async fn lock_everywhere(
+        &self,
+        repo: &str,
+        tag: &str,
+        dead: Option<&str>,
+    ) -> Result<TagGuard, TagDeleteError> {
+        let Some(cluster) = self.cluster.get() else {
+            return Ok(self.locks.write(repo, tag).await);
+        };
+        let taken = dead.and_then(|d| cluster.take_held(repo, tag, d));
+        let mut guard = match taken {
+            Some(g) => g,
+            None => self.locks.write(repo, tag).await,
+        };
+        guard.hold_also(cluster.lock_tag_replacing(repo, tag, dead).await?);
+        Ok(guard)
+    }
+
     /// Removes `repo:tag` and nothing else. Runs as its own task, to the end
     /// even when the client goes away: a delete cut off between its dummy PUT
     /// and DELETE would leave the tag on the dummy until the next start.
@@ -278,11 +300,7 @@ impl TagDeleter {
         self.check_protected(&repo, &tag)?;
         tokio::spawn(async move {
             let started = Instant::now();
-            let lock = me.locks.write(&repo, &tag).await;
-            let _everywhere = match me.cluster.get() {
-                Some(c) => Some(c.lock_tag_everywhere(&repo, &tag).await?),
-                None => None,
-            };
+            let lock = me.lock_everywhere(&repo, &tag, None).await?;
             let removed = me.delete_locked(lock, &repo, &tag, &account).await?;
             me.metrics.tag_delete(removed.native, started.elapsed());
             Ok(removed)
@@ -750,9 +768,11 @@ impl TagDeleter {
     /// reached the entry is retried in the background, still locked.
     pub async fn recover(self: &Arc<Self>) -> Result<usize, TagDeleteError> {
         let state = self.state.clone();
-        let orphans = blocking(move || state.claim_orphans()).await?;
-        self.staging.unlink_leftovers(orphans.configs).await;
-        let open = orphans.entries;
+        let mut orphans = blocking(move || state.claim_orphans()).await?;
+        self.staging
+            .unlink_leftovers(std::mem::take(&mut orphans.configs))
+            .await;
+        let open = std::mem::take(&mut orphans.entries);
         let n = open.len();
         // Unlink every dummy config, then give requests of the process that
         // died one settle time to land, once for all entries (nothing is
@@ -770,13 +790,52 @@ impl TagDeleter {
             tokio::time::sleep(IN_FLIGHT_SETTLE).await;
         }
         for e in open {
-            let guard = self.locks.write(&e.repository, &e.tag).await;
+            let dead = orphans.claimed_from.get(&e.id).cloned();
+            let guard = match self
+                .lock_everywhere(&e.repository, &e.tag, dead.as_deref())
+                .await
+            {
+                Ok(g) => g,
+                Err(err) => {
+                    tracing::error!(repository = %e.repository, tag = %e.tag, error = %err, "cannot lock a tag to recover its delete yet");
+                    self.recover_locking_later(e, dead);
+                    continue;
+                }
+            };
             if let Err(err) = self.recover_entry(&e, false).await {
                 tracing::error!(repository = %e.repository, tag = %e.tag, error = %err, "cannot recover a tag delete yet");
                 self.recover_later(e, guard);
             }
         }
         Ok(n)
+    }
+
+    /// Takes the lock of `e`'s tag (everywhere) in the background, retrying,
+    /// then recovers `e` as [`TagDeleter::recover`] does.
+    fn recover_locking_later(self: &Arc<Self>, e: JournalEntry, dead: Option<String>) {
+        let me = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut wait = Duration::from_secs(1);
+            loop {
+                tokio::time::sleep(wait).await;
+                match me
+                    .lock_everywhere(&e.repository, &e.tag, dead.as_deref())
+                    .await
+                {
+                    Ok(guard) => {
+                        if let Err(err) = me.recover_entry(&e, false).await {
+                            tracing::error!(repository = %e.repository, tag = %e.tag, error = %err, "cannot recover a tag delete yet");
+                            me.recover_later(e, guard);
+                        }
+                        return;
+                    }
+                    Err(err) => {
+                        tracing::warn!(repository = %e.repository, tag = %e.tag, error = %err, "cannot lock a tag to recover its delete yet")
+                    }
+                }
+                wait = (wait * 2).min(Duration::from_secs(60));
+            }
+        });
     }
 
     /// Retries the recovery of `e` in the background until it succeeds,
@@ -810,7 +869,7 @@ impl TagDeleter {
         account: &str,
     ) -> Result<Deletion, TagDeleteError> {
         let (repo, tag) = (repo.as_str(), tag.as_str());
-        let _lock = self.locks.write(repo, tag).await;
+        let _lock = self.lock_everywhere(repo, tag, None).await?;
         let (state, r, t) = (self.state.clone(), repo.to_owned(), tag.to_owned());
         let last = blocking(move || state.last_deletion(&r, &t))
             .await?
