@@ -301,7 +301,8 @@ fn replicas_opening_one_empty_database_at_once_migrate_it_once() {
             "race",
             "SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_migrations"
         ),
-        "1,2"
+        // The state's steps, then the cluster's.
+        "1,2,3,4"
     );
     // Each is a replica of its own, alive, and they share one journal.
     let ids: std::collections::HashSet<&str> = states.iter().map(|s| s.replica()).collect();
