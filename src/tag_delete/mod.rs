@@ -270,16 +270,35 @@ impl TagDeleter {
         tag: &str,
         dead: Option<&str>,
     ) -> Result<TagGuard, TagDeleteError> {
-        let Some(cluster) = self.cluster.get() else {
-            return Ok(self.locks.write(repo, tag).await);
+        let mut guard = self.lock_here(repo, tag, dead).await;
+        self.lock_others(&mut guard, repo, tag, dead).await?;
+        Ok(guard)
+    }
+
+    /// The first half of [`TagDeleter::lock_everywhere`]: this replica's lock.
+    async fn lock_here(&self, repo: &str, tag: &str, dead: Option<&str>) -> TagGuard {
+        let taken = match (self.cluster.get(), dead) {
+            (Some(c), Some(d)) => c.take_held(repo, tag, d),
+            _ => None,
         };
-        let taken = dead.and_then(|d| cluster.take_held(repo, tag, d));
-        let mut guard = match taken {
+        match taken {
             Some(g) => g,
             None => self.locks.write(repo, tag).await,
-        };
-        guard.hold_also(cluster.lock_tag_replacing(repo, tag, dead).await?);
-        Ok(guard)
+        }
+    }
+
+    /// The second half: in a cluster, the other replicas' locks, kept by `guard`.
+    async fn lock_others(
+        &self,
+        guard: &mut TagGuard,
+        repo: &str,
+        tag: &str,
+        dead: Option<&str>,
+    ) -> Result<(), TagDeleteError> {
+        if let Some(c) = self.cluster.get() {
+            guard.hold_also(c.lock_tag_replacing(repo, tag, dead).await?);
+        }
+        Ok(())
     }
 
     /// Removes `repo:tag` and nothing else. Runs as its own task, to the end
@@ -791,17 +810,15 @@ impl TagDeleter {
         }
         for e in open {
             let dead = orphans.claimed_from.get(&e.id).cloned();
-            let guard = match self
-                .lock_everywhere(&e.repository, &e.tag, dead.as_deref())
+            let mut guard = self.lock_here(&e.repository, &e.tag, dead.as_deref()).await;
+            if let Err(err) = self
+                .lock_others(&mut guard, &e.repository, &e.tag, dead.as_deref())
                 .await
             {
-                Ok(g) => g,
-                Err(err) => {
-                    tracing::error!(repository = %e.repository, tag = %e.tag, error = %err, "cannot lock a tag to recover its delete yet");
-                    self.recover_locking_later(e, dead);
-                    continue;
-                }
-            };
+                tracing::error!(repository = %e.repository, tag = %e.tag, error = %err, "cannot lock a tag on every replica to recover its delete yet");
+                self.recover_locking_later(e, dead, guard);
+                continue;
+            }
             if let Err(err) = self.recover_entry(&e, false).await {
                 tracing::error!(repository = %e.repository, tag = %e.tag, error = %err, "cannot recover a tag delete yet");
                 self.recover_later(e, guard);
@@ -810,19 +827,25 @@ impl TagDeleter {
         Ok(n)
     }
 
-    /// Takes the lock of `e`'s tag (everywhere) in the background, retrying,
-    /// then recovers `e` as [`TagDeleter::recover`] does.
-    fn recover_locking_later(self: &Arc<Self>, e: JournalEntry, dead: Option<String>) {
+    /// Takes the other replicas' locks of `e`'s tag in the background,
+    /// retrying, holding `guard` (this replica's) all the while; then
+    /// recovers `e` as [`TagDeleter::recover`] does.
+    fn recover_locking_later(
+        self: &Arc<Self>,
+        e: JournalEntry,
+        dead: Option<String>,
+        mut guard: TagGuard,
+    ) {
         let me = Arc::clone(self);
         tokio::spawn(async move {
             let mut wait = Duration::from_secs(1);
             loop {
                 tokio::time::sleep(wait).await;
                 match me
-                    .lock_everywhere(&e.repository, &e.tag, dead.as_deref())
+                    .lock_others(&mut guard, &e.repository, &e.tag, dead.as_deref())
                     .await
                 {
-                    Ok(guard) => {
+                    Ok(()) => {
                         if let Err(err) = me.recover_entry(&e, false).await {
                             tracing::error!(repository = %e.repository, tag = %e.tag, error = %err, "cannot recover a tag delete yet");
                             me.recover_later(e, guard);
@@ -830,7 +853,7 @@ impl TagDeleter {
                         return;
                     }
                     Err(err) => {
-                        tracing::warn!(repository = %e.repository, tag = %e.tag, error = %err, "cannot lock a tag to recover its delete yet")
+                        tracing::warn!(repository = %e.repository, tag = %e.tag, error = %err, "cannot lock a tag on every replica to recover its delete yet")
                     }
                 }
                 wait = (wait * 2).min(Duration::from_secs(60));
