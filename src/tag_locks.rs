@@ -3,7 +3,9 @@
 //! HEAD of that tag hold the read side until the registry has answered. So no
 //! client ever sees the dummy, no push interleaves with a delete, and no read
 //! meets the registry's non-atomic rewrite of a tag link. Different tags never
-//! wait for each other.
+//! wait for each other. A guard can keep another lock of the same tag alive
+//! as long as itself ([`TagGuard::hold_also`]: the tag's lock on the other
+//! replicas of a cluster).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

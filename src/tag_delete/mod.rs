@@ -5,7 +5,9 @@
 //! refusal to delete or move `[[protect]]` tags (the rules are
 //! [`crate::protect`]'s). Calls the
 //! registry through [`RegistryApi`], the journal and history through
-//! [`State`], and holds a [`TagLocks`] write lock for the whole sequence.
+//! [`State`], and holds a [`TagLocks`] write lock for the whole sequence (in
+//! a cluster, the tag's lock on every replica too, as do restore and
+//! recovery).
 //!
 //! The sequence: resolve the tag (all four manifest types) -> journal the
 //! intent (fsync'd; recovery decides from what the registry holds, so the
@@ -783,8 +785,9 @@ impl TagDeleter {
     /// periodically when replicas share the state (the entries of a replica
     /// that died). Only entries this replica claimed from dead owners are
     /// touched, never its own deletes in flight. Each affected tag stays
-    /// locked until its entry is resolved; when the registry cannot be
-    /// reached the entry is retried in the background, still locked.
+    /// locked (in a cluster, on every replica) until its entry is resolved;
+    /// when the registry cannot be reached the entry is retried in the
+    /// background, still locked.
     pub async fn recover(self: &Arc<Self>) -> Result<usize, TagDeleteError> {
         let state = self.state.clone();
         let mut orphans = blocking(move || state.claim_orphans()).await?;
