@@ -316,23 +316,26 @@ impl Pg {
                 source,
             })?;
         let host = super::hostname();
-        client
-            .execute(
-                "INSERT INTO replicas (id, host, pid) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING",
+        // The row and the lock in one transaction: a row committed without
+        // its lock held would look dead, and another replica's clean-up
+        // could delete it before the lock is taken.
+        let mut tx = client.transaction().map_err(err)?;
+        let key: i64 = tx
+            .query_one(
+                "INSERT INTO replicas (id, host, pid) VALUES ($1, $2, $3)
+                 ON CONFLICT (id) DO UPDATE SET host = EXCLUDED.host RETURNING lock_key",
                 &[&replica, &host, &i64::from(std::process::id())],
             )
-            .map_err(err)?;
-        let key: i64 = client
-            .query_one("SELECT lock_key FROM replicas WHERE id = $1", &[&replica])
             .map_err(err)?
             .get(0);
-        let held: bool = client
+        let held: bool = tx
             .query_one(
                 "SELECT pg_try_advisory_lock($1, CAST(CAST($2 AS BIGINT) AS INTEGER))",
                 &[&LOCK_CLASS, &key],
             )
             .map_err(err)?
             .get(0);
+        tx.commit().map_err(err)?;
         if !held {
             // Only a claimer's short transaction can hold it: try again later.
             tracing::warn!(replica, "cannot take this replica's liveness lock yet");
