@@ -77,6 +77,10 @@ impl StateTls {
                 "sslmode=verify-full: TLS, the server's certificate must be signed by the CA in {} and name the host",
                 r.path
             ),
+            (SslMode::Prefer, Some(r)) => format!(
+                "sslmode=prefer: TLS with a certificate signed by the CA in {} when the server offers TLS, but plain TCP when it does not; sslmode=verify-full never falls back and also checks the host name",
+                r.path
+            ),
             (mode, Some(r)) => format!(
                 "sslmode={}: TLS, the server's certificate must be signed by the CA in {} (its host name is not checked; sslmode=verify-full checks it)",
                 mode.as_str(),
@@ -90,9 +94,10 @@ impl StateTls {
         }
     }
 
-    /// Whether the server is authenticated (its chain is checked).
+    /// Whether the server is always authenticated (TLS, its chain checked;
+    /// `prefer` may fall back to plain TCP).
     pub fn verifies(&self) -> bool {
-        self.mode != SslMode::Disable && self.root_cert.is_some()
+        !matches!(self.mode, SslMode::Disable | SslMode::Prefer) && self.root_cert.is_some()
     }
 }
 
@@ -413,6 +418,12 @@ mod tests {
             ("?sslmode=disable", SslMode::Disable, Wire::Disable, false),
             ("?sslmode=prefer", SslMode::Prefer, Wire::Prefer, false),
             ("?sslmode=require", SslMode::Require, Wire::Require, false),
+            (
+                &format!("?sslmode=prefer&sslrootcert={ca}") as &str,
+                SslMode::Prefer,
+                Wire::Prefer,
+                false,
+            ),
             (
                 &format!("?sslmode=require&sslrootcert={ca}") as &str,
                 SslMode::Require,

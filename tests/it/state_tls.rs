@@ -186,7 +186,7 @@ async fn a_wrong_ca_or_host_name_stops_the_start_saying_what_to_do() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn sslmode_require_against_a_server_without_tls_stops_the_start() {
+async fn sslmode_require_against_a_server_without_tls_stops_the_start_and_other_advice() {
     let pg = Postgres::start();
     let plain = pg.create_database("plain");
     let ca = TestCerts::for_hosts(&[DB_HOST]);
@@ -204,6 +204,16 @@ async fn sslmode_require_against_a_server_without_tls_stops_the_start() {
             "{err}"
         );
     }
+    // The advice for a wrong password and a missing database.
+    let wrong = plain.replace(PASSWORD, "wrong-s3cret");
+    let err = start_error(&r.url, &wrong).await;
+    assert!(
+        err.contains("check the user and password") && !err.contains("wrong-s3cret"),
+        "{err}"
+    );
+    let missing = plain.replace("/plain", "/missing");
+    let err = start_error(&r.url, &missing).await;
+    assert!(err.contains("does not exist: create it"), "{err}");
     // prefer (libpq's default) falls back to plain TCP.
     open_state(&format!("{plain}?sslmode=prefer"))
         .await
