@@ -10,7 +10,8 @@
 //! cluster's gate within [`CONFIRM_BOUND`] closes its own gate (writes held
 //! or refused, reads served); a replica whose heartbeat is older than
 //! [`DEAD_AFTER`] is not waited for; a gate closed by a GC whose lease is free
-//! is reopened ([`follower`]). Calls `write_gate` only.
+//! is reopened ([`follower`]). Calls `write_gate`, and `pg_connect` to make
+//! its connections.
 
 mod applier;
 mod db;
