@@ -36,6 +36,7 @@ mod replicas_state;
 mod retention;
 mod shutdown;
 mod state_engines;
+mod state_tls;
 mod tag_delete;
 mod tag_delete_batch;
 mod tag_delete_races;
