@@ -29,6 +29,7 @@ pub mod managed;
 pub mod manifest_check;
 pub mod metrics;
 pub mod pages;
+pub mod pg_connect;
 pub mod protect;
 pub mod proxy;
 pub mod referrers;

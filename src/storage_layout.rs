@@ -66,3 +66,79 @@ pub fn blob_data(root: &Path, hex: &str) -> PathBuf {
         .join(hex)
         .join("data")
 }
+
+/// A folder of the storage that could not be read while walking it.
+#[derive(Debug)]
+pub struct WalkError {
+    pub path: PathBuf,
+    pub source: std::io::Error,
+}
+
+/// Every repository under the storage root, as (name, folder), sorted by
+/// name. A repository is a folder holding `_manifests`; names nest (`a` and
+/// `a/b` can both be repositories). Folders starting with `_` are the
+/// registry's own and are not descended into; symbolic links are not
+/// followed. A storage without a repositories folder has none.
+pub fn repository_dirs(root: &Path) -> Result<Vec<(String, PathBuf)>, WalkError> {
+    let base = repositories(root);
+    let mut out = Vec::new();
+    let mut stack = vec![base.clone()];
+    while let Some(dir) = stack.pop() {
+        let failed = |source| WalkError {
+            path: dir.clone(),
+            source,
+        };
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(failed(e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(failed)?;
+            if !entry.file_type().map_err(failed)?.is_dir() {
+                continue;
+            }
+            let name = entry.file_name();
+            if name == "_manifests" {
+                if let Ok(rel) = dir.strip_prefix(&base) {
+                    out.push((rel.to_string_lossy().into_owned(), dir.clone()));
+                }
+            } else if !name.to_string_lossy().starts_with('_') {
+                stack.push(entry.path());
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repository_dirs_finds_nested_repositories_and_skips_registry_folders() {
+        let root = tempfile::tempdir().unwrap();
+        for repo in ["a", "a/b", "c/d/e"] {
+            std::fs::create_dir_all(revisions_dir(&repository(root.path(), repo))).unwrap();
+        }
+        // The registry's own folders, and a folder that is no repository.
+        std::fs::create_dir_all(repository(root.path(), "a/_layers/x/_manifests")).unwrap();
+        std::fs::create_dir_all(repository(root.path(), "f/g")).unwrap();
+        let names: Vec<String> = repository_dirs(root.path())
+            .unwrap()
+            .into_iter()
+            .map(|(name, dir)| {
+                assert_eq!(dir, repository(root.path(), &name));
+                name
+            })
+            .collect();
+        assert_eq!(names, ["a", "a/b", "c/d/e"]);
+    }
+
+    #[test]
+    fn repository_dirs_of_an_empty_storage_is_empty() {
+        let root = tempfile::tempdir().unwrap();
+        assert!(repository_dirs(root.path()).unwrap().is_empty());
+    }
+}

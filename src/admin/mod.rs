@@ -68,9 +68,7 @@ impl Admin {
             .layer(crate::app::layers::api_version::layer())
             .layer(crate::app::layers::answer_errors::AnswerErrorsLayer)
             .map_request(|req: Request<B>| req.map(|b| b.map_err(Into::into).boxed_unsync()))
-            .layer(require_admin::RequireAdminLayer {
-                auth: Arc::clone(&self.auth),
-            })
+            .layer(require_admin::layer(Arc::clone(&self.auth)))
             .service(tower::service_fn(move |req| Arc::clone(&admin).serve(req)))
     }
 

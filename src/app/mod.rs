@@ -177,18 +177,10 @@ impl App {
                 idle_timeout: server.idle_timeout,
             })
             .layer(layers::answer_errors::AnswerErrorsLayer)
-            .layer(layers::head_limits::HeadLimitsLayer {
-                max_header_bytes: server.max_header_bytes,
-            })
-            .layer(layers::route::RouteLayer {
-                auth: Arc::clone(&self.auth),
-            })
-            .layer(layers::authorize::AuthorizeLayer {
-                app: Arc::clone(self),
-            })
-            .layer(layers::write_gate::WriteGateLayer {
-                gate: Arc::clone(&self.gate),
-            })
+            .layer(layers::head_limits::layer(server.max_header_bytes))
+            .layer(layers::route::layer(Arc::clone(&self.auth)))
+            .layer(layers::authorize::layer(Arc::clone(self)))
+            .layer(layers::write_gate::layer(Arc::clone(&self.gate)))
             .service(endpoints)
     }
 

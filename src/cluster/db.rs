@@ -1,43 +1,30 @@
 //! One connection to PostgreSQL, opened on first use and again after it
 //! broke. Blocking: call it from `spawn_blocking` or a thread of its own.
+//! Connections are made by `crate::pg_connect` (one connection maker for the
+//! state and the cluster).
 
 use std::sync::Mutex;
-use std::time::Duration;
 
-use postgres::{Client, NoTls};
+use postgres::Client;
 
 use super::ClusterError;
-
-/// How long a connection attempt may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-
-/// Opens a connection for `config` with regate's name and bounded waits.
-pub fn connect(config: &postgres::Config) -> Result<Client, ClusterError> {
-    let mut config = config.clone();
-    if config.get_connect_timeout().is_none() {
-        config.connect_timeout(CONNECT_TIMEOUT);
-    }
-    if config.get_application_name().is_none() {
-        config.application_name("regate");
-    }
-    config.connect(NoTls).map_err(ClusterError::Connect)
-}
+use crate::pg_connect::PgConnector;
 
 pub struct Db {
-    config: postgres::Config,
+    connector: PgConnector,
     client: Mutex<Option<Client>>,
 }
 
 impl Db {
-    pub fn new(config: postgres::Config) -> Db {
+    pub fn new(connector: PgConnector) -> Db {
         Db {
-            config,
+            connector,
             client: Mutex::new(None),
         }
     }
 
-    pub fn config(&self) -> &postgres::Config {
-        &self.config
+    pub fn connector(&self) -> &PgConnector {
+        &self.connector
     }
 
     /// Runs `f` on the connection (opening it first when needed); a broken
@@ -51,7 +38,7 @@ impl Db {
             *slot = None;
         }
         if slot.is_none() {
-            *slot = Some(connect(&self.config)?);
+            *slot = Some(self.connector.connect("cluster")?);
         }
         let client = slot.as_mut().expect("connected above");
         let result = f(client);

@@ -15,8 +15,11 @@ use std::time::{Duration, Instant};
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::Client;
 
+use crate::pg_connect::PgConnector;
+
 use super::{
-    db, Cluster, GateRow, GcRow, Snapshot, CHANNEL, DEAD_AFTER_SECS, LOCK_CLASS, LOCK_GC, POLL,
+    Cluster, ClusterError, GateRow, GcRow, Snapshot, CHANNEL, DEAD_AFTER_SECS, LOCK_CLASS, LOCK_GC,
+    POLL,
 };
 
 /// How long the GC lease of a closed gate must be free before a replica
@@ -72,13 +75,13 @@ pub fn poll(client: &mut Client, replica: &str) -> Result<Snapshot, postgres::Er
 
 /// Starts the follower; it ends when the replica stops following (or is
 /// dropped: it holds the cluster only for one step at a time).
-pub fn spawn(cluster: Arc<Cluster>, config: postgres::Config, acks: Receiver<i64>) {
+pub fn spawn(cluster: Arc<Cluster>, connector: PgConnector, acks: Receiver<i64>) {
     let name = format!("regate-cluster-{}", cluster.replica);
     let weak = Arc::downgrade(&cluster);
     drop(cluster);
     let _ = std::thread::Builder::new()
         .name("regate-cluster".into())
-        .spawn(move || follow(&weak, &config, &acks))
+        .spawn(move || follow(&weak, &connector, &acks))
         .map_err(|e| tracing::error!(target: "regate::cluster", thread = %name, error = %e, "cannot start the cluster follower"));
 }
 
@@ -88,7 +91,7 @@ struct Orphan {
     since: Instant,
 }
 
-fn follow(weak: &Weak<Cluster>, config: &postgres::Config, acks: &Receiver<i64>) {
+fn follow(weak: &Weak<Cluster>, connector: &PgConnector, acks: &Receiver<i64>) {
     let mut client: Option<Client> = None;
     let mut orphan: Option<Orphan> = None;
     let mut last_error_logged: Option<Instant> = None;
@@ -103,10 +106,13 @@ fn follow(weak: &Weak<Cluster>, config: &postgres::Config, acks: &Receiver<i64>)
         replica.clone_from(&cluster.replica);
         let c = match client.as_mut().filter(|c| !c.is_closed()) {
             Some(c) => c,
-            None => match db::connect(config).and_then(|mut c| {
-                c.batch_execute(&format!("LISTEN {CHANNEL}"))?;
-                Ok(c)
-            }) {
+            None => match connector
+                .connect("follower")
+                .map_err(ClusterError::from)
+                .and_then(|mut c| {
+                    c.batch_execute(&format!("LISTEN {CHANNEL}"))?;
+                    Ok(c)
+                }) {
                 Ok(c) => client.insert(c),
                 Err(e) => {
                     client = None;

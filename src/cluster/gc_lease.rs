@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use postgres::Client;
 
-use super::{db, Cluster, ClusterError, LOCK_CLASS, LOCK_GC};
+use super::{Cluster, ClusterError, LOCK_CLASS, LOCK_GC};
 
 pub const PING: Duration = Duration::from_millis(500);
 pub const PING_TIMEOUT: Duration = Duration::from_secs(2);
@@ -94,11 +94,11 @@ impl Cluster {
     }
 
     fn gc_lease_blocking(&self, run_id: i64) -> Result<GcLease, ClusterError> {
-        let mut config = self.db.config().clone();
-        config.options(&format!(
-            "-c idle_session_timeout={IDLE_SESSION_TIMEOUT_MS}"
-        ));
-        let mut client = db::connect(&config)?;
+        let mut client = self.db.connector().connect_with("gc-lease", |config| {
+            config.options(&format!(
+                "-c idle_session_timeout={IDLE_SESSION_TIMEOUT_MS}"
+            ));
+        })?;
         let got: bool = client
             .query_one(
                 "SELECT pg_try_advisory_lock($1, $2)",

@@ -12,7 +12,8 @@
 //! cluster's gate within [`CONFIRM_BOUND`] closes its own gate (writes held
 //! or refused, reads served); a replica whose heartbeat is older than
 //! [`DEAD_AFTER`] is not waited for; a gate closed by a GC whose lease is free
-//! is reopened ([`follower`]). Calls `write_gate` only.
+//! is reopened ([`follower`]). Calls `write_gate`, and `pg_connect` to make
+//! its connections.
 
 mod applier;
 mod db;
@@ -57,8 +58,9 @@ pub const CHANNEL: &str = "regate_gate";
 pub enum ClusterError {
     #[error("{0}")]
     Thread(String),
-    #[error("state.url: cannot reach PostgreSQL or log in ({0}); check the host, port, user and password of state.url and that the server runs")]
-    Connect(#[source] postgres::Error),
+    /// Its message says what to do (`pg_connect`'s advice).
+    #[error("state.url: cannot reach PostgreSQL or log in: {0}")]
+    Connect(#[from] crate::pg_connect::ConnectError),
     #[error("PostgreSQL (state.url): {0}")]
     Sql(#[from] postgres::Error),
     #[error("the gate is closed by hand for maintenance ({reason}) through replica {replica}; switch maintenance off first")]
@@ -167,8 +169,8 @@ impl Cluster {
         gate: Arc<WriteGate>,
         drain_timeout: Duration,
     ) -> Result<Arc<Cluster>, ClusterError> {
-        let config = url.config().clone();
-        let db = Db::new(config.clone());
+        let connector = crate::pg_connect::PgConnector::new(url, &replica);
+        let db = Db::new(connector.clone());
         let (ack_tx, ack_rx) = std::sync::mpsc::channel();
         let cluster = Arc::new(Cluster {
             replica: replica.clone(),
@@ -191,7 +193,7 @@ impl Cluster {
         .expect("cluster start panicked")?;
         cluster.snapshot.send_replace(Some(first.clone()));
         applier::apply_at_start(&cluster, &first);
-        follower::spawn(Arc::clone(&cluster), config, ack_rx);
+        follower::spawn(Arc::clone(&cluster), connector, ack_rx);
         tracing::info!(target: "regate::cluster", replica = %replica, "joined the cluster (state.url)");
         Ok(cluster)
     }

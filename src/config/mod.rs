@@ -28,7 +28,7 @@ use std::time::Duration;
 
 pub use auth::{AuditSettings, AuthMode, AuthSettings, TokenSettings};
 pub use problem::Problem;
-pub use state_url::StateUrl;
+pub use state_url::{RootCert, SslMode, StateTls, StateUrl};
 
 /// The bound of hyper's head buffer, which the server sets to twice
 /// `server.max_header_bytes`: so that key may be at most half of this.

@@ -1,7 +1,8 @@
 //! What a valid configuration means where it is easy to get wrong, said
 //! in plain words by `regate check-config` (and logged at start-up): how
-//! tokens of an external issuer are trusted, and which URLs clients are
-//! sent to behind a load balancer. Reads [`Settings`]; decides nothing.
+//! tokens of an external issuer are trusted, which URLs clients are
+//! sent to behind a load balancer, and how the PostgreSQL server of
+//! `state.url` is authenticated. Reads [`Settings`]; decides nothing.
 
 use super::{AuthMode, Settings};
 
@@ -36,6 +37,9 @@ impl Settings {
                     "server.plain_listen ({plain}) answers with http:// token realms and upload URLs; behind a TLS-terminating balancer set server.public_url (e.g. \"https://registry.example.com\") or server.trusted_proxies so clients are not sent to plain HTTP"
                 ));
             }
+        }
+        if let Some(url) = &self.state.url {
+            notes.push(format!("state.url: {}", url.tls().describe()));
         }
         notes
     }

@@ -87,32 +87,11 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> UntaggedError + '_ {
 
 /// Repository names under the storage root (a folder with `_manifests`), sorted.
 pub fn repositories(root: &Path) -> Result<Vec<String>, UntaggedError> {
-    let base = storage_layout::repositories(root);
-    let mut out = Vec::new();
-    let mut stack = vec![base.clone()];
-    while let Some(dir) = stack.pop() {
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(io_err(&dir)(e)),
-        };
-        for entry in entries {
-            let entry = entry.map_err(io_err(&dir))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if !entry.file_type().map_err(io_err(&dir))?.is_dir() {
-                continue;
-            }
-            if name == "_manifests" {
-                if let Ok(rel) = dir.strip_prefix(&base) {
-                    out.push(rel.to_string_lossy().into_owned());
-                }
-            } else if !name.starts_with('_') {
-                stack.push(entry.path());
-            }
-        }
-    }
-    out.sort();
-    Ok(out)
+    let repos = storage_layout::repository_dirs(root).map_err(|e| UntaggedError::Storage {
+        path: e.path.display().to_string(),
+        source: e.source,
+    })?;
+    Ok(repos.into_iter().map(|(name, _)| name).collect())
 }
 
 fn read_link(path: &Path) -> Option<String> {

@@ -4,7 +4,7 @@
 //! through the API (catalog, tags, and the children of indexes: referrers
 //! pushed by digest only cannot be found that way).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::describe;
 use crate::registry_api::RegistryApi;
@@ -32,48 +32,13 @@ pub struct ReindexStats {
     pub referrers: usize,
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ReindexError + '_ {
-    move |source| ReindexError::Io {
-        path: path.display().to_string(),
-        source,
-    }
-}
-
-/// Every repository directory (one holding `_manifests`) under `repos`.
-fn repositories(
-    repos: &Path,
-    prefix: &str,
-    out: &mut Vec<(String, PathBuf)>,
-) -> Result<(), ReindexError> {
-    let entries = match std::fs::read_dir(repos) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(io(repos)(e)),
-    };
-    for entry in entries {
-        let entry = entry.map_err(io(repos))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with('_') || !entry.path().is_dir() {
-            continue;
-        }
-        let full = if prefix.is_empty() {
-            name
-        } else {
-            format!("{prefix}/{name}")
-        };
-        if entry.path().join("_manifests").is_dir() {
-            out.push((full.clone(), entry.path()));
-        }
-        repositories(&entry.path(), &full, out)?;
-    }
-    Ok(())
-}
-
 /// Rebuilds the whole index from a filesystem storage root (the registry's
 /// `rootdirectory`). Entries for manifests no longer stored are dropped.
 pub fn from_storage(state: &State, root: &Path) -> Result<ReindexStats, ReindexError> {
-    let mut repos = Vec::new();
-    repositories(&storage_layout::repositories(root), "", &mut repos)?;
+    let repos = storage_layout::repository_dirs(root).map_err(|e| ReindexError::Io {
+        path: e.path.display().to_string(),
+        source: e.source,
+    })?;
     let mut stats = ReindexStats {
         repositories: repos.len(),
         ..Default::default()

@@ -100,11 +100,12 @@ pub enum StateError {
         path: String,
         source: rusqlite::Error,
     },
-    #[error("state.url = {url}: cannot connect to PostgreSQL ({}); check that the server runs and accepts connections from this host, and the user, password and database in state.url (or REGATE_STATE__URL)", chain(.source))]
+    /// Its message says what to do (`pg_connect`'s advice).
+    #[error("state.url = {url}: cannot connect to PostgreSQL: {source}")]
     Connect {
         url: String,
         #[source]
-        source: postgres::Error,
+        source: crate::pg_connect::ConnectError,
     },
     /// A call that failed after start-up. Its message leaves the server's
     /// address out: some answers to clients carry it.

@@ -3,7 +3,9 @@
 //! files, versioned migrations, and this replica's liveness lease.
 //!
 //! Connections: the synchronous `postgres` client (it runs its own small
-//! runtime, so it is only ever called off the async threads, like SQLite);
+//! runtime, so it is only ever called off the async threads, like SQLite),
+//! made by `crate::pg_connect` (timeouts, keepalives, TLS, the application
+//! name `regate state <replica>`, `regate lease <replica>` for the lease);
 //! a Mutex'd list of idle clients, each with its prepared statements; a
 //! client the server closed is dropped and the next call connects again.
 //!
@@ -22,10 +24,11 @@
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
-use std::time::Duration;
 
 use postgres::types::{IsNull, ToSql, Type};
-use postgres::{Client, NoTls, Statement};
+use postgres::{Client, Statement};
+
+use crate::pg_connect::{ConnectError, PgConnector};
 
 use super::sql::{Db, Row, Value};
 use super::StateError;
@@ -210,7 +213,7 @@ struct Lease {
 }
 
 pub(super) struct Pg {
-    config: postgres::Config,
+    connector: PgConnector,
     /// The URL with its password redacted, for messages.
     pub(super) url: String,
     idle: Mutex<Vec<PgConn>>,
@@ -225,17 +228,11 @@ impl Pg {
     /// Connects (a start-up error names `state.url` when that fails), runs
     /// the migrations, registers replica `replica` and takes its lease.
     pub(super) fn open(url: &crate::config::StateUrl, replica: &str) -> Result<Pg, StateError> {
-        let mut config = url.config().clone();
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(Duration::from_secs(5));
+        if url.tls().mode != crate::config::SslMode::Disable && !url.tls().verifies() {
+            tracing::warn!(url = %url, "state.url: {}", url.tls().describe());
         }
-        if config.get_application_name().is_none() {
-            config.application_name("regate");
-        }
-        config.keepalives(true);
-        config.keepalives_idle(Duration::from_secs(30));
         let pg = Pg {
-            config,
+            connector: PgConnector::new(url, replica),
             url: url.to_string(),
             idle: Mutex::new(Vec::new()),
             lease: Mutex::new(Lease {
@@ -253,9 +250,9 @@ impl Pg {
         Ok(pg)
     }
 
-    fn connect(&self) -> Result<PgConn, postgres::Error> {
+    fn connect(&self) -> Result<PgConn, ConnectError> {
         Ok(PgConn {
-            client: self.config.connect(NoTls)?,
+            client: self.connector.connect("state")?,
             stmts: HashMap::new(),
         })
     }
@@ -316,30 +313,33 @@ impl Pg {
     fn take_lease(&self, replica: &str) -> Result<(), StateError> {
         let err = |e| pg_err(&self.url, e);
         let mut client = self
-            .config
-            .connect(NoTls)
+            .connector
+            .connect("lease")
             .map_err(|source| StateError::Connect {
                 url: self.url.clone(),
                 source,
             })?;
         let host = super::hostname();
-        client
-            .execute(
-                "INSERT INTO replicas (id, host, pid) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING",
+        // The row and the lock in one transaction: a row committed without
+        // its lock held would look dead, and another replica's clean-up
+        // could delete it before the lock is taken.
+        let mut tx = client.transaction().map_err(err)?;
+        let key: i64 = tx
+            .query_one(
+                "INSERT INTO replicas (id, host, pid) VALUES ($1, $2, $3)
+                 ON CONFLICT (id) DO UPDATE SET host = EXCLUDED.host RETURNING lock_key",
                 &[&replica, &host, &i64::from(std::process::id())],
             )
-            .map_err(err)?;
-        let key: i64 = client
-            .query_one("SELECT lock_key FROM replicas WHERE id = $1", &[&replica])
             .map_err(err)?
             .get(0);
-        let held: bool = client
+        let held: bool = tx
             .query_one(
                 "SELECT pg_try_advisory_lock($1, CAST(CAST($2 AS BIGINT) AS INTEGER))",
                 &[&LOCK_CLASS, &key],
             )
             .map_err(err)?
             .get(0);
+        tx.commit().map_err(err)?;
         if !held {
             // Only a claimer's short transaction can hold it: try again later.
             tracing::warn!(replica, "cannot take this replica's liveness lock yet");
@@ -386,7 +386,11 @@ impl Pg {
         let pooled = lock(&self.idle).pop();
         let (mut conn, mut reused) = match pooled {
             Some(c) if !c.client.is_closed() => (c, true),
-            _ => (self.connect().map_err(|e| pg_err(&self.url, e))?, false),
+            _ => (
+                self.connect()
+                    .map_err(|e| pg_err(&self.url, e.into_postgres()))?,
+                false,
+            ),
         };
         let mut f = Some(f);
         let result = loop {
@@ -399,7 +403,9 @@ impl Pg {
             }
             tracing::debug!(error = %e, "a pooled state connection was closed; connecting again");
             lock(&self.idle).clear();
-            conn = self.connect().map_err(|e| pg_err(&self.url, e))?;
+            conn = self
+                .connect()
+                .map_err(|e| pg_err(&self.url, e.into_postgres()))?;
             reused = false;
         };
         if conn.client.is_closed() {

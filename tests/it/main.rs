@@ -39,6 +39,7 @@ mod replicas_state;
 mod retention;
 mod shutdown;
 mod state_engines;
+mod state_tls;
 mod tag_delete;
 mod tag_delete_batch;
 mod tag_delete_races;

@@ -71,13 +71,13 @@ fn a_bad_state_url_stops_the_start_naming_the_key_never_the_password() {
     );
     let cfg_arg = cfg.to_str().unwrap().to_owned();
 
-    // check-config: not a PostgreSQL URL, no database, sslmode=require.
+    // check-config: not a PostgreSQL URL, no database, verify-full without its CA.
     for (url, says) in [
         ("mysql://regate:hunter2@db/regate", "not a PostgreSQL URL"),
         ("postgres://regate:hunter2@db:5432/", "names no database"),
         (
-            "postgres://regate:hunter2@db/regate?sslmode=require",
-            "sslmode=require",
+            "postgres://regate:hunter2@db/regate?sslmode=verify-full",
+            "sslmode=verify-full needs the CA",
         ),
     ] {
         std::fs::write(&cfg, format!("{base}url = {url:?}\n")).unwrap();

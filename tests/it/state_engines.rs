@@ -3,7 +3,8 @@
 //! its walk, maintenance, meta) against SQLite in a temp dir and against a
 //! real PostgreSQL server of the test's own, with the same answers; several
 //! replicas opening one empty PostgreSQL database at once (the migrations
-//! run once); and the claim of a dead replica's journal entries, exactly once.
+//! run once); the claim of a dead replica's journal entries, exactly once;
+//! and a replica registering while others clean up dead replicas' rows.
 
 use crate::common;
 
@@ -489,4 +490,48 @@ fn a_running_gc_is_taken_over_only_from_a_dead_replica_and_once() {
         winner.gc_run(id).unwrap().unwrap().replica.as_deref(),
         Some(winner.replica())
     );
+}
+
+#[test]
+fn a_replica_registering_while_others_clean_up_keeps_its_row() {
+    // A replica's row exists a moment before it holds its lock; the clean-up
+    // of dead replicas' rows (every replica's claim) must not take it then.
+    let pg = Postgres::start();
+    let url = pg.create_database("register");
+    let cleaner = pg_state(&url);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        for _ in 0..2 {
+            scope.spawn(|| {
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    cleaner.claim_orphans().unwrap();
+                }
+            });
+        }
+        let openers: Vec<_> = (0..4)
+            .map(|_| {
+                scope.spawn(|| {
+                    (0..5)
+                        .map(|_| {
+                            let url = StateUrl::parse(&url).unwrap();
+                            State::open_url(&url).map(drop).map_err(|e| e.to_string())
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let results: Vec<_> = openers
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect();
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let failed: Vec<&String> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+        assert!(
+            failed.is_empty(),
+            "{} of {} opens failed: {:?}",
+            failed.len(),
+            results.len(),
+            failed.first()
+        );
+    });
 }

@@ -9,98 +9,65 @@
 //! answered here, filtered to what the caller may see.
 
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
-use http::{Request, Response};
-use tower::{Layer, Service};
+use http::Request;
 
-use super::{conn_of, extension, Answer, BoxFuture};
+use super::stage::{Inner, Stage, StageLayer};
+use super::{conn_of, extension, Answer};
 use crate::access_log::RequestRecord;
 use crate::app::App;
 use crate::auth::Caller;
-use crate::body::ProxyBody;
 use crate::error::RegistryError;
 use crate::proxy::ClientSide;
 use crate::route::Route;
 
-#[derive(Clone)]
-pub struct AuthorizeLayer {
-    pub app: Arc<App>,
-}
-
-impl<S> Layer<S> for AuthorizeLayer {
-    type Service = Authorize<S>;
-    fn layer(&self, inner: S) -> Authorize<S> {
-        Authorize {
-            inner,
-            app: Arc::clone(&self.app),
-        }
-    }
+/// The layer, over the app's auth, rules and upstream.
+pub fn layer(app: Arc<App>) -> StageLayer<Authorize> {
+    StageLayer(Authorize { app })
 }
 
 #[derive(Clone)]
-pub struct Authorize<S> {
-    inner: S,
+pub struct Authorize {
     app: Arc<App>,
 }
 
-impl<S, B> Service<Request<B>> for Authorize<S>
-where
-    B: Send + 'static,
-    S: Service<Request<B>, Response = Response<ProxyBody>, Error = RegistryError>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send,
-{
-    type Response = Response<ProxyBody>;
-    type Error = RegistryError;
-    type Future = BoxFuture<Answer>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), RegistryError>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<B>) -> Self::Future {
-        let app = Arc::clone(&self.app);
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        Box::pin(async move {
-            let conn = conn_of(&req)?;
-            let route: Route = extension(&req)?;
-            let public = app.public_origin(&req, &conn);
-            let (mut parts, body) = req.into_parts();
-            // No body the registry would read as parameters gets past here.
-            crate::registry_params::check_body_type(&parts.method, &parts.headers)?;
-            let caller = crate::auth::stage(&app.auth, &parts, &route, conn.peer, &public).await?;
-            if let (Some(a), Some(record)) = (
-                &caller.account,
-                parts.extensions.get::<Arc<RequestRecord>>(),
-            ) {
-                record.set_account(a);
-            }
-            // The client's credentials stop here.
-            app.auth.prepare_upstream(&mut parts.headers);
-            if matches!(route, Route::UploadStart { .. } | Route::Upload { .. }) {
-                crate::registry_params::neutral_upload_type(&mut parts.headers);
-            }
-            if caller.drop_mount {
-                parts.uri = uri_without_mount(&parts.uri)?;
-            }
-            if let (Route::Catalog, true) = (&route, app.auth.filters_catalog()) {
-                let side = ClientSide {
-                    peer: conn.peer,
-                    public: &public,
-                    route: route.kind(),
-                    metrics: &app.metrics,
-                };
-                let query = parts.uri.query();
-                return crate::auth::catalog::serve(&app.auth, &app.upstream, query, &caller, side)
-                    .await;
-            }
-            parts.extensions.insert::<Caller>(caller);
-            inner.call(Request::from_parts(parts, body)).await
-        })
+impl<B: Send + 'static> Stage<B> for Authorize {
+    async fn run<S: Inner<B>>(self, req: Request<B>, mut inner: S) -> Answer {
+        let app = self.app;
+        let conn = conn_of(&req)?;
+        let route: Route = extension(&req)?;
+        let public = app.public_origin(&req, &conn);
+        let (mut parts, body) = req.into_parts();
+        // No body the registry would read as parameters gets past here.
+        crate::registry_params::check_body_type(&parts.method, &parts.headers)?;
+        let caller = crate::auth::stage(&app.auth, &parts, &route, conn.peer, &public).await?;
+        if let (Some(a), Some(record)) = (
+            &caller.account,
+            parts.extensions.get::<Arc<RequestRecord>>(),
+        ) {
+            record.set_account(a);
+        }
+        // The client's credentials stop here.
+        app.auth.prepare_upstream(&mut parts.headers);
+        if matches!(route, Route::UploadStart { .. } | Route::Upload { .. }) {
+            crate::registry_params::neutral_upload_type(&mut parts.headers);
+        }
+        if caller.drop_mount {
+            parts.uri = uri_without_mount(&parts.uri)?;
+        }
+        if let (Route::Catalog, true) = (&route, app.auth.filters_catalog()) {
+            let side = ClientSide {
+                peer: conn.peer,
+                public: &public,
+                route: route.kind(),
+                metrics: &app.metrics,
+            };
+            let query = parts.uri.query();
+            return crate::auth::catalog::serve(&app.auth, &app.upstream, query, &caller, side)
+                .await;
+        }
+        parts.extensions.insert::<Caller>(caller);
+        inner.call(Request::from_parts(parts, body)).await
     }
 }
 
@@ -135,6 +102,7 @@ mod tests {
 
     use super::*;
     use crate::app::layers::test_app::{app, htpasswd_toml, recorder, request};
+    use crate::body::ProxyBody;
 
     const ACL: &str =
         "[[acl]]\naccount = \"alice\"\nrepository = \"team/*\"\nactions = [\"pull\", \"push\"]\n\
@@ -156,10 +124,7 @@ mod tests {
     async fn anonymous_wrong_and_allowed_callers() {
         let t = app(|dir| htpasswd_toml(dir, "basic", ACL));
         let seen = Arc::new(Mutex::new(None));
-        let svc = AuthorizeLayer {
-            app: Arc::clone(&t.app),
-        }
-        .layer(recorder(Arc::clone(&seen)));
+        let svc = tower::Layer::layer(&layer(Arc::clone(&t.app)), recorder(Arc::clone(&seen)));
         let team = "/v2/team/app/manifests/v1";
 
         // Anonymous, where anonymous may not pull: a Basic challenge.

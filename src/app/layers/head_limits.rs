@@ -2,55 +2,25 @@
 //! [`crate::request_limits::MAX_HEADERS`] headers) get 431 before any other
 //! layer looks at them; the rule itself is [`crate::request_limits`].
 
-use std::task::{Context, Poll};
+use http::Request;
 
-use http::{Request, Response};
-use tower::{Layer, Service};
+use super::stage::{Inner, Stage, StageLayer};
+use super::Answer;
 
-use super::{Answer, BoxFuture};
-use crate::body::ProxyBody;
-use crate::error::RegistryError;
+/// The layer, with `server.max_header_bytes`.
+pub fn layer(max_header_bytes: usize) -> StageLayer<HeadLimits> {
+    StageLayer(HeadLimits { max_header_bytes })
+}
 
 #[derive(Debug, Clone, Copy)]
-pub struct HeadLimitsLayer {
-    /// `server.max_header_bytes`.
-    pub max_header_bytes: usize,
-}
-
-impl<S> Layer<S> for HeadLimitsLayer {
-    type Service = HeadLimits<S>;
-    fn layer(&self, inner: S) -> HeadLimits<S> {
-        HeadLimits {
-            inner,
-            max_header_bytes: self.max_header_bytes,
-        }
-    }
-}
-
-#[derive(Clone)]
-pub struct HeadLimits<S> {
-    inner: S,
+pub struct HeadLimits {
     max_header_bytes: usize,
 }
 
-impl<S, B> Service<Request<B>> for HeadLimits<S>
-where
-    S: Service<Request<B>, Response = Response<ProxyBody>, Error = RegistryError>,
-    S::Future: Send + 'static,
-{
-    type Response = Response<ProxyBody>;
-    type Error = RegistryError;
-    type Future = BoxFuture<Answer>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), RegistryError>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<B>) -> Self::Future {
-        match crate::request_limits::check(&req, self.max_header_bytes) {
-            Ok(()) => Box::pin(self.inner.call(req)),
-            Err(e) => Box::pin(std::future::ready(Err(e))),
-        }
+impl<B: Send + 'static> Stage<B> for HeadLimits {
+    async fn run<S: Inner<B>>(self, req: Request<B>, mut inner: S) -> Answer {
+        crate::request_limits::check(&req, self.max_header_bytes)?;
+        inner.call(req).await
     }
 }
 
@@ -63,18 +33,20 @@ mod tests {
     use tower::ServiceExt;
 
     use super::*;
+    use crate::error::RegistryError;
+    use http::Response;
 
     #[tokio::test]
     async fn an_oversized_head_never_reaches_the_inner_service() {
         let calls = Arc::new(AtomicUsize::new(0));
         let seen = Arc::clone(&calls);
-        let svc = HeadLimitsLayer {
-            max_header_bytes: 1024,
-        }
-        .layer(tower::service_fn(move |_req: Request<()>| {
-            seen.fetch_add(1, Ordering::SeqCst);
-            async { Ok::<_, RegistryError>(Response::new(crate::body::empty())) }
-        }));
+        let svc = tower::Layer::layer(
+            &layer(1024),
+            tower::service_fn(move |_req: Request<()>| {
+                seen.fetch_add(1, Ordering::SeqCst);
+                async { Ok::<_, RegistryError>(Response::new(crate::body::empty())) }
+            }),
+        );
         let small = Request::get("/v2/a/manifests/v1")
             .header("x-a", "b")
             .body(())

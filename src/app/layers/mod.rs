@@ -14,6 +14,10 @@
 //! - [`write_gate`]: writes wait or are refused while GC runs;
 //! - [`endpoints`]: the innermost service, `App::endpoints`.
 //!
+//! The layers from [`head_limits`] to [`write_gate`] (and the admin
+//! listener's `require_admin`) are each a [`stage::Stage`]: an async
+//! function of the request and the services below it.
+//!
 //! What a layer passes inward travels in the request's extensions:
 //! [`super::ConnInfo`] (set by the listener, replaced by the access-log layer
 //! when a trusted proxy names the client), the [`crate::access_log::RequestRecord`],
@@ -36,6 +40,7 @@ pub mod authorize;
 pub mod endpoints;
 pub mod head_limits;
 pub mod route;
+pub mod stage;
 pub mod write_gate;
 
 #[cfg(test)]

@@ -5,11 +5,10 @@
 //! and is answered here ([`crate::auth::token::endpoint`]).
 
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
-use http::{Request, Response};
-use tower::{Layer, Service};
+use http::Request;
 
+use super::stage::{Inner, Stage, StageLayer};
 use super::{conn_of, Answer, BoxFuture};
 use crate::access_log::RequestRecord;
 use crate::auth::token::endpoint;
@@ -18,61 +17,38 @@ use crate::body::ProxyBody;
 use crate::error::RegistryError;
 use crate::route::Route;
 
-#[derive(Clone)]
-pub struct RouteLayer {
-    /// For the token endpoint.
-    pub auth: Arc<Auth>,
-}
-
-impl<S> Layer<S> for RouteLayer {
-    type Service = Routed<S>;
-    fn layer(&self, inner: S) -> Routed<S> {
-        Routed {
-            inner,
-            auth: Arc::clone(&self.auth),
-        }
-    }
+/// The layer; `auth` answers the token endpoint.
+pub fn layer(auth: Arc<Auth>) -> StageLayer<Routing> {
+    StageLayer(Routing { auth })
 }
 
 #[derive(Clone)]
-pub struct Routed<S> {
-    inner: S,
+pub struct Routing {
     auth: Arc<Auth>,
 }
 
-impl<S> Service<Request<ProxyBody>> for Routed<S>
-where
-    S: Service<Request<ProxyBody>, Response = Response<ProxyBody>, Error = RegistryError>,
-    S::Future: Send + 'static,
-{
-    type Response = Response<ProxyBody>;
-    type Error = RegistryError;
-    type Future = BoxFuture<Answer>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), RegistryError>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: Request<ProxyBody>) -> Self::Future {
+impl Stage<ProxyBody> for Routing {
+    async fn run<S: Inner<ProxyBody>>(self, mut req: Request<ProxyBody>, mut inner: S) -> Answer {
         match Route::parse(req.uri().path()) {
             Ok(route) => {
                 if let Some(record) = req.extensions().get::<Arc<RequestRecord>>() {
                     record.set_route(route.kind(), route.repository().map(|n| n.to_string()));
                 }
                 req.extensions_mut().insert(route);
-                Box::pin(self.inner.call(req))
+                // Boxed before awaiting: with the concrete body type, the
+                // compiler cannot otherwise prove this future `Send` for
+                // every lifetime of the body's error object.
+                let call: BoxFuture<Answer> = Box::pin(inner.call(req));
+                call.await
             }
             // The token issuer (before the route parser, which knows only /v2/).
             Err(_) if req.uri().path() == endpoint::PATH => {
-                let auth = Arc::clone(&self.auth);
-                Box::pin(async move {
-                    let peer = conn_of(&req)?.peer;
-                    endpoint::serve(&auth, req, peer)
-                        .await
-                        .map_err(RegistryError::from)
-                })
+                let peer = conn_of(&req)?.peer;
+                endpoint::serve(&self.auth, req, peer)
+                    .await
+                    .map_err(RegistryError::from)
             }
-            Err(e) => Box::pin(std::future::ready(Err(e.answer_to(req.method())))),
+            Err(e) => Err(e.answer_to(req.method())),
         }
     }
 }
@@ -92,10 +68,7 @@ mod tests {
     async fn the_route_is_parsed_once_into_the_extensions() {
         let t = app(|_| String::new());
         let seen = Arc::new(Mutex::new(None));
-        let svc = RouteLayer {
-            auth: Arc::clone(&t.app.auth),
-        }
-        .layer(recorder(Arc::clone(&seen)));
+        let svc = tower::Layer::layer(&layer(Arc::clone(&t.app.auth)), recorder(Arc::clone(&seen)));
         let record = RequestRecord::new(
             Method::GET,
             "/v2/team/app/manifests/v1",
@@ -164,10 +137,7 @@ mod tests {
         // is not the route parser's answer to an unknown path.
         let t = app(|_| String::new());
         let seen = Arc::new(Mutex::new(None));
-        let svc = RouteLayer {
-            auth: Arc::clone(&t.app.auth),
-        }
-        .layer(recorder(Arc::clone(&seen)));
+        let svc = tower::Layer::layer(&layer(Arc::clone(&t.app.auth)), recorder(Arc::clone(&seen)));
         let req = request(
             Request::get(endpoint::PATH)
                 .body(crate::body::empty())

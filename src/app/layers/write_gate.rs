@@ -5,67 +5,32 @@
 //! held write never blocks reads.
 
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
-use http::{Request, Response};
-use tower::{Layer, Service};
+use http::Request;
 
-use super::{extension, Answer, BoxFuture};
-use crate::body::ProxyBody;
-use crate::error::RegistryError;
+use super::stage::{Inner, Stage, StageLayer};
+use super::{extension, Answer};
 use crate::route::Route;
 use crate::write_gate::WriteGate;
 
-#[derive(Clone)]
-pub struct WriteGateLayer {
-    pub gate: Arc<WriteGate>,
-}
-
-impl<S> Layer<S> for WriteGateLayer {
-    type Service = Gated<S>;
-    fn layer(&self, inner: S) -> Gated<S> {
-        Gated {
-            inner,
-            gate: Arc::clone(&self.gate),
-        }
-    }
+/// The layer, over `gate`.
+pub fn layer(gate: Arc<WriteGate>) -> StageLayer<Gated> {
+    StageLayer(Gated { gate })
 }
 
 #[derive(Clone)]
-pub struct Gated<S> {
-    inner: S,
+pub struct Gated {
     gate: Arc<WriteGate>,
 }
 
-impl<S, B> Service<Request<B>> for Gated<S>
-where
-    S: Service<Request<B>, Response = Response<ProxyBody>, Error = RegistryError>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send,
-    B: Send + 'static,
-{
-    type Response = Response<ProxyBody>;
-    type Error = RegistryError;
-    type Future = BoxFuture<Answer>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), RegistryError>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<B>) -> Self::Future {
-        let gate = Arc::clone(&self.gate);
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        Box::pin(async move {
-            let route: Route = extension(&req)?;
-            let pass = gate.admit(req.method(), &route).await?;
-            let resp = inner.call(req).await?;
-            Ok(match pass {
-                Some(pass) => pass.finish(resp),
-                None => resp,
-            })
+impl<B: Send + 'static> Stage<B> for Gated {
+    async fn run<S: Inner<B>>(self, req: Request<B>, mut inner: S) -> Answer {
+        let route: Route = extension(&req)?;
+        let pass = self.gate.admit(req.method(), &route).await?;
+        let resp = inner.call(req).await?;
+        Ok(match pass {
+            Some(pass) => pass.finish(resp),
+            None => resp,
         })
     }
 }
@@ -79,9 +44,13 @@ mod tests {
     use tower::ServiceExt;
 
     use super::*;
+    use crate::body::ProxyBody;
     use crate::config::gc::ClosedWrites;
+    use crate::error::RegistryError;
     use crate::metrics::Metrics;
     use crate::write_gate::GatePolicy;
+    use http::Response;
+    use tower::Service;
 
     fn gate(closed_writes: ClosedWrites) -> Arc<WriteGate> {
         WriteGate::new(
@@ -127,10 +96,7 @@ mod tests {
         let g = gate(ClosedWrites::Reject);
         g.close_now("test");
         let calls = Arc::new(AtomicUsize::new(0));
-        let svc = WriteGateLayer {
-            gate: Arc::clone(&g),
-        }
-        .layer(counted(&calls));
+        let svc = tower::Layer::layer(&layer(Arc::clone(&g)), counted(&calls));
         for m in [Method::GET, Method::HEAD] {
             let resp = svc
                 .clone()
@@ -164,10 +130,7 @@ mod tests {
         let g = gate(ClosedWrites::Hold);
         g.close_now("test");
         let calls = Arc::new(AtomicUsize::new(0));
-        let svc = WriteGateLayer {
-            gate: Arc::clone(&g),
-        }
-        .layer(counted(&calls));
+        let svc = tower::Layer::layer(&layer(Arc::clone(&g)), counted(&calls));
         let write = tokio::spawn(svc.oneshot(req(Method::POST, "/v2/a/blobs/uploads/")));
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert!(!write.is_finished(), "a write passed a closed gate");

@@ -4,7 +4,8 @@
 //! refuses to run as root; CI runs as root). Password authentication over
 //! TCP, as a real deployment has it. It can be stopped, killed and started
 //! again on the same port and data, for the tests of an outage. Dropping the
-//! handle stops the server.
+//! handle stops the server. [`Postgres::start_tls`] gives one with TLS on
+//! (`ssl = on`, a certificate of the test's own) for the `sslmode` tests.
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -20,6 +21,8 @@ pub struct Postgres {
     data: PathBuf,
     socket_dir: PathBuf,
     log: PathBuf,
+    /// `ssl = on` with `server.crt`/`server.key` in the data directory.
+    tls: bool,
     child: Option<Child>,
     _dir: tempfile::TempDir,
 }
@@ -54,6 +57,16 @@ fn unprivileged() -> Option<(u32, u32)> {
 impl Postgres {
     /// A fresh cluster, started and accepting connections.
     pub fn start() -> Postgres {
+        Self::start_with(None)
+    }
+
+    /// A fresh cluster with TLS on, presenting certificate `cert` (PEM, with
+    /// its key `key`); it also accepts plain connections.
+    pub fn start_tls(cert: &Path, key: &Path) -> Postgres {
+        Self::start_with(Some((cert, key)))
+    }
+
+    fn start_with(tls: Option<(&Path, &Path)>) -> Postgres {
         let bin = bin_dir();
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
@@ -83,12 +96,25 @@ impl Postgres {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
+        if let Some((cert, key)) = tls {
+            // The server wants its key private to its own user.
+            use std::os::unix::fs::PermissionsExt;
+            for (from, name, mode) in [(cert, "server.crt", 0o644), (key, "server.key", 0o600)] {
+                let to = data.join(name);
+                std::fs::copy(from, &to).unwrap();
+                std::fs::set_permissions(&to, std::fs::Permissions::from_mode(mode)).unwrap();
+                if let Some((uid, gid)) = unprivileged() {
+                    std::os::unix::fs::chown(&to, Some(uid), Some(gid)).unwrap();
+                }
+            }
+        }
         let mut pg = Postgres {
             port: 0,
             bin,
             data,
             socket_dir,
             log,
+            tls: tls.is_some(),
             child: None,
             _dir: dir,
         };
@@ -197,6 +223,18 @@ impl Postgres {
             // Speed over durability: these servers live for one test.
             .args(["-c", "fsync=off", "-c", "full_page_writes=off"])
             .args(["-c", "max_connections=200"])
+            .args(if self.tls {
+                &[
+                    "-c",
+                    "ssl=on",
+                    "-c",
+                    "ssl_cert_file=server.crt",
+                    "-c",
+                    "ssl_key_file=server.key",
+                ][..]
+            } else {
+                &[]
+            })
             .stdout(log.try_clone().unwrap())
             .stderr(log);
         let mut child = cmd.spawn().expect("start postgres");
