@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use postgres::Client;
 
-use super::{db, Cluster, ClusterError, LOCK_CLASS, LOCK_RETENTION};
+use super::{Cluster, ClusterError, LOCK_CLASS, LOCK_RETENTION};
 
 /// The kinds of run the lease keeps to one at a time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,7 +80,7 @@ impl Cluster {
     }
 
     fn run_lease_blocking(&self, kind: RunKind, account: &str) -> Result<RunLease, ClusterError> {
-        let mut client = db::connect(self.db.config())?;
+        let mut client = self.db.connector().connect("run-lease")?;
         let got: bool = client
             .query_one(
                 "SELECT pg_try_advisory_lock($1, $2)",
