@@ -72,13 +72,15 @@ async fn a_scheduled_retention_time_is_run_by_one_replica_only() {
         runs == ticks || runs + 1 == ticks,
         "{runs} runs for {ticks} claimed times"
     );
-    // Both replicas show the one shared history.
+    // Both replicas show the one shared history (a time may pass between
+    // the two reads).
     let ha = get_json(&format!("{}/admin/retention", a.admin_url)).await;
     let hb = get_json(&format!("{}/admin/retention", b.admin_url)).await;
-    assert_eq!(
+    let (la, lb) = (
         ha["runs"].as_array().unwrap().len(),
-        hb["runs"].as_array().unwrap().len()
+        hb["runs"].as_array().unwrap().len(),
     );
+    assert!(lb == la || lb == la + 1, "A lists {la} runs, B {lb}");
     a.stop().await;
     b.stop().await;
 }
