@@ -1,0 +1,105 @@
+//! The cluster's gate when a GC run or a maintenance switch goes wrong
+//! across replicas. Each case was found by the cluster soak
+//! (tests/soak_cluster.rs).
+
+use crate::common;
+
+use std::time::{Duration, Instant};
+
+use common::gc::{gc_section, get_json};
+use common::postgres::Postgres;
+use common::regate::{config_toml, RegateProcess, TestCerts};
+use common::{Image, Regate, Registry};
+
+/// A gate left closed by the GC of a replica that died is reopened within
+/// the bound (`follower::GRACE` after its lease is seen free) even while
+/// other replicas keep trying to start GC runs: each attempt takes the lease
+/// for a moment and fails on the closed gate, and is no sign of life of the
+/// dead GC (soak seed 10046643277446462000: a scheduled GC every 8 s kept
+/// such a gate closed 72 s, until the load ended).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dead_replicas_gc_gate_reopens_while_others_keep_trying_gc() {
+    let pg = Postgres::start();
+    let url = pg.create_database("reap");
+    let ra = Registry::start();
+    let rb = Registry::start_sharing_storage_of(&ra);
+    // B tries a scheduled GC every 2 s (well under GRACE).
+    let b = Regate::start_with(
+        &rb.url,
+        &format!(
+            "url = {url:?}\n{}",
+            gc_section(&rb, "schedule = \"*/2 * * * * *\"")
+        ),
+    )
+    .await;
+    // A: the binary, so it can be killed; its GC command sleeps.
+    let dir = tempfile::tempdir().unwrap();
+    let certs = TestCerts::new();
+    let gc = format!(
+        "[gc]\ncommand = [\"sleep\", \"120\"]\nstorage_root = {:?}\n",
+        ra.storage.display().to_string()
+    );
+    let config = config_toml(
+        &ra.url,
+        &certs,
+        &dir.path().join("state"),
+        &format!("url = {url:?}\n{gc}"),
+    );
+    let mut a = RegateProcess::spawn(dir.path(), &config, &[]);
+    let a_admin = a.admin_url.clone().unwrap();
+    let a_replica = get_json(&format!("{a_admin}/admin/gc")).await["gate"]["cluster"]["replica"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // A's run may meet one of B's scheduled runs: try until A's starts.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = common::gc::admin_client()
+            .post(format!("{a_admin}/admin/gc"))
+            .json(&serde_json::json!({}))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 202 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "A's GC never started");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let held_by_a = |v: &serde_json::Value| {
+        v["gate"]["state"] == "closed"
+            && v["gate"]["cluster"]["gate"]["holder_replica"] == a_replica.as_str()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !held_by_a(&get_json(&format!("{}/admin/gc", b.admin_url)).await) {
+        assert!(Instant::now() < deadline, "A's GC did not close B's gate");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    a.kill(); // SIGKILL: its lease goes with its session
+    let killed = Instant::now();
+    loop {
+        let v = get_json(&format!("{}/admin/gc", b.admin_url)).await;
+        if !held_by_a(&v) {
+            break;
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(30),
+            "B's gate still held by the dead replica's GC {:?} after the kill, while B's scheduled runs failed on it: {}",
+            killed.elapsed(),
+            v["gate"]
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!(
+        "the dead replica's gate released {:?} after the kill",
+        killed.elapsed()
+    );
+    // Writes go through again (B's own scheduled runs may hold them briefly).
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        Image::oci("reap-after", 512).push(&b.client(), &b.url, "app", "v1"),
+    )
+    .await
+    .expect("a push through B completes once the gate is reopened");
+}
