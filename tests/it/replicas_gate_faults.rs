@@ -6,7 +6,7 @@ use crate::common;
 
 use std::time::{Duration, Instant};
 
-use common::gc::{gc_section, get_json};
+use common::gc::{admin_client, gc_section, get_json, slow_gc_section, start_gc, wait_run};
 use common::postgres::Postgres;
 use common::regate::{config_toml, RegateProcess, TestCerts};
 use common::{Image, Regate, Registry};
@@ -102,4 +102,63 @@ async fn a_dead_replicas_gc_gate_reopens_while_others_keep_trying_gc() {
     )
     .await
     .expect("a push through B completes once the gate is reopened");
+}
+
+/// Maintenance refused (409: a GC of another replica holds the gate) is not
+/// left recorded as on (it was: every GC after it was refused "in
+/// maintenance", and a restart would have closed the gate for it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn maintenance_refused_while_a_gc_holds_the_gate_is_not_left_on() {
+    let pg = Postgres::start();
+    let url = pg.create_database("refused");
+    let ra = Registry::start();
+    let rb = Registry::start_sharing_storage_of(&ra);
+    let a = Regate::start_with(
+        &ra.url,
+        &format!("url = {url:?}\n{}", slow_gc_section(&ra, 3, "")),
+    )
+    .await;
+    let b = Regate::start_with(&rb.url, &format!("url = {url:?}\n{}", gc_section(&rb, ""))).await;
+    let id = start_gc(&a.admin_url, false, false, false).await["id"]
+        .as_i64()
+        .unwrap();
+    common::gc::wait_gate(&b.admin_url, "closed", Duration::from_secs(5)).await;
+
+    // Through B, while A's GC holds the gate: refused...
+    let r = admin_client()
+        .put(format!("{}/admin/maintenance", b.admin_url))
+        .json(&serde_json::json!({"reason": "backup"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409, "{}", r.text().await.unwrap());
+    // ...and not recorded, on either replica.
+    for admin in [&a.admin_url, &b.admin_url] {
+        let m = get_json(&format!("{admin}/admin/maintenance")).await;
+        assert!(m["maintenance"].is_null(), "left on: {m}");
+    }
+    let run = wait_run(&a.admin_url, id, Duration::from_secs(60)).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    // The next GC is not refused "in maintenance" (A's lease may take a
+    // moment to go after its run ended: "already running" is retried).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let r = admin_client()
+            .post(format!("{}/admin/gc?wait=true", b.admin_url))
+            .json(&serde_json::json!({}))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        let body = r.text().await.unwrap();
+        if status == 200 {
+            assert!(body.contains("\"succeeded\""), "{body}");
+            break;
+        }
+        assert!(
+            body.contains("already running") && Instant::now() < deadline,
+            "{status} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
