@@ -162,3 +162,40 @@ async fn maintenance_refused_while_a_gc_holds_the_gate_is_not_left_on() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A GC run cut by the death of its replica and resumed by a replica that
+/// took it over closes the gate again, although its first attempt closed it
+/// (it failed "GC run N ... holds the gate": no run cut by a kill was ever
+/// resumed in a cluster).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_gc_run_resumed_after_its_replica_died_closes_the_gate_again() {
+    let pg = Postgres::start();
+    let url = pg.create_database("resumed");
+    let ra = Registry::start();
+    Image::oci("resumed-first", 512)
+        .push(&reqwest::Client::new(), &ra.url, "app", "v1")
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let certs = TestCerts::new();
+    let config = config_toml(
+        &ra.url,
+        &certs,
+        &dir.path().join("state"),
+        &format!("url = {url:?}\n{}", slow_gc_section(&ra, 2, "")),
+    );
+    let mut a = RegateProcess::spawn(dir.path(), &config, &[]);
+    let admin = a.admin_url.clone().unwrap();
+    let id = start_gc(&admin, false, false, false).await["id"]
+        .as_i64()
+        .unwrap();
+    common::gc::wait_gate(&admin, "closed", Duration::from_secs(10)).await;
+    a.kill(); // mid-run: the command (sleeping) dies with it
+              // The same replica started again takes the dead process's run over and
+              // resumes it; the gate is still closed by that run's first attempt.
+    let a = RegateProcess::spawn(dir.path(), &config, &[]);
+    let admin = a.admin_url.clone().unwrap();
+    let run = wait_run(&admin, id, Duration::from_secs(60)).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(run["attempts"], 2, "{run}");
+    common::gc::wait_gate(&admin, "open", Duration::from_secs(5)).await;
+}
