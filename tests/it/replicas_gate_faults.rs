@@ -199,3 +199,40 @@ async fn a_gc_run_resumed_after_its_replica_died_closes_the_gate_again() {
     assert_eq!(run["attempts"], 2, "{run}");
     common::gc::wait_gate(&admin, "open", Duration::from_secs(5)).await;
 }
+
+/// A replica still draining for one closing of the gate when the next one
+/// comes acks that one too (a resumed GC run closes again; maintenance
+/// switched on twice). Its second drain found the gate closed by the first,
+/// counted itself cancelled and never acked: the closer failed "did not
+/// confirm that their writes drained" with the replica alive (soak seed
+/// 12853498353094683324).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_second_close_during_a_drain_is_acked() {
+    let pg = Postgres::start();
+    let url = pg.create_database("reclose");
+    let ra = Registry::start();
+    let rb = Registry::start_sharing_storage_of(&ra);
+    let section = "[gc]\ndrain_timeout = \"2s\"\n";
+    let a = Regate::start_with(&ra.url, &format!("url = {url:?}\n{section}")).await;
+    let b = Regate::start_with(&rb.url, &format!("url = {url:?}\n{section}")).await;
+    // A push under way through B: B's drains last their whole drain_timeout.
+    let r = b
+        .client()
+        .post(format!("{}/v2/app/blobs/uploads/", b.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let on = |reason: &'static str| {
+        admin_client()
+            .put(format!("{}/admin/maintenance", a.admin_url))
+            .json(&serde_json::json!({ "reason": reason }))
+            .send()
+    };
+    let first = tokio::spawn(on("first"));
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let second = on("second").await.unwrap();
+    let status = second.status();
+    assert_eq!(status, 200, "{}", second.text().await.unwrap());
+    assert_eq!(first.await.unwrap().unwrap().status(), 200);
+}
