@@ -15,8 +15,6 @@ pub mod workers;
 use std::path::Path;
 use std::time::Duration;
 
-/// Milliseconds between kills (uniform).
-pub const KILL_EVERY_MS: std::ops::Range<u64> = 1500..5000;
 /// Six-field cron (seconds first): a scheduled GC every 8 seconds.
 pub const GC_SCHEDULE: &str = "*/8 * * * * *";
 

@@ -50,12 +50,22 @@ pub fn line(o: &Outcome) -> String {
     )
 }
 
+/// What a soak must get done per 100 s of load (scaled to its duration,
+/// at least one of each).
+pub struct Minimums {
+    pub kills: u64,
+    pub gc_completed: u64,
+    pub pushes: u64,
+    pub pulls: u64,
+    pub deletes: u64,
+}
+
 /// It did something: work scales with the duration (`secs` of load asked).
-pub fn assert_progress(secs: u64, o: &Outcome, summary: &str) {
+pub fn assert_progress(secs: u64, mins: &Minimums, o: &Outcome, summary: &str) {
     let (c, gc) = (&o.ledger.counters, o.gc);
     let min = |per_100s: u64| (per_100s * secs / 100).max(1);
     assert!(
-        Counters::get(&c.kills) >= min(10),
+        Counters::get(&c.kills) >= min(mins.kills),
         "too few kills: {summary}"
     );
     // GC progress, whatever the machine's speed (a faster machine pushes
@@ -67,17 +77,20 @@ pub fn assert_progress(secs: u64, o: &Outcome, summary: &str) {
         None,
         "a restart threw away a GC run's work: {summary}"
     );
-    assert!(gc.completed >= min(1), "no GC run completed: {summary}");
     assert!(
-        Counters::get(&c.pushes_acked) >= min(40),
+        gc.completed >= min(mins.gc_completed),
+        "no GC run completed: {summary}"
+    );
+    assert!(
+        Counters::get(&c.pushes_acked) >= min(mins.pushes),
         "too few pushes: {summary}"
     );
     assert!(
-        Counters::get(&c.pulls) >= min(40),
+        Counters::get(&c.pulls) >= min(mins.pulls),
         "too few pulls: {summary}"
     );
     assert!(
-        Counters::get(&c.deletes_acked) >= min(10),
+        Counters::get(&c.deletes_acked) >= min(mins.deletes),
         "too few deletes: {summary}"
     );
     assert!(o.sampled > 0, "nothing to sample: {summary}");
