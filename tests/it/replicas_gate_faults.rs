@@ -51,29 +51,37 @@ async fn a_dead_replicas_gc_gate_reopens_while_others_keep_trying_gc() {
         .as_str()
         .unwrap()
         .to_owned();
-    // A's run may meet one of B's scheduled runs: try until A's starts.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    let held_by_a = |v: &serde_json::Value| {
+        v["gate"]["state"] == "closed"
+            && v["gate"]["cluster"]["gate"]["holder_replica"] == a_replica.as_str()
+    };
+    // A's run may meet one of B's scheduled runs (409, or it fails on B's
+    // closed gate): try again until A's run holds the gate.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    'started: loop {
+        assert!(Instant::now() < deadline, "A's GC never closed the gate");
         let r = common::gc::admin_client()
             .post(format!("{a_admin}/admin/gc"))
             .json(&serde_json::json!({}))
             .send()
             .await
             .unwrap();
-        if r.status() == 202 {
-            break;
+        if r.status() != 202 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
         }
-        assert!(Instant::now() < deadline, "A's GC never started");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let held_by_a = |v: &serde_json::Value| {
-        v["gate"]["state"] == "closed"
-            && v["gate"]["cluster"]["gate"]["holder_replica"] == a_replica.as_str()
-    };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !held_by_a(&get_json(&format!("{}/admin/gc", b.admin_url)).await) {
-        assert!(Instant::now() < deadline, "A's GC did not close B's gate");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        let id = r.json::<serde_json::Value>().await.unwrap()["id"].clone();
+        let until = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < until {
+            if held_by_a(&get_json(&format!("{}/admin/gc", b.admin_url)).await) {
+                break 'started;
+            }
+            let run = get_json(&format!("{a_admin}/admin/gc/{id}")).await;
+            if run["status"] != "running" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     a.kill(); // SIGKILL: its lease goes with its session
