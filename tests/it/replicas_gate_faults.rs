@@ -244,3 +244,57 @@ async fn a_second_close_during_a_drain_is_acked() {
     assert_eq!(status, 200, "{}", second.text().await.unwrap());
     assert_eq!(first.await.unwrap().unwrap().status(), 200);
 }
+
+/// A tag delete that ends while PostgreSQL is away still releases the tag on
+/// the other replicas once PostgreSQL is back. The release was tried once:
+/// its row stayed, the other replicas kept the tag locked for the live
+/// deleting replica, and every read of the tag through them hung (120 s
+/// client timeouts in the cluster soak, seed 5963594080580544014).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_delete_ending_while_postgres_is_away_releases_the_tag_after() {
+    let mut pg = Postgres::start();
+    let url = pg.create_database("release");
+    let ra = Registry::start();
+    let rb = Registry::start_sharing_storage_of(&ra);
+    // A's registry answers slowly: PostgreSQL is stopped while A's delete,
+    // holding the tag on B, plans.
+    let relay = common::relay::Relay::start_with_delay(
+        &format!("127.0.0.1:{}", ra.port),
+        Duration::from_millis(1500),
+    )
+    .await;
+    let a = Regate::start_with(&relay.url, &format!("url = {url:?}\n")).await;
+    let b = Regate::start_with(&rb.url, &format!("url = {url:?}\n")).await;
+    Image::oci("release-one", 512)
+        .push(&b.client(), &b.url, "app", "x")
+        .await;
+    let b_locks = || b.server.as_ref().unwrap().app.tags.locks.is_empty();
+    let (ac, aurl) = (a.client(), a.url.clone());
+    let delete =
+        tokio::spawn(async move { ac.delete(format!("{aurl}/v2/app/manifests/x")).send().await });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while b_locks() {
+        assert!(Instant::now() < deadline, "B never took the tag's lock");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    pg.stop();
+    let _ = tokio::time::timeout(Duration::from_secs(30), delete).await;
+    pg.start_again();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !b_locks() {
+        assert!(
+            Instant::now() < deadline,
+            "B still holds the tag's lock 15 s after PostgreSQL came back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = b
+        .client()
+        .get(format!("{}/v2/app/manifests/x", b.url))
+        .header("accept", common::images::ACCEPT_ALL)
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .expect("a read of the tag through B is answered");
+    assert!(matches!(r.status().as_u16(), 200 | 404), "{}", r.status());
+}
