@@ -1,6 +1,6 @@
 //! Drives this replica's [`WriteGate`] from the cluster's gate as the
-//! follower last read it: closed at generation N -> drain and close locally,
-//! then ack "drained at N"; open -> open; not confirmed within
+//! follower last read it: closed at generation N -> drain and close locally
+//! (one drain at a time, in turn), then ack "drained at N"; open -> open; not confirmed within
 //! [`CONFIRM_BOUND`] -> close at once (writes held or refused, reads served)
 //! until PostgreSQL answers again.
 
@@ -34,6 +34,11 @@ pub async fn run(cluster: &Arc<Cluster>, mut stop: watch::Receiver<bool>) {
         .filter(|s| s.gate.state == "closed")
         .map(|s| s.gate.generation);
     let mut unconfirmed = false;
+    // One drain at a time: a generation closed while the previous one still
+    // drains waits for it, then drains (and acks) in turn. Run at once, the
+    // later drain found the gate closed by the earlier one, counted itself
+    // cancelled and never acked: the closer failed "did not confirm".
+    let one_drain = Arc::new(tokio::sync::Mutex::new(()));
     loop {
         tokio::select! {
             _ = rx.changed() => {}
@@ -69,8 +74,17 @@ pub async fn run(cluster: &Arc<Cluster>, mut stop: watch::Receiver<bool>) {
             .reason
             .clone()
             .unwrap_or_else(|| "cluster maintenance".into());
-        let c = Arc::clone(cluster);
+        let (c, one_drain) = (Arc::clone(cluster), Arc::clone(&one_drain));
         tokio::spawn(async move {
+            let _one = one_drain.lock().await;
+            // Still the cluster's gate after the wait? (Opened or closed
+            // again meanwhile: the newer state is applied by its own turn.)
+            let current = c
+                .latest()
+                .is_some_and(|s| s.gate.state == "closed" && s.gate.generation == generation);
+            if !current {
+                return;
+            }
             let report = c.gate.drain_and_close(&reason, c.drain_timeout).await;
             if !report.cancelled {
                 c.ack_drained(generation);

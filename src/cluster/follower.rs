@@ -2,10 +2,11 @@
 //! changes and reads the gate at least every [`POLL`] (the heartbeat rides on
 //! the same statement), hands the [`Snapshot`] to the async side, writes the
 //! applier's "drained at generation N" acks, and reopens a gate left closed
-//! by a GC whose lease is free: at once when that GC was this replica's
-//! (its command is over: the lease is dropped after it), after [`GRACE`]
-//! otherwise (its replica kills its command within `gc_lease::PING` +
-//! `gc_lease::PING_TIMEOUT` of losing the lease).
+//! by a GC that no longer holds the lease (free, or taken since by another
+//! run): at once when that GC was this replica's (its command is over: the
+//! lease is dropped after it), after [`GRACE`] otherwise (its replica kills
+//! its command within `gc_lease::PING` + `gc_lease::PING_TIMEOUT` of losing
+//! the lease).
 
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, TryRecvError};
@@ -180,7 +181,16 @@ fn reap(
     orphan: &mut Option<Orphan>,
 ) -> Result<(), postgres::Error> {
     let g = &snap.gate;
-    if g.state != "closed" || g.holder_kind.as_deref() != Some("gc") || snap.gc_lease_held {
+    // The lease counts only while the GC that closed the gate holds it (the
+    // lease row names its replica and run). Another GC that took the free
+    // lease for a moment, and failed on the closed gate, is no sign of life
+    // of that GC: every scheduled or asked attempt did that, and kept a gate
+    // closed by a dead replica's GC closed as long as they came.
+    let holder_holds_lease = snap.gc_lease_held
+        && snap.gc.as_ref().is_some_and(|c| {
+            g.holder_replica.as_deref() == Some(c.replica.as_str()) && g.run_id == Some(c.run_id)
+        });
+    if g.state != "closed" || g.holder_kind.as_deref() != Some("gc") || holder_holds_lease {
         *orphan = None;
         return Ok(());
     }

@@ -88,8 +88,14 @@ impl Cluster {
                 )?;
                 let (state, kind): (String, Option<String>) = (row.get(1), row.get(2));
                 let other = row.get::<_, Option<String>>(3).unwrap_or_default();
+                let closed_by_run = row.get::<_, Option<i64>>(5);
                 if state == "closed" {
                     match (kind.as_deref(), &h) {
+                        // Closed by an earlier attempt of this same run,
+                        // whose replica died: the run was taken over and
+                        // resumed here, under the GC lease (so that attempt's
+                        // command is gone), and closes the gate again.
+                        (Some("gc"), Holder::Gc { run_id }) if closed_by_run == Some(*run_id) => {}
                         (Some("maintenance"), Holder::Gc { .. }) => {
                             return Err(ClusterError::InMaintenance {
                                 reason: row.get::<_, Option<String>>(4).unwrap_or_default(),

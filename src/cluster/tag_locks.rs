@@ -72,9 +72,21 @@ pub struct ClusterTagLock {
 impl Drop for ClusterTagLock {
     fn drop(&mut self) {
         let (cluster, id) = (Arc::clone(&self.cluster), self.id);
-        // If this fails, the row goes with this replica's heartbeat.
+        // Retried until PostgreSQL answers: the other replicas hold the tag's
+        // lock (its reads and pushes wait) until the row goes, or until this
+        // replica's heartbeat is old. A release lost to a PostgreSQL restart
+        // left the tag unreadable through them for as long as this replica
+        // lived (found by the cluster soak). Given up when this replica
+        // stops: its heartbeat ends then.
         tokio::task::spawn_blocking(move || {
-            let _ = cluster.db.with(|c| release(c, id));
+            let mut wait = Duration::from_millis(100);
+            while cluster.db.with(|c| release(c, id)).is_err() {
+                if cluster.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+                    return;
+                }
+                std::thread::sleep(wait);
+                wait = (wait * 2).min(Duration::from_secs(2));
+            }
         });
     }
 }

@@ -15,7 +15,7 @@ impl Gc {
         &self,
         reason: &str,
     ) -> Result<crate::write_gate::DrainReport, GcError> {
-        {
+        let before = {
             let _switching = self.switching.lock().await;
             self.refuse_while_gc_holds_the_gate()?;
             let state = self.state.clone();
@@ -23,14 +23,39 @@ impl Gc {
                 reason: reason.to_owned(),
                 since_ms: now_ms(),
             };
-            blocking(move || state.set_maintenance(Some(&m))).await?;
+            blocking(move || {
+                let before = state.maintenance()?;
+                state.set_maintenance(Some(&m))?;
+                Ok(before)
+            })
+            .await?
+        };
+        if let Some(cluster) = self.cluster.get() {
+            let closed = cluster
+                .close_gate(Holder::Maintenance, &format!("maintenance: {reason}"))
+                .await;
+            return match closed {
+                Ok((_, report)) => {
+                    tracing::info!(target: "regate::gc", reason, "maintenance switched on");
+                    Ok(report)
+                }
+                // Refused (a GC of another replica holds the gate, or the
+                // drain failed and the gate was opened again): the record
+                // goes back to what it was, or it would stop every GC and
+                // close the gate at the next start for a maintenance the
+                // caller was told did not happen.
+                Err(e) => {
+                    let state = self.state.clone();
+                    if let Err(undo) =
+                        blocking(move || state.set_maintenance(before.as_ref())).await
+                    {
+                        tracing::error!(target: "regate::gc", error = %undo, "maintenance was refused but stays recorded as on; switch it off (DELETE /admin/maintenance)");
+                    }
+                    Err(e.into())
+                }
+            };
         }
         tracing::info!(target: "regate::gc", reason, "maintenance switched on");
-        if let Some(cluster) = self.cluster.get() {
-            let reason = format!("maintenance: {reason}");
-            let (_, report) = cluster.close_gate(Holder::Maintenance, &reason).await?;
-            return Ok(report);
-        }
         Ok(self
             .gate
             .drain_and_close(

@@ -32,6 +32,7 @@ mod podman;
 mod protect;
 mod proxy_core;
 mod replicas;
+mod replicas_gate_faults;
 mod replicas_recovery;
 mod replicas_retention;
 mod replicas_schema;

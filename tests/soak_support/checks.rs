@@ -1,13 +1,16 @@
-//! The end of the soak: every acknowledged tag at its digest and complete,
-//! every acknowledged delete gone, every uncertain tag absent or at its
-//! pushed digest, `fsck` clean, no dummy manifest left in storage.
+//! The end of the soak: every acknowledged tag at its digest and complete
+//! (a sample copied with skopeo too), every acknowledged delete gone, every
+//! uncertain tag absent or at its pushed digest, `fsck` clean, no dummy
+//! manifest left in storage.
 
 use std::path::Path;
 
+use indicatif::ProgressBar;
+use regate::client::{RegistryClient, Scheme};
 use regate::tag_delete::{dummy_evidence, is_dummy_config, DummyEvidence};
 
 use super::ledger::{Ledger, TagState};
-use super::workers::{pull, Pull, REPOS};
+use super::workers::{pull, Pull, Targets, REPOS};
 use crate::common::images::{sha256, ACCEPT_ALL};
 use crate::common::storage::{read_blob, revisions};
 
@@ -31,10 +34,12 @@ async fn resolve(
     }
 }
 
-/// Checks every tag of the ledger through the API; returns the problems.
-pub async fn tags(c: &reqwest::Client, base: &str, ledger: &Ledger) -> Vec<String> {
+/// Checks every tag of the ledger through the API (of each target in
+/// turn); returns the problems.
+pub async fn tags(c: &reqwest::Client, targets: &Targets, ledger: &Ledger) -> Vec<String> {
     let mut problems = Vec::new();
-    for (repo, tag, state) in ledger.all() {
+    for (i, (repo, tag, state)) in ledger.all().into_iter().enumerate() {
+        let base = targets.nth(i);
         let now = resolve(c, base, &repo, &tag).await;
         match (&state, now) {
             (_, Err(e)) => problems.push(format!("{repo}:{tag} ({state:?}): GET answered {e}")),
@@ -88,4 +93,55 @@ pub fn dummies_in_storage(storage: &Path) -> Vec<String> {
         }
     }
     found
+}
+
+/// Copies up to four acknowledged images with skopeo (every seventh tag)
+/// through the regate at `host`; how many were tried, and the problems.
+pub fn skopeo_sample(ledger: &Ledger, host: &str, trust_dir: &Path) -> (usize, Vec<String>) {
+    let sample: Vec<_> = ledger
+        .all()
+        .into_iter()
+        .filter_map(|(r, t, s)| matches!(s, TagState::Acked(_)).then_some((r, t)))
+        .step_by(7)
+        .take(4)
+        .collect();
+    let mut problems = Vec::new();
+    let out = tempfile::tempdir().unwrap();
+    for (i, (repo, tag)) in sample.iter().enumerate() {
+        let dest = format!("oci:{}/img{i}:x", out.path().display());
+        let src = format!("docker://{host}/{repo}:{tag}");
+        let trust = trust_dir.display().to_string();
+        if let Err(e) = crate::common::skopeo::try_skopeo(&[
+            "copy",
+            "--all",
+            "--src-cert-dir",
+            &trust,
+            &src,
+            &dest,
+        ]) {
+            problems.push(format!("skopeo copy {src}: {e}"));
+        }
+    }
+    (sample.len(), problems)
+}
+
+/// `regate fsck` through the regate at `host`; its report, and a problem
+/// when it is not clean.
+pub async fn fsck(host: &str, ca_cert: &Path) -> (regate::fsck::Report, Vec<String>) {
+    let client = RegistryClient::with_scheme(Scheme::Https, host, Some(ca_cert), None).unwrap();
+    let report = regate::fsck::run(
+        &client,
+        &regate::fsck::Options::default(),
+        &ProgressBar::hidden(),
+    )
+    .await
+    .unwrap();
+    let mut problems = Vec::new();
+    if !report.clean {
+        problems.push(format!(
+            "fsck: {:#?}",
+            report.findings().collect::<Vec<_>>()
+        ));
+    }
+    (report, problems)
 }

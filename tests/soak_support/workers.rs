@@ -1,6 +1,9 @@
 //! The concurrent clients of the soak: pushers, pullers, deleters, the
 //! killer, and a monitor that counts finished GC runs. Each runs until
-//! `stop` is set; each records what it was told in the [`Ledger`].
+//! `stop` is set; each records what it was told in the [`Ledger`]. They talk
+//! to the regate instances of [`Targets`]: one for the one-instance soak,
+//! the replicas of a cluster for the cluster soak (each request to one picked
+//! at random).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,6 +20,32 @@ use super::process::Regate;
 use crate::common::images::{absolute, sha256, Image, ACCEPT_ALL};
 
 pub const REPOS: [&str; 3] = ["soak/alpha", "soak/beta", "soak/team/gamma"];
+
+/// The base URLs the clients use, one per regate instance.
+#[derive(Clone)]
+pub struct Targets(Arc<Vec<String>>);
+
+impl Targets {
+    pub fn new(bases: Vec<String>) -> Self {
+        assert!(!bases.is_empty(), "no regate to talk to");
+        Targets(Arc::new(bases))
+    }
+
+    /// The instance for the next request (a push, a pull or a delete goes
+    /// through one). With one instance the random numbers are left alone, so
+    /// a seed repeats the one-instance soak's choices.
+    pub fn pick(&self, rng: &mut impl Rng) -> &str {
+        match self.0.len() {
+            1 => &self.0[0],
+            n => &self.0[rng.gen_range(0..n)],
+        }
+    }
+
+    /// The `i`th instance, round the list.
+    pub fn nth(&self, i: usize) -> &str {
+        &self.0[i % self.0.len()]
+    }
+}
 
 /// What a write came back with.
 enum Write {
@@ -104,7 +133,7 @@ pub async fn pusher(
     id: usize,
     seed: u64,
     c: reqwest::Client,
-    base: String,
+    targets: Targets,
     pool: Arc<Vec<Vec<u8>>>,
     ledger: Arc<Ledger>,
     stop: Arc<AtomicBool>,
@@ -116,7 +145,8 @@ pub async fn pusher(
         let repo = REPOS[rng.gen_range(0..REPOS.len())];
         let tag = format!("p{id}-{n}");
         let img = random_image(&mut rng, &format!("soak-{seed}-{id}-{n}"), &pool);
-        match push(&c, &base, repo, &tag, &img).await {
+        let base = targets.pick(&mut rng);
+        match push(&c, base, repo, &tag, &img).await {
             Write::Done => {
                 ledger.set(repo, &tag, TagState::Acked(img.digest.clone()));
                 Counters::add(&ledger.counters.pushes_acked);
@@ -223,7 +253,7 @@ pub async fn puller(
     id: usize,
     seed: u64,
     c: reqwest::Client,
-    base: String,
+    targets: Targets,
     ledger: Arc<Ledger>,
     stop: Arc<AtomicBool>,
 ) {
@@ -233,7 +263,8 @@ pub async fn puller(
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
-        match pull(&c, &base, &repo, &tag, &digest).await {
+        let base = targets.pick(&mut rng);
+        match pull(&c, base, &repo, &tag, &digest).await {
             Pull::Ok => Counters::add(&ledger.counters.pulls),
             Pull::Retry(_) => {
                 Counters::add(&ledger.counters.pull_retries);
@@ -253,7 +284,7 @@ pub async fn puller(
 pub async fn deleter(
     seed: u64,
     c: reqwest::Client,
-    base: String,
+    targets: Targets,
     ledger: Arc<Ledger>,
     stop: Arc<AtomicBool>,
 ) {
@@ -267,6 +298,7 @@ pub async fn deleter(
         if rng.gen_ratio(1, 3) || !ledger.start_delete(&repo, &tag) {
             continue;
         }
+        let base = targets.pick(&mut rng);
         let r = c
             .delete(format!("{base}/v2/{repo}/manifests/{tag}"))
             .send()
@@ -295,12 +327,15 @@ pub async fn deleter(
     }
 }
 
-/// SIGKILLs regate every `between` (random within), restarts it on the same
-/// ports and waits until it is ready.
+/// SIGKILLs one of `victims` (picked at random when there are several)
+/// every `between` (random within), restarts it on the same ports and waits
+/// until it is ready. Each kill and restart holds `faults`, so another fault
+/// (the cluster soak's PostgreSQL restart) never overlaps a restart.
 pub async fn killer(
     seed: u64,
-    regate: Arc<Regate>,
+    victims: Vec<Arc<Regate>>,
     between: std::ops::Range<u64>,
+    faults: Arc<tokio::sync::Mutex<()>>,
     ledger: Arc<Ledger>,
     stop: Arc<AtomicBool>,
 ) {
@@ -311,7 +346,11 @@ pub async fn killer(
         if stop.load(Ordering::Relaxed) {
             return;
         }
-        let r = Arc::clone(&regate);
+        let r = match victims.len() {
+            1 => Arc::clone(&victims[0]),
+            n => Arc::clone(&victims[rng.gen_range(0..n)]),
+        };
+        let _fault = faults.lock().await;
         tokio::task::spawn_blocking(move || {
             r.kill();
             r.restart(str::to_owned);
@@ -322,9 +361,10 @@ pub async fn killer(
     }
 }
 
-/// Collects the GC runs regate reports (id -> final status), polling the admin API.
+/// Collects the GC runs regate reports (id -> final status), polling the
+/// admin API of each of `admins` in turn (replicas share their history).
 pub async fn gc_monitor(
-    admin: String,
+    admins: Vec<String>,
     runs: Arc<Mutex<BTreeMap<i64, serde_json::Value>>>,
     stop: Arc<AtomicBool>,
 ) {
@@ -333,7 +373,10 @@ pub async fn gc_monitor(
         .timeout(Duration::from_secs(5))
         .build()
         .unwrap();
+    let mut turn = 0;
     while !stop.load(Ordering::Relaxed) {
+        let admin = &admins[turn % admins.len()];
+        turn += 1;
         if let Ok(r) = c.get(format!("{admin}/admin/gc")).send().await {
             if let Ok(v) = r.json::<serde_json::Value>().await {
                 let mut runs = runs.lock().unwrap();
