@@ -31,6 +31,7 @@ pub mod metrics;
 pub mod pages;
 pub mod protect;
 pub mod proxy;
+pub mod range_refusal;
 pub mod referrers;
 pub mod registry_api;
 pub mod registry_params;

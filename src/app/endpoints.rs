@@ -4,7 +4,8 @@
 //! the referrers index), digest deletes, strict chunked uploads, and the tag
 //! locks around manifest reads and writes; the `[[protect]]` check of a
 //! manifest PUT by tag, and the push and pull times of tags (for retention);
-//! manifest and blob reads go to `fast_reads` first when it is on.
+//! manifest and blob reads go to `fast_reads` first when it is on, and a
+//! forwarded blob GET's 416 is sent whole (`range_refusal`).
 //! Everything else is forwarded as is.
 //! A method one of regate's own endpoints does not serve ([`Route::own_methods`])
 //! gets 405 with `Allow`.
@@ -133,7 +134,12 @@ impl App {
                 if let Some(resp) = self.answer_from_storage(&req, &route).await {
                     return Ok(resp);
                 }
-                self.forward(req, &route, conn).await
+                let blob_get = matches!(route, Route::Blob { .. }) && method == Method::GET;
+                let resp = self.forward(req, &route, conn).await?;
+                if blob_get {
+                    return Ok(crate::range_refusal::whole(resp).await);
+                }
+                Ok(resp)
             }
             (Route::Manifest { name, reference }, &Method::PUT) => {
                 self.put_manifest_locked(req, &route, name, reference, conn)
