@@ -286,7 +286,8 @@ impl App {
     }
 
     /// The read answered from the storage (`fast_reads`), or `None`: forward
-    /// it. (The future holds no reference to the request, whose body is not `Sync`.)
+    /// it; counted in the `fast_reads` metric either way. (The future holds
+    /// no reference to the request, whose body is not `Sync`.)
     fn answer_from_storage<'a>(
         &'a self,
         req: &Request<ProxyBody>,
@@ -298,7 +299,21 @@ impl App {
             .map(|f| (f, req.method().clone(), req.headers().clone()));
         async move {
             let (fast, method, headers) = asked?;
-            fast.answer(&method, &headers, route).await
+            let kind = match route {
+                Route::Manifest { .. } => "manifest",
+                _ => "blob",
+            };
+            match fast.answer(&method, &headers, route).await {
+                Ok(resp) => {
+                    self.metrics.fast_read(kind, "served");
+                    Some(resp)
+                }
+                Err(crate::fast_reads::Forward::NotARead) => None,
+                Err(why) => {
+                    self.metrics.fast_read(kind, why.as_str());
+                    None
+                }
+            }
         }
     }
 

@@ -798,3 +798,107 @@ async fn curl_takes_the_head_answers_over_both_protocols() {
         }
     }
 }
+
+/// The `regate_fast_reads_total` series on the admin listener's `/metrics`.
+async fn fast_read_series(regate: &Regate) -> Vec<String> {
+    let text = reqwest::get(format!("{}/metrics", regate.admin_url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let mut series: Vec<String> = text
+        .lines()
+        .filter(|l| l.starts_with("regate_fast_reads_total{"))
+        .map(str::to_owned)
+        .collect();
+    series.sort();
+    series
+}
+
+/// Reads answered from the storage and forwarded ones are counted by kind
+/// and outcome (the reason class of a forward); with fast reads off there
+/// is no such series.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_metrics_count_reads_served_from_the_storage_and_why_others_were_forwarded() {
+    let s = setup(true, "").await;
+    let image = Image::oci("fr-metrics", 5000);
+    image
+        .push(&reqwest::Client::new(), &s.registry.url, "fr/metrics", "v1")
+        .await;
+    let layer = &image.blobs[1];
+    let c = s.regate.client();
+    let m = |r: &str| format!("{}/v2/fr/metrics/manifests/{r}", s.regate.url);
+    let b = |d: &str| format!("{}/v2/fr/metrics/blobs/{d}", s.regate.url);
+    let etag = format!("\"{}\"", layer.digest);
+    let unknown = images::sha256(b"never pushed");
+    type Read<'a> = (Method, String, Vec<(&'a str, &'a str)>, u16);
+    let reads: Vec<Read> = vec![
+        (Method::GET, m("v1"), vec![("accept", ACCEPT_ALL)], 200),
+        (Method::HEAD, m("v1"), vec![("accept", ACCEPT_ALL)], 200),
+        (Method::GET, m(&image.digest), vec![("accept", OCI)], 200),
+        (Method::GET, m("v1"), vec![("accept", DOCKER)], 404),
+        (Method::GET, m("v2"), vec![("accept", ACCEPT_ALL)], 404),
+        (Method::GET, b(&layer.digest), vec![], 200),
+        (Method::HEAD, b(&layer.digest), vec![], 200),
+        (
+            Method::GET,
+            b(&layer.digest),
+            vec![("range", "bytes=0-9")],
+            206,
+        ),
+        (
+            Method::GET,
+            b(&layer.digest),
+            vec![("range", "bytes=0-1,4-5")],
+            206,
+        ),
+        (
+            Method::GET,
+            b(&layer.digest),
+            vec![("if-none-match", &etag)],
+            304,
+        ),
+        (Method::GET, b(&unknown), vec![], 404),
+    ];
+    for (method, url, headers, status) in &reads {
+        let mut r = c.request(method.clone(), url);
+        for (k, v) in headers {
+            r = r.header(*k, *v);
+        }
+        let r = r.send().await.unwrap();
+        assert_eq!(r.status().as_u16(), *status, "{method} {url} {headers:?}");
+        r.bytes().await.unwrap();
+    }
+    let series = fast_read_series(&s.regate).await;
+    let want = [
+        r#"regate_fast_reads_total{kind="blob",outcome="conditional"} 1"#,
+        r#"regate_fast_reads_total{kind="blob",outcome="miss"} 1"#,
+        r#"regate_fast_reads_total{kind="blob",outcome="range"} 1"#,
+        r#"regate_fast_reads_total{kind="blob",outcome="served"} 3"#,
+        r#"regate_fast_reads_total{kind="manifest",outcome="accept"} 1"#,
+        r#"regate_fast_reads_total{kind="manifest",outcome="miss"} 1"#,
+        r#"regate_fast_reads_total{kind="manifest",outcome="served"} 3"#,
+    ];
+    assert_eq!(series, want, "{series:#?}");
+
+    let off = setup(false, "").await;
+    image
+        .push(
+            &reqwest::Client::new(),
+            &off.registry.url,
+            "fr/metrics",
+            "v1",
+        )
+        .await;
+    let r = off
+        .regate
+        .client()
+        .get(format!("{}/v2/fr/metrics/manifests/v1", off.regate.url))
+        .header("accept", ACCEPT_ALL)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(fast_read_series(&off.regate).await.is_empty());
+}
