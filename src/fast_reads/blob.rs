@@ -2,8 +2,7 @@
 //! blob server (`Accept-Ranges`, `Cache-Control`, `Content-Type:
 //! application/octet-stream`, `Docker-Content-Digest`, `Etag`, and for a
 //! range 206 with `Content-Range`), and [`FileBody`], which streams the open
-//! file in [`CHUNK`]-byte reads off the async threads, one chunk ahead of
-//! the listener.
+//! file in [`CHUNK`]-byte reads off the async threads.
 //!
 //! Memory is bounded over all downloads ([`InFlight`]): a chunk counts from
 //! its read until the listener has written it and dropped it; while the
@@ -141,17 +140,12 @@ pub fn head(
     (status, headers, start, end)
 }
 
-/// Bytes `start..end` of an open file, read a chunk at a time on the
-/// blocking pool (positional reads: no shared cursor), one chunk ahead: the
-/// next read starts when a chunk is handed to the listener, so reading the
-/// file and writing the socket overlap.
+/// Bytes `pos..end` of an open file, read a chunk at a time on the
+/// blocking pool (positional reads: no shared cursor).
 pub struct FileBody {
     file: Arc<File>,
-    /// Where the next read starts.
-    read_pos: u64,
+    pos: u64,
     end: u64,
-    /// Bytes not yet handed to the listener.
-    unsent: u64,
     in_flight: InFlight,
     reading: Option<JoinHandle<std::io::Result<Bytes>>>,
 }
@@ -160,25 +154,11 @@ impl FileBody {
     pub fn new(file: File, start: u64, end: u64, in_flight: InFlight) -> Self {
         FileBody {
             file: Arc::new(file),
-            read_pos: start,
+            pos: start,
             end,
-            unsent: end.saturating_sub(start),
             in_flight,
             reading: None,
         }
-    }
-
-    /// Starts the read of the next chunk, unless one is running or all is read.
-    fn read_ahead(&mut self) {
-        if self.reading.is_some() || self.read_pos >= self.end {
-            return;
-        }
-        let chunk = self.in_flight.reserve(self.end - self.read_pos);
-        let (file, pos) = (Arc::clone(&self.file), self.read_pos);
-        self.read_pos += chunk.buf.len() as u64;
-        self.reading = Some(tokio::task::spawn_blocking(move || {
-            read_chunk(&file, pos, chunk)
-        }));
     }
 }
 
@@ -211,36 +191,35 @@ impl Body for FileBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
-        this.read_ahead();
-        let Some(reading) = this.reading.as_mut() else {
-            return Poll::Ready(None);
-        };
+        if this.reading.is_none() {
+            if this.pos >= this.end {
+                return Poll::Ready(None);
+            }
+            let chunk = this.in_flight.reserve(this.end - this.pos);
+            let (file, pos) = (Arc::clone(&this.file), this.pos);
+            this.reading = Some(tokio::task::spawn_blocking(move || {
+                read_chunk(&file, pos, chunk)
+            }));
+        }
+        let reading = this.reading.as_mut().expect("set above");
         let done = ready!(Pin::new(reading).poll(cx));
         this.reading = None;
         Poll::Ready(Some(match done {
             Ok(Ok(bytes)) => {
-                this.unsent -= bytes.len() as u64;
-                this.read_ahead();
+                this.pos += bytes.len() as u64;
                 Ok(Frame::data(bytes))
             }
-            failed => {
-                // No read after a failed one: the body ends with the error.
-                this.read_pos = this.end;
-                match failed {
-                    Ok(Err(e)) => Err(e.into()),
-                    Err(e) => Err(e.into()),
-                    Ok(Ok(_)) => unreachable!("matched above"),
-                }
-            }
+            Ok(Err(e)) => Err(e.into()),
+            Err(e) => Err(e.into()),
         }))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.unsent == 0
+        self.pos >= self.end && self.reading.is_none()
     }
 
     fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.unsent)
+        SizeHint::with_exact(self.end - self.pos)
     }
 }
 
@@ -262,62 +241,6 @@ mod tests {
         assert_eq!(body.size_hint().exact(), Some(bytes.len() as u64 - 15));
         let got = body.collect().await.unwrap().to_bytes();
         assert_eq!(&got[..], &bytes[10..bytes.len() - 5]);
-    }
-
-    #[tokio::test]
-    async fn the_next_chunk_is_read_while_the_listener_writes_the_current_one() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("data");
-        std::fs::write(&path, vec![1u8; CHUNK + 10]).unwrap();
-        let in_flight = InFlight::default();
-        let mut body = FileBody::new(
-            File::open(&path).unwrap(),
-            0,
-            (CHUNK + 10) as u64,
-            in_flight.clone(),
-        );
-        let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
-        assert_eq!(first.len(), CHUNK);
-        assert_eq!(
-            in_flight.used(),
-            CHUNK + 10,
-            "the last 10 bytes are being read already"
-        );
-        assert!(!body.is_end_stream());
-        assert_eq!(body.size_hint().exact(), Some(10));
-        let last = body.frame().await.unwrap().unwrap().into_data().unwrap();
-        assert_eq!(last.len(), 10);
-        assert!(
-            body.is_end_stream(),
-            "the listener sends the last chunk with the end"
-        );
-        assert!(body.frame().await.is_none());
-        drop((first, last, body));
-        assert_eq!(in_flight.used(), 0);
-    }
-
-    #[tokio::test]
-    async fn a_download_dropped_midway_frees_its_read_ahead() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("data");
-        std::fs::write(&path, vec![2u8; CHUNK * 3]).unwrap();
-        let in_flight = InFlight::default();
-        let mut body = FileBody::new(
-            File::open(&path).unwrap(),
-            0,
-            (CHUNK * 3) as u64,
-            in_flight.clone(),
-        );
-        drop(body.frame().await.unwrap().unwrap());
-        drop(body);
-        // The read ahead finishes on the blocking pool, then frees its buffer.
-        for _ in 0..200 {
-            if in_flight.used() == 0 {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
-        assert_eq!(in_flight.used(), 0);
     }
 
     #[tokio::test]
