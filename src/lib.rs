@@ -32,6 +32,7 @@ pub mod pages;
 pub mod pg_connect;
 pub mod protect;
 pub mod proxy;
+pub mod range_refusal;
 pub mod referrers;
 pub mod registry_api;
 pub mod registry_params;

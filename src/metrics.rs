@@ -71,6 +71,13 @@ pub struct Metrics {
     upstream_restarts: Counter,
     gc: GcMetrics,
     tag_deletes: TagDeleteMetrics,
+    fast_reads: Family<FastReadLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FastReadLabels {
+    kind: &'static str,
+    outcome: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -223,6 +230,12 @@ impl Metrics {
         );
         let gc = GcMetrics::register(&mut registry);
         let tag_deletes = TagDeleteMetrics::register(&mut registry);
+        let fast_reads = Family::<FastReadLabels, Counter>::default();
+        registry.register(
+            "fast_reads",
+            "Manifest and blob reads asked of the storage ([storage] fast_reads), by kind (manifest, blob) and outcome: served, or why forwarded (miss, accept, conditional, range, manifest_type, other_algorithm, layout, io_error)",
+            fast_reads.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -233,7 +246,16 @@ impl Metrics {
             upstream_restarts,
             gc,
             tag_deletes,
+            fast_reads,
         }
+    }
+
+    /// A manifest or blob read asked of the storage: `served`, or why it
+    /// was forwarded.
+    pub fn fast_read(&self, kind: &'static str, outcome: &'static str) {
+        self.fast_reads
+            .get_or_create(&FastReadLabels { kind, outcome })
+            .inc();
     }
 
     pub fn request_started(&self) {

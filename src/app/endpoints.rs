@@ -4,7 +4,8 @@
 //! the referrers index), digest deletes, strict chunked uploads, and the tag
 //! locks around manifest reads and writes; the `[[protect]]` check of a
 //! manifest PUT by tag, and the push and pull times of tags (for retention);
-//! manifest and blob reads go to `fast_reads` first when it is on.
+//! manifest and blob reads go to `fast_reads` first when it is on, and a
+//! forwarded blob GET's 416 is sent whole (`range_refusal`).
 //! Everything else is forwarded as is.
 //! A method one of regate's own endpoints does not serve ([`Route::own_methods`])
 //! gets 405 with `Allow`.
@@ -133,7 +134,12 @@ impl App {
                 if let Some(resp) = self.answer_from_storage(&req, &route).await {
                     return Ok(resp);
                 }
-                self.forward(req, &route, conn).await
+                let blob_get = matches!(route, Route::Blob { .. }) && method == Method::GET;
+                let resp = self.forward(req, &route, conn).await?;
+                if blob_get {
+                    return Ok(crate::range_refusal::whole(resp).await);
+                }
+                Ok(resp)
             }
             (Route::Manifest { name, reference }, &Method::PUT) => {
                 self.put_manifest_locked(req, &route, name, reference, conn)
@@ -280,7 +286,8 @@ impl App {
     }
 
     /// The read answered from the storage (`fast_reads`), or `None`: forward
-    /// it. (The future holds no reference to the request, whose body is not `Sync`.)
+    /// it; counted in the `fast_reads` metric either way. (The future holds
+    /// no reference to the request, whose body is not `Sync`.)
     fn answer_from_storage<'a>(
         &'a self,
         req: &Request<ProxyBody>,
@@ -292,7 +299,21 @@ impl App {
             .map(|f| (f, req.method().clone(), req.headers().clone()));
         async move {
             let (fast, method, headers) = asked?;
-            fast.answer(&method, &headers, route).await
+            let kind = match route {
+                Route::Manifest { .. } => "manifest",
+                _ => "blob",
+            };
+            match fast.answer(&method, &headers, route).await {
+                Ok(resp) => {
+                    self.metrics.fast_read(kind, "served");
+                    Some(resp)
+                }
+                Err(crate::fast_reads::Forward::NotARead) => None,
+                Err(why) => {
+                    self.metrics.fast_read(kind, why.as_str());
+                    None
+                }
+            }
         }
     }
 

@@ -29,7 +29,7 @@ use crate::body::BoxError;
 use crate::route::Digest;
 
 /// Bytes read from the file at once, while the budget allows.
-pub const CHUNK: usize = 256 * 1024;
+pub const CHUNK: usize = 1024 * 1024;
 
 /// Bytes read at once past the budget.
 pub const SMALL_CHUNK: usize = 16 * 1024;

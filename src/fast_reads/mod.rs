@@ -4,8 +4,8 @@
 //! or with a storage root).
 //!
 //! Owns the one entry point, [`FastReads::answer`], which either answers a
-//! read exactly as 2.8 would or returns `None`, and then the caller forwards
-//! the request. Exactness first: anything the storage does not hold (a
+//! read exactly as 2.8 would or says why not ([`Forward`], the outcome the
+//! caller counts in the metrics), and then the caller forwards the request. Exactness first: anything the storage does not hold (a
 //! "not found" is always confirmed by the registry, so a push that just
 //! landed is never reported missing), a layout it does not know, an `Accept`
 //! for which 2.8 would convert or refuse the manifest, a conditional request,
@@ -77,6 +77,68 @@ fn missed(route: &Route, miss: &Miss) {
     }
 }
 
+/// Why a read goes to the registry (the `outcome` of the
+/// `regate_fast_reads` metric; `served` when the storage answered).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forward {
+    /// Not a manifest or blob `GET`/`HEAD`: never asked of the storage.
+    NotARead,
+    /// Not in the storage (a tag, link or data file): the registry's 404,
+    /// or a push that just landed.
+    Miss,
+    /// A digest of another algorithm than sha256.
+    OtherAlgorithm,
+    /// A layout regate does not know (a link that is not a digest, a
+    /// directory where data should be, a manifest over 4 MiB).
+    Layout,
+    /// An I/O error reading the storage.
+    IoError,
+    /// A manifest without one of the four media types (schema 1, no
+    /// `mediaType`): 2.8 may answer it otherwise.
+    ManifestType,
+    /// The client's `Accept` does not cover the stored manifest type.
+    Accept,
+    /// A conditional request (`If-None-Match`, ...).
+    Conditional,
+    /// Several ranges, or one 2.8 refuses (416).
+    Range,
+}
+
+impl Forward {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Forward::NotARead => "not_a_read",
+            Forward::Miss => "miss",
+            Forward::OtherAlgorithm => "other_algorithm",
+            Forward::Layout => "layout",
+            Forward::IoError => "io_error",
+            Forward::ManifestType => "manifest_type",
+            Forward::Accept => "accept",
+            Forward::Conditional => "conditional",
+            Forward::Range => "range",
+        }
+    }
+
+    fn from_miss(route: &Route, miss: &Miss) -> Self {
+        missed(route, miss);
+        match miss {
+            Miss::NotFound(_) => Forward::Miss,
+            Miss::OtherAlgorithm(_) => Forward::OtherAlgorithm,
+            Miss::Unexpected { .. } => Forward::Layout,
+            Miss::Io { .. } => Forward::IoError,
+        }
+    }
+}
+
+/// The storage's answer, or why the read is forwarded.
+pub type Answer = Result<Response<ProxyBody>, Forward>;
+
+/// A blocking task that did not finish (a panic, the runtime stopping).
+fn lost(e: tokio::task::JoinError) -> Forward {
+    tracing::warn!(target: "regate::fast_reads", error = %e, "a storage read did not finish; forwarded to the registry");
+    Forward::IoError
+}
+
 impl FastReads {
     pub fn new(root: &Path) -> Self {
         FastReads {
@@ -85,21 +147,19 @@ impl FastReads {
         }
     }
 
-    /// 2.8's answer to this manifest or blob read, from the storage; `None`:
-    /// forward it.
-    pub async fn answer(
-        &self,
-        method: &Method,
-        headers: &HeaderMap,
-        route: &Route,
-    ) -> Option<Response<ProxyBody>> {
+    /// 2.8's answer to this manifest or blob read, from the storage; or
+    /// why to forward it.
+    pub async fn answer(&self, method: &Method, headers: &HeaderMap, route: &Route) -> Answer {
         let head = match *method {
             Method::GET => false,
             Method::HEAD => true,
-            _ => return None,
+            _ => return Err(Forward::NotARead),
         };
+        if !matches!(route, Route::Manifest { .. } | Route::Blob { .. }) {
+            return Err(Forward::NotARead);
+        }
         if CONDITIONAL.iter().any(|h| headers.contains_key(h)) {
-            return None;
+            return Err(Forward::Conditional);
         }
         let layout = self.layout.clone();
         match route.clone() {
@@ -114,22 +174,22 @@ impl FastReads {
                     Ok::<_, Miss>((digest, bytes))
                 })
                 .await
-                .ok()?;
-                let (digest, bytes) = read.inspect_err(|m| missed(route, m)).ok()?;
-                let stored = manifest::stored_type(&bytes)?;
+                .map_err(lost)?;
+                let (digest, bytes) = read.map_err(|m| Forward::from_miss(route, &m))?;
+                let stored = manifest::stored_type(&bytes).ok_or(Forward::ManifestType)?;
                 if !manifest::sent_as_stored(headers, stored, by_tag) {
-                    return None;
+                    return Err(Forward::Accept);
                 }
                 let headers = manifest::headers(stored, bytes.len(), &digest);
                 let body = if head { empty() } else { full(bytes) };
-                Some(response(StatusCode::OK, headers, body))
+                Ok(response(StatusCode::OK, headers, body))
             }
             Route::Blob { name, digest } => {
                 let wanted = digest.clone();
                 let open = tokio::task::spawn_blocking(move || layout.blob(&name, &wanted))
                     .await
-                    .ok()?;
-                let blob = open.inspect_err(|m| missed(route, m)).ok()?;
+                    .map_err(lost)?;
+                let blob = open.map_err(|m| Forward::from_miss(route, &m))?;
                 let ranged = range::parse(
                     headers
                         .get_all(header::RANGE)
@@ -138,7 +198,7 @@ impl FastReads {
                     blob.size,
                 );
                 if ranged == range::Ranged::Forward {
-                    return None;
+                    return Err(Forward::Range);
                 }
                 let (status, headers, start, end) = blob::head(&digest, blob.size, ranged);
                 let body = if head {
@@ -148,9 +208,9 @@ impl FastReads {
                         .map_err(|e: BoxError| e)
                         .boxed_unsync()
                 };
-                Some(response(status, headers, body))
+                Ok(response(status, headers, body))
             }
-            _ => None,
+            _ => Err(Forward::NotARead),
         }
     }
 }
