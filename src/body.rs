@@ -84,6 +84,8 @@ pin_project! {
         inner: B,
         idle_after: Option<Duration>,
         idle: Option<Pin<Box<Sleep>>>,
+        // The idle clock runs: set at a poll, cleared by a frame.
+        waiting: bool,
         record: Option<Arc<RequestRecord>>,
         direction: Direction,
         on_end: Option<oneshot::Sender<()>>,
@@ -97,6 +99,7 @@ impl<B> MeteredBody<B> {
             inner,
             idle_after: None,
             idle: None,
+            waiting: false,
             record: Some(record),
             direction,
             on_end: None,
@@ -109,6 +112,7 @@ impl<B> MeteredBody<B> {
             inner,
             idle_after: None,
             idle: None,
+            waiting: false,
             record: None,
             direction: Direction::In,
             on_end: None,
@@ -145,17 +149,22 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.project();
-        if let (None, Some(after)) = (this.idle.as_ref(), *this.idle_after) {
-            *this.idle = Some(Box::pin(tokio::time::sleep(after)));
+        // The clock starts when the consumer asks for a frame, not when the
+        // last one was handed over: a consumer that paused (a slow client, a
+        // busy registry) has not seen this stream stall.
+        if let (false, Some(after)) = (*this.waiting, *this.idle_after) {
+            match this.idle.as_mut() {
+                Some(sleep) => sleep.as_mut().reset(Instant::now() + after),
+                None => *this.idle = Some(Box::pin(tokio::time::sleep(after))),
+            }
+            *this.waiting = true;
         }
         match this.inner.poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let (Some(data), Some(record)) = (frame.data_ref(), this.record.as_ref()) {
                     record.add_bytes(*this.direction, data.len() as u64);
                 }
-                if let (Some(sleep), Some(after)) = (this.idle.as_mut(), this.idle_after) {
-                    sleep.as_mut().reset(Instant::now() + *after);
-                }
+                *this.waiting = false;
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
@@ -220,5 +229,36 @@ mod tests {
         let e = read_capped(frames(&[b"ab"], true), 5).await.unwrap_err();
         assert!(matches!(e, CappedReadError::Read(_)), "{e:?}");
         assert_eq!(e.to_string(), "connection reset");
+    }
+
+    #[tokio::test]
+    async fn the_idle_clock_counts_only_while_the_consumer_waits_for_a_frame() {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Result<Frame<Bytes>, BoxError>>();
+        let stream =
+            futures_util::stream::unfold(
+                rx,
+                |mut rx| async move { rx.recv().await.map(|f| (f, rx)) },
+            );
+        let after = Duration::from_millis(200);
+        let mut body = MeteredBody::uncounted(http_body_util::StreamBody::new(Box::pin(stream)))
+            .idle_timeout(after);
+        let frame = |b: &'static [u8]| Ok(Frame::data(Bytes::from_static(b)));
+        tx.send(frame(b"one")).unwrap();
+        assert!(body.frame().await.unwrap().is_ok());
+        // The consumer pauses for twice the idle time; the stream did not stall.
+        tokio::time::sleep(after * 2).await;
+        let asked = tokio::time::timeout(Duration::from_millis(50), body.frame()).await;
+        assert!(
+            asked.is_err(),
+            "timed out a stream whose consumer paused: {asked:?}"
+        );
+        tx.send(frame(b"two")).unwrap();
+        assert!(body.frame().await.unwrap().is_ok());
+        // Now the stream stalls while the consumer waits: that times out.
+        let started = std::time::Instant::now();
+        let e = body.frame().await.unwrap().unwrap_err();
+        assert!(e.is::<IdleTimeout>(), "{e}");
+        assert!(started.elapsed() >= after, "{:?}", started.elapsed());
+        drop(tx);
     }
 }
