@@ -104,7 +104,12 @@ fn follow(weak: &Weak<Cluster>, config: &postgres::Config, acks: &Receiver<i64>)
         let c = match client.as_mut().filter(|c| !c.is_closed()) {
             Some(c) => c,
             None => match db::connect(config).and_then(|mut c| {
-                c.batch_execute(&format!("LISTEN {CHANNEL}"))?;
+                // This connection's writes need no wait for the WAL flush:
+                // after a PostgreSQL crash a lost heartbeat or registration
+                // is written again at the next poll, a lost drained ack was
+                // true when it was read, and a lost reopening leaves the
+                // gate closed (fail safe).
+                c.batch_execute(&format!("SET synchronous_commit = off; LISTEN {CHANNEL}"))?;
                 Ok(c)
             }) {
                 Ok(c) => client.insert(c),
