@@ -8,6 +8,9 @@
 //! `--timeline`, also the successful responses per 100 ms from the start of
 //! the measured window (with its Unix time), so a script can compare the
 //! rate inside and outside a window such as a GC run (`bench/gc`).
+//! `--body FILE` sends that file with every request (a manifest PUT), and a
+//! `{n}` in the URL's path becomes a number unique in the run for each
+//! request (a new tag per PUT: PUTs of one tag wait for each other).
 //!
 //! ```text
 //! cargo run --release --example loadgen -- --method HEAD --connections 32 \
@@ -22,7 +25,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use clap::Parser;
 use http::{HeaderName, HeaderValue, Method, Request, Uri};
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Either, Empty, Full};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -61,6 +64,9 @@ struct Args {
     /// Also print responses per 100 ms (`timeline`).
     #[arg(long)]
     timeline: bool,
+    /// A file sent as the body of every request.
+    #[arg(long)]
+    body: Option<PathBuf>,
 }
 
 const BUCKET_MS: u128 = 100;
@@ -73,6 +79,10 @@ struct Target {
     method: Method,
     headers: Vec<(HeaderName, HeaderValue)>,
     tls: Option<(TlsConnector, rustls::pki_types::ServerName<'static>)>,
+    body: Option<Bytes>,
+    /// The path and query, split at `{n}` when the URL has one.
+    path: (String, Option<String>),
+    next: std::sync::atomic::AtomicU64,
 }
 
 /// What one connection saw during the measured window.
@@ -164,10 +174,16 @@ async fn run(args: Args) -> Result<()> {
 }
 
 fn target(args: &Args) -> Result<Target> {
-    let uri: Uri = args
-        .url
-        .parse()
-        .map_err(|e| format!("the URL {:?}: {e}", args.url))?;
+    let (before, after) = match args.url.split_once("{n}") {
+        Some((b, a)) => (b.to_owned(), Some(a.to_owned())),
+        None => (args.url.clone(), None),
+    };
+    let uri: Uri = match &after {
+        Some(after) => format!("{before}0{after}"),
+        None => before.clone(),
+    }
+    .parse()
+    .map_err(|e| format!("the URL {:?}: {e}", args.url))?;
     let https = match uri.scheme_str() {
         Some("http") => false,
         Some("https") => true,
@@ -209,6 +225,24 @@ fn target(args: &Args) -> Result<Target> {
     } else {
         None
     };
+    let body = match &args.body {
+        Some(path) => Some(Bytes::from(
+            std::fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()))?,
+        )),
+        None => None,
+    };
+    let full = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let path = match after {
+        Some(after) => {
+            let host_at = before.find("://").map_or(0, |i| i + 3);
+            let cut = before[host_at..]
+                .find('/')
+                .map(|i| host_at + i)
+                .ok_or("`{n}` must be in the URL's path")?;
+            (before[cut..].to_owned(), Some(after))
+        }
+        None => (full.to_owned(), None),
+    };
     Ok(Target {
         uri,
         host,
@@ -216,10 +250,14 @@ fn target(args: &Args) -> Result<Target> {
         method,
         headers,
         tls,
+        body,
+        path,
+        next: std::sync::atomic::AtomicU64::new(0),
     })
 }
 
-type Sender = hyper::client::conn::http1::SendRequest<Empty<Bytes>>;
+type ReqBody = Either<Empty<Bytes>, Full<Bytes>>;
+type Sender = hyper::client::conn::http1::SendRequest<ReqBody>;
 
 async fn connect(t: &Target) -> Result<Sender> {
     let tcp = TcpStream::connect((t.host.trim_matches(['[', ']']), t.port)).await?;
@@ -244,7 +282,13 @@ async fn one_request(t: &Target, sender: &mut Sender) -> Result<u16> {
     sender.ready().await?;
     let mut req = Request::builder()
         .method(t.method.clone())
-        .uri(t.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"))
+        .uri(match &t.path {
+            (before, Some(after)) => {
+                let n = t.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                format!("{before}{n}{after}")
+            }
+            (path, None) => path.clone(),
+        })
         .header(
             http::header::HOST,
             t.uri.authority().map(|a| a.as_str()).unwrap_or(""),
@@ -252,7 +296,11 @@ async fn one_request(t: &Target, sender: &mut Sender) -> Result<u16> {
     for (name, value) in &t.headers {
         req = req.header(name, value);
     }
-    let resp = sender.send_request(req.body(Empty::new())?).await?;
+    let body = match &t.body {
+        Some(b) => Either::Right(Full::new(b.clone())),
+        None => Either::Left(Empty::new()),
+    };
+    let resp = sender.send_request(req.body(body)?).await?;
     let status = resp.status().as_u16();
     // Read the body to its end so the connection can carry the next request.
     let mut body = resp.into_body();

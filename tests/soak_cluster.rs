@@ -279,7 +279,7 @@ async fn cluster_soak_with_kills_gc_and_a_postgres_restart() {
     let summary = format!(
         "{}; cluster: {REPLICAS} replicas, GC runs by trigger {by_trigger:?} for {} scheduled times claimed, started through the admin API {} (409 while another ran {}), maintenance on and off through two replicas {}, admin answers 500 {}, PostgreSQL restarts {}, deletions recorded {}",
         summary::line(&outcome),
-        sql("SELECT count(*) FROM regate_cluster_gc_ticks"),
+        sql("SELECT count(*) FROM regate_cluster_ticks WHERE kind = 'gc'"),
         Counters::get(&counters.admin_gc_started),
         Counters::get(&counters.admin_gc_refused),
         Counters::get(&counters.maintenance_rounds),

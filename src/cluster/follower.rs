@@ -111,7 +111,12 @@ fn follow(weak: &Weak<Cluster>, connector: &PgConnector, acks: &Receiver<i64>) {
                 .connect("follower")
                 .map_err(ClusterError::from)
                 .and_then(|mut c| {
-                    c.batch_execute(&format!("LISTEN {CHANNEL}"))?;
+                    // This connection's writes need no wait for the WAL flush:
+                    // after a PostgreSQL crash a lost heartbeat or registration
+                    // is written again at the next poll, a lost drained ack was
+                    // true when it was read, and a lost reopening leaves the
+                    // gate closed (fail safe).
+                    c.batch_execute(&format!("SET synchronous_commit = off; LISTEN {CHANNEL}"))?;
                     Ok(c)
                 }) {
                 Ok(c) => client.insert(c),
