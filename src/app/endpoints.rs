@@ -376,9 +376,7 @@ impl App {
                 ..
             } = route
             {
-                self.times
-                    .pushed(name.as_str(), tag.as_str(), &digest)
-                    .await;
+                self.times.pushed(name.as_str(), tag.as_str(), &digest);
             }
             if let Some(r) = referrer {
                 if let Ok(v) = HeaderValue::from_str(&r.subject) {

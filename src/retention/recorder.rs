@@ -1,8 +1,9 @@
 //! When tags are pushed and pulled, as regate sees it: a manifest PUT by tag
-//! is written to the state at once (off the async threads); a manifest
-//! GET/HEAD by tag only notes the time in memory, and the notes are written
-//! in one transaction every [`FLUSH_EVERY`] (and before a retention plan, and
-//! at shutdown), so a pull never waits on the state.
+//! and a manifest GET/HEAD by tag only note the time in memory, and the
+//! notes are written every [`FLUSH_EVERY`] (and before a retention plan, and
+//! at shutdown), so neither a push nor a pull waits on the state. A crash
+//! loses at most that much; a plan then falls back to the storage's date of
+//! the tag, which the registry wrote at the same push.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -24,10 +25,13 @@ fn now() -> i64 {
 
 /// repository -> tag -> last pull (seconds since the epoch).
 type Pending = HashMap<String, HashMap<String, i64>>;
+/// repository -> tag -> the last push (digest, seconds since the epoch).
+type Pushes = HashMap<String, HashMap<String, (String, i64)>>;
 
 pub struct Recorder {
     state: State,
     pending: Mutex<(Pending, usize)>,
+    pushes: Mutex<Pushes>,
     full: tokio::sync::Notify,
 }
 
@@ -36,6 +40,7 @@ impl Recorder {
         Arc::new(Recorder {
             state,
             pending: Mutex::new((HashMap::new(), 0)),
+            pushes: Mutex::new(HashMap::new()),
             full: tokio::sync::Notify::new(),
         })
     }
@@ -61,22 +66,54 @@ impl Recorder {
         }
     }
 
-    /// Records a manifest PUT of `digest` to `repo:tag`; a failure is logged
-    /// (the plan then falls back to the storage's date).
-    pub async fn pushed(&self, repo: &str, tag: &str, digest: &str) {
-        let (state, r, t, d) = (
-            self.state.clone(),
-            repo.to_owned(),
-            tag.to_owned(),
-            digest.to_owned(),
-        );
-        if let Err(e) = blocking(move || state.record_push(&r, &t, &d, now())).await {
-            tracing::warn!(repository = repo, tag, error = %e, "cannot record the push time of a tag");
-        }
+    /// Notes a manifest PUT of `digest` to `repo:tag` (a later push of the
+    /// tag replaces it before it is written).
+    pub fn pushed(&self, repo: &str, tag: &str, digest: &str) {
+        let at = now();
+        let mut pushes = self.pushes.lock().unwrap_or_else(|e| e.into_inner());
+        pushes
+            .entry(repo.to_owned())
+            .or_default()
+            .insert(tag.to_owned(), (digest.to_owned(), at));
     }
 
-    /// Writes every noted pull; how many.
+    /// Writes every noted push; how many. Pushes a write could not take are
+    /// kept for the next one, unless the tag was pushed again meanwhile.
+    async fn flush_pushes(&self) -> Result<usize, StateError> {
+        let taken = std::mem::take(&mut *self.pushes.lock().unwrap_or_else(|e| e.into_inner()));
+        let rows: Vec<(String, String, String, i64)> = taken
+            .into_iter()
+            .flat_map(|(r, tags)| {
+                tags.into_iter()
+                    .map(move |(t, (d, at))| (r.clone(), t, d, at))
+            })
+            .collect();
+        let n = rows.len();
+        if n == 0 {
+            return Ok(0);
+        }
+        let state = self.state.clone();
+        if let Err((e, rows)) = blocking(move || match state.record_pushes(&rows) {
+            Ok(()) => Ok(Ok(())),
+            Err(e) => Ok(Err((e, rows))),
+        })
+        .await?
+        {
+            let mut pushes = self.pushes.lock().unwrap_or_else(|e| e.into_inner());
+            for (r, t, d, at) in rows {
+                pushes.entry(r).or_default().entry(t).or_insert((d, at));
+            }
+            return Err(e);
+        }
+        Ok(n)
+    }
+
+    /// Writes every noted push and pull; how many.
     pub async fn flush(&self) -> Result<usize, StateError> {
+        Ok(self.flush_pushes().await? + self.flush_pulls().await?)
+    }
+
+    async fn flush_pulls(&self) -> Result<usize, StateError> {
         let taken = {
             let mut guard = self.pending.lock().unwrap_or_else(|e| e.into_inner());
             std::mem::take(&mut *guard).0
@@ -120,11 +157,11 @@ impl Recorder {
                 _ = stop.changed() => break,
             }
             if let Err(e) = self.flush().await {
-                tracing::warn!(error = %e, "cannot write tag pull times yet; keeping them for the next try");
+                tracing::warn!(error = %e, "cannot write tag push and pull times yet; keeping them for the next try");
             }
         }
         if let Err(e) = self.flush().await {
-            tracing::warn!(error = %e, "cannot write tag pull times at shutdown");
+            tracing::warn!(error = %e, "cannot write tag push and pull times at shutdown");
         }
     }
 }
@@ -134,7 +171,7 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn pulls_are_noted_in_memory_and_written_by_flush() {
+    async fn pushes_and_pulls_are_noted_in_memory_and_written_by_flush() {
         let dir = tempfile::tempdir().unwrap();
         let state = State::open(dir.path()).unwrap();
         let r = Recorder::new(state.clone());
@@ -149,7 +186,13 @@ mod tests {
         let t = state.tag_times("a").unwrap();
         assert!(t["t1"].pulled_at.is_some() && t["t2"].pulled_at.is_some());
         assert_eq!(r.flush().await.unwrap(), 0);
-        r.pushed("a", "t1", "sha256:x").await;
+        r.pushed("a", "t1", "sha256:w");
+        r.pushed("a", "t1", "sha256:x");
+        assert!(
+            state.tag_times("a").unwrap()["t1"].pushed.is_none(),
+            "a push is only noted"
+        );
+        assert_eq!(r.flush().await.unwrap(), 1, "the later push of t1 only");
         assert_eq!(
             state.tag_times("a").unwrap()["t1"]
                 .pushed

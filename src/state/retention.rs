@@ -63,22 +63,22 @@ pub struct RetentionRun {
 }
 
 impl State {
-    /// Records a manifest PUT by tag. Relaxed: a push time lost in a crash
-    /// falls back to the storage's date.
-    pub fn record_push(
+    /// Records manifest PUTs by tag (repository, tag, digest, time) in one
+    /// transaction. Relaxed: a push time lost in a crash falls back to the
+    /// storage's date.
+    pub fn record_pushes(
         &self,
-        repository: &str,
-        tag: &str,
-        digest: &str,
-        at: i64,
+        pushes: &[(String, String, String, i64)],
     ) -> Result<(), StateError> {
         self.relaxed(|db| {
-            db.exec(
-                "INSERT INTO tag_pushes (repository, tag, digest, pushed_at) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (repository, tag) DO UPDATE SET digest = excluded.digest, pushed_at = excluded.pushed_at",
-                vals![repository, tag, digest, at],
-            )
-            .map(|_| ())
+            for (r, t, d, at) in pushes {
+                db.exec(
+                    "INSERT INTO tag_pushes (repository, tag, digest, pushed_at) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (repository, tag) DO UPDATE SET digest = excluded.digest, pushed_at = excluded.pushed_at",
+                    vals![r, t, d, *at],
+                )?;
+            }
+            Ok(())
         })
     }
 
@@ -187,9 +187,12 @@ mod tests {
     fn pushes_pulls_and_runs_are_kept() {
         let dir = tempfile::tempdir().unwrap();
         let s = State::open(dir.path()).unwrap();
-        s.record_push("a", "t1", "sha256:1", 100).unwrap();
-        s.record_push("a", "t1", "sha256:2", 200).unwrap();
-        s.record_push("b", "t1", "sha256:3", 300).unwrap();
+        s.record_pushes(&[("a".into(), "t1".into(), "sha256:1".into(), 100)])
+            .unwrap();
+        s.record_pushes(&[("a".into(), "t1".into(), "sha256:2".into(), 200)])
+            .unwrap();
+        s.record_pushes(&[("b".into(), "t1".into(), "sha256:3".into(), 300)])
+            .unwrap();
         s.record_pulls(&[
             ("a".into(), "t1".into(), 500),
             ("a".into(), "t2".into(), 400),

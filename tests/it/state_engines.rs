@@ -209,8 +209,10 @@ fn the_sequence(s: &State) {
     assert!(s.maintenance().unwrap().is_none());
 
     // Retention: push and pull times, runs.
-    s.record_push("r/a", "t1", "sha256:1", 100).unwrap();
-    s.record_push("r/a", "t1", "sha256:2", 200).unwrap();
+    s.record_pushes(&[("r/a".into(), "t1".into(), "sha256:1".into(), 100)])
+        .unwrap();
+    s.record_pushes(&[("r/a".into(), "t1".into(), "sha256:2".into(), 200)])
+        .unwrap();
     s.record_pulls(&[
         ("r/a".into(), "t1".into(), 500),
         ("r/a".into(), "t2".into(), 400),
