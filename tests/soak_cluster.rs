@@ -381,14 +381,27 @@ async fn admin_worker(
                 Ok(s) => ledger.fail(format!("POST /admin/gc through replica {on}: {s}")),
             }
         } else {
-            let r = c
-                .put(format!("{}/admin/maintenance", admins[on]))
-                .json(&serde_json::json!({"reason": "soak"}))
-                .send()
-                .await;
+            // A GC holding the gate (409) or PostgreSQL away (503) is
+            // waited out for a while: with a GC every few seconds, a single
+            // try rarely lands in a gap, and the round would not happen.
+            let mut tries = 0;
+            let r = loop {
+                let r = c
+                    .put(format!("{}/admin/maintenance", admins[on]))
+                    .json(&serde_json::json!({"reason": "soak"}))
+                    .send()
+                    .await;
+                match r.as_ref().map(|r| r.status().as_u16()) {
+                    Ok(409 | 503) if tries < 10 && !stop.load(Ordering::Relaxed) => {
+                        tries += 1;
+                        tokio::time::sleep(Duration::from_millis(rng.gen_range(300..1000))).await;
+                    }
+                    _ => break r,
+                }
+            };
             match r.map(|r| r.status().as_u16()) {
                 Ok(200) => {}
-                // A GC holds the gate, or PostgreSQL is away.
+                // Still a GC holding the gate, or PostgreSQL away.
                 Ok(409 | 503) => continue,
                 // Cut by a kill: it may be on; switch it off all the same.
                 Err(_) => {}
