@@ -7,6 +7,8 @@
 //! by the listeners' stacks: `app::layers::api_version`). Every layer that answers a
 //! client itself (route parsing, auth, write gate, tag delete, proxy failures)
 //! converts its own error type into this one; nothing else renders error bodies.
+//! Also [`chain`]: an error's message with its causes, for the messages
+//! (client details, operator errors) that must name the real cause.
 
 use bytes::Bytes;
 use http::{header, HeaderName, HeaderValue, Response, StatusCode};
@@ -184,6 +186,19 @@ impl std::fmt::Display for ErrorChain<'_> {
 /// (set by `app::layers::api_version`).
 pub const API_VERSION_HEADER: HeaderName =
     HeaderName::from_static("docker-distribution-api-version");
+
+/// An error's message and those of its causes, `: `-separated (a client
+/// library's own message is often a cause of its outer error).
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        next = cause.source();
+    }
+    text
+}
 
 #[cfg(test)]
 mod tests {

@@ -30,6 +30,7 @@ use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::config::{SslMode, StateTls, StateUrl};
+use crate::error::chain;
 
 /// How long opening a TCP connection may take, unless the URL's
 /// `connect_timeout` says otherwise.
@@ -286,18 +287,6 @@ impl ServerCertVerifier for ChainOnly {
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.supported_verify_schemes()
     }
-}
-
-/// `e`'s message and those of its causes.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut next = e.source();
-    while let Some(cause) = next {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        next = cause.source();
-    }
-    text
 }
 
 /// The rustls error somewhere in `e`'s causes (tokio-rustls wraps it in an

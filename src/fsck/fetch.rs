@@ -11,6 +11,7 @@ use tokio::sync::Semaphore;
 
 use super::FsckError;
 use crate::client::{error_text, ClientError, RegistryClient};
+use crate::error::chain;
 use crate::registry_api::ACCEPT_MANIFESTS;
 
 /// How often a request cut by a transport error is tried.
@@ -186,17 +187,4 @@ impl<'a> Fetcher<'a> {
 
 fn pull(repo: &str) -> String {
     format!("repository:{repo}:pull")
-}
-
-/// An error and its causes on one line (reqwest hides the interesting part
-/// in the source chain).
-pub(crate) fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }

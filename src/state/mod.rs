@@ -23,6 +23,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use rusqlite::Connection;
 
+use crate::error::chain;
+
 mod dummy_configs;
 mod pg;
 mod referrers;
@@ -127,19 +129,6 @@ pub enum StateError {
         found: String,
         wanted: &'static str,
     },
-}
-
-/// An error and its causes, `: `-separated (PostgreSQL's own message is a
-/// cause of the client's "db error").
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut next = e.source();
-    while let Some(cause) = next {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        next = cause.source();
-    }
-    text
 }
 
 /// Creates `path` 0600 if missing, and narrows it and any `-wal`/`-shm`
