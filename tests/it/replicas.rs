@@ -13,15 +13,9 @@ use common::gc::{
     admin_client, gc_section, get_json, slow_gc_section, start_gc, wait_gate, wait_run,
 };
 use common::images::{put_manifest, ACCEPT_ALL};
-use common::postgres::Postgres;
+use common::postgres::{replica_extra, Postgres};
 use common::regate::{config_toml, RegateProcess, TestCerts};
 use common::{Image, Regate, Registry};
-
-/// `extra` for a replica: the `[state] url` (the config's `[state]` section
-/// ends the fixture's text), then more sections.
-fn replica_extra(url: &str, more: &str) -> String {
-    format!("url = {url:?}\n{more}")
-}
 
 async fn gc_json(admin: &str) -> serde_json::Value {
     get_json(&format!("{admin}/admin/gc")).await

@@ -7,7 +7,7 @@ use crate::common;
 use std::time::{Duration, Instant};
 
 use common::gc::{admin_client, gc_section, get_json, slow_gc_section, start_gc, wait_run};
-use common::postgres::Postgres;
+use common::postgres::{replica_extra, Postgres};
 use common::regate::{config_toml, RegateProcess, TestCerts};
 use common::{Image, Regate, Registry};
 
@@ -26,10 +26,7 @@ async fn a_dead_replicas_gc_gate_reopens_while_others_keep_trying_gc() {
     // B tries a scheduled GC every 2 s (well under GRACE).
     let b = Regate::start_with(
         &rb.url,
-        &format!(
-            "url = {url:?}\n{}",
-            gc_section(&rb, "schedule = \"*/2 * * * * *\"")
-        ),
+        &replica_extra(&url, &gc_section(&rb, "schedule = \"*/2 * * * * *\"")),
     )
     .await;
     // A: the binary, so it can be killed; its GC command sleeps.
@@ -43,7 +40,7 @@ async fn a_dead_replicas_gc_gate_reopens_while_others_keep_trying_gc() {
         &ra.url,
         &certs,
         &dir.path().join("state"),
-        &format!("url = {url:?}\n{gc}"),
+        &replica_extra(&url, &gc),
     );
     let mut a = RegateProcess::spawn(dir.path(), &config, &[]);
     let a_admin = a.admin_url.clone().unwrap();
@@ -121,12 +118,8 @@ async fn maintenance_refused_while_a_gc_holds_the_gate_is_not_left_on() {
     let url = pg.create_database("refused");
     let ra = Registry::start();
     let rb = Registry::start_sharing_storage_of(&ra);
-    let a = Regate::start_with(
-        &ra.url,
-        &format!("url = {url:?}\n{}", slow_gc_section(&ra, 3, "")),
-    )
-    .await;
-    let b = Regate::start_with(&rb.url, &format!("url = {url:?}\n{}", gc_section(&rb, ""))).await;
+    let a = Regate::start_with(&ra.url, &replica_extra(&url, &slow_gc_section(&ra, 3, ""))).await;
+    let b = Regate::start_with(&rb.url, &replica_extra(&url, &gc_section(&rb, ""))).await;
     let id = start_gc(&a.admin_url, false, false, false).await["id"]
         .as_i64()
         .unwrap();
@@ -189,7 +182,7 @@ async fn a_gc_run_resumed_after_its_replica_died_closes_the_gate_again() {
         &ra.url,
         &certs,
         &dir.path().join("state"),
-        &format!("url = {url:?}\n{}", slow_gc_section(&ra, 2, "")),
+        &replica_extra(&url, &slow_gc_section(&ra, 2, "")),
     );
     let mut a = RegateProcess::spawn(dir.path(), &config, &[]);
     let admin = a.admin_url.clone().unwrap();
@@ -221,8 +214,8 @@ async fn a_second_close_during_a_drain_is_acked() {
     let ra = Registry::start();
     let rb = Registry::start_sharing_storage_of(&ra);
     let section = "[gc]\ndrain_timeout = \"2s\"\n";
-    let a = Regate::start_with(&ra.url, &format!("url = {url:?}\n{section}")).await;
-    let b = Regate::start_with(&rb.url, &format!("url = {url:?}\n{section}")).await;
+    let a = Regate::start_with(&ra.url, &replica_extra(&url, section)).await;
+    let b = Regate::start_with(&rb.url, &replica_extra(&url, section)).await;
     // A push under way through B: B's drains last their whole drain_timeout.
     let r = b
         .client()
@@ -263,8 +256,8 @@ async fn a_delete_ending_while_postgres_is_away_releases_the_tag_after() {
         Duration::from_millis(1500),
     )
     .await;
-    let a = Regate::start_with(&relay.url, &format!("url = {url:?}\n")).await;
-    let b = Regate::start_with(&rb.url, &format!("url = {url:?}\n")).await;
+    let a = Regate::start_with(&relay.url, &replica_extra(&url, "")).await;
+    let b = Regate::start_with(&rb.url, &replica_extra(&url, "")).await;
     Image::oci("release-one", 512)
         .push(&b.client(), &b.url, "app", "x")
         .await;

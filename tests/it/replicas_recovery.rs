@@ -13,13 +13,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::images::{put_manifest, watch_tag, ACCEPT_ALL};
-use common::postgres::Postgres;
+use common::postgres::{replica_extra, Postgres};
 use common::regate::{client_trusting, config_toml, RegateProcess, TestCerts};
 use common::{Image, Regate, Registry};
-
-fn on(url: &str) -> String {
-    format!("url = {url:?}\n")
-}
 
 async fn digest_of(client: &reqwest::Client, base: &str, repo: &str, tag: &str) -> Option<String> {
     let r = client
@@ -48,8 +44,8 @@ async fn a_restore_through_a_is_ordered_with_a_push_of_the_tag_through_b() {
         Duration::from_millis(150),
     )
     .await;
-    let a = Regate::start_with(&relay.url, &on(&url)).await;
-    let b = Regate::start_with(&rb.url, &on(&url)).await;
+    let a = Regate::start_with(&relay.url, &replica_extra(&url, "")).await;
+    let b = Regate::start_with(&rb.url, &replica_extra(&url, "")).await;
     let (ca, cb) = (a.client(), b.client());
     let repo = "undo/app";
     let one = Image::oci("restore-race-one", 800);
@@ -118,8 +114,8 @@ async fn readers_of_live_replicas_never_see_the_dummy_a_killed_replica_left() {
     let registry = Registry::start();
     let direct = reqwest::Client::new();
     // B recovers (the replica whose check claims the entry), C only holds.
-    let b = Regate::start_with(&registry.url, &on(&url)).await;
-    let c = Regate::start_with(&registry.url, &on(&url)).await;
+    let b = Regate::start_with(&registry.url, &replica_extra(&url, "")).await;
+    let c = Regate::start_with(&registry.url, &replica_extra(&url, "")).await;
     let repo = "killed/app";
     let img = Image::oci("killed-mid-delete", 1200);
     img.push(&direct, &registry.url, repo, "victim").await;
@@ -148,7 +144,7 @@ async fn readers_of_live_replicas_never_see_the_dummy_a_killed_replica_left() {
     let config = format!(
         "{}{}",
         config_toml(&registry.url, &certs, &dir.path().join("state"), ""),
-        on(&url)
+        replica_extra(&url, "")
     );
     let client = client_trusting(&certs.files.ca_cert);
     RegateProcess::crash_during(dir.path(), &config, "tag_delete:after_dummy_put", |u| {

@@ -9,14 +9,9 @@ use crate::common;
 use std::time::{Duration, SystemTime};
 
 use common::gc::{gc_section, get_json};
-use common::postgres::Postgres;
+use common::postgres::{replica_extra, Postgres};
 use common::{Image, Regate, Registry};
 use serde_json::Value;
-
-/// `extra` for a replica: the `[state] url`, then more sections.
-fn replica_extra(url: &str, more: &str) -> String {
-    format!("url = {url:?}\n{more}")
-}
 
 /// Ages the link of `repo:tag` in `storage` by `days`.
 fn age_link(storage: &std::path::Path, repo: &str, tag: &str, days: u64) {

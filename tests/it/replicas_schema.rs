@@ -6,7 +6,7 @@
 use crate::common;
 
 use common::gc::get_json;
-use common::postgres::Postgres;
+use common::postgres::{replica_extra, Postgres};
 use common::{Image, Regate, Registry};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -14,7 +14,7 @@ async fn a_database_set_up_by_the_older_cluster_code_upgrades_at_start() {
     let pg = Postgres::start();
     let url = pg.create_database("upgrade");
     let registry = Registry::start();
-    let extra = format!("url = {url:?}\n");
+    let extra = replica_extra(&url, "");
 
     // This regate sets the database up; then it is put back the way the
     // older code left it: the state's steps 1 and 2 recorded, the cluster's

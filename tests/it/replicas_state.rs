@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::images::{put_manifest, ACCEPT_ALL};
-use common::postgres::{Postgres, PASSWORD};
+use common::postgres::{replica_extra, Postgres, PASSWORD};
 use common::regate::{client_trusting, config_toml, RegateProcess, TestCerts};
 use common::{Image, Regate, Registry};
 
@@ -144,12 +144,6 @@ fn a_bad_state_url_stops_the_start_naming_the_key_never_the_password() {
     }
 }
 
-/// The `[state]` line that puts a test regate's state in `url` (the test
-/// config ends inside its `[state]` section).
-fn on(url: &str) -> String {
-    format!("url = {url:?}\n")
-}
-
 async fn head_digest(
     client: &reqwest::Client,
     base: &str,
@@ -176,8 +170,8 @@ async fn delete_restore_and_gc_history_are_shared_by_replicas() {
     let url = pg.create_database("shared");
     let registry = Registry::start();
     let gc = common::gc::gc_section(&registry, "");
-    let a = Regate::start_with(&registry.url, &format!("{}{gc}", on(&url))).await;
-    let b = Regate::start_with(&registry.url, &format!("{}{gc}", on(&url))).await;
+    let a = Regate::start_with(&registry.url, &replica_extra(&url, &gc)).await;
+    let b = Regate::start_with(&registry.url, &replica_extra(&url, &gc)).await;
     let (ca, cb) = (a.client(), b.client());
     let repo = "shared/app";
     let img = Image::oci("shared", 2000);
@@ -271,7 +265,7 @@ async fn a_replica_killed_mid_delete_is_recovered_by_a_live_one_once() {
     let url = pg.create_database("crash");
     let registry = Registry::start();
     let direct = reqwest::Client::new();
-    let live = Regate::start_with(&registry.url, &on(&url)).await;
+    let live = Regate::start_with(&registry.url, &replica_extra(&url, "")).await;
     for (i, step) in ["after_intent", "after_dummy_put"].iter().enumerate() {
         let repo = format!("crash/r{i}");
         let img = Image::oci(&format!("crash-{step}"), 1500);
@@ -284,7 +278,7 @@ async fn a_replica_killed_mid_delete_is_recovered_by_a_live_one_once() {
         let config = format!(
             "{}{}",
             config_toml(&registry.url, &certs, &dir.path().join("state"), ""),
-            on(&url)
+            replica_extra(&url, "")
         );
         let client = client_trusting(&certs.files.ca_cert);
         RegateProcess::crash_during(dir.path(), &config, &format!("tag_delete:{step}"), |u| {

@@ -27,6 +27,13 @@ pub struct Postgres {
     _dir: tempfile::TempDir,
 }
 
+/// The `extra` config text (see `regate::config_toml`) of a replica on the
+/// database `url`: the `[state] url` (the fixture's text ends in its
+/// `[state]` section), then `more` sections.
+pub fn replica_extra(url: &str, more: &str) -> String {
+    format!("url = {url:?}\n{more}")
+}
+
 /// The directory of Debian's PostgreSQL server programs (the newest major
 /// version installed); fails loudly when the server is not installed.
 pub fn bin_dir() -> PathBuf {
