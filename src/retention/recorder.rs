@@ -89,16 +89,7 @@ impl Recorder {
             })
             .collect();
         let n = rows.len();
-        if n == 0 {
-            return Ok(0);
-        }
-        let state = self.state.clone();
-        if let Err((e, rows)) = blocking(move || match state.record_pushes(&rows) {
-            Ok(()) => Ok(Ok(())),
-            Err(e) => Ok(Err((e, rows))),
-        })
-        .await?
-        {
+        if let Err((e, rows)) = self.write(rows, State::record_pushes).await? {
             let mut pushes = self.pushes.lock().unwrap_or_else(|e| e.into_inner());
             for (r, t, d, at) in rows {
                 pushes.entry(r).or_default().entry(t).or_insert((d, at));
@@ -108,11 +99,8 @@ impl Recorder {
         Ok(n)
     }
 
-    /// Writes every noted push and pull; how many.
-    pub async fn flush(&self) -> Result<usize, StateError> {
-        Ok(self.flush_pushes().await? + self.flush_pulls().await?)
-    }
-
+    /// Writes every noted pull; how many. Pulls a write could not take are
+    /// kept for the next one (a later pull of a tag wins).
     async fn flush_pulls(&self) -> Result<usize, StateError> {
         let taken = {
             let mut guard = self.pending.lock().unwrap_or_else(|e| e.into_inner());
@@ -123,24 +111,38 @@ impl Recorder {
             .flat_map(|(r, tags)| tags.into_iter().map(move |(t, at)| (r.clone(), t, at)))
             .collect();
         let n = rows.len();
-        if n > 0 {
-            let state = self.state.clone();
-            if let Err((e, rows)) = blocking(move || match state.record_pulls(&rows) {
-                Ok(()) => Ok(Ok(())),
-                Err(e) => Ok(Err((e, rows))),
-            })
-            .await?
-            {
-                // Kept for the next write (a later pull of a tag wins).
-                let mut guard = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-                for (r, t, at) in rows {
-                    let slot = guard.0.entry(r).or_default().entry(t).or_insert(at);
-                    *slot = (*slot).max(at);
-                }
-                return Err(e);
+        if let Err((e, rows)) = self.write(rows, State::record_pulls).await? {
+            let mut guard = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            for (r, t, at) in rows {
+                let slot = guard.0.entry(r).or_default().entry(t).or_insert(at);
+                *slot = (*slot).max(at);
             }
+            return Err(e);
         }
         Ok(n)
+    }
+
+    /// Writes `rows` with `record` off the async threads (nothing to do for
+    /// none); a refused write hands the rows back with its error.
+    async fn write<R: Send + 'static>(
+        &self,
+        rows: Vec<R>,
+        record: fn(&State, &[R]) -> Result<(), StateError>,
+    ) -> Result<Result<(), (StateError, Vec<R>)>, StateError> {
+        if rows.is_empty() {
+            return Ok(Ok(()));
+        }
+        let state = self.state.clone();
+        blocking(move || match record(&state, &rows) {
+            Ok(()) => Ok(Ok(())),
+            Err(e) => Ok(Err((e, rows))),
+        })
+        .await
+    }
+
+    /// Writes every noted push and pull; how many.
+    pub async fn flush(&self) -> Result<usize, StateError> {
+        Ok(self.flush_pushes().await? + self.flush_pulls().await?)
     }
 
     /// Writes noted pulls every `every` (or sooner when many are noted)
