@@ -2,7 +2,13 @@
 //! blob server (`Accept-Ranges`, `Cache-Control`, `Content-Type:
 //! application/octet-stream`, `Docker-Content-Digest`, `Etag`, and for a
 //! range 206 with `Content-Range`), and [`FileBody`], which streams the open
-//! file in [`CHUNK`]-byte reads off the async threads.
+//! file in [`CHUNK`]-byte reads.
+//!
+//! A read the page cache can answer is made in place (`preadv2` with
+//! `RWF_NOWAIT`, a copy from memory that never waits for the disk); only the
+//! part of a chunk that would wait goes to the blocking pool. The hop to the
+//! pool and back for every chunk was what kept the plain listener below the
+//! registry's own `sendfile` (`bench/run`, blob GET).
 //!
 //! Memory is bounded over all downloads ([`InFlight`]): a chunk counts from
 //! its read until the listener has written it and dropped it; while the
@@ -140,14 +146,17 @@ pub fn head(
     (status, headers, start, end)
 }
 
-/// Bytes `pos..end` of an open file, read a chunk at a time on the
-/// blocking pool (positional reads: no shared cursor).
+/// Bytes `pos..end` of an open file, read a chunk at a time, from the page
+/// cache in place or else on the blocking pool (positional reads: no shared
+/// cursor).
 pub struct FileBody {
     file: Arc<File>,
     pos: u64,
     end: u64,
     in_flight: InFlight,
     reading: Option<JoinHandle<std::io::Result<Bytes>>>,
+    /// Chunks that had to wait for the disk on the blocking pool.
+    waited: usize,
 }
 
 impl FileBody {
@@ -158,14 +167,41 @@ impl FileBody {
             end,
             in_flight,
             reading: None,
+            waited: 0,
         }
     }
 }
 
-fn read_chunk(file: &File, pos: u64, mut chunk: Counted) -> std::io::Result<Bytes> {
+/// Bytes of `buf` filled from `pos` without waiting for the disk: reads
+/// that the page cache answers (`RWF_NOWAIT`), up to the first that would
+/// wait. Any error stops it too (a kernel or file system without
+/// `RWF_NOWAIT` says `EOPNOTSUPP`): the blocking read then does the rest and
+/// reports real errors.
+fn read_cached(file: &File, pos: u64, buf: &mut [u8]) -> usize {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match rustix::io::preadv2(
+            file,
+            &mut [std::io::IoSliceMut::new(&mut buf[filled..])],
+            pos + filled as u64,
+            rustix::io::ReadWriteFlags::NOWAIT,
+        ) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => filled += n,
+        }
+    }
+    filled
+}
+
+/// Fills `chunk` from `pos`, its first `filled` bytes already read.
+fn read_chunk(
+    file: &File,
+    pos: u64,
+    mut chunk: Counted,
+    mut filled: usize,
+) -> std::io::Result<Bytes> {
     let buf = &mut chunk.buf;
     let len = buf.len();
-    let mut filled = 0;
     while filled < len {
         match file.read_at(&mut buf[filled..], pos + filled as u64) {
             Ok(0) => {
@@ -195,10 +231,16 @@ impl Body for FileBody {
             if this.pos >= this.end {
                 return Poll::Ready(None);
             }
-            let chunk = this.in_flight.reserve(this.end - this.pos);
+            let mut chunk = this.in_flight.reserve(this.end - this.pos);
+            let filled = read_cached(&this.file, this.pos, &mut chunk.buf);
+            if filled == chunk.buf.len() {
+                this.pos += filled as u64;
+                return Poll::Ready(Some(Ok(Frame::data(Bytes::from_owner(chunk)))));
+            }
+            this.waited += 1;
             let (file, pos) = (Arc::clone(&this.file), this.pos);
             this.reading = Some(tokio::task::spawn_blocking(move || {
-                read_chunk(&file, pos, chunk)
+                read_chunk(&file, pos, chunk, filled)
             }));
         }
         let reading = this.reading.as_mut().expect("set above");
@@ -241,6 +283,39 @@ mod tests {
         assert_eq!(body.size_hint().exact(), Some(bytes.len() as u64 - 15));
         let got = body.collect().await.unwrap().to_bytes();
         assert_eq!(&got[..], &bytes[10..bytes.len() - 5]);
+    }
+
+    /// Every frame of `body`, and how many chunks waited on the pool.
+    async fn frames(mut body: FileBody) -> (Vec<u8>, usize) {
+        let mut got = Vec::new();
+        while let Some(frame) = body.frame().await {
+            got.extend_from_slice(&frame.unwrap().into_data().unwrap());
+        }
+        (got, body.waited)
+    }
+
+    #[tokio::test]
+    async fn cached_chunks_are_read_in_place_and_uncached_ones_on_the_pool() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data");
+        let bytes: Vec<u8> = (0..(CHUNK * 3 + 7)).map(|i| (i % 253) as u8).collect();
+        std::fs::write(&path, &bytes).unwrap();
+        let file = File::open(&path).unwrap();
+        file.sync_all().unwrap();
+        let len = bytes.len() as u64;
+
+        // Just written: in the page cache, so no chunk waits.
+        let body = FileBody::new(file.try_clone().unwrap(), 3, len, InFlight::default());
+        let (got, waited) = frames(body).await;
+        assert_eq!(got, &bytes[3..]);
+        assert_eq!(waited, 0, "a cached file is read in place");
+
+        // Dropped from the page cache: the first chunk waits for the disk.
+        rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+        let body = FileBody::new(file, 3, len, InFlight::default());
+        let (got, waited) = frames(body).await;
+        assert_eq!(got, &bytes[3..]);
+        assert!(waited >= 1, "an uncached chunk goes to the blocking pool");
     }
 
     #[tokio::test]
