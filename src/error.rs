@@ -117,6 +117,18 @@ impl RegistryError {
         Self::new(StatusCode::BAD_GATEWAY, ErrorCode::Unavailable, message)
     }
 
+    /// Something regate needs for this request (the shared state, another
+    /// replica's answer) cannot be had right now; the client may retry in a
+    /// second.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Unavailable,
+            message,
+        )
+        .with_header(http::header::RETRY_AFTER, HeaderValue::from(1))
+    }
+
     /// The upstream did not answer within the configured time.
     pub fn gateway_timeout(message: impl Into<String>) -> Self {
         Self::new(StatusCode::GATEWAY_TIMEOUT, ErrorCode::Unavailable, message)

@@ -87,6 +87,9 @@ pub enum GcError {
 impl From<GcError> for RegistryError {
     fn from(e: GcError) -> Self {
         let (status, code) = match &e {
+            GcError::State(s) if s.is_unavailable() => {
+                return RegistryError::unavailable(e.to_string())
+            }
             GcError::NoCommand | GcError::UntaggedNeedsStorage => {
                 (StatusCode::BAD_REQUEST, ErrorCode::Unsupported)
             }
@@ -106,9 +109,7 @@ impl From<GcError> for RegistryError {
                 | ClusterError::NotDrained(_)
                 | ClusterError::TagLockNotAcked(_)
                 | ClusterError::Shared(_)
-                | ClusterError::LeaseLost => {
-                    (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable)
-                }
+                | ClusterError::LeaseLost => return RegistryError::unavailable(e.to_string()),
             },
             GcError::NoSuchRun { .. } => (StatusCode::NOT_FOUND, ErrorCode::Unknown),
             GcError::State(_)

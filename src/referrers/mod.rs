@@ -112,6 +112,9 @@ impl ReferrersIndex {
         let listed = blocking(move || state.referrers_of(&repo, &subj))
             .await
             .map_err(|e| {
+                if e.is_unavailable() {
+                    return RegistryError::unavailable(e.to_string());
+                }
                 RegistryError::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     crate::error::ErrorCode::Unknown,

@@ -40,9 +40,12 @@ impl From<RetentionError> for RegistryError {
             }) => RegistryError::new(StatusCode::CONFLICT, ErrorCode::Denied, msg).with_detail(
                 serde_json::json!({ "replica": replica, "account": account, "started_at": started_at }),
             ),
-            RetentionError::Cluster(_) => {
-                RegistryError::new(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable, msg)
-                    .with_header(header::RETRY_AFTER, HeaderValue::from(1))
+            RetentionError::Cluster(_) => RegistryError::unavailable(msg),
+            RetentionError::State(s)
+            | RetentionError::Gather(super::dates::GatherError::State(s))
+                if s.is_unavailable() =>
+            {
+                RegistryError::unavailable(msg)
             }
             RetentionError::State(_)
             | RetentionError::Gather(super::dates::GatherError::State(_))

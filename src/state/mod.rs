@@ -131,6 +131,40 @@ pub enum StateError {
     },
 }
 
+impl StateError {
+    /// Whether the state database could not be reached or went away
+    /// (PostgreSQL down, restarting, the connection cut), rather than a
+    /// statement failing: the request may succeed if retried, so clients
+    /// get a 503, not a 500.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StateError::Connect { .. } => true,
+            StateError::Postgres { source, .. } => pg_unavailable(source),
+            StateError::Dir { .. }
+            | StateError::Private { .. }
+            | StateError::Sqlite { .. }
+            | StateError::UnknownText { .. }
+            | StateError::Decode { .. } => false,
+        }
+    }
+}
+
+/// Whether `e` says the server could not be reached or went away: a closed
+/// connection, an I/O error (refused, reset, timed out), SQLSTATE class 08
+/// (connection exception) or 57P01-57P03 (shut down, crashed, starting up).
+fn pg_unavailable(e: &postgres::Error) -> bool {
+    if e.is_closed() {
+        return true;
+    }
+    match e.code() {
+        Some(code) => {
+            let code = code.code();
+            code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03")
+        }
+        None => std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>()),
+    }
+}
+
 /// Creates `path` 0600 if missing, and narrows it and any `-wal`/`-shm`
 /// beside it to 0600 (an older regate created them 0644).
 fn private_files(path: &Path) -> std::io::Result<()> {
@@ -340,5 +374,28 @@ mod tests {
         drop(s);
         let s = State::open(dir.path()).unwrap();
         assert_eq!(s.get_meta("gate").unwrap().as_deref(), Some("closed"));
+    }
+
+    #[test]
+    fn a_postgres_that_cannot_be_reached_is_unavailable_a_bad_row_is_not() {
+        // Nothing listens on port 1 of the loopback: refused at connect.
+        let refused = postgres::Config::new()
+            .host("127.0.0.1")
+            .port(1)
+            .user("regate")
+            .connect(postgres::NoTls)
+            .err()
+            .expect("nothing listens on port 1");
+        let e = StateError::Postgres {
+            url: "postgres://127.0.0.1:1/".into(),
+            source: refused,
+        };
+        assert!(e.is_unavailable(), "{e}");
+        let e = StateError::Decode {
+            column: 0,
+            found: "text".into(),
+            wanted: "integer",
+        };
+        assert!(!e.is_unavailable());
     }
 }

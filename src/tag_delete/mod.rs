@@ -122,13 +122,11 @@ impl From<TagDeleteError> for RegistryError {
             | TagDeleteError::Api(ApiError::DigestMismatch { .. }) => {
                 RegistryError::bad_gateway(msg)
             }
+            TagDeleteError::State(s) if s.is_unavailable() => RegistryError::unavailable(msg),
             TagDeleteError::State(_) | TagDeleteError::Verify(_) | TagDeleteError::Task(_) => {
                 RegistryError::new(StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Unknown, msg)
             }
-            TagDeleteError::Cluster(_) => {
-                RegistryError::new(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable, msg)
-                    .with_header(http::header::RETRY_AFTER, http::HeaderValue::from(1))
-            }
+            TagDeleteError::Cluster(_) => RegistryError::unavailable(msg),
         }
     }
 }

@@ -247,7 +247,7 @@ async fn postgres_stopped_mid_run_stops_writes_until_it_is_back() {
         &rb.url,
         &replica_extra(
             &url,
-            "[gc]\nclosed_writes = \"reject\"\nretry_after = \"7s\"\n",
+            &gc_section(&rb, "closed_writes = \"reject\"\nretry_after = \"7s\""),
         ),
     )
     .await;
@@ -299,6 +299,25 @@ async fn postgres_stopped_mid_run_stops_writes_until_it_is_back() {
     assert_eq!(r.headers()["retry-after"], "7");
     assert!(r.text().await.unwrap().contains("UNAVAILABLE"));
     check_image(&b.client(), &b.url, "app", "v1", &img).await;
+    // What needs the state says "retry", not "fault": a GC asked of B, the
+    // referrers of the image.
+    let r = admin_client()
+        .post(format!("{}/admin/gc", b.admin_url))
+        .json(&serde_json::json!({"dry_run": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503, "POST /admin/gc while PostgreSQL is down");
+    assert_eq!(r.headers()["retry-after"], "1");
+    assert!(r.text().await.unwrap().contains("UNAVAILABLE"));
+    let r = b
+        .client()
+        .get(format!("{}/v2/app/referrers/{}", b.url, img.digest))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503, "referrers while PostgreSQL is down");
+    assert_eq!(r.headers()["retry-after"], "1");
     // A too, through its own gate.
     let r = a
         .client()
