@@ -7,8 +7,13 @@
 //! lock is seen free). A replica that dies drops its session (the lock is
 //! freed) and its GC command gets SIGKILL from the kernel (parent-death
 //! signal, set by `gc::command`).
+//!
+//! A run gives the lease back with [`GcLease::release`], which returns once
+//! the lock is free, so the next run asked for after a run is reported
+//! finished never meets the finished one's lease.
 
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,16 +26,20 @@ pub const PING_TIMEOUT: Duration = Duration::from_secs(2);
 /// PostgreSQL ends the lease's session after this long without a ping.
 const IDLE_SESSION_TIMEOUT_MS: u64 = 5000;
 
-/// Held for a GC run; dropping it releases the lease.
+/// Held for a GC run; [`GcLease::release`] gives it back, and so does
+/// dropping it (without waiting for the lock to be free).
 pub struct GcLease {
     shared: Arc<Shared>,
+    /// Dropped to wake the holding thread, which then frees the lock.
+    stop: Option<mpsc::Sender<()>>,
+    /// Told by the holding thread once the lock is free (or lost).
+    freed: Option<tokio::sync::oneshot::Receiver<()>>,
 }
 
 struct Shared {
     /// The GC command's pid (its process group), 0 while none runs.
     pid: AtomicI32,
     lost: AtomicBool,
-    released: AtomicBool,
 }
 
 impl GcLease {
@@ -53,11 +62,21 @@ impl GcLease {
     pub fn lost(&self) -> bool {
         self.shared.lost.load(Ordering::SeqCst)
     }
+
+    /// Gives the lease back and waits (at most [`PING_TIMEOUT`]: PostgreSQL
+    /// may be away, and then its session ends on its own) until the lock is
+    /// free.
+    pub async fn release(mut self) {
+        self.stop.take();
+        if let Some(freed) = self.freed.take() {
+            let _ = tokio::time::timeout(PING_TIMEOUT, freed).await;
+        }
+    }
 }
 
 impl Drop for GcLease {
     fn drop(&mut self) {
-        self.shared.released.store(true, Ordering::SeqCst);
+        self.stop.take();
     }
 }
 
@@ -123,25 +142,30 @@ impl Cluster {
         let shared = Arc::new(Shared {
             pid: AtomicI32::new(0),
             lost: AtomicBool::new(false),
-            released: AtomicBool::new(false),
         });
+        let (stop, stopped) = mpsc::channel();
+        let (tell_freed, freed) = tokio::sync::oneshot::channel();
         let s = Arc::clone(&shared);
         let replica = self.replica.clone();
         std::thread::Builder::new()
             .name("regate-gc-lease".into())
-            .spawn(move || hold(client, &s, &replica))
+            .spawn(move || {
+                hold(client, &s, &replica, &stopped);
+                let _ = tell_freed.send(());
+            })
             .map_err(|e| ClusterError::Thread(format!("cannot start the GC lease thread: {e}")))?;
-        Ok(GcLease { shared })
+        Ok(GcLease {
+            shared,
+            stop: Some(stop),
+            freed: Some(freed),
+        })
     }
 }
 
-/// Pings the lease's session until the lease is released or lost.
-fn hold(mut client: Client, shared: &Shared, replica: &str) {
-    while !shared.released.load(Ordering::SeqCst) {
-        std::thread::sleep(PING);
-        if shared.released.load(Ordering::SeqCst) {
-            break;
-        }
+/// Pings the lease's session every [`PING`] until the lease is released
+/// (`stopped` says so at once) or lost.
+fn hold(mut client: Client, shared: &Shared, replica: &str, stopped: &mpsc::Receiver<()>) {
+    while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(PING) {
         if let Err(e) = client.is_valid(PING_TIMEOUT) {
             shared.lost.store(true, Ordering::SeqCst);
             let pid = shared.pid.load(Ordering::SeqCst);

@@ -34,35 +34,50 @@ impl RunKind {
     }
 }
 
-/// Held for a run; dropping it releases the lease.
+/// Held for a run; [`RunLease::release`] gives it back, and so does
+/// dropping it (without waiting for the lock to be free).
 pub struct RunLease {
     client: Option<Client>,
     kind: RunKind,
     replica: String,
 }
 
+impl RunLease {
+    /// Gives the lease back, returning once the lock is free (off the async
+    /// threads: the client is synchronous).
+    pub async fn release(mut self) {
+        if let Some(client) = self.client.take() {
+            let (kind, replica) = (self.kind, self.replica.clone());
+            let _ = tokio::task::spawn_blocking(move || free(client, kind, &replica)).await;
+        }
+    }
+}
+
 impl Drop for RunLease {
     /// On a thread of its own: the synchronous client must not be used or
-    /// dropped on an async thread. Closing the session frees the lock even
-    /// if the statements fail.
+    /// dropped on an async thread.
     fn drop(&mut self) {
-        let Some(mut client) = self.client.take() else {
+        let Some(client) = self.client.take() else {
             return;
         };
         let (kind, replica) = (self.kind, self.replica.clone());
         let _ = std::thread::Builder::new()
             .name("regate-run-lease".into())
-            .spawn(move || {
-                let _ = client.execute(
-                    "DELETE FROM regate_cluster_runs WHERE kind = $1 AND replica = $2",
-                    &[&kind.as_str(), &replica],
-                );
-                let _ = client.execute(
-                    "SELECT pg_advisory_unlock($1, $2)",
-                    &[&LOCK_CLASS, &kind.lock_key()],
-                );
-            });
+            .spawn(move || free(client, kind, &replica));
     }
+}
+
+/// Deletes the run's row and frees the lock; closing the session (the
+/// client dropped here) frees the lock even if the statements fail.
+fn free(mut client: Client, kind: RunKind, replica: &str) {
+    let _ = client.execute(
+        "DELETE FROM regate_cluster_runs WHERE kind = $1 AND replica = $2",
+        &[&kind.as_str(), &replica],
+    );
+    let _ = client.execute(
+        "SELECT pg_advisory_unlock($1, $2)",
+        &[&LOCK_CLASS, &kind.lock_key()],
+    );
 }
 
 impl Cluster {

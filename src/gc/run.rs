@@ -77,8 +77,12 @@ impl Gc {
             Ok(()) => self.phases(&mut run, req, started).await,
             Err(e) => Err(e),
         };
-        // After the gate has reopened: the lease goes last.
-        self.lease_slot().take();
+        // After the gate has reopened: the lease goes last, and is free
+        // before the run is reported finished.
+        let lease = self.lease_slot().take();
+        if let Some(lease) = lease {
+            lease.release().await;
+        }
         let gc = Arc::clone(&self);
         run.bytes_after = tokio::task::spawn_blocking(move || gc.storage_bytes())
             .await

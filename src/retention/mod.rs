@@ -161,7 +161,7 @@ impl Retention {
     ) -> Result<RunReport, RetentionError> {
         let _one = self.running.lock().await;
         // In a cluster, one applied run at a time across the replicas.
-        let _lease = match self.tags.cluster() {
+        let lease = match self.tags.cluster() {
             Some(c) if !req.dry_run => Some(c.run_lease(RunKind::Retention, account).await?),
             _ => None,
         };
@@ -258,6 +258,10 @@ impl Retention {
             skipped = report.plan.skipped.len(),
             "retention run applied"
         );
+        // Free before the answer: a run asked for right after it starts.
+        if let Some(lease) = lease {
+            lease.release().await;
+        }
         Ok(report)
     }
 
