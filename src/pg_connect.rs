@@ -4,7 +4,9 @@
 //!
 //! Owns, for each connection: the settings of the URL ([`StateUrl`]); a
 //! connect timeout ([`CONNECT_TIMEOUT`], unless the URL sets
-//! `connect_timeout`); TCP keepalives and a TCP user timeout, so a server
+//! `connect_timeout`) for the TCP connect and again for the TLS handshake
+//! (the client bounds only the first; a server that accepts and then stalls
+//! the handshake would hold the caller for good); TCP keepalives and a TCP user timeout, so a server
 //! that vanished (power loss, a network cut) is noticed in seconds, not the
 //! operating system's two hours (unless the URL sets `keepalives*`); an
 //! `application_name` of `regate <role> <replica>` (the URL's own
@@ -18,10 +20,13 @@
 //! Blocking (the synchronous `postgres` client runs its own runtime): call
 //! it off the async threads. Calls `config` only.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use postgres::{Client, NoTls};
+use postgres::tls::{MakeTlsConnect, TlsConnect};
+use postgres::{Client, NoTls, Socket};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::CryptoProvider;
@@ -51,7 +56,7 @@ const APPLICATION_NAME_MAX: usize = 63;
 pub struct PgConnector {
     url: StateUrl,
     config: postgres::Config,
-    tls: Option<MakeRustlsConnect>,
+    tls: Option<TimedTls>,
     replica: String,
     prefix: String,
 }
@@ -100,8 +105,12 @@ impl PgConnector {
             config.tcp_user_timeout(TCP_USER_TIMEOUT);
         }
         let prefix = config.get_application_name().unwrap_or("regate").to_owned();
+        let within = *config.get_connect_timeout().unwrap_or(&CONNECT_TIMEOUT);
         PgConnector {
-            tls: client_config(url.tls()).map(MakeRustlsConnect::new),
+            tls: client_config(url.tls()).map(|c| TimedTls {
+                inner: MakeRustlsConnect::new(c),
+                within,
+            }),
             url: url.clone(),
             config,
             replica: replica.to_owned(),
@@ -136,6 +145,57 @@ impl PgConnector {
         made.map_err(|cause| ConnectError {
             advice: advice(&cause, self.url.tls()),
             cause,
+        })
+    }
+}
+
+/// rustls as `sslmode` asks, its handshake given `within` to finish.
+#[derive(Clone)]
+struct TimedTls {
+    inner: MakeRustlsConnect,
+    within: Duration,
+}
+
+type RustlsConnect = <MakeRustlsConnect as MakeTlsConnect<Socket>>::TlsConnect;
+type RustlsStream = <MakeRustlsConnect as MakeTlsConnect<Socket>>::Stream;
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl MakeTlsConnect<Socket> for TimedTls {
+    type Stream = RustlsStream;
+    type TlsConnect = TimedHandshake;
+    type Error = <MakeRustlsConnect as MakeTlsConnect<Socket>>::Error;
+
+    fn make_tls_connect(&mut self, host: &str) -> Result<TimedHandshake, Self::Error> {
+        Ok(TimedHandshake {
+            inner: MakeTlsConnect::<Socket>::make_tls_connect(&mut self.inner, host)?,
+            within: self.within,
+        })
+    }
+}
+
+/// One handshake, bounded (the client's own runtime has timers).
+struct TimedHandshake {
+    inner: RustlsConnect,
+    within: Duration,
+}
+
+/// What a handshake that did not finish in time says.
+#[derive(Debug, thiserror::Error)]
+#[error("the TLS handshake did not finish within {0:?}")]
+struct HandshakeTimedOut(Duration);
+
+impl TlsConnect<Socket> for TimedHandshake {
+    type Stream = RustlsStream;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<RustlsStream, BoxError>> + Send>>;
+
+    fn connect(self, socket: Socket) -> Self::Future {
+        let (handshake, within) = (self.inner.connect(socket), self.within);
+        Box::pin(async move {
+            match tokio::time::timeout(within, handshake).await {
+                Ok(done) => done.map_err(Into::into),
+                Err(_) => Err(HandshakeTimedOut(within).into()),
+            }
         })
     }
 }
@@ -309,6 +369,18 @@ fn tls_error(e: &postgres::Error) -> Option<&rustls::Error> {
     None
 }
 
+/// Whether an error of type `T` is among `e`'s causes.
+fn cause_is<T: std::error::Error + 'static>(e: &postgres::Error) -> bool {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = next {
+        if err.is::<T>() {
+            return true;
+        }
+        next = err.source();
+    }
+    false
+}
+
 /// What to do about a failed connection.
 fn advice(e: &postgres::Error, tls: &StateTls) -> String {
     let ca = tls.root_cert.as_ref().map_or_else(
@@ -326,6 +398,9 @@ fn advice(e: &postgres::Error, tls: &StateTls) -> String {
             rustls::Error::InvalidCertificate(_) => format!("the server's certificate was refused: check its dates and usage, and that {ca} (state.url) is its CA"),
             _ => "the TLS handshake with PostgreSQL failed: check the server's ssl settings and the sslmode of state.url".into(),
         };
+    }
+    if cause_is::<HandshakeTimedOut>(e) {
+        return "the server accepted the connection but did not complete the TLS handshake: check that state.url names PostgreSQL's host and port (not another service), and the server's load and ssl settings".into();
     }
     if chain(e).contains("server does not support TLS") {
         return format!(
@@ -387,5 +462,40 @@ mod tests {
         assert_eq!(c.config.get_keepalives_idle(), Duration::from_secs(99));
         assert_eq!(c.prefix, "blue");
         assert!(c.tls.is_some(), "prefer (the default) tries TLS");
+    }
+
+    #[test]
+    fn a_server_that_stalls_the_tls_handshake_fails_the_connect_in_time() {
+        use std::io::{Read, Write};
+        // Says yes to the client's SSLRequest, then nothing: the TLS
+        // handshake never gets its ServerHello.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            let (mut socket, _) = listener.accept().unwrap();
+            let mut ssl_request = [0u8; 8];
+            socket.read_exact(&mut ssl_request).unwrap();
+            socket.write_all(b"S").unwrap();
+            // Hold the connection open until the client gives up.
+            let _ = socket.read_to_end(&mut Vec::new());
+        });
+        let u = StateUrl::parse(&format!(
+            "postgres://u:p@127.0.0.1:{port}/d?sslmode=require&connect_timeout=1"
+        ))
+        .unwrap();
+        let started = std::time::Instant::now();
+        let e = PgConnector::new(&u, "r")
+            .connect("state")
+            .err()
+            .expect("a stalled handshake fails");
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(5), "gave up after {took:?}");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("did not finish within 1s")
+                && msg.contains("did not complete the TLS handshake"),
+            "{msg}"
+        );
+        server.join().unwrap();
     }
 }
