@@ -7,7 +7,9 @@
 //! configured, smaller limits are enforced by the pipeline
 //! ([`crate::request_limits`]) with an OCI error body. A client gets the
 //! header read timeout to send its first bytes ([`super::first_bytes`]) and
-//! then, on HTTP/1.1, each request head.
+//! then, on HTTP/1.1, each request head. A connection that has had no
+//! request in progress for as long is closed gracefully, HTTP/2 with GOAWAY
+//! ([`super::idle`]; hyper's header read timeout does this for HTTP/1.1).
 //!
 //! On shutdown a listener stops accepting, lets open connections finish
 //! within `server.shutdown_timeout`, then closes those still open.
@@ -30,16 +32,16 @@ use http::{header, HeaderValue, Method, Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tower::{Service, ServiceExt};
 
 use super::first_bytes::FirstBytes;
+use super::idle::{Activity, Held};
 use crate::app::ConnInfo;
-use crate::body::ProxyBody;
+use crate::body::{BoxError, ProxyBody};
 use crate::config::HARD_MAX_HEAD_BYTES;
 use crate::metrics::Metrics;
 use crate::unread_body::{Disposal, UnreadBody};
@@ -112,7 +114,10 @@ pub async fn serve<S>(
         + 'static,
     S::Future: Send + 'static,
 {
-    let graceful = GracefulShutdown::new();
+    // Draining: open connections close once their requests are done; each
+    // holds a sender of `open` until it ends.
+    let (drain, draining) = watch::channel(false);
+    let (open, mut all_closed) = mpsc::channel::<()>(1);
     let builder = http_builder(settings.header_read_timeout, settings.max_header_bytes);
     let first_bytes = settings.header_read_timeout;
     let local = listener
@@ -161,7 +166,10 @@ pub async fn serve<S>(
             tls: settings.tls.is_some(),
         };
         let service = service.clone();
+        let activity = Arc::new(Activity::default());
+        let requests = Arc::clone(&activity);
         let svc = TowerToHyperService::new(tower::service_fn(move |req: Request<Incoming>| {
+            let request = requests.start();
             let head = req.method() == Method::HEAD;
             let (mut parts, body) = req.into_parts();
             let (body, watch) = UnreadBody::new(body, parts.version, &parts.headers);
@@ -176,15 +184,20 @@ pub async fn serve<S>(
                 if head {
                     resp = super::head_response::without_body(resp);
                 }
-                Ok::<_, Infallible>(resp)
+                Ok::<_, Infallible>(resp.map(|body| ProxyBody::new(Held::new(body, request))))
             }
         }));
-        let watcher = graceful.watcher();
+        let ends = ConnEnds {
+            activity,
+            idle: settings.header_read_timeout,
+            draining: draining.clone(),
+            closing: closing.clone(),
+            _open: open.clone(),
+        };
         let builder = builder.clone();
         let tls = settings.tls.clone();
         let handshake_timeout = settings.handshake_timeout;
         let metrics = Arc::clone(&metrics);
-        let mut closing = closing.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let result = match tls {
@@ -194,12 +207,7 @@ pub async fn serve<S>(
                             let sni = tls_stream.get_ref().1.server_name().map(str::to_owned);
                             tracing::trace!(%peer, sni = sni.as_deref().unwrap_or("-"), "TLS established");
                             let io = FirstBytes::new(tls_stream, first_bytes);
-                            let conn =
-                                watcher.watch(builder.serve_connection(TokioIo::new(io), svc));
-                            tokio::select! {
-                                r = conn => r,
-                                _ = crate::stop_signal::stopped(&mut closing) => return,
-                            }
+                            serve_connection(&builder, TokioIo::new(io), svc, ends).await
                         }
                         Ok(Err(e)) => {
                             metrics.tls_failure("handshake");
@@ -215,20 +223,18 @@ pub async fn serve<S>(
                 }
                 None => {
                     let io = FirstBytes::new(stream, first_bytes);
-                    let conn = watcher.watch(builder.serve_connection(TokioIo::new(io), svc));
-                    tokio::select! {
-                        r = conn => r,
-                        _ = crate::stop_signal::stopped(&mut closing) => return,
-                    }
+                    serve_connection(&builder, TokioIo::new(io), svc, ends).await
                 }
             };
-            if let Err(e) = result {
+            if let Some(Err(e)) = result {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });
     }
     drop(listener);
-    if tokio::time::timeout(settings.shutdown_timeout, graceful.shutdown())
+    let _ = drain.send(true);
+    drop(open);
+    if tokio::time::timeout(settings.shutdown_timeout, all_closed.recv())
         .await
         .is_err()
     {
@@ -237,5 +243,55 @@ pub async fn serve<S>(
             "connections still open after the shutdown timeout; closing them"
         );
         let _ = force_close.send(true);
+    }
+}
+
+/// What ends a connection besides the client.
+struct ConnEnds {
+    /// Its requests in progress, and `idle`: how long it may have none.
+    activity: Arc<Activity>,
+    idle: Duration,
+    /// The listener drains: close once the requests in progress are done.
+    draining: watch::Receiver<bool>,
+    /// Shutdown's time is up: drop it.
+    closing: watch::Receiver<bool>,
+    /// Held until the connection ends (the listener waits for all).
+    _open: mpsc::Sender<()>,
+}
+
+/// Serves one connection until it ends: closed gracefully (HTTP/2 GOAWAY,
+/// HTTP/1.1 without keep-alive; requests in progress finish) once it has had
+/// no request in progress for `ends.idle` or when the listener drains;
+/// dropped (`None`) when shutdown's time is up.
+async fn serve_connection<I, H>(
+    builder: &auto::Builder<TokioExecutor>,
+    io: I,
+    service: H,
+    mut ends: ConnEnds,
+) -> Option<Result<(), BoxError>>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + 'static,
+    H: hyper::service::Service<Request<Incoming>, Response = Response<ProxyBody>>,
+    H::Future: 'static,
+    H::Error: Into<BoxError>,
+    TokioExecutor: auto::HttpServerConnExec<H::Future, ProxyBody>,
+{
+    let conn = builder.serve_connection(io, service);
+    tokio::pin!(conn);
+    let mut closing_gracefully = false;
+    loop {
+        tokio::select! {
+            done = conn.as_mut() => return Some(done),
+            _ = ends.activity.idle_for(ends.idle), if !closing_gracefully => {
+                tracing::debug!(idle = ?ends.idle, "closing a connection without requests");
+                conn.as_mut().graceful_shutdown();
+                closing_gracefully = true;
+            }
+            _ = crate::stop_signal::stopped(&mut ends.draining), if !closing_gracefully => {
+                conn.as_mut().graceful_shutdown();
+                closing_gracefully = true;
+            }
+            _ = crate::stop_signal::stopped(&mut ends.closing) => return None,
+        }
     }
 }

@@ -11,6 +11,7 @@ mod config_reload;
 mod fd_limit;
 mod first_bytes;
 mod head_response;
+mod idle;
 pub mod instance_lock;
 mod listener;
 

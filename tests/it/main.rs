@@ -24,6 +24,7 @@ mod gc_restart;
 mod gc_schedule;
 mod gc_untagged;
 mod hostile_input;
+mod idle_connections;
 mod large_blobs;
 mod managed_secrets;
 mod oci_1_1;

@@ -37,6 +37,11 @@ impl RawResponse {
 
 /// A TLS connector trusting only `ca` (ALPN http/1.1).
 pub fn connector(ca: &Path) -> TlsConnector {
+    connector_alpn(ca, b"http/1.1")
+}
+
+/// A TLS connector trusting `ca` that offers only `alpn`.
+pub fn connector_alpn(ca: &Path, alpn: &[u8]) -> TlsConnector {
     let mut roots = rustls::RootCertStore::empty();
     let pem = std::fs::read(ca).unwrap();
     for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
@@ -49,7 +54,7 @@ pub fn connector(ca: &Path) -> TlsConnector {
     .unwrap()
     .with_root_certificates(roots)
     .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = vec![alpn.to_vec()];
     TlsConnector::from(Arc::new(config))
 }
 
