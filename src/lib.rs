@@ -25,6 +25,7 @@ pub mod fast_reads;
 pub mod forwarded;
 pub mod fsck;
 pub mod gc;
+pub mod guarded_body;
 pub mod managed;
 pub mod manifest_check;
 pub mod metrics;

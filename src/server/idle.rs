@@ -10,17 +10,11 @@
 //! good by sending nothing, while pings keep them alive. The listener uses
 //! [`Activity::idle_for`] to close those with GOAWAY.
 
-use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body::{Body, Frame, SizeHint};
 use tokio::sync::Notify;
-
-use crate::body::BoxError;
 
 /// The requests in progress on one connection.
 #[derive(Debug, Default)]
@@ -57,7 +51,8 @@ impl Activity {
     }
 }
 
-/// One request in progress (see [`Activity::start`]).
+/// One request in progress (see [`Activity::start`]); the listener keeps
+/// it in the response body ([`crate::guarded_body::GuardedBody`]).
 #[derive(Debug)]
 pub struct InProgress(Arc<Activity>);
 
@@ -65,45 +60,6 @@ impl Drop for InProgress {
     fn drop(&mut self) {
         self.0.in_progress.fetch_sub(1, Ordering::SeqCst);
         self.0.changed.notify_waiters();
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// A response body that keeps its request in progress until it is
-    /// dropped.
-    pub struct Held<B> {
-        #[pin]
-        inner: B,
-        request: InProgress,
-    }
-}
-
-impl<B> Held<B> {
-    pub fn new(inner: B, request: InProgress) -> Self {
-        Held { inner, request }
-    }
-}
-
-impl<B> Body for Held<B>
-where
-    B: Body<Data = Bytes, Error = BoxError>,
-{
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        self.project().inner.poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
     }
 }
 

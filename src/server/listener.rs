@@ -39,10 +39,11 @@ use tokio_rustls::TlsAcceptor;
 use tower::{Service, ServiceExt};
 
 use super::first_bytes::FirstBytes;
-use super::idle::{Activity, Held};
+use super::idle::Activity;
 use crate::app::ConnInfo;
 use crate::body::{BoxError, ProxyBody};
 use crate::config::HARD_MAX_HEAD_BYTES;
+use crate::guarded_body::GuardedBody;
 use crate::metrics::Metrics;
 use crate::unread_body::{Disposal, UnreadBody};
 
@@ -184,7 +185,9 @@ pub async fn serve<S>(
                 if head {
                     resp = super::head_response::without_body(resp);
                 }
-                Ok::<_, Infallible>(resp.map(|body| ProxyBody::new(Held::new(body, request))))
+                Ok::<_, Infallible>(
+                    resp.map(|body| ProxyBody::new(GuardedBody::new(body, request))),
+                )
             }
         }));
         let ends = ConnEnds {

@@ -15,7 +15,6 @@
 //! of `gc` (which decides when to close and open). Calls nothing but
 //! `metrics`.
 
-mod guarded_body;
 mod pass;
 pub mod push_tracker;
 mod refusal;

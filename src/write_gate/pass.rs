@@ -9,10 +9,10 @@ use std::time::Instant;
 use http::{Response, StatusCode};
 use http_body_util::BodyExt;
 
-use super::guarded_body::GuardedBody;
 use super::write_kind::WriteKind;
 use super::WriteGate;
 use crate::body::ProxyBody;
+use crate::guarded_body::GuardedBody;
 use crate::route::upload_session_of;
 
 /// A write in flight; dropping it tells a draining gate.

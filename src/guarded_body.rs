@@ -1,7 +1,8 @@
 //! A response body that holds a guard until it has been sent completely (or
-//! dropped): `pass` puts a write's [`WriteGuard`](super::WriteGuard) in it, so
-//! a draining gate waits for the whole response. Generic over the guard, so it
-//! needs nothing of `pass`.
+//! dropped). The write gate's `pass` puts a write's guard in it, so a
+//! draining gate waits for the whole response; the listener puts a
+//! request's `server::idle` count in it, so a connection is not idle while a
+//! response is still being sent. Generic over the guard; calls only `body`.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
