@@ -179,16 +179,21 @@ impl std::fmt::Display for RegistryError {
 
 impl std::error::Error for RegistryError {}
 
+/// `e`'s causes, `e.source()` first, outermost to innermost.
+pub fn causes<'a>(
+    e: &'a dyn std::error::Error,
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(e.source(), |cause| cause.source())
+}
+
 /// An error and its sources, `a: b: c`, for messages and logs.
-pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
+pub struct ErrorChain<'a>(pub &'a dyn std::error::Error);
 
 impl std::fmt::Display for ErrorChain<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}", self.0)?;
-        let mut src = self.0.source();
-        while let Some(s) = src {
-            write!(f, ": {s}")?;
-            src = s.source();
+        for cause in causes(self.0) {
+            write!(f, ": {cause}")?;
         }
         Ok(())
     }
@@ -202,14 +207,7 @@ pub const API_VERSION_HEADER: HeaderName =
 /// An error's message and those of its causes, `: `-separated (a client
 /// library's own message is often a cause of its outer error).
 pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut next = e.source();
-    while let Some(cause) = next {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        next = cause.source();
-    }
-    text
+    ErrorChain(e).to_string()
 }
 
 #[cfg(test)]

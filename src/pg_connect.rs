@@ -35,7 +35,7 @@ use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::config::{SslMode, StateTls, StateUrl};
-use crate::error::chain;
+use crate::error::{causes, chain};
 
 /// How long opening a TCP connection may take, unless the URL's
 /// `connect_timeout` says otherwise.
@@ -352,33 +352,13 @@ impl ServerCertVerifier for ChainOnly {
 /// The rustls error somewhere in `e`'s causes (tokio-rustls wraps it in an
 /// `io::Error`).
 fn tls_error(e: &postgres::Error) -> Option<&rustls::Error> {
-    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = next {
-        if let Some(r) = err.downcast_ref::<rustls::Error>() {
-            return Some(r);
-        }
-        if let Some(r) = err
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        {
-            return Some(r);
-        }
-        next = err.source();
-    }
-    None
-}
-
-/// Whether an error of type `T` is among `e`'s causes.
-fn cause_is<T: std::error::Error + 'static>(e: &postgres::Error) -> bool {
-    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = next {
-        if err.is::<T>() {
-            return true;
-        }
-        next = err.source();
-    }
-    false
+    causes(e).find_map(|err| {
+        err.downcast_ref::<rustls::Error>().or_else(|| {
+            err.downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        })
+    })
 }
 
 /// What to do about a failed connection.
@@ -399,7 +379,7 @@ fn advice(e: &postgres::Error, tls: &StateTls) -> String {
             _ => "the TLS handshake with PostgreSQL failed: check the server's ssl settings and the sslmode of state.url".into(),
         };
     }
-    if cause_is::<HandshakeTimedOut>(e) {
+    if causes(e).any(|c| c.is::<HandshakeTimedOut>()) {
         return "the server accepted the connection but did not complete the TLS handshake: check that state.url names PostgreSQL's host and port (not another service), and the server's load and ssl settings".into();
     }
     if chain(e).contains("server does not support TLS") {

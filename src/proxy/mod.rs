@@ -156,17 +156,12 @@ impl Upstream {
     /// What the client is told: never the upstream's address, nor a cause
     /// that could carry it (the caller logs those).
     fn transport_error(&self, e: &hyper_util::client::legacy::Error) -> RegistryError {
-        use std::error::Error as _;
-        let mut src = e.source();
-        while let Some(s) = src {
-            if s.downcast_ref::<crate::body::IdleTimeout>().is_some() {
-                return RegistryError::new(
-                    http::StatusCode::REQUEST_TIMEOUT,
-                    crate::error::ErrorCode::Unknown,
-                    "the request body stalled: idle timeout",
-                );
-            }
-            src = s.source();
+        if crate::error::causes(e).any(|c| c.is::<crate::body::IdleTimeout>()) {
+            return RegistryError::new(
+                http::StatusCode::REQUEST_TIMEOUT,
+                crate::error::ErrorCode::Unknown,
+                "the request body stalled: idle timeout",
+            );
         }
         if e.is_connect() {
             RegistryError::bad_gateway("the upstream registry is unreachable")
